@@ -1,0 +1,5 @@
+import sys
+
+from imagegate.cli import main
+
+sys.exit(main())

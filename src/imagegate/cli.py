@@ -1,0 +1,216 @@
+"""Command line: serve, generate, check-config."""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from imagegate import __version__
+from imagegate.config import Settings, load_settings
+from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
+from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
+from imagegate.relays.registry import build_relays
+from imagegate.server import App, build_app
+from imagegate.store.blobs import StagedBlob
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(f"imagegate: configuration error:\n{_indent(str(err))}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(settings)
+    try:
+        result: int = args.handler(settings, args)
+        return result
+    except ConfigError as err:
+        print(f"imagegate: configuration error:\n{_indent(str(err))}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ImagegateError as err:
+        print(f"imagegate: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagegate", description="A secured MCP server for image generation."
+    )
+    parser.add_argument("--version", action="version", version=f"imagegate {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML configuration file (default: $IMAGEGATE_CONFIG, else built-in defaults)",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the MCP server")
+    serve.add_argument("--transport", choices=["http", "stdio"], default="http")
+    serve.set_defaults(handler=_serve)
+
+    generate = commands.add_parser("generate", help="generate images once, without a server")
+    generate.add_argument("prompt")
+    generate.add_argument("--size", default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
+    generate.add_argument("-n", type=int, default=1, help="number of images (default 1)")
+    generate.add_argument("--format", dest="output_format", default="png", help="png, jpeg, webp")
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--relay", default=None, help="relay name (default: default_relay)")
+    generate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="output directory, or file name when -n is 1 (default: current directory)",
+    )
+    generate.set_defaults(handler=_generate)
+
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check.set_defaults(handler=_check_config)
+    return parser
+
+
+def _setup_logging(settings: Settings) -> None:
+    # stderr only: on stdio, stdout carries the protocol.
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.transport == "stdio":
+        app = build_app(settings, "stdio")
+        try:
+            asyncio.run(app.mcp.run_stdio_async(show_banner=False))
+        finally:
+            app.store.close()
+        return 0
+    app = build_app(settings, "http")
+    try:
+        asyncio.run(_serve_http(app, settings))
+    finally:
+        app.store.close()
+    return 0
+
+
+async def _serve_http(app: App, settings: Settings) -> None:
+    import uvicorn
+
+    http_app = app.mcp.http_app(path=settings.mcp_path)
+    config = uvicorn.Config(
+        http_app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Access logs would record signed download URLs; we don't write them.
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    _announce(app, settings)
+    await server.serve()
+    if not server.started:
+        raise ConfigError(f"could not listen on {settings.host}:{settings.port} (see log above)")
+
+
+def _announce(app: App, settings: Settings) -> None:
+    url = f"{settings.base_url()}{settings.mcp_path}"
+    lines = [f"imagegate {__version__}: MCP over streamable HTTP at {url}"]
+    if settings.bearer_token is None and settings.bearer_token_file is None:
+        token_file = settings.state_dir / "bearer-token"
+        if sys.stderr.isatty() and app.bearer_token:
+            lines.append(f"development bearer token: {app.bearer_token}")
+        lines.append(f"bearer token file: {token_file} (send 'Authorization: Bearer <token>')")
+    lines.append(f"state: {settings.state_dir}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    result = asyncio.run(_generate_files(settings, args))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    watch = Stopwatch()
+    request = build_request(
+        GenerateArgs(args.prompt, args.size, args.n, args.output_format, args.seed, args.relay),
+        settings,
+    )
+    out, directory, explicit_file = _output_target(args.out, request.n)
+    relay = build_relays(settings).get(args.relay)
+
+    async def progress(fraction: float | None, message: str) -> None:
+        percent = "" if fraction is None else f" {fraction * 100:3.0f}%"
+        print(f"[{watch.elapsed():6.1f}s]{percent} {message}", file=sys.stderr, flush=True)
+
+    await progress(0.0, f"relay {relay.name}: {request.n} image(s) at {request.size}")
+    produced = await produce(
+        relay,
+        request,
+        settings,
+        lambda: StagedBlob(directory, settings.max_image_bytes),
+        progress,
+    )
+    images = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for item in produced:
+        ext = item.info.format.extension
+        if explicit_file:
+            target = out
+        else:
+            target = directory / f"imagegate-{stamp}-{secrets.token_hex(3)}.{ext}"
+        os.chmod(item.image.staged.path, 0o644)
+        os.replace(item.image.staged.path, target)
+        images.append(
+            {
+                "path": str(target.resolve()),
+                "size": f"{item.info.width}x{item.info.height}",
+                "mime_type": item.info.format.mime_type,
+                "bytes": item.info.byte_size,
+                "params": item.image.params,
+            }
+        )
+    await progress(1.0, f"done: {len(images)} file(s)")
+    return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
+
+
+def _output_target(out: Path, n: int) -> tuple[Path, Path, bool]:
+    """(target, directory, is_explicit_file) for --out, checked before any work."""
+    explicit_file = not out.is_dir() and out.suffix != ""
+    if explicit_file and n != 1:
+        raise InvalidRequest("--out names a file, but -n is more than 1; give a directory")
+    directory = out.parent if explicit_file else out
+    if not directory.is_dir():
+        raise InvalidRequest(f"output directory does not exist: {directory}")
+    return out, directory, explicit_file
+
+
+def _check_config(settings: Settings, args: argparse.Namespace) -> int:
+    relays = build_relays(settings)
+    names = ", ".join(f"{r.name} ({r.kind})" for r in relays.all())
+    print(f"configuration OK: relays {names}; default {relays.default}; state {settings.state_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

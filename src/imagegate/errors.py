@@ -1,0 +1,43 @@
+"""The one exception tree of imagegate.
+
+    ImagegateError            anything this package raises on purpose; its message is
+    │                         written for the caller and never holds a secret
+    ├── ConfigError           configuration is unusable; stops start-up (file, key, reason)
+    ├── InvalidRequest        a tool or CLI argument is wrong; says what is allowed
+    ├── NotFound              no such asset *for this caller* (another owner's looks the same)
+    ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
+    ├── RelayError            the upstream failed; message cleaned of anything secret
+    └── StorageError          the asset store could not read or write
+
+Foreign exceptions (httpx, sqlite3, OSError, PIL) are translated at the boundary
+where they occur. Mapping to MCP errors happens in exactly one place:
+`imagegate.server.DomainErrorMiddleware`.
+"""
+
+
+class ImagegateError(Exception):
+    """Base of every deliberate error; `str(err)` is safe to show a client."""
+
+
+class ConfigError(ImagegateError):
+    """The configuration cannot be used; start-up stops with this message."""
+
+
+class InvalidRequest(ImagegateError):
+    """An argument is out of range or unsupported."""
+
+
+class NotFound(ImagegateError):
+    """The asset does not exist or belongs to someone else (indistinguishable)."""
+
+
+class ImageRejected(ImagegateError):
+    """Bytes that are not an image we accept."""
+
+
+class RelayError(ImagegateError):
+    """An upstream relay failed."""
+
+
+class StorageError(ImagegateError):
+    """The asset store failed to read or write."""

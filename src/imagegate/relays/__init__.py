@@ -1,0 +1,1 @@
+"""Relays: one module per upstream kind behind the protocol in `base`."""

@@ -1,0 +1,121 @@
+"""The offline relay: draws the prompt's words on a seeded background with Pillow.
+
+Same prompt, size, format and seed give the same bytes. Costs nothing, needs no network:
+it is the embedded default and the relay the test suite and benchmarks run against.
+"""
+
+import hashlib
+import io
+import random
+import secrets
+import textwrap
+import time
+
+import anyio
+from PIL import Image, ImageDraw, ImageFont
+
+from imagegate.config import PlaceholderRelayConfig
+from imagegate.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.relays.base import (
+    Capabilities,
+    GenerationRequest,
+    ProgressFn,
+    RelayImage,
+    Size,
+    StageFn,
+)
+
+_PROGRESS_TICK_SECONDS = 0.25
+
+
+class PlaceholderRelay:
+    kind = "placeholder"
+    paid = False
+    capabilities = Capabilities(
+        output_formats=OUTPUT_FORMATS, max_n=10, min_side=64, max_side=4096, seed=True
+    )
+
+    def __init__(self, name: str, config: PlaceholderRelayConfig) -> None:
+        self.name = name
+        self.description = config.description
+        self._delay = config.delay_seconds
+
+    async def generate(
+        self, request: GenerationRequest, stage: StageFn, progress: ProgressFn
+    ) -> list[RelayImage]:
+        base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        await self._simulate_work(progress)
+        images: list[RelayImage] = []
+        try:
+            for index in range(request.n):
+                seed = base_seed + index
+                await progress(index / request.n, f"drawing image {index + 1} of {request.n}")
+                data = await anyio.to_thread.run_sync(
+                    draw_placeholder, request.prompt, request.size, request.output_format, seed
+                )
+                staged = stage()
+                images.append(RelayImage(staged, params={"seed": seed}))
+                staged.write(data)
+                staged.finish()
+        except BaseException:
+            for image in images:
+                image.staged.discard()
+            raise
+        return images
+
+    async def _simulate_work(self, progress: ProgressFn) -> None:
+        if self._delay <= 0:
+            return
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < self._delay:
+            await progress(min(elapsed / self._delay, 1.0) * 0.5, "generating")
+            await anyio.sleep(min(_PROGRESS_TICK_SECONDS, self._delay - elapsed))
+
+
+def draw_placeholder(prompt: str, size: Size, fmt: ImageFormat, seed: int) -> bytes:
+    """Render one image; deterministic in all four arguments."""
+    digest = hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()
+    rng = random.Random(digest)  # noqa: S311 - colours, not secrets
+    background = tuple(rng.randrange(40, 200) for _ in range(3))
+    accent = tuple(min(255, c + 55) for c in background)
+    image = Image.new("RGB", (size.width, size.height), background)
+    draw = ImageDraw.Draw(image)
+    stripe = max(8, min(size.width, size.height) // 12)
+    for offset in range(-size.height, size.width, stripe * 2):
+        draw.polygon(
+            [
+                (offset, 0),
+                (offset + stripe, 0),
+                (offset + stripe + size.height, size.height),
+                (offset + size.height, size.height),
+            ],
+            fill=accent,
+        )
+    _draw_caption(draw, prompt, size, f"placeholder · seed {seed} · {size}")
+    out = io.BytesIO()
+    if fmt is ImageFormat.JPEG:
+        image.save(out, format="JPEG", quality=90)
+    elif fmt is ImageFormat.WEBP:
+        image.save(out, format="WEBP", quality=90)
+    else:
+        image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _draw_caption(draw: ImageDraw.ImageDraw, prompt: str, size: Size, footer: str) -> None:
+    short_side = min(size.width, size.height)
+    font_px = max(10, short_side // 14)
+    font = ImageFont.load_default(size=font_px)
+    small = ImageFont.load_default(size=max(8, font_px // 2))
+    margin = max(4, short_side // 16)
+    columns = max(8, int((size.width - 2 * margin) / (font_px * 0.55)))
+    max_lines = max(1, int((size.height - 3 * margin) / (font_px * 1.25)) - 1)
+    lines = textwrap.wrap(" ".join(prompt.split()), width=columns) or [""]
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], textwrap.shorten(lines[max_lines - 1] + " …", columns)]
+    text = "\n".join(lines)
+    box = draw.multiline_textbbox((margin, margin), text, font=font, spacing=font_px // 4)
+    pad = max(2, font_px // 3)
+    draw.rectangle((box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad), fill=(255, 255, 255))
+    draw.multiline_text((margin, margin), text, font=font, fill=(20, 20, 20), spacing=font_px // 4)
+    draw.text((margin, size.height - margin), footer, font=small, fill=(255, 255, 255), anchor="ls")

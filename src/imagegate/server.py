@@ -1,0 +1,150 @@
+"""Wire the pieces: settings in, a FastMCP server with tools, auth and routes out.
+
+Nothing here is a module-level singleton; `build_app` constructs everything and
+passes it down, so tests can build as many independent servers as they need.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import mcp_types as mt
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from mcp_types import ToolAnnotations
+
+from imagegate import __version__, tools
+from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
+from imagegate.clock import Clock, SystemClock
+from imagegate.config import Settings
+from imagegate.errors import ImagegateError
+from imagegate.ids import Subject
+from imagegate.keys import load_or_create_secret, read_secret_file
+from imagegate.relays.registry import build_relays
+from imagegate.routes import Routes
+from imagegate.service import ImageService
+from imagegate.store.assets import AssetStore
+from imagegate.store.links import LinkSigner
+
+log = logging.getLogger("imagegate")
+
+Transport = Literal["stdio", "http"]
+
+INSTRUCTIONS = (
+    "imagegate generates images and keeps them for you. Call generate_image with a "
+    "prompt; each result has an asset id, a download URL with an expiry and a Markdown "
+    "line to show it. list_relays tells which relays and options exist; list_images, "
+    "get_image, create_download_link and delete_image manage your own images."
+)
+
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+class DomainErrorMiddleware(Middleware):
+    """The one place where domain errors become MCP tool errors with their message."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        try:
+            return await call_next(context)
+        except ImagegateError as err:
+            log.info("tool %s refused: %s", context.message.name, err)
+            raise ToolError(str(err)) from None
+
+
+class _ServiceLifespan:
+    def __init__(self, service: ImageService) -> None:
+        self._service = service
+
+    @asynccontextmanager
+    async def __call__(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        yield {tools.SERVICE_KEY: self._service}
+
+
+@dataclass
+class App:
+    mcp: FastMCP[Any]
+    service: ImageService
+    store: AssetStore
+    bearer_token: str | None
+    """Set for HTTP: the token clients must send (shown to the operator at start)."""
+
+
+def resolve_bearer_token(settings: Settings) -> str:
+    if settings.bearer_token is not None:
+        return settings.bearer_token.get_secret_value()
+    if settings.bearer_token_file is not None:
+        return read_secret_file(settings.bearer_token_file)
+    return load_or_create_secret(settings.state_dir / "bearer-token")
+
+
+def resolve_link_key(settings: Settings) -> bytes:
+    if settings.link_key is not None:
+        return settings.link_key.get_secret_value().encode()
+    if settings.link_key_file is not None:
+        return read_secret_file(settings.link_key_file).encode()
+    return load_or_create_secret(settings.state_dir / "link-signing.key").encode()
+
+
+def build_app(settings: Settings, transport: Transport, clock: Clock | None = None) -> App:
+    clock = clock or SystemClock()
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = AssetStore(settings.state_dir, settings.max_image_bytes)
+    http = transport == "http"
+    signer = None
+    if http or settings.public_url:
+        signer = LinkSigner(resolve_link_key(settings), settings.base_url())
+    service = ImageService(settings, store, build_relays(settings), signer, clock)
+
+    token = resolve_bearer_token(settings) if http else None
+    auth = None
+    if token is not None:
+        auth = StaticBearerVerifier(token, Subject(TOKEN_SUBJECT_PREFIX + settings.bearer_subject))
+
+    mcp: FastMCP[Any] = FastMCP(
+        "imagegate",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        auth=auth,
+        middleware=[DomainErrorMiddleware()],
+        lifespan=_ServiceLifespan(service),
+        mask_error_details=True,
+    )
+    _register_tools(mcp)
+    if signer is not None:
+        routes = Routes(service, signer, clock)
+        mcp.custom_route("/files/{name}", methods=["GET", "HEAD"])(routes.download)
+        mcp.custom_route("/healthz", methods=["GET"])(routes.healthz)
+        mcp.custom_route("/readyz", methods=["GET"])(routes.readyz)
+    return App(mcp=mcp, service=service, store=store, bearer_token=token)
+
+
+def _register_tools(mcp: FastMCP[Any]) -> None:
+    images_schema = tools.IMAGES_OUTPUT_SCHEMA
+    mcp.tool(
+        tools.generate_image,
+        output_schema=images_schema,
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, open_world_hint=True
+        ),
+    )
+    mcp.tool(tools.list_images, output_schema=images_schema, annotations=_READ_ONLY)
+    mcp.tool(tools.get_image, output_schema=images_schema, annotations=_READ_ONLY)
+    mcp.tool(
+        tools.create_download_link,
+        output_schema=images_schema,
+        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    )
+    mcp.tool(
+        tools.delete_image,
+        annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True),
+    )
+    mcp.tool(tools.list_relays, annotations=_READ_ONLY)
+    mcp.tool(tools.server_info, annotations=_READ_ONLY)

@@ -1,0 +1,98 @@
+"""What the tools do, without MCP: generate, list, get, link and delete owned images."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from imagegate.clock import Clock
+from imagegate.config import Settings
+from imagegate.errors import InvalidRequest
+from imagegate.generation import GenerateArgs, build_request, produce
+from imagegate.ids import AssetId, Subject
+from imagegate.relays.base import ProgressFn
+from imagegate.relays.registry import Relays
+from imagegate.store.assets import Asset, AssetMeta, AssetStore, Page
+from imagegate.store.links import LinkSigner
+
+
+@dataclass(frozen=True)
+class Published:
+    """How a caller reaches an image: a signed HTTP link, or a local file (stdio)."""
+
+    url: str
+    expires_at: int | None
+    path: Path | None = None
+
+
+class ImageService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AssetStore,
+        relays: Relays,
+        signer: LinkSigner | None,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.relays = relays
+        self._signer = signer
+        self._clock = clock
+
+    async def generate(
+        self, owner: Subject, args: GenerateArgs, progress: ProgressFn
+    ) -> list[Asset]:
+        request = build_request(args, self.settings)
+        relay = self.relays.get(args.relay)
+        produced = await produce(relay, request, self.settings, self.store.blobs.stage, progress)
+        assets: list[Asset] = []
+        try:
+            for item in produced:
+                meta = AssetMeta(
+                    relay=relay.name,
+                    prompt=request.prompt,
+                    revised_prompt=item.image.revised_prompt,
+                    params={
+                        "size": str(request.size),
+                        "output_format": request.output_format.value,
+                        **item.image.params,
+                    },
+                )
+                asset = await anyio.to_thread.run_sync(
+                    self.store.add, owner, item.image.staged, item.info, meta, self._clock.now()
+                )
+                assets.append(asset)
+        finally:
+            for item in produced:
+                item.image.staged.discard()  # no-op for committed blobs
+        return assets
+
+    def get(self, owner: Subject, asset_id: AssetId) -> Asset:
+        return self.store.get(owner, asset_id)
+
+    def list(self, owner: Subject, limit: int, cursor: str | None) -> Page:
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidRequest(f"limit must be between 1 and {self.settings.max_page_size}")
+        return self.store.list(owner, limit, cursor)
+
+    async def delete(self, owner: Subject, asset_id: AssetId) -> Asset:
+        return await anyio.to_thread.run_sync(self.store.delete, owner, asset_id)
+
+    def publish(self, asset: Asset, ttl_seconds: int | None = None) -> Published:
+        """A fresh link with the given TTL (default from settings, capped by the maximum)."""
+        ttl = self.settings.link_ttl_seconds if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= self.settings.link_ttl_max_seconds:
+            raise InvalidRequest(
+                f"ttl_seconds must be between 1 and {self.settings.link_ttl_max_seconds}"
+            )
+        if self._signer is None:
+            path = self.store.blob_path(asset)
+            return Published(url=path.as_uri(), expires_at=None, path=path)
+        expires_at = int(self._clock.now()) + ttl
+        link = self._signer.sign(asset.id, asset.format.extension, expires_at)
+        return Published(url=link.url, expires_at=link.expires_at)
+
+    @property
+    def links_enabled(self) -> bool:
+        return self._signer is not None

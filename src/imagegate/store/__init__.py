@@ -1,0 +1,1 @@
+"""Asset storage (blobs + metadata) and signed download links."""
