@@ -4,17 +4,15 @@ Nothing here is a module-level singleton; `build_app` constructs everything and
 passes it down, so tests can build as many independent servers as they need.
 """
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
-import mcp_types as mt
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
-from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools import ToolResult
 from mcp_types import ToolAnnotations
 
 from imagegate import __version__, tools
@@ -33,6 +31,7 @@ from imagegate.store.links import LinkSigner
 log = logging.getLogger("imagegate")
 
 Transport = Literal["stdio", "http"]
+ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])
 
 INSTRUCTIONS = (
     "imagegate generates images and keeps them for you. Call generate_image with a "
@@ -44,19 +43,23 @@ INSTRUCTIONS = (
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
-class DomainErrorMiddleware(Middleware):
-    """The one place where domain errors become MCP tool errors with their message."""
+def domain_errors(fn: ToolFn) -> ToolFn:
+    """The one place where domain errors become MCP tool errors carrying their message.
 
-    async def on_call_tool(
-        self,
-        context: MiddlewareContext[mt.CallToolRequestParams],
-        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
-    ) -> ToolResult:
+    Applied to every tool at registration. Raising ToolError (rather than letting
+    FastMCP mask the exception) keeps the caller's message and keeps expected
+    refusals out of the error log; anything else is still masked by FastMCP.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return await call_next(context)
+            return await fn(*args, **kwargs)
         except ImagegateError as err:
-            log.info("tool %s refused: %s", context.message.name, err)
+            log.info("tool %s refused: %s", fn.__name__, err)
             raise ToolError(str(err)) from None
+
+    return cast(ToolFn, wrapper)
 
 
 class _ServiceLifespan:
@@ -113,7 +116,6 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         instructions=INSTRUCTIONS,
         version=__version__,
         auth=auth,
-        middleware=[DomainErrorMiddleware()],
         lifespan=_ServiceLifespan(service),
         mask_error_details=True,
     )
@@ -129,22 +131,22 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
 def _register_tools(mcp: FastMCP[Any]) -> None:
     images_schema = tools.IMAGES_OUTPUT_SCHEMA
     mcp.tool(
-        tools.generate_image,
+        domain_errors(tools.generate_image),
         output_schema=images_schema,
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=False, open_world_hint=True
         ),
     )
-    mcp.tool(tools.list_images, output_schema=images_schema, annotations=_READ_ONLY)
-    mcp.tool(tools.get_image, output_schema=images_schema, annotations=_READ_ONLY)
+    mcp.tool(domain_errors(tools.list_images), output_schema=images_schema, annotations=_READ_ONLY)
+    mcp.tool(domain_errors(tools.get_image), output_schema=images_schema, annotations=_READ_ONLY)
     mcp.tool(
-        tools.create_download_link,
+        domain_errors(tools.create_download_link),
         output_schema=images_schema,
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
     mcp.tool(
-        tools.delete_image,
+        domain_errors(tools.delete_image),
         annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True),
     )
-    mcp.tool(tools.list_relays, annotations=_READ_ONLY)
-    mcp.tool(tools.server_info, annotations=_READ_ONLY)
+    mcp.tool(domain_errors(tools.list_relays), annotations=_READ_ONLY)
+    mcp.tool(domain_errors(tools.server_info), annotations=_READ_ONLY)

@@ -1,0 +1,84 @@
+"""Run a real imagegate HTTP server inside the test session, on an ephemeral port."""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastmcp import Client
+from fastmcp.client.auth import BearerAuth
+
+from imagegate.clock import Clock
+from imagegate.config import Settings
+from imagegate.server import App, build_app
+
+
+@dataclass
+class RunningServer:
+    app: App
+    base_url: str
+    settings: Settings
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}{self.settings.mcp_path}"
+
+    @property
+    def token(self) -> str:
+        assert self.app.bearer_token is not None
+        return self.app.bearer_token
+
+    def client(self, token: str | None = None, **kwargs: Any) -> Client[Any]:
+        return Client(self.mcp_url, auth=BearerAuth(token or self.token), **kwargs)
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def running_server(
+    state_dir: Path, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = Settings(state_dir=state_dir, port=port, **overrides)
+    app = build_app(settings, "http", clock)
+    config = uvicorn.Config(
+        app.mcp.http_app(path=settings.mcp_path),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield RunningServer(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+        app.store.close()
+
+
+async def http_get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A plain GET, as curl would do it: no token, no MCP."""
+    async with httpx.AsyncClient() as client:
+        return await client.get(url, headers=headers)
+
+
+async def http_post(url: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.post(url, **kwargs)

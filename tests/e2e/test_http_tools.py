@@ -1,0 +1,311 @@
+"""The MCP tools over real streamable HTTP, as a client sees them."""
+
+import base64
+import io
+import re
+from typing import Any
+
+import pytest
+from fastmcp.exceptions import ToolError
+from mcp_types import ImageContent, ResourceLink, TextContent
+from PIL import Image
+
+from tests.conftest import ManualClock
+from tests.e2e.harness import RunningServer, http_get, http_post
+
+
+async def generate(server: RunningServer, **arguments: Any) -> dict[str, Any]:
+    async with server.client() as client:
+        result = await client.call_tool("generate_image", arguments)
+    assert not result.is_error
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def test_generate_image_returns_everything_a_client_needs(server: RunningServer) -> None:
+    async with server.client() as client:
+        result = await client.call_tool(
+            "generate_image",
+            {"prompt": "a lighthouse at dusk", "size": "640x480", "output_format": "webp"},
+        )
+    data = result.structured_content
+    assert data is not None
+    (image,) = data["images"]
+    assert re.fullmatch(r"img_[0-9a-f]{24}", image["asset_id"])
+    assert (image["width"], image["height"]) == (640, 480)
+    assert image["mime_type"] == "image/webp"
+    assert image["relay"] == "placeholder"
+    assert image["expires_at"].endswith("Z")
+    assert image["url"].startswith(f"{server.base_url}/files/{image['asset_id']}.webp?")
+    assert image["bytes"] > 0
+    assert "revised_prompt" in image
+    links = [block for block in result.content if isinstance(block, ResourceLink)]
+    assert [link.uri for link in links] == [image["url"]]
+    assert links[0].mime_type == "image/webp"
+    text = next(block for block in result.content if isinstance(block, TextContent)).text
+    assert f"![a lighthouse at dusk]({image['url']})" in text
+    assert not any(isinstance(block, ImageContent) for block in result.content)
+
+    download = await http_get(image["url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "image/webp"
+    assert int(download.headers["content-length"]) == image["bytes"] == len(download.content)
+    with Image.open(io.BytesIO(download.content)) as picture:
+        assert picture.format == "WEBP"
+        assert picture.size == (640, 480)
+
+
+async def test_download_headers_are_safe(server: RunningServer) -> None:
+    (image,) = (await generate(server, prompt="headers", size="128x128"))["images"]
+    response = await http_get(image["url"])
+    assert response.headers["cache-control"].startswith("private")
+    assert response.headers["etag"].startswith('"')
+    assert len(response.headers["etag"]) == 66
+    assert response.headers["content-disposition"] == (
+        f'inline; filename="imagegate-{image["asset_id"]}.png"'
+    )
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    again = await http_get(image["url"], headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+async def test_thumbnail_is_inlined_only_when_asked(server: RunningServer) -> None:
+    async with server.client() as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "thumb", "size": "1024x512", "thumbnail": True}
+        )
+    (thumb,) = [block for block in result.content if isinstance(block, ImageContent)]
+    with Image.open(io.BytesIO(base64.b64decode(thumb.data))) as picture:
+        assert max(picture.size) == server.settings.thumbnail_px
+        assert picture.size == (256, 128)
+
+
+async def test_several_images_in_one_call(server: RunningServer) -> None:
+    data = await generate(server, prompt="four of them", n=3, size="96x96", seed=10)
+    images = data["images"]
+    assert len(images) == 3
+    assert len({image["asset_id"] for image in images}) == 3
+    assert [image["params"]["seed"] for image in images] == [10, 11, 12]
+    bodies = [(await http_get(image["url"])).content for image in images]
+    assert len(set(bodies)) == 3
+
+
+async def test_same_seed_gives_same_bytes(server: RunningServer) -> None:
+    first = (await generate(server, prompt="repeatable", size="200x100", seed=42))["images"][0]
+    second = (await generate(server, prompt="repeatable", size="200x100", seed=42))["images"][0]
+    assert first["asset_id"] != second["asset_id"]
+    assert (await http_get(first["url"])).content == (await http_get(second["url"])).content
+
+
+async def test_progress_notifications_arrive(server: RunningServer) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with server.client(progress_handler=on_progress) as client:
+        await client.call_tool("generate_image", {"prompt": "progress", "size": "64x64", "n": 2})
+    messages = [message or "" for _, _, message in seen]
+    assert any(m.startswith("drawing image 2 of 2") for m in messages)
+    assert seen[-1][0] == 100
+    assert all(re.search(r"\(\d+\.\ds\)$", m) for m in messages)
+
+
+async def test_list_images_newest_first_and_paginated(
+    server: RunningServer, clock: ManualClock
+) -> None:
+    made = []
+    for index in range(5):
+        made.append((await generate(server, prompt=f"number {index}", size="64x64"))["images"][0])
+        clock.advance(1)
+    async with server.client() as client:
+        first = (await client.call_tool("list_images", {"limit": 2})).structured_content
+        assert first is not None
+        second = (
+            await client.call_tool("list_images", {"limit": 2, "cursor": first["next_cursor"]})
+        ).structured_content
+        assert second is not None
+        third = (
+            await client.call_tool("list_images", {"limit": 2, "cursor": second["next_cursor"]})
+        ).structured_content
+        assert third is not None
+    listed = [image["asset_id"] for page in (first, second, third) for image in page["images"]]
+    assert listed == [image["asset_id"] for image in reversed(made)]
+    assert third["next_cursor"] is None
+    assert first["images"][0]["prompt"] == "number 4"
+    assert first["images"][0]["url"] is None
+
+
+async def test_get_image_gives_a_fresh_working_link(
+    server: RunningServer, clock: ManualClock
+) -> None:
+    (image,) = (await generate(server, prompt="fresh", size="64x64"))["images"]
+    clock.advance(3000)
+    async with server.client() as client:
+        result = await client.call_tool("get_image", {"asset_id": image["asset_id"]})
+    assert result.structured_content is not None
+    (again,) = result.structured_content["images"]
+    assert again["url"] != image["url"]
+    assert again["expires_at"] > image["expires_at"]
+    assert (await http_get(again["url"])).status_code == 200
+
+
+async def test_link_expires_with_410(server: RunningServer, clock: ManualClock) -> None:
+    (image,) = (await generate(server, prompt="short-lived", size="64x64"))["images"]
+    async with server.client() as client:
+        result = await client.call_tool(
+            "create_download_link", {"asset_id": image["asset_id"], "ttl_seconds": 60}
+        )
+    assert result.structured_content is not None
+    url = result.structured_content["images"][0]["url"]
+    clock.advance(59)
+    assert (await http_get(url)).status_code == 200
+    clock.advance(1)
+    gone = await http_get(url)
+    assert gone.status_code == 410
+    assert "expired" in gone.text
+    assert "create_download_link" in gone.text
+
+
+async def test_link_ttl_is_capped(server: RunningServer) -> None:
+    (image,) = (await generate(server, prompt="ttl", size="64x64"))["images"]
+    maximum = server.settings.link_ttl_max_seconds
+    async with server.client() as client:
+        ok = await client.call_tool(
+            "create_download_link", {"asset_id": image["asset_id"], "ttl_seconds": maximum}
+        )
+        assert ok.structured_content is not None
+        with pytest.raises(ToolError, match=f"ttl_seconds must be between 1 and {maximum}"):
+            await client.call_tool(
+                "create_download_link", {"asset_id": image["asset_id"], "ttl_seconds": maximum + 1}
+            )
+
+
+def _other_last_digit(match: re.Match[str]) -> str:
+    return f"img_{match[1]}{'0' if match[2] != '0' else '1'}"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda url: url.replace("exp=", "exp=9"),
+        lambda url: url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB"),
+        lambda url: re.sub(r"img_([0-9a-f]{23})([0-9a-f])", _other_last_digit, url),
+        lambda url: url.split("&sig=")[0],
+        lambda url: url.split("?")[0],
+    ],
+    ids=["expiry", "signature", "asset-id", "no-signature", "no-query"],
+)
+async def test_tampered_link_is_403(server: RunningServer, tamper: Any) -> None:
+    (image,) = (await generate(server, prompt="tamper", size="64x64"))["images"]
+    response = await http_get(tamper(image["url"]))
+    assert response.status_code == 403
+    assert "not valid" in response.text
+    assert "image/" not in response.headers["content-type"]
+
+
+async def test_delete_removes_image_and_its_links(server: RunningServer) -> None:
+    (image,) = (await generate(server, prompt="to delete", size="64x64"))["images"]
+    asset_id = image["asset_id"]
+    async with server.client() as client:
+        deleted = await client.call_tool("delete_image", {"asset_id": asset_id})
+        assert deleted.structured_content == {"deleted": asset_id}
+        listed = (await client.call_tool("list_images", {})).structured_content
+        assert listed is not None
+        assert asset_id not in [i["asset_id"] for i in listed["images"]]
+        with pytest.raises(ToolError, match=f"image not found: {asset_id}"):
+            await client.call_tool("get_image", {"asset_id": asset_id})
+        with pytest.raises(ToolError, match="image not found"):
+            await client.call_tool("delete_image", {"asset_id": asset_id})
+    assert (await http_get(image["url"])).status_code == 404
+    blobs = list((server.settings.state_dir / "blobs").rglob("*.png"))
+    assert blobs == []
+
+
+async def test_delete_keeps_bytes_another_asset_still_uses(server: RunningServer) -> None:
+    first = (await generate(server, prompt="twin", size="64x64", seed=1))["images"][0]
+    second = (await generate(server, prompt="twin", size="64x64", seed=1))["images"][0]
+    async with server.client() as client:
+        await client.call_tool("delete_image", {"asset_id": first["asset_id"]})
+    assert (await http_get(first["url"])).status_code == 404
+    assert (await http_get(second["url"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"prompt": "   "}, "prompt must not be empty"),
+        ({"prompt": "x", "size": "huge"}, "size must look like 1024x1024"),
+        ({"prompt": "x", "size": "10x10"}, "sides from 64 to 4096"),
+        ({"prompt": "x", "size": "5000x5000"}, "exceeds the server's limit"),
+        ({"prompt": "x", "n": 5}, "n must be between 1 and 4"),
+        ({"prompt": "x", "relay": "nope"}, "unknown relay 'nope'; configured relays: placeholder"),
+        ({"prompt": "x" * 4001}, "prompt is 4001 characters; the limit is 4000"),
+    ],
+)
+async def test_bad_arguments_get_clear_errors(
+    server: RunningServer, arguments: dict[str, Any], message: str
+) -> None:
+    async with server.client() as client:
+        with pytest.raises(ToolError) as raised:
+            await client.call_tool("generate_image", arguments)
+    assert message in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+    assert list((server.settings.state_dir / "blobs").rglob("*.*")) == []
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "img_XYZ", "", "img_" + "0" * 24])
+async def test_hostile_asset_ids_answer_not_found(server: RunningServer, bad_id: str) -> None:
+    async with server.client() as client:
+        for tool in ("get_image", "delete_image", "create_download_link"):
+            with pytest.raises(ToolError, match="image not found"):
+                await client.call_tool(tool, {"asset_id": bad_id})
+
+
+async def test_list_relays_and_server_info(server: RunningServer) -> None:
+    async with server.client() as client:
+        relays = (await client.call_tool("list_relays", {})).structured_content
+        info = (await client.call_tool("server_info", {})).structured_content
+    assert relays is not None
+    assert info is not None
+    assert relays["default"] == "placeholder"
+    (placeholder,) = relays["relays"]
+    assert placeholder["name"] == "placeholder"
+    assert placeholder["paid"] is False
+    assert "png" in placeholder["capabilities"]["output_formats"]
+    assert info["subject"] == "token:dev"
+    assert info["limits"]["max_images_per_call"] == 4
+    key = (server.settings.state_dir / "link-signing.key").read_text().strip()
+    dumped = repr(info) + repr(relays)
+    assert server.token not in dumped
+    assert key not in dumped
+
+
+async def test_tools_need_a_bearer_token(server: RunningServer) -> None:
+    no_token = await http_post(
+        server.mcp_url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert no_token.status_code == 401
+    assert no_token.headers["www-authenticate"].startswith("Bearer")
+    wrong = await http_post(
+        server.mcp_url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={
+            "Accept": "application/json, text/event-stream",
+            "Authorization": "Bearer not-the-token",
+        },
+    )
+    assert wrong.status_code == 401
+    assert "invalid_token" in wrong.headers["www-authenticate"]
+    assert "not-the-token" not in wrong.text
+
+
+async def test_health_and_readiness(server: RunningServer) -> None:
+    assert (await http_get(f"{server.base_url}/healthz")).json()["status"] == "ok"
+    ready = await http_get(f"{server.base_url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
