@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import time
 from pathlib import Path
@@ -114,22 +115,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 async def _serve_http(app: App, settings: Settings) -> None:
     import uvicorn
 
+    sock = _listen(settings.host, settings.port)
     http_app = app.mcp.http_app(path=settings.mcp_path)
     config = uvicorn.Config(
         http_app,
-        host=settings.host,
-        port=settings.port,
         log_level=settings.log_level,
         # Access logs would record signed download URLs; we don't write them.
         access_log=False,
         server_header=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
     _announce(app, settings)
-    await server.serve()
-    if not server.started:
-        raise ConfigError(f"could not listen on {settings.host}:{settings.port} (see log above)")
+    await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a busy port is one clear line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=256)
+    except OSError as err:
+        raise ConfigError(f"could not listen on {host}:{port}: {err.strerror}") from None
 
 
 def _announce(app: App, settings: Settings) -> None:

@@ -1,0 +1,212 @@
+"""The `imagegate` command as a user runs it: serve (HTTP and stdio), generate, check-config."""
+
+import json
+import re
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from fastmcp import Client
+from fastmcp.client.auth import BearerAuth
+from fastmcp.client.transports import StdioTransport
+from fastmcp.exceptions import ToolError
+from mcp_types import ResourceLink
+from PIL import Image
+
+from tests.e2e.processes import clean_env, run, serving
+
+
+async def test_serve_over_http_end_to_end(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with serving(state) as (base_url, process):
+        token_file = state / "bearer-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((state / "link-signing.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        token = token_file.read_text().strip()
+        async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
+            result = await client.call_tool("generate_image", {"prompt": "served", "size": "96x64"})
+        assert result.structured_content is not None
+        url = result.structured_content["images"][0]["url"]
+        async with httpx.AsyncClient() as http:
+            download = await http.get(url)
+        assert download.status_code == 200
+        assert download.headers["content-type"] == "image/png"
+        assert (await httpx.AsyncClient().get(f"{base_url}/readyz")).status_code == 200
+
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises SIGTERM (systemd counts it clean).
+        assert process.wait(timeout=15) in (0, -signal.SIGTERM)
+        stderr = process.stderr.read() if process.stderr else ""
+    assert "Application shutdown complete" in stderr
+    assert f"MCP over streamable HTTP at {base_url}/mcp" in stderr
+    assert f"bearer token file: {token_file}" in stderr
+    assert token not in stderr  # not a terminal: the token itself is not printed
+
+
+async def test_link_key_and_token_survive_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with serving(state) as (base_url, _):
+        token = (state / "bearer-token").read_text().strip()
+        async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
+            result = await client.call_tool("generate_image", {"prompt": "keep", "size": "64x64"})
+        assert result.structured_content is not None
+        url = result.structured_content["images"][0]["url"]
+    with serving(state) as (base_url_2, _):
+        # Same state, same key: the old link still works on the restarted server
+        # (on a new port, so re-point the link at it).
+        moved = url.replace(base_url, base_url_2)
+        assert httpx.get(moved).status_code == 200
+        assert (state / "bearer-token").read_text().strip() == token
+
+
+def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
+    with serving(tmp_path / "a") as (base_url, _):
+        port = base_url.rsplit(":", 1)[1]
+        result = run(
+            "serve",
+            env=clean_env(IMAGEGATE_STATE_DIR=str(tmp_path / "b"), IMAGEGATE_PORT=port),
+            timeout=30,
+        )
+    assert result.returncode != 0
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_stdio_transport(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "imagegate", "serve", "--transport", "stdio"],
+        env=clean_env(IMAGEGATE_STATE_DIR=str(state)),
+    )
+    async with Client(transport) as client:
+        info = (await client.call_tool("server_info", {})).structured_content
+        assert info is not None
+        assert info["subject"] == "local"
+        assert info["download_links"] is False
+        result = await client.call_tool("generate_image", {"prompt": "over stdio", "size": "80x64"})
+        assert result.structured_content is not None
+        (image,) = result.structured_content["images"]
+        path = Path(image["path"])
+        assert path.is_file()
+        assert path.is_relative_to(state)
+        assert image["url"] == path.as_uri()
+        assert image["expires_at"] is None
+        with Image.open(path) as picture:
+            assert picture.size == (80, 64)
+        links = [b for b in result.content if isinstance(b, ResourceLink)]
+        assert links[0].uri == path.as_uri()
+        with pytest.raises(ToolError, match="download links need the HTTP server"):
+            await client.call_tool("create_download_link", {"asset_id": image["asset_id"]})
+        listed = (await client.call_tool("list_images", {})).structured_content
+        assert listed is not None
+        assert [i["asset_id"] for i in listed["images"]] == [image["asset_id"]]
+
+
+def test_generate_command_writes_a_file_and_reports_json(tmp_path: Path) -> None:
+    result = run(
+        "generate",
+        "a cat on a mat",
+        "--size",
+        "300x200",
+        "--format",
+        "jpeg",
+        "--seed",
+        "3",
+        env=clean_env(IMAGEGATE_STATE_DIR=str(tmp_path / "state")),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["relay"] == "placeholder"
+    assert report["elapsed_seconds"] >= 0
+    (image,) = report["images"]
+    path = Path(image["path"])
+    assert path.parent == tmp_path
+    assert path.suffix == ".jpg"
+    assert image["size"] == "300x200"
+    assert image["bytes"] == path.stat().st_size
+    with Image.open(path) as picture:
+        assert picture.format == "JPEG"
+        assert picture.size == (300, 200)
+    progress = result.stderr.strip().splitlines()
+    assert all(re.match(r"\[\s*\d+\.\ds\]", line) for line in progress)
+    assert any("drawing image 1 of 1" in line for line in progress)
+    assert not (tmp_path / "state").exists()  # no server, no state
+
+
+def test_generate_to_a_named_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.png"
+    result = run("generate", "named", "--size", "64x64", "--out", str(target), env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"][0]["path"] == str(target)
+    with Image.open(target) as picture:
+        assert picture.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "big"], "size must look like 1024x1024"),
+        (["--format", "bmp"], "output_format must be one of png, jpeg, webp"),
+        (["-n", "9"], "n must be between 1 and 4"),
+        (["--relay", "dalle"], "unknown relay 'dalle'"),
+        (["--out", "/nonexistent/dir/"], "output directory does not exist"),
+    ],
+)
+def test_generate_command_fails_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run("generate", "nope", *args, env=clean_env(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> None:
+    env = clean_env(IMAGEGATE_STATE_DIR=str(tmp_path))
+    assert run("check-config", env=env).returncode == 0
+    example = Path(__file__).parents[2] / "imagegate.example.toml"
+    result = run("--config", str(example), "check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("port = \n", r"not valid TOML: .*line 1"),
+        ("prot = 8080\n", r"prot: unknown setting"),
+        ('port = "eighty"\n', r"port: Input should be a valid integer"),
+        ("port = 70000\n", r"port: Input should be less than or equal to 65535"),
+        ('default_relay = "gpt"\n', r"default_relay 'gpt' is not a relay; have: placeholder"),
+        ('[relays.x]\nkind = "dalle"\n', r"relays\.x\.kind: Input should be 'placeholder'"),
+        ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r"relays\.x\.colour: unknown"),
+        ('link_key = "s3cret-value"\n', r"link_key: secrets are not read from the config file"),
+    ],
+)
+def test_check_config_rejects_broken_files(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text(text)
+    result = run("check-config", env=clean_env(IMAGEGATE_CONFIG=str(config)))
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert re.search(expected, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret-value" not in result.stderr
+
+
+def test_check_config_names_a_bad_environment_variable(tmp_path: Path) -> None:
+    result = run("check-config", env=clean_env(IMAGEGATE_PORT="http"))
+    assert result.returncode == 2
+    assert "environment IMAGEGATE_PORT: port: Input should be a valid integer" in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run("--config", str(tmp_path / "nope.toml"), "check-config", env=clean_env())
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nope.toml'}: file not found" in result.stderr
