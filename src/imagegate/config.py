@@ -133,11 +133,23 @@ class Settings(BaseSettings):
             raise ValueError("at least one relay must be configured")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _single_relay_is_the_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "default_relay" not in data:
+            relays = data.get("relays")
+            if isinstance(relays, dict) and len(relays) == 1:
+                return {**data, "default_relay": next(iter(relays))}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":
         if self.default_relay not in self.relays:
             known = ", ".join(sorted(self.relays))
-            raise ValueError(f"default_relay {self.default_relay!r} is not a relay; have: {known}")
+            raise ValueError(
+                f"default_relay {self.default_relay!r} is not a relay; set default_relay "
+                f"to one of: {known}"
+            )
         if self.link_ttl_seconds > self.link_ttl_max_seconds:
             raise ValueError("link_ttl_seconds must not exceed link_ttl_max_seconds")
         return self

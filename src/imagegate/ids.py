@@ -19,8 +19,12 @@ def new_asset_id() -> AssetId:
     return AssetId("img_" + secrets.token_hex(12))
 
 
+def is_asset_id(value: str) -> bool:
+    return _ASSET_ID.fullmatch(value) is not None
+
+
 def parse_asset_id(value: str) -> AssetId:
     """Accept only well-formed ids; anything else answers like a missing asset."""
-    if not _ASSET_ID.fullmatch(value):
+    if not is_asset_id(value):
         raise NotFound(f"image not found: {value[:40]!r}")
     return AssetId(value)

@@ -83,6 +83,10 @@ def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                 full.load()
     except ImageRejected:
         raise
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            f"image claims far more pixels than the limit of {max_pixels} (decompression bomb)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as err:
         raise ImageRejected(
             f"{fmt.value} image is damaged or truncated ({type(err).__name__})"

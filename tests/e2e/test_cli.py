@@ -183,7 +183,10 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
         ("prot = 8080\n", r"prot: unknown setting"),
         ('port = "eighty"\n', r"port: Input should be a valid integer"),
         ("port = 70000\n", r"port: Input should be less than or equal to 65535"),
-        ('default_relay = "gpt"\n', r"default_relay 'gpt' is not a relay; have: placeholder"),
+        (
+            'default_relay = "gpt"\n',
+            r"default_relay 'gpt' is not a relay; set default_relay to one of: placeholder",
+        ),
         ('[relays.x]\nkind = "dalle"\n', r"relays\.x\.kind: Input should be 'placeholder'"),
         ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r"relays\.x\.colour: unknown"),
         ('link_key = "s3cret-value"\n', r"link_key: secrets are not read from the config file"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from imagegate.errors import InvalidRequest, NotFound, StorageError
-from imagegate.ids import AssetId, Subject, new_asset_id
+from imagegate.ids import AssetId, Subject, is_asset_id, new_asset_id
 from imagegate.images import ImageFormat, ImageInfo
 from imagegate.store.blobs import BlobStore, StagedBlob
 
@@ -235,6 +235,8 @@ def _decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, last_id = raw.split(":", 1)
+        if not is_asset_id(last_id):
+            raise ValueError(last_id)
         return int(created), last_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("invalid cursor; pass the next_cursor of a previous page") from None

@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from imagegate.config import Settings, load_settings
+from imagegate.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "imagegate.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_default_needs_no_file() -> None:
+    settings = load_settings()
+    assert settings.default_relay == "placeholder"
+    assert list(settings.relays) == ["placeholder"]
+    assert settings.host == "127.0.0.1"
+    assert settings.base_url() == "http://127.0.0.1:8765"
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "port = 9000\n[relays.art]\nkind = 'placeholder'\n"))
+    assert settings.port == 9000
+    assert set(settings.relays) == {"art"}
+    assert settings.default_relay == "art"  # the only relay is the default
+
+
+def test_several_relays_need_an_explicit_default(tmp_path: Path) -> None:
+    text = "[relays.a]\nkind = 'placeholder'\n[relays.b]\nkind = 'placeholder'\n"
+    with pytest.raises(ConfigError, match="set default_relay to one of: a, b"):
+        load_settings(write(tmp_path, text))
+
+
+def test_environment_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEGATE_PORT", "9100")
+    assert load_settings(write(tmp_path, "port = 9000\n")).port == 9100
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEGATE_CONFIG", str(write(tmp_path, "max_page_size = 7\n")))
+    assert load_settings().max_page_size == 7
+
+
+def test_every_problem_is_listed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, "port = 0\nmax_images_per_call = 99\n"))
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{tmp_path / 'imagegate.toml'}: port: ")
+    assert lines[1].startswith(f"{tmp_path / 'imagegate.toml'}: max_images_per_call: ")
+
+
+@pytest.mark.parametrize("key", ["bearer_token", "link_key"])
+def test_secrets_are_refused_in_the_file(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"set IMAGEGATE_{key.upper()} in the environment"):
+        load_settings(write(tmp_path, f'{key} = "abcdefghijklmnopqrstuvwxyz"\n'))
+
+
+def test_secret_from_environment_is_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEGATE_BEARER_TOKEN", "very-secret-token-value")
+    settings = load_settings()
+    assert settings.bearer_token is not None
+    assert settings.bearer_token.get_secret_value() == "very-secret-token-value"
+    assert "very-secret-token-value" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('[relays."Bad Name"]\nkind = "placeholder"\n', "relay name 'Bad Name'"),
+        ("relays = {}\n", "at least one relay must be configured"),
+        ('mcp_path = "mcp"\n', "mcp_path: Value error, must start with '/'"),
+        ('public_url = "ftp://x"\n', "public_url: Value error, must be an http"),
+        ("link_ttl_seconds = 100\nlink_ttl_max_seconds = 10\n", "must not exceed"),
+        ('[relays.p]\nkind = "placeholder"\npaid = true\n', "relays.p.paid"),
+    ],
+)
+def test_semantic_errors(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+
+
+def test_base_url_for_wildcard_and_public_url() -> None:
+    wildcard = Settings(host="0.0.0.0")  # noqa: S104
+    assert wildcard.base_url() == "http://127.0.0.1:8765"
+    assert Settings(host="::1", port=1).base_url() == "http://[::1]:1"
+    public = Settings(public_url="https://img.example.com/")
+    assert public.base_url() == "https://img.example.com"
+
+
+def test_not_utf8_and_directory(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"port = \xff\n")
+    with pytest.raises(ConfigError, match="not valid"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_settings(tmp_path)
