@@ -17,7 +17,7 @@ from imagegate.config import Settings, load_settings
 from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.relays.registry import build_relays
-from imagegate.server import App, build_app
+from imagegate.server import App, build_app, http_asgi_app
 from imagegate.store.blobs import StagedBlob
 
 EXIT_FAILURE = 1
@@ -116,9 +116,8 @@ async def _serve_http(app: App, settings: Settings) -> None:
     import uvicorn
 
     sock = _listen(settings.host, settings.port)
-    http_app = app.mcp.http_app(path=settings.mcp_path)
     config = uvicorn.Config(
-        http_app,
+        http_asgi_app(app, settings),
         log_level=settings.log_level,
         # Access logs would record signed download URLs; we don't write them.
         access_log=False,

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from mcp_types import ToolAnnotations
+from starlette.applications import Starlette
 
 from imagegate import __version__, tools
 from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
@@ -126,6 +128,21 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         mcp.custom_route("/healthz", methods=["GET"])(routes.healthz)
         mcp.custom_route("/readyz", methods=["GET"])(routes.readyz)
     return App(mcp=mcp, service=service, store=store, bearer_token=token)
+
+
+def http_asgi_app(app: App, settings: Settings) -> Starlette:
+    """The ASGI app for uvicorn: MCP at `mcp_path` plus the download and health routes.
+
+    Host/Origin checking guards against DNS rebinding when bound to loopback; the
+    public_url's host is allowed too, for servers behind a reverse proxy.
+    """
+    allowed_hosts = None
+    if settings.public_url:
+        public_host = urlsplit(settings.public_url).netloc
+        allowed_hosts = [public_host, public_host.split(":")[0]]
+    return app.mcp.http_app(
+        path=settings.mcp_path, host_origin_protection="auto", allowed_hosts=allowed_hosts
+    )
 
 
 def _register_tools(mcp: FastMCP[Any]) -> None:

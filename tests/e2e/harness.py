@@ -15,7 +15,7 @@ from fastmcp.client.auth import BearerAuth
 
 from imagegate.clock import Clock
 from imagegate.config import Settings
-from imagegate.server import App, build_app
+from imagegate.server import App, build_app, http_asgi_app
 
 
 @dataclass
@@ -53,7 +53,7 @@ async def running_server(
     settings = Settings(state_dir=state_dir, port=port, **overrides)
     app = build_app(settings, "http", clock)
     config = uvicorn.Config(
-        app.mcp.http_app(path=settings.mcp_path),
+        http_asgi_app(app, settings),
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -309,3 +309,38 @@ async def test_health_and_readiness(server: RunningServer) -> None:
     ready = await http_get(f"{server.base_url}/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "curl", "version": "1"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("extra_headers", "allowed"),
+    [
+        ({}, True),
+        ({"Host": "evil.example.com"}, False),
+        ({"Origin": "http://evil.example.com"}, False),
+    ],
+    ids=["same-host", "foreign-host", "foreign-origin"],
+)
+async def test_dns_rebinding_is_refused(
+    server: RunningServer, extra_headers: dict[str, str], allowed: bool
+) -> None:
+    headers = {
+        "Authorization": f"Bearer {server.token}",
+        "Accept": "application/json, text/event-stream",
+        **extra_headers,
+    }
+    response = await http_post(server.mcp_url, json=INITIALIZE, headers=headers)
+    assert (response.status_code == 200) is allowed, response.text
+    if not allowed:
+        assert 400 <= response.status_code < 500
