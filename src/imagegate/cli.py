@@ -178,23 +178,30 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
     )
     images = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for item in produced:
-        ext = item.info.format.extension
-        if explicit_file:
-            target = out
-        else:
-            target = directory / f"imagegate-{stamp}-{secrets.token_hex(3)}.{ext}"
-        os.chmod(item.image.staged.path, 0o644)
-        os.replace(item.image.staged.path, target)
-        images.append(
-            {
-                "path": str(target.resolve()),
-                "size": f"{item.info.width}x{item.info.height}",
-                "mime_type": item.info.format.mime_type,
-                "bytes": item.info.byte_size,
-                "params": item.image.params,
-            }
-        )
+    try:
+        for item in produced:
+            ext = item.info.format.extension
+            if explicit_file:
+                target = out
+            else:
+                target = directory / f"imagegate-{stamp}-{secrets.token_hex(3)}.{ext}"
+            try:
+                os.chmod(item.image.staged.path, 0o644)
+                os.replace(item.image.staged.path, target)
+            except OSError as err:
+                raise InvalidRequest(f"cannot write {target}: {err.strerror}") from None
+            images.append(
+                {
+                    "path": str(target.resolve()),
+                    "size": f"{item.info.width}x{item.info.height}",
+                    "mime_type": item.info.format.mime_type,
+                    "bytes": item.info.byte_size,
+                    "params": item.image.params,
+                }
+            )
+    finally:
+        for item in produced:
+            item.image.staged.discard()  # no-op for files already moved into place
     await progress(1.0, f"done: {len(images)} file(s)")
     return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
 
@@ -207,6 +214,8 @@ def _output_target(out: Path, n: int) -> tuple[Path, Path, bool]:
     directory = out.parent if explicit_file else out
     if not directory.is_dir():
         raise InvalidRequest(f"output directory does not exist: {directory}")
+    if not os.access(directory, os.W_OK):
+        raise InvalidRequest(f"output directory is not writable: {directory}")
     return out, directory, explicit_file
 
 

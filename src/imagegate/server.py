@@ -145,25 +145,29 @@ def http_asgi_app(app: App, settings: Settings) -> Starlette:
     )
 
 
+_TOOL_TABLE: list[tuple[Callable[..., Awaitable[Any]], bool, ToolAnnotations]] = [
+    # (tool, returns images, annotations)
+    (
+        tools.generate_image,
+        True,
+        ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True),
+    ),
+    (tools.list_images, True, _READ_ONLY),
+    (tools.get_image, True, _READ_ONLY),
+    (tools.create_download_link, True, _READ_ONLY),
+    (tools.delete_image, False, ToolAnnotations(destructive_hint=True, idempotent_hint=True)),
+    (tools.list_relays, False, _READ_ONLY),
+    (tools.server_info, False, _READ_ONLY),
+]
+
+
 def _register_tools(mcp: FastMCP[Any]) -> None:
-    images_schema = tools.IMAGES_OUTPUT_SCHEMA
-    mcp.tool(
-        domain_errors(tools.generate_image),
-        output_schema=images_schema,
-        annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, open_world_hint=True
-        ),
-    )
-    mcp.tool(domain_errors(tools.list_images), output_schema=images_schema, annotations=_READ_ONLY)
-    mcp.tool(domain_errors(tools.get_image), output_schema=images_schema, annotations=_READ_ONLY)
-    mcp.tool(
-        domain_errors(tools.create_download_link),
-        output_schema=images_schema,
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
-    )
-    mcp.tool(
-        domain_errors(tools.delete_image),
-        annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True),
-    )
-    mcp.tool(domain_errors(tools.list_relays), annotations=_READ_ONLY)
-    mcp.tool(domain_errors(tools.server_info), annotations=_READ_ONLY)
+    for tool, returns_images, annotations in _TOOL_TABLE:
+        if returns_images:
+            mcp.tool(
+                domain_errors(tool),
+                output_schema=tools.IMAGES_OUTPUT_SCHEMA,
+                annotations=annotations,
+            )
+        else:
+            mcp.tool(domain_errors(tool), annotations=annotations)
