@@ -63,6 +63,31 @@ async def test_link_key_and_token_survive_a_restart(tmp_path: Path) -> None:
         assert (state / "bearer-token").read_text().strip() == token
 
 
+async def test_debug_logs_hold_no_token(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with serving(state, IMAGEGATE_LOG_LEVEL="debug") as (base_url, process):
+        token = (state / "bearer-token").read_text().strip()
+        async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
+            result = await client.call_tool("generate_image", {"prompt": "logs", "size": "64x64"})
+        assert result.structured_content is not None
+        url = result.structured_content["images"][0]["url"]
+        httpx.get(url)
+        refused = httpx.post(
+            f"{base_url}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": f"Bearer wrong-{token}"},
+        )
+        assert refused.status_code == 401
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        logs = process.stderr.read() if process.stderr else ""
+    assert "DEBUG" in logs  # the level took effect, so the check below means something
+    assert token not in logs
+    assert url.split("sig=")[1] not in logs
+    key = (state / "link-signing.key").read_text().strip()
+    assert key not in logs
+
+
 def test_serve_reports_a_busy_port(tmp_path: Path) -> None:
     with serving(tmp_path / "a") as (base_url, _):
         port = base_url.rsplit(":", 1)[1]

@@ -344,3 +344,11 @@ async def test_dns_rebinding_is_refused(
     assert (response.status_code == 200) is allowed, response.text
     if not allowed:
         assert 400 <= response.status_code < 500
+
+
+async def test_readiness_fails_when_the_store_does(server: RunningServer) -> None:
+    server.app.store.close()
+    response = await http_get(f"{server.base_url}/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "reason": "asset store unavailable"}
+    assert (await http_get(f"{server.base_url}/healthz")).status_code == 200
