@@ -23,8 +23,9 @@ AssetIdArg = Annotated[str, Field(description="An asset id such as img_012345678
 
 
 def service_of(ctx: Context) -> ImageService:
-    service = ctx.lifespan_context[SERVICE_KEY]
-    assert isinstance(service, ImageService)
+    service = ctx.lifespan_context.get(SERVICE_KEY)
+    if not isinstance(service, ImageService):
+        raise RuntimeError("imagegate service missing from the server lifespan")
     return service
 
 
