@@ -48,8 +48,8 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "port = 0\nmax_images_per_call = 99\n"))
     lines = str(raised.value).splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{tmp_path / 'imagegate.toml'}: port: ")
-    assert lines[1].startswith(f"{tmp_path / 'imagegate.toml'}: max_images_per_call: ")
+    assert lines[0].startswith(f"{tmp_path / 'imagegate.toml'}:1: port: ")
+    assert lines[1].startswith(f"{tmp_path / 'imagegate.toml'}:2: max_images_per_call: ")
 
 
 @pytest.mark.parametrize("key", ["bearer_token", "link_key"])

@@ -8,8 +8,7 @@ restricted modes, never from the TOML file, which is usually world-readable.
 
 import os
 import re
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imagegate.errors import ConfigError
+from imagegate.tomlfile import describe, key_lines, line_of, read_toml
 
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
@@ -51,6 +51,48 @@ class PlaceholderRelayConfig(BaseModel):
 
 RelayConfig = PlaceholderRelayConfig
 
+SIGNING_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class OIDCSettings(BaseModel):
+    """Validate JWT access tokens from the team's OpenID provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...] = ("RS256",)
+    subject_claim: Literal["sub", "email", "preferred_username"] = "sub"
+    groups_claim: str = "groups"
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=3600, ge=60)
+    interactive_login: bool = False
+    """Serve protected-resource metadata so MCP clients can log in at the issuer."""
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_https(cls, value: str) -> str:
+        if not re.fullmatch(
+            r"https://[^\s?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/[^\s?#]*)?", value
+        ):
+            raise ValueError("must be an https:// URL (http:// only for localhost)")
+        return value.rstrip("/")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [alg for alg in value if alg not in SIGNING_ALGORITHMS]
+        if refused or not value:
+            allowed = ", ".join(sorted(SIGNING_ALGORITHMS))
+            raise ValueError(
+                f"{', '.join(refused) or 'empty list'} not allowed; use asymmetric algorithms "
+                f"only ({allowed}); 'none' and HS* are never accepted"
+            )
+        return value
+
+
 _DEFAULT_RELAYS: dict[str, RelayConfig] = {
     "placeholder": PlaceholderRelayConfig(kind="placeholder"),
 }
@@ -76,6 +118,18 @@ class Settings(BaseSettings):
     bearer_token: SecretStr | None = None
     bearer_token_file: Path | None = None
     bearer_subject: str = Field(default="dev", pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+    tokens_file: Path | None = None
+    """Mapped bearer tokens (see tokens.example.toml)."""
+    acl_file: Path | None = None
+    acl_open: bool = False
+    """Without an ACL file, give every authenticated caller every scope. Explicit on purpose."""
+    strict_permissions: bool = False
+    """Refuse (not just warn about) a tokens file that others can read."""
+    oidc: OIDCSettings | None = None
+    audit_log: str = "-"
+    """Audit destination: a file path, '-' for stderr (the journal under systemd), or 'off'."""
+    audit_prompts: bool = False
 
     link_key: SecretStr | None = None
     link_key_file: Path | None = None
@@ -164,23 +218,6 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a ConfigError naming the file."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid UTF-8 text") from None
-
-
 def config_path_from_env() -> Path | None:
     value = os.environ.get(CONFIG_ENV)
     return Path(value) if value else None
@@ -192,37 +229,32 @@ def load_settings(config_path: Path | None = None) -> Settings:
     `config_path` wins over `IMAGEGATE_CONFIG`. Raises ConfigError on any problem.
     """
     path = config_path or config_path_from_env()
-    file_values: dict[str, Any] = read_toml(path) if path else {}
+    file_values: dict[str, Any] = {}
+    text = ""
+    if path is not None:
+        file_values, text = read_toml(path)
     secrets_in_file = sorted(SECRET_KEYS & file_values.keys())
     if secrets_in_file:
         key = secrets_in_file[0]
+        line = line_of(key_lines(text), [key])
         raise ConfigError(
-            f"{path}: {key}: secrets are not read from the config file; set "
+            f"{path}:{line}: {key}: secrets are not read from the config file; set "
             f"{ENV_PREFIX}{key.upper()} in the environment or {key}_file to a file "
             "readable only by the service"
         )
     try:
         return Settings(**file_values)
     except ValidationError as err:
-        raise ConfigError(_describe(err, path, file_values)) from None
+        raise ConfigError(describe(err, path, text, _env_origin(file_values))) from None
 
 
-def _describe(err: ValidationError, path: Path | None, file_values: Mapping[str, Any]) -> str:
-    lines = []
-    for problem in err.errors():
-        loc = [str(part) for part in problem["loc"]]
-        key = ".".join(loc) or "(top level)"
-        if loc and loc[0] not in file_values and _from_env(loc[0]):
-            where = f"environment {ENV_PREFIX}{loc[0].upper()}"
-        elif path is not None:
-            where = str(path)
-        else:
-            where = "settings"
-        message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling; see the README's settings table)"
-        lines.append(f"{where}: {key}: {message}")
-    return "\n".join(lines)
+def _env_origin(file_values: Mapping[str, Any]) -> Callable[[list[str | int]], str | None]:
+    def origin(loc: list[str | int]) -> str | None:
+        if loc and loc[0] not in file_values and _from_env(str(loc[0])):
+            return f"environment {ENV_PREFIX}{str(loc[0]).upper()}"
+        return None
+
+    return origin
 
 
 def _from_env(key: str) -> bool:

@@ -205,7 +205,7 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
     ("text", "expected"),
     [
         ("port = \n", r"not valid TOML: .*line 1"),
-        ("prot = 8080\n", r"prot: unknown setting"),
+        ("prot = 8080\n", r"imagegate.toml:1: prot: unknown key"),
         ('port = "eighty"\n', r"port: Input should be a valid integer"),
         ("port = 70000\n", r"port: Input should be less than or equal to 65535"),
         (
@@ -213,7 +213,7 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
             r"default_relay 'gpt' is not a relay; set default_relay to one of: placeholder",
         ),
         ('[relays.x]\nkind = "dalle"\n', r"relays\.x\.kind: Input should be 'placeholder'"),
-        ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r"relays\.x\.colour: unknown"),
+        ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r":3: relays\.x\.colour: unknown"),
         ('link_key = "s3cret-value"\n', r"link_key: secrets are not read from the config file"),
     ],
 )
