@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imagegate import __version__
+from imagegate.access import DEV_TOKEN_FILE
 from imagegate.config import Settings, load_settings
 from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
@@ -97,19 +98,19 @@ def _indent(text: str) -> str:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    if args.transport == "stdio":
-        app = build_app(settings, "stdio")
-        try:
-            asyncio.run(app.mcp.run_stdio_async(show_banner=False))
-        finally:
-            app.store.close()
-        return 0
-    app = build_app(settings, "http")
-    try:
-        asyncio.run(_serve_http(app, settings))
-    finally:
-        app.store.close()
+    app = build_app(settings, args.transport)
+    asyncio.run(_run(app, settings, args.transport))
     return 0
+
+
+async def _run(app: App, settings: Settings, transport: str) -> None:
+    try:
+        if transport == "stdio":
+            await app.mcp.run_stdio_async(show_banner=False)
+        else:
+            await _serve_http(app, settings)
+    finally:
+        await app.aclose()
 
 
 async def _serve_http(app: App, settings: Settings) -> None:
@@ -140,9 +141,9 @@ def _listen(host: str, port: int) -> socket.socket:
 def _announce(app: App, settings: Settings) -> None:
     url = f"{settings.base_url()}{settings.mcp_path}"
     lines = [f"imagegate {__version__}: MCP over streamable HTTP at {url}"]
-    if settings.bearer_token is None and settings.bearer_token_file is None:
-        token_file = settings.state_dir / "bearer-token"
-        if sys.stderr.isatty() and app.bearer_token:
+    if app.bearer_token is not None:
+        token_file = settings.state_dir / DEV_TOKEN_FILE
+        if sys.stderr.isatty():
             lines.append(f"development bearer token: {app.bearer_token}")
         lines.append(f"bearer token file: {token_file} (send 'Authorization: Bearer <token>')")
     lines.append(f"state: {settings.state_dir}")

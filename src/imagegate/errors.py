@@ -5,6 +5,7 @@
     ├── ConfigError           configuration is unusable; stops start-up (file, key, reason)
     ├── InvalidRequest        a tool or CLI argument is wrong; says what is allowed
     ├── NotFound              no such asset *for this caller* (another owner's looks the same)
+    ├── PermissionDenied      the caller lacks a scope the request needs
     ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
     ├── RelayError            the upstream failed; message cleaned of anything secret
     └── StorageError          the asset store could not read or write
@@ -29,6 +30,10 @@ class InvalidRequest(ImagegateError):
 
 class NotFound(ImagegateError):
     """The asset does not exist or belongs to someone else (indistinguishable)."""
+
+
+class PermissionDenied(ImagegateError):
+    """The caller lacks a scope; the message says which: `forbidden: needs scope X`."""
 
 
 class ImageRejected(ImagegateError):

@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
+import httpx
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from starlette.applications import Starlette
 
 from imagegate import __version__, tools
-from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
+from imagegate.access import build_acl, build_authentication
+from imagegate.acl import AccessPolicy
+from imagegate.audit import AuditLog
 from imagegate.clock import Clock, SystemClock
 from imagegate.config import Settings
-from imagegate.errors import ImagegateError
-from imagegate.ids import Subject
+from imagegate.errors import ImagegateError, PermissionDenied
 from imagegate.keys import load_or_create_secret, read_secret_file
+from imagegate.middleware import AclMiddleware, AuditMiddleware, Forbidden, Refused
 from imagegate.relays.registry import build_relays
 from imagegate.routes import Routes
 from imagegate.service import ImageService
@@ -57,20 +59,22 @@ def domain_errors(fn: ToolFn) -> ToolFn:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return await fn(*args, **kwargs)
+        except PermissionDenied as err:
+            raise Forbidden(str(err)) from None
         except ImagegateError as err:
             log.info("tool %s refused: %s", fn.__name__, err)
-            raise ToolError(str(err)) from None
+            raise Refused(str(err)) from None
 
     return cast(ToolFn, wrapper)
 
 
 class _ServiceLifespan:
-    def __init__(self, service: ImageService) -> None:
-        self._service = service
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
 
     @asynccontextmanager
     async def __call__(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        yield {tools.SERVICE_KEY: self._service}
+        yield self._context
 
 
 @dataclass
@@ -78,16 +82,16 @@ class App:
     mcp: FastMCP[Any]
     service: ImageService
     store: AssetStore
+    audit: AuditLog
+    http: httpx.AsyncClient
     bearer_token: str | None
-    """Set for HTTP: the token clients must send (shown to the operator at start)."""
+    """The generated development token (HTTP, no other auth configured), to show the
+    operator at start; None otherwise."""
 
-
-def resolve_bearer_token(settings: Settings) -> str:
-    if settings.bearer_token is not None:
-        return settings.bearer_token.get_secret_value()
-    if settings.bearer_token_file is not None:
-        return read_secret_file(settings.bearer_token_file)
-    return load_or_create_secret(settings.state_dir / "bearer-token")
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        self.audit.close()
+        self.store.close()
 
 
 def resolve_link_key(settings: Settings) -> bytes:
@@ -100,25 +104,32 @@ def resolve_link_key(settings: Settings) -> bytes:
 
 def build_app(settings: Settings, transport: Transport, clock: Clock | None = None) -> App:
     clock = clock or SystemClock()
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = AssetStore(settings.state_dir, settings.max_image_bytes)
     http = transport == "http"
+    relays = build_relays(settings)
+    relay_names = [relay.name for relay in relays.all()]
+    policy = AccessPolicy(build_acl(settings, relay_names, http))
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    authentication = (
+        build_authentication(settings, relay_names, clock, http_client) if http else None
+    )
+    audit = AuditLog(settings.audit_log)
+    store = AssetStore(settings.state_dir, settings.max_image_bytes)
     signer = None
     if http or settings.public_url:
         signer = LinkSigner(resolve_link_key(settings), settings.base_url())
-    service = ImageService(settings, store, build_relays(settings), signer, clock)
-
-    token = resolve_bearer_token(settings) if http else None
-    auth = None
-    if token is not None:
-        auth = StaticBearerVerifier(token, Subject(TOKEN_SUBJECT_PREFIX + settings.bearer_subject))
+    service = ImageService(settings, store, relays, signer, clock)
 
     mcp: FastMCP[Any] = FastMCP(
         "imagegate",
         instructions=INSTRUCTIONS,
         version=__version__,
-        auth=auth,
-        lifespan=_ServiceLifespan(service),
+        auth=authentication.provider if authentication else None,
+        middleware=[
+            AuditMiddleware(audit, policy, relays.default, clock, settings.audit_prompts),
+            AclMiddleware(policy, relays.default),
+        ],
+        lifespan=_ServiceLifespan({tools.SERVICE_KEY: service, tools.POLICY_KEY: policy}),
         mask_error_details=True,
     )
     _register_tools(mcp)
@@ -127,7 +138,14 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         mcp.custom_route("/files/{name}", methods=["GET", "HEAD"])(routes.download)
         mcp.custom_route("/healthz", methods=["GET"])(routes.healthz)
         mcp.custom_route("/readyz", methods=["GET"])(routes.readyz)
-    return App(mcp=mcp, service=service, store=store, bearer_token=token)
+    return App(
+        mcp=mcp,
+        service=service,
+        store=store,
+        audit=audit,
+        http=http_client,
+        bearer_token=authentication.dev_token if authentication else None,
+    )
 
 
 def http_asgi_app(app: App, settings: Settings) -> Starlette:

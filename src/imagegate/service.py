@@ -68,15 +68,16 @@ class ImageService:
                 item.image.staged.discard()  # no-op for committed blobs
         return assets
 
-    def get(self, owner: Subject, asset_id: AssetId) -> Asset:
+    def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        """`owner` None: any owner's (admin)."""
         return self.store.get(owner, asset_id)
 
-    def list(self, owner: Subject, limit: int, cursor: str | None) -> Page:
+    def list(self, owner: Subject | None, limit: int, cursor: str | None) -> Page:
         if not 1 <= limit <= self.settings.max_page_size:
             raise InvalidRequest(f"limit must be between 1 and {self.settings.max_page_size}")
         return self.store.list(owner, limit, cursor)
 
-    async def delete(self, owner: Subject, asset_id: AssetId) -> Asset:
+    async def delete(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         return await anyio.to_thread.run_sync(self.store.delete, owner, asset_id)
 
     def publish(self, asset: Asset, ttl_seconds: int | None = None) -> Published:

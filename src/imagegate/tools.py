@@ -8,15 +8,18 @@ from fastmcp.tools import ToolResult
 from pydantic import Field
 
 from imagegate import __version__
-from imagegate.auth.subject import current_subject
-from imagegate.errors import InvalidRequest
+from imagegate.acl import AccessPolicy, Caller
+from imagegate.auth.subject import current_identity
+from imagegate.errors import InvalidRequest, PermissionDenied
 from imagegate.generation import GenerateArgs, Stopwatch
-from imagegate.ids import parse_asset_id
+from imagegate.ids import Subject, parse_asset_id
 from imagegate.images import thumbnail_png
 from imagegate.results import ImagesResult, image_content, image_record
+from imagegate.scopes import grants, relay_scope
 from imagegate.service import ImageService
 
 SERVICE_KEY = "imagegate.service"
+POLICY_KEY = "imagegate.policy"
 
 Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
 AssetIdArg = Annotated[str, Field(description="An asset id such as img_0123456789abcdef01234567.")]
@@ -27,6 +30,18 @@ def service_of(ctx: Context) -> ImageService:
     if not isinstance(service, ImageService):
         raise RuntimeError("imagegate service missing from the server lifespan")
     return service
+
+
+def caller_of(ctx: Context) -> Caller:
+    policy = ctx.lifespan_context.get(POLICY_KEY)
+    if not isinstance(policy, AccessPolicy):
+        raise RuntimeError("imagegate access policy missing from the server lifespan")
+    return policy.caller(current_identity(ctx))
+
+
+def reach(caller: Caller) -> Subject | None:
+    """Whose images the caller may touch by id: its own, or (admin) anyone's."""
+    return None if caller.is_admin else Subject(caller.subject)
 
 
 async def generate_image(
@@ -41,7 +56,7 @@ async def generate_image(
 ) -> ToolResult:
     """Generate images from a prompt; each is stored for you and returned with a link."""
     service = service_of(ctx)
-    owner = current_subject(ctx)
+    owner = Subject(caller_of(ctx).subject)
     watch = Stopwatch()
 
     async def progress(fraction: float | None, message: str) -> None:
@@ -68,10 +83,19 @@ async def list_images(
     ctx: Context,
     limit: Annotated[int, Field(description="Page size.", ge=1)] = 20,
     cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
+    owner: Annotated[
+        str | None, Field(description="Admins only: another subject's images, or '*' for all.")
+    ] = None,
 ) -> ToolResult:
     """List your images, newest first. Use get_image for a download link."""
     service = service_of(ctx)
-    page = service.list(current_subject(ctx), limit, cursor)
+    caller = caller_of(ctx)
+    whose: Subject | None = Subject(caller.subject)
+    if owner is not None and owner != caller.subject:
+        if not caller.is_admin:
+            raise PermissionDenied("forbidden: needs scope admin to list others' images")
+        whose = None if owner == "*" else Subject(owner)
+    page = service.list(whose, limit, cursor)
     records = [image_record(asset, None) for asset in page.assets]
     lines = [f"{len(records)} image(s)" + (", more with next_cursor" if page.next_cursor else "")]
     lines += [
@@ -85,7 +109,7 @@ async def list_images(
 async def get_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     """Metadata of one of your images with a fresh download link."""
     service = service_of(ctx)
-    asset = service.get(current_subject(ctx), parse_asset_id(asset_id))
+    asset = service.get(reach(caller_of(ctx)), parse_asset_id(asset_id))
     result = ImagesResult(images=[image_record(asset, service.publish(asset))])
     return _images_result(result, f"Image {asset.id}:")
 
@@ -105,7 +129,7 @@ async def create_download_link(
             "download links need the HTTP server; in stdio mode images are local files "
             "(see 'path'), or set public_url to an imagegate HTTP server sharing this state"
         )
-    asset = service.get(current_subject(ctx), parse_asset_id(asset_id))
+    asset = service.get(reach(caller_of(ctx)), parse_asset_id(asset_id))
     result = ImagesResult(images=[image_record(asset, service.publish(asset, ttl_seconds))])
     return _images_result(result, f"Download link for {asset.id}:")
 
@@ -113,13 +137,14 @@ async def create_download_link(
 async def delete_image(asset_id: AssetIdArg, ctx: Context) -> dict[str, str]:
     """Delete one of your images; its download links stop working."""
     service = service_of(ctx)
-    asset = await service.delete(current_subject(ctx), parse_asset_id(asset_id))
+    asset = await service.delete(reach(caller_of(ctx)), parse_asset_id(asset_id))
     return {"deleted": asset.id}
 
 
 async def list_relays(ctx: Context) -> dict[str, Any]:
-    """The configured image relays: name, kind, what they support, and whether they cost money."""
+    """The relays you may use: name, kind, what they support, and whether they cost money."""
     relays = service_of(ctx).relays
+    caller = caller_of(ctx)
     return {
         "default": relays.default,
         "relays": [
@@ -131,6 +156,7 @@ async def list_relays(ctx: Context) -> dict[str, Any]:
                 "capabilities": relay.capabilities.describe(),
             }
             for relay in relays.all()
+            if grants(caller.scopes, relay_scope(relay.name))
         ],
     }
 
@@ -139,12 +165,14 @@ async def server_info(ctx: Context) -> dict[str, Any]:
     """Version, transports and limits of this server, and who you are to it."""
     service = service_of(ctx)
     settings = service.settings
+    caller = caller_of(ctx)
     return {
         "name": "imagegate",
         "version": __version__,
         "transport": ctx.transport,
         "transports": ["stdio", "http"],
-        "subject": current_subject(ctx),
+        "subject": caller.subject,
+        "scopes": sorted(caller.scopes),
         "download_links": service.links_enabled,
         "limits": {
             "max_images_per_call": settings.max_images_per_call,

@@ -70,7 +70,7 @@ async def running_server(
         server.should_exit = True
         await task
         sock.close()
-        app.store.close()
+        await app.aclose()
 
 
 async def http_get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -38,12 +38,11 @@ try {
 const portRaw = process.argv[2] ?? process.env.OIDC_PORT ?? config.port;
 const port = Number.parseInt(String(portRaw), 10);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
-  fail(`invalid port ${JSON.stringify(portRaw)} (give it as argv[1], env OIDC_PORT or config.port)`);
+  fail(`invalid port ${JSON.stringify(portRaw)} (give it as the first argument, env OIDC_PORT or config.port)`);
 }
 const host = '127.0.0.1';
-const issuer = config.issuer ?? `http://${host}:${port}`;
-if (new URL(issuer).pathname !== '/') {
-  fail(`issuer ${issuer} must have no path (the provider is mounted at /)`);
+if (config.issuer !== undefined && new URL(config.issuer).pathname !== '/') {
+  fail(`issuer ${config.issuer} must have no path (the provider is mounted at /)`);
 }
 
 const { resource } = config;
@@ -75,7 +74,8 @@ const clients = clientEntries.map((c) => ({
   grant_types: ['client_credentials'],
   redirect_uris: [],
   response_types: [],
-  // oidc-provider enforces the one registered method per client.
+  // oidc-provider accepts client_secret_basic and client_secret_post
+  // interchangeably for either registered value; this is only metadata.
   token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
   // Optional per-client allow-list; a listed (known) scope outside it is invalid_scope.
   ...(Array.isArray(c.scopes) ? { scope: c.scopes.join(' ') } : {}),
@@ -83,16 +83,26 @@ const clients = clientEntries.map((c) => ({
 
 const { default: Provider, errors } = await import('oidc-provider');
 
+// Listen first so that port 0 works: the issuer then defaults to the real port.
+let handler = (req, res) => { res.statusCode = 503; res.end(); };
+const server = http.createServer((req, res) => handler(req, res));
+await new Promise((resolve) => {
+  server.once('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}`));
+  server.listen(port, host, resolve);
+});
+const issuer = config.issuer ?? `http://${host}:${server.address().port}`;
+
 const provider = new Provider(issuer, {
   clients,
   jwks: config.jwks,
   scopes: ['openid', 'offline_access', ...scopes],
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   clientAuthMethods: ['client_secret_post', 'client_secret_basic'],
+  // Matches accessTokenTTL below; also silences the library's default-ttl notice.
+  ttl: { ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 300 },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: async () => resource,
@@ -125,11 +135,8 @@ provider.on('server_error', (ctx, err) => {
   process.stderr.write(`oidc test provider: server_error ${err?.stack ?? err}\n`);
 });
 
-const server = http.createServer(provider.callback());
-server.on('error', (err) => fail(`cannot listen on ${host}:${port}: ${err.message}`));
-server.listen(port, host, () => {
-  process.stdout.write(`READY ${issuer}\n`);
-});
+handler = provider.callback();
+process.stdout.write(`READY ${issuer}\n`);
 
 function shutdown() {
   server.close(() => process.exit(0));

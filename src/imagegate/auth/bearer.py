@@ -5,6 +5,7 @@ import hmac
 
 from fastmcp.server.auth import AccessToken, TokenVerifier
 
+from imagegate.auth.identity import caller_token
 from imagegate.ids import Subject
 
 TOKEN_SUBJECT_PREFIX = "token:"  # noqa: S105 - a label, not a secret
@@ -23,9 +24,4 @@ class StaticBearerVerifier(TokenVerifier):
         candidate = hashlib.sha256(token.encode()).digest()
         if not hmac.compare_digest(candidate, self._digest):
             return None
-        return AccessToken(
-            token="",  # never keep the raw token around where tools or logs could see it
-            client_id=self._subject,
-            scopes=[],
-            claims={"sub": self._subject},
-        )
+        return caller_token(self._subject)

@@ -165,10 +165,13 @@ class AssetStore:
             raise NotFound(f"image not found: {asset_id}")
         return _asset_from_row(row)
 
-    def list(self, owner: Subject, limit: int, cursor: str | None = None) -> Page:
-        """The owner's assets, newest first; `cursor` continues a previous page."""
-        query = "SELECT * FROM assets WHERE owner = ?"
-        args: list[Any] = [owner]
+    def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
+        """The owner's assets (None: everyone's), newest first; `cursor` continues a page."""
+        query = "SELECT * FROM assets WHERE 1 = 1"
+        args: list[Any] = []
+        if owner is not None:
+            query += " AND owner = ?"  # keeps the (owner, created_us) index usable
+            args.append(owner)
         if cursor:
             created_us, last_id = _decode_cursor(cursor)
             query += " AND (created_us < ? OR (created_us = ? AND id < ?))"

@@ -1,0 +1,101 @@
+"""Choose authentication and authorization from settings, failing fast on a bad setup.
+
+- Verifiers, tried in order: the single static token (IMAGEGATE_BEARER_TOKEN or
+  bearer_token_file), mapped tokens (tokens_file), OIDC JWTs ([oidc]). When none is
+  configured, a development token is generated once into the state directory.
+- The ACL: acl_file when set. Without one, a server that can see several callers
+  (mapped tokens or OIDC) refuses to start unless acl_open says everyone gets
+  everything; a single-token server has one caller, its operator, and is open.
+"""
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import httpx
+from fastmcp.server.auth import AuthProvider, RemoteAuthProvider, TokenVerifier
+
+from imagegate.acl import OPEN_ACL, Acl, load_acl
+from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
+from imagegate.auth.oidc import OIDCVerifier
+from imagegate.auth.tokens import MappedTokensVerifier
+from imagegate.auth.verifier import CompositeVerifier
+from imagegate.clock import Clock
+from imagegate.config import Settings
+from imagegate.errors import ConfigError
+from imagegate.ids import Subject
+from imagegate.keys import load_or_create_secret, read_secret_file
+
+log = logging.getLogger("imagegate.access")
+
+DEV_TOKEN_FILE = "bearer-token"  # noqa: S105 - a file name
+
+
+def team_auth(settings: Settings) -> bool:
+    """Can this server see more than one caller?"""
+    return settings.tokens_file is not None or settings.oidc is not None
+
+
+def build_acl(settings: Settings, relays: Collection[str], http: bool) -> Acl:
+    if settings.acl_file is not None:
+        return load_acl(settings.acl_file, relays)
+    if not http:
+        return OPEN_ACL  # stdio: the local user, who could read the state directory anyway
+    if settings.acl_open:
+        log.warning("acl_open is set: every authenticated caller has every scope")
+        return OPEN_ACL
+    if team_auth(settings):
+        raise ConfigError(
+            "acl_file: not set, but tokens_file or [oidc] lets several callers in; "
+            "set acl_file (see acl.example.toml) or, to give every authenticated "
+            "caller every scope, acl_open = true"
+        )
+    return OPEN_ACL
+
+
+def static_token(settings: Settings) -> str | None:
+    if settings.bearer_token is not None:
+        return settings.bearer_token.get_secret_value()
+    if settings.bearer_token_file is not None:
+        return read_secret_file(settings.bearer_token_file)
+    return None
+
+
+@dataclass
+class Authentication:
+    provider: AuthProvider
+    dev_token: str | None
+    """The generated development token, when no other authentication is configured."""
+
+
+def build_authentication(
+    settings: Settings, relays: Collection[str], clock: Clock, http: httpx.AsyncClient
+) -> Authentication:
+    verifiers: list[TokenVerifier] = []
+    dev_token = None
+    bearer_subject = Subject(TOKEN_SUBJECT_PREFIX + settings.bearer_subject)
+    token = static_token(settings)
+    if token is not None:
+        verifiers.append(StaticBearerVerifier(token, bearer_subject))
+    if settings.tokens_file is not None:
+        verifiers.append(
+            MappedTokensVerifier(
+                settings.tokens_file, relays, settings.strict_permissions, clock.now
+            )
+        )
+    if settings.oidc is not None:
+        verifiers.append(OIDCVerifier(settings.oidc, http, clock.now))
+    if not verifiers:
+        dev_token = load_or_create_secret(settings.state_dir / DEV_TOKEN_FILE)
+        verifiers.append(StaticBearerVerifier(dev_token, bearer_subject))
+    composite = CompositeVerifier(verifiers)
+    provider: AuthProvider = composite
+    if settings.oidc is not None and settings.oidc.interactive_login:
+        # RFC 9728 metadata: MCP clients learn where to log in (the team's issuer).
+        provider = RemoteAuthProvider(
+            token_verifier=composite,
+            authorization_servers=[settings.oidc.issuer],  # type: ignore[list-item]
+            base_url=settings.base_url(),
+            resource_name="imagegate",
+        )
+    return Authentication(provider=provider, dev_token=dev_token)
