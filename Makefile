@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+OIDC_STAMP := tests/oidc/node_modules/.package-lock.json
+
 .PHONY: run test lint typecheck unit bench clean lock
 
 run: $(STAMP)
@@ -19,7 +21,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(OIDC_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -31,6 +33,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The tests run a real OpenID provider (npm oidc-provider, pinned in tests/oidc).
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 # Re-resolve the pins after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
@@ -39,4 +45,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules

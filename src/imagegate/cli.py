@@ -5,19 +5,24 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from imagegate import __version__
-from imagegate.access import DEV_TOKEN_FILE
+from imagegate.access import DEV_TOKEN_FILE, build_acl, static_token
+from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX
+from imagegate.auth.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
 from imagegate.config import Settings, load_settings
 from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.relays.registry import build_relays
+from imagegate.scopes import check_scope
 from imagegate.server import App, build_app, http_asgi_app
 from imagegate.store.blobs import StagedBlob
 
@@ -79,8 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.set_defaults(handler=_generate)
 
-    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    check = commands.add_parser(
+        "check-config", help="validate the configuration, ACL and tokens files, then exit"
+    )
     check.set_defaults(handler=_check_config)
+
+    token = commands.add_parser("token", help="manage mapped bearer tokens")
+    token_commands = token.add_subparsers(required=True, metavar="ACTION")
+    new = token_commands.add_parser("new", help="make a token; print it once with its entry")
+    new.add_argument("--subject", required=True, help="the caller becomes token:SUBJECT")
+    new.add_argument("--scope", action="append", default=[], help="extra scope (repeatable)")
+    new.add_argument("--expires-in-days", type=int, default=None, help="expiry, in days")
+    new.add_argument("--comment", default="", help="a note kept in the file")
+    new.set_defaults(handler=_token_new)
     return parser
 
 
@@ -222,8 +238,55 @@ def _output_target(out: Path, n: int) -> tuple[Path, Path, bool]:
 
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     relays = build_relays(settings)
-    names = ", ".join(f"{r.name} ({r.kind})" for r in relays.all())
-    print(f"configuration OK: relays {names}; default {relays.default}; state {settings.state_dir}")
+    names = [relay.name for relay in relays.all()]
+    acl = build_acl(settings, names, http=True)
+    lines = [
+        "configuration OK",
+        "relays: "
+        + ", ".join(f"{r.name} ({r.kind})" for r in relays.all())
+        + f"; default {relays.default}",
+        f"state: {settings.state_dir}",
+    ]
+    auth = []
+    if static_token(settings) is not None:
+        auth.append("static bearer token")
+    if settings.tokens_file is not None:
+        count = len(load_tokens_file(settings.tokens_file, names, settings.strict_permissions))
+        auth.append(f"{count} mapped token(s) from {settings.tokens_file}")
+    if settings.oidc is not None:
+        auth.append(f"OIDC tokens from {settings.oidc.issuer} (not contacted by this check)")
+    lines.append("authentication: " + ("; ".join(auth) or "generated development token"))
+    if settings.acl_file is not None:
+        lines.append(
+            f"ACL: {settings.acl_file} ({len(acl.subjects)} subject(s), {len(acl.groups)} group(s))"
+        )
+    else:
+        lines.append("ACL: none; every authenticated caller has every scope")
+    print("\n".join(lines))
+    return 0
+
+
+def _token_new(settings: Settings, args: argparse.Namespace) -> int:
+    if not re.fullmatch(SUBJECT_NAME, args.subject):
+        raise InvalidRequest("--subject: 1-64 of letters, digits, '.', '_', '@', '-'")
+    names = [relay.name for relay in build_relays(settings).all()]
+    for scope in args.scope:
+        try:
+            check_scope(scope, names)
+        except ValueError as err:
+            raise InvalidRequest(f"--scope: {err}") from None
+    expires = None
+    if args.expires_in_days is not None:
+        if args.expires_in_days < 1:
+            raise InvalidRequest("--expires-in-days must be at least 1")
+        expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
+    token, entry = new_token_entry(args.subject, args.scope, expires, args.comment)
+    print(
+        f"# token for {TOKEN_SUBJECT_PREFIX}{args.subject}: shown only now; give it to the caller"
+    )
+    print(token)
+    print("\n# add this entry to your tokens file (it holds only the token's SHA-256):")
+    print(entry, end="")
     return 0
 
 

@@ -53,6 +53,7 @@ class OIDCVerifier(TokenVerifier):
         self._keys: KeySet | None = None
         self._keys_fetched_at = -math.inf
         self._last_refresh = -math.inf
+        self._last_failure = -math.inf
         self._lock = anyio.Lock()
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -119,17 +120,29 @@ class OIDCVerifier(TokenVerifier):
         )
 
     async def _key_set(self, refresh: bool) -> KeySet | None:
+        """The cached keys; loaded when missing or stale, re-fetched for an unknown kid.
+
+        Re-fetches for unknown kids, and retries after a failed load, happen at most
+        once per MIN_REFRESH_SECONDS each, so neither forged kids nor an unreachable
+        provider turn every request into a request to the provider.
+        """
         async with self._lock:
             now = time.monotonic()
             stale = now - self._keys_fetched_at > self._settings.jwks_cache_seconds
-            may_refresh = now - self._last_refresh >= MIN_REFRESH_SECONDS
-            if (self._keys is None or stale or refresh) and may_refresh:
+            if refresh:
+                if now - self._last_refresh < MIN_REFRESH_SECONDS:
+                    return self._keys
                 self._last_refresh = now
-                try:
-                    self._keys = await self._fetch_keys()
-                    self._keys_fetched_at = now
-                except (httpx.HTTPError, ValueError, JoseError) as err:
-                    log.error("cannot load the OIDC provider's keys: %s", _reason(err))
+            elif (
+                not (self._keys is None or stale) or now - self._last_failure < MIN_REFRESH_SECONDS
+            ):
+                return self._keys
+            try:
+                self._keys = await self._fetch_keys()
+                self._keys_fetched_at = now
+            except (httpx.HTTPError, ValueError, JoseError) as err:
+                self._last_failure = now
+                log.error("cannot load the OIDC provider's keys: %s", _reason(err))
             return self._keys
 
     async def _fetch_keys(self) -> KeySet:
