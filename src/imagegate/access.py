@@ -91,7 +91,16 @@ def build_authentication(
     composite = CompositeVerifier(verifiers)
     provider: AuthProvider = composite
     if settings.oidc is not None and settings.oidc.interactive_login:
-        # RFC 9728 metadata: MCP clients learn where to log in (the team's issuer).
+        # RFC 9728 metadata: MCP clients learn where to log in (the team's issuer),
+        # and ask it for tokens whose audience is this server's MCP URL.
+        resource = settings.base_url() + settings.mcp_path
+        if settings.oidc.audience != resource:
+            log.warning(
+                "interactive_login: clients will ask for tokens for %s, but [oidc] audience "
+                "is %s; set audience (and public_url) so that they match",
+                resource,
+                settings.oidc.audience,
+            )
         provider = RemoteAuthProvider(
             token_verifier=composite,
             authorization_servers=[settings.oidc.issuer],  # type: ignore[list-item]
