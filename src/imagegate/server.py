@@ -16,10 +16,12 @@ import httpx
 from fastmcp import FastMCP
 from mcp_types import ToolAnnotations
 from starlette.applications import Starlette
+from starlette.middleware import Middleware as StarletteMiddleware
 
 from imagegate import __version__, tools
 from imagegate.access import build_acl, build_authentication
 from imagegate.acl import AccessPolicy
+from imagegate.asgi import ExplainMissingToken
 from imagegate.audit import AuditLog
 from imagegate.clock import Clock, SystemClock
 from imagegate.config import Settings
@@ -159,7 +161,10 @@ def http_asgi_app(app: App, settings: Settings) -> Starlette:
         public_host = urlsplit(settings.public_url).netloc
         allowed_hosts = [public_host, public_host.split(":")[0]]
     return app.mcp.http_app(
-        path=settings.mcp_path, host_origin_protection="auto", allowed_hosts=allowed_hosts
+        path=settings.mcp_path,
+        host_origin_protection="auto",
+        allowed_hosts=allowed_hosts,
+        middleware=[StarletteMiddleware(ExplainMissingToken)],
     )
 
 

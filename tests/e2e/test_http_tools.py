@@ -291,6 +291,8 @@ async def test_tools_need_a_bearer_token(server: RunningServer) -> None:
     )
     assert no_token.status_code == 401
     assert no_token.headers["www-authenticate"].startswith("Bearer")
+    assert no_token.json()["error"] == "invalid_request"
+    assert int(no_token.headers["content-length"]) == len(no_token.content)
     wrong = await http_post(
         server.mcp_url,
         json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},

@@ -314,6 +314,8 @@ async def test_missing_header_gets_401(team: RunningServer) -> None:
     response = await mcp_initialize(team, None)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "invalid_request"
+    assert "Authorization: Bearer" in response.json()["error_description"]
 
 
 async def test_interactive_login_metadata(tmp_path: Path, provider: Provider) -> None:
