@@ -97,3 +97,19 @@ def test_world_readable_tokens_file_warns_or_refuses(tmp_path: Path) -> None:
     strict = run("check-config", env={**env, "IMAGEGATE_STRICT_PERMISSIONS": "true"})
     assert strict.returncode == 2
     assert f"run: chmod 640 {tokens}" in strict.stderr
+
+
+def test_the_shipped_examples_pass_check_config(tmp_path: Path) -> None:
+    root = Path(__file__).parents[2]
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text((root / "tokens.example.toml").read_text())
+    tokens.chmod(0o640)
+    env = clean_env(
+        IMAGEGATE_ACL_FILE=str(root / "acl.example.toml"),
+        IMAGEGATE_TOKENS_FILE=str(tokens),
+        IMAGEGATE_STATE_DIR=str(tmp_path / "state"),
+    )
+    result = run("--config", str(root / "imagegate.example.toml"), "check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ACL: " in result.stdout
+    assert "1 mapped token(s)" in result.stdout
