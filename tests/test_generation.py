@@ -2,16 +2,28 @@ from pathlib import Path
 
 import pytest
 
-from imagegate.config import Settings
+from imagegate.config import PlaceholderRelayConfig, Settings
 from imagegate.errors import ImageRejected, InvalidRequest
 from imagegate.generation import GenerateArgs, build_request, produce
 from imagegate.images import OUTPUT_FORMATS, ImageFormat
-from imagegate.relays.base import Capabilities, GenerationRequest, ProgressFn, RelayImage, StageFn
+from imagegate.relays.base import (
+    Capabilities,
+    ImageRequest,
+    ProgressFn,
+    RelayDefaults,
+    RelayImage,
+    StageFn,
+)
+from imagegate.relays.placeholder import PlaceholderRelay
 from imagegate.store.blobs import BlobStore
+
+PLACEHOLDER = PlaceholderRelay("placeholder", PlaceholderRelayConfig(kind="placeholder"))
 
 
 def test_valid_request() -> None:
-    request = build_request(GenerateArgs("  a cat  ", "512x256", 2, "JPG", 7), Settings())
+    request = build_request(
+        GenerateArgs("  a cat  ", "512x256", 2, "JPG", 7), PLACEHOLDER, Settings()
+    )
     assert request.prompt == "a cat"
     assert (request.size.width, request.size.height) == (512, 256)
     assert request.output_format is ImageFormat.JPEG
@@ -30,7 +42,7 @@ def test_valid_request() -> None:
 )
 def test_invalid_requests(args: GenerateArgs, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
-        build_request(args, Settings())
+        build_request(args, PLACEHOLDER, Settings())
 
 
 class GarbageRelay:
@@ -40,10 +52,16 @@ class GarbageRelay:
     kind = "test"
     description = "returns garbage"
     paid = False
+    model = None
+    price = None
+    defaults = RelayDefaults()
     capabilities = Capabilities(output_formats=OUTPUT_FORMATS, max_n=4, min_side=1, max_side=9999)
 
+    def render_prompt(self, prompt: str) -> str:
+        return prompt
+
     async def generate(
-        self, request: GenerationRequest, stage: StageFn, progress: ProgressFn
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
         images = []
         for _ in range(request.n):
@@ -57,7 +75,7 @@ class GarbageRelay:
 async def test_output_that_is_not_an_image_is_rejected_and_nothing_stays(tmp_path: Path) -> None:
     settings = Settings()
     blobs = BlobStore(tmp_path, settings.max_image_bytes)
-    request = build_request(GenerateArgs("x", n=2), settings)
+    request = build_request(GenerateArgs("x", n=2), PLACEHOLDER, settings)
 
     async def progress(fraction: float | None, message: str) -> None:
         return None

@@ -71,9 +71,12 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="generate images once, without a server")
     generate.add_argument("prompt")
-    generate.add_argument("--size", default="1024x1024", help="WIDTHxHEIGHT (default 1024x1024)")
+    generate.add_argument("--size", default=None, help="WIDTHxHEIGHT (default: the relay's)")
     generate.add_argument("-n", type=int, default=1, help="number of images (default 1)")
-    generate.add_argument("--format", dest="output_format", default="png", help="png, jpeg, webp")
+    generate.add_argument(
+        "--format", dest="output_format", default=None, help="png, jpeg, webp (default: png)"
+    )
+    generate.add_argument("--quality", default=None, help="low, medium, high, auto")
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--relay", default=None, help="relay name (default: default_relay)")
     generate.add_argument(
@@ -174,12 +177,21 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     watch = Stopwatch()
+    relay = build_relays(settings).get(args.relay)
     request = build_request(
-        GenerateArgs(args.prompt, args.size, args.n, args.output_format, args.seed, args.relay),
+        GenerateArgs(
+            args.prompt,
+            size=args.size,
+            n=args.n,
+            output_format=args.output_format,
+            seed=args.seed,
+            relay=args.relay,
+            quality=args.quality,
+        ),
+        relay,
         settings,
     )
     out, directory, explicit_file = _output_target(args.out, request.n)
-    relay = build_relays(settings).get(args.relay)
 
     async def progress(fraction: float | None, message: str) -> None:
         percent = "" if fraction is None else f" {fraction * 100:3.0f}%"

@@ -8,6 +8,7 @@
     ├── PermissionDenied      the caller lacks a scope the request needs
     ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
     ├── RelayError            the upstream failed; message cleaned of anything secret
+    │   └── ContentRefused    the upstream's moderation refused the prompt or image
     └── StorageError          the asset store could not read or write
 
 Foreign exceptions (httpx, sqlite3, OSError, PIL) are translated at the boundary
@@ -42,6 +43,10 @@ class ImageRejected(ImagegateError):
 
 class RelayError(ImagegateError):
     """An upstream relay failed."""
+
+
+class ContentRefused(RelayError):
+    """The upstream's safety system refused; retrying the same request won't help."""
 
 
 class StorageError(ImagegateError):

@@ -14,19 +14,33 @@ import anyio
 from imagegate.config import Settings
 from imagegate.errors import InvalidRequest
 from imagegate.images import OUTPUT_FORMATS, ImageFormat, ImageInfo, inspect_image
-from imagegate.relays.base import GenerationRequest, ProgressFn, Relay, RelayImage, Size, StageFn
+from imagegate.relays.base import (
+    ImageRequest,
+    InputImage,
+    ProgressFn,
+    Relay,
+    RelayImage,
+    Size,
+    StageFn,
+)
 
 
 @dataclass(frozen=True)
 class GenerateArgs:
-    """Raw caller input, before validation."""
+    """Raw caller input, before validation; None means "the relay's default"."""
 
     prompt: str
-    size: str = "1024x1024"
+    size: str | None = None
     n: int = 1
-    output_format: str = "png"
+    output_format: str | None = None
     seed: int | None = None
     relay: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    compression: int | None = None
+    negative_prompt: str | None = None
+    partial_images: int = 0
+    input_fidelity: str | None = None
 
 
 @dataclass
@@ -35,8 +49,16 @@ class Produced:
     info: ImageInfo
 
 
-def build_request(args: GenerateArgs, settings: Settings) -> GenerationRequest:
-    """Validate caller input against server limits; relay limits are checked separately."""
+def build_request(
+    args: GenerateArgs,
+    relay: Relay,
+    settings: Settings,
+    images: tuple[InputImage, ...] = (),
+    mask: InputImage | None = None,
+    user: str | None = None,
+) -> ImageRequest:
+    """Validate caller input against server limits and fill in the relay's defaults.
+    What the relay itself supports is checked by its Capabilities in `produce`."""
     prompt = args.prompt.strip()
     if not prompt:
         raise InvalidRequest("prompt must not be empty")
@@ -46,15 +68,41 @@ def build_request(args: GenerateArgs, settings: Settings) -> GenerationRequest:
         )
     if not 1 <= args.n <= settings.max_images_per_call:
         raise InvalidRequest(f"n must be between 1 and {settings.max_images_per_call}")
-    size = Size.parse(args.size)
+    defaults = relay.defaults
+    if args.size:
+        size = Size.parse(args.size)
+    elif images:
+        size = Size(images[0].width, images[0].height)  # an edit keeps its size
+    else:
+        size = defaults.size
     if size.width * size.height > settings.max_image_pixels:
         raise InvalidRequest(
             f"size {size} exceeds the server's limit of {settings.max_image_pixels} pixels"
         )
-    fmt = parse_output_format(args.output_format)
+    fmt = parse_output_format(args.output_format) if args.output_format else defaults.output_format
     if args.seed is not None and not 0 <= args.seed < 2**31:
         raise InvalidRequest("seed must be between 0 and 2147483647")
-    return GenerationRequest(prompt=prompt, size=size, n=args.n, output_format=fmt, seed=args.seed)
+    if args.compression is not None and not 0 <= args.compression <= 100:
+        raise InvalidRequest("compression must be between 0 and 100")
+    if not 0 <= args.partial_images <= 3:
+        raise InvalidRequest("partial_images must be between 0 and 3")
+    negative = (args.negative_prompt or "").strip() or None
+    return ImageRequest(
+        prompt=relay.render_prompt(prompt),
+        size=size,
+        n=args.n,
+        output_format=fmt,
+        quality=args.quality or defaults.quality,
+        background=args.background or defaults.background,
+        compression=args.compression if args.compression is not None else defaults.compression,
+        seed=args.seed,
+        negative_prompt=negative,
+        partial_images=args.partial_images,
+        images=images,
+        mask=mask,
+        input_fidelity=args.input_fidelity,
+        user=user,
+    )
 
 
 def parse_output_format(value: str) -> ImageFormat:
@@ -69,7 +117,7 @@ def parse_output_format(value: str) -> ImageFormat:
 
 async def produce(
     relay: Relay,
-    request: GenerationRequest,
+    request: ImageRequest,
     settings: Settings,
     stage: StageFn,
     progress: ProgressFn,

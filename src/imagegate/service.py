@@ -1,5 +1,6 @@
 """What the tools do, without MCP: generate, list, get, link and delete owned images."""
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +11,26 @@ from imagegate.config import Settings
 from imagegate.errors import InvalidRequest
 from imagegate.generation import GenerateArgs, build_request, produce
 from imagegate.ids import AssetId, Subject
-from imagegate.relays.base import ProgressFn
+from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
 from imagegate.relays.registry import Relays
 from imagegate.store.assets import Asset, AssetMeta, AssetStore, Page
 from imagegate.store.links import LinkSigner
+
+
+def safety_identifier(owner: Subject) -> str:
+    """What upstreams get to tell callers apart for abuse handling: a hash, never the
+    subject (which may be an e-mail address)."""
+    return hashlib.sha256(f"imagegate-safety:{owner}".encode()).hexdigest()[:32]
+
+
+def _options(request: ImageRequest) -> dict[str, object]:
+    return {
+        "quality": request.quality,
+        "background": request.background,
+        "compression": request.compression,
+        "negative_prompt": request.negative_prompt,
+        "input_fidelity": request.input_fidelity,
+    }
 
 
 @dataclass(frozen=True)
@@ -41,23 +58,37 @@ class ImageService:
         self._clock = clock
 
     async def generate(
-        self, owner: Subject, args: GenerateArgs, progress: ProgressFn
+        self,
+        owner: Subject,
+        args: GenerateArgs,
+        progress: ProgressFn,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
     ) -> list[Asset]:
-        request = build_request(args, self.settings)
+        """Generate (or, with input images, edit) and store the results for `owner`."""
         relay = self.relays.get(args.relay)
+        request = build_request(
+            args, relay, self.settings, images=images, mask=mask, user=safety_identifier(owner)
+        )
         produced = await produce(relay, request, self.settings, self.store.blobs.stage, progress)
         assets: list[Asset] = []
         try:
             for item in produced:
+                params: dict[str, object] = {
+                    "size": str(request.size),
+                    "output_format": request.output_format.value,
+                    **{k: v for k, v in _options(request).items() if v is not None},
+                    **item.image.params,
+                }
+                if images:
+                    params["inputs"] = len(images)
+                if item.image.usage:
+                    params["usage"] = item.image.usage
                 meta = AssetMeta(
                     relay=relay.name,
-                    prompt=request.prompt,
+                    prompt=args.prompt.strip(),
                     revised_prompt=item.image.revised_prompt,
-                    params={
-                        "size": str(request.size),
-                        "output_format": request.output_format.value,
-                        **item.image.params,
-                    },
+                    params=params,
                 )
                 asset = await anyio.to_thread.run_sync(
                     self.store.add, owner, item.image.staged, item.info, meta, self._clock.now()

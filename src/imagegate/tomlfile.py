@@ -7,7 +7,7 @@ ACL and token files use: `[table."quoted"]`, `[[array]]`, `key = value`, dotted 
 
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +84,30 @@ def describe(
     path: Path | None,
     text: str,
     origin: Callable[[list[str | int]], str | None] = lambda loc: None,
+    union_tags: Collection[str] = (),
 ) -> str:
     """One line per problem: `file:line: key: reason` (or `origin: key: reason` when
-    `origin` says the value came from somewhere else, such as the environment)."""
+    `origin` says the value came from somewhere else, such as the environment).
+    `union_tags` are the discriminator values pydantic puts in error locations of
+    tagged unions (e.g. relay kinds); they are not keys of the file."""
     lines = key_lines(text)
     out = []
     for problem in err.errors():
-        loc = [p for p in problem["loc"] if isinstance(p, str | int)]
+        loc = [p for p in problem["loc"] if isinstance(p, str | int) and p not in union_tags]
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        elif problem["type"] == "union_tag_invalid":
+            context = problem.get("ctx", {})
+            loc.append(context.get("discriminator", "kind").strip("'"))
+            message = (
+                f"unknown kind {context.get('tag')!r}; expected one of: "
+                f"{context.get('expected_tags')}"
+            )
         where = origin(loc)
         if where is None:
             line = line_of(lines, loc)
             where = f"{path}:{line}" if path and line else str(path or "settings")
         key = ".".join(str(p) for p in loc) or "(top level)"
-        message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
         out.append(f"{where}: {key}: {message}")
     return "\n".join(out)

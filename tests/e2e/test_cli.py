@@ -212,7 +212,10 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
             'default_relay = "gpt"\n',
             r"default_relay 'gpt' is not a relay; set default_relay to one of: placeholder",
         ),
-        ('[relays.x]\nkind = "dalle"\n', r"relays\.x\.kind: Input should be 'placeholder'"),
+        (
+            '[relays.x]\nkind = "dalle"\n',
+            r":2: relays\.x\.kind: unknown kind 'dalle'; expected one of: 'placeholder', ",
+        ),
         ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r":3: relays\.x\.colour: unknown"),
         ('link_key = "s3cret-value"\n', r"link_key: secrets are not read from the config file"),
     ],

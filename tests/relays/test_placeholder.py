@@ -7,7 +7,7 @@ from PIL import Image
 from imagegate.config import PlaceholderRelayConfig
 from imagegate.errors import InvalidRequest
 from imagegate.images import ImageFormat
-from imagegate.relays.base import GenerationRequest, Size
+from imagegate.relays.base import ImageRequest, Size
 from imagegate.relays.placeholder import PlaceholderRelay, draw_placeholder
 from imagegate.store.blobs import BlobStore
 
@@ -54,7 +54,7 @@ async def test_generate_stages_n_images_and_reports_progress(tmp_path: Path) -> 
     async def progress(fraction: float | None, message: str) -> None:
         messages.append(message)
 
-    request = GenerationRequest("hi", Size(64, 64), 3, ImageFormat.PNG, seed=9)
+    request = ImageRequest("hi", Size(64, 64), 3, ImageFormat.PNG, seed=9)
     images = await relay.generate(request, blobs.stage, progress)
     assert [image.params["seed"] for image in images] == [9, 10, 11]
     assert all(image.staged.sha256 and image.staged.path.exists() for image in images)
@@ -64,14 +64,12 @@ async def test_generate_stages_n_images_and_reports_progress(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (GenerationRequest("x", Size(32, 64), 1, ImageFormat.PNG), "sides from 64 to 4096"),
-        (GenerationRequest("x", Size(64, 64), 11, ImageFormat.PNG), "at most 10 images"),
-        (GenerationRequest("x", Size(64, 64), 1, ImageFormat.GIF), "cannot produce gif"),
+        (ImageRequest("x", Size(32, 64), 1, ImageFormat.PNG), "sides from 64 to 4096"),
+        (ImageRequest("x", Size(64, 64), 11, ImageFormat.PNG), "at most 10 images"),
+        (ImageRequest("x", Size(64, 64), 1, ImageFormat.GIF), "cannot produce gif"),
     ],
 )
-def test_capabilities_reject_with_what_is_supported(
-    request_: GenerationRequest, message: str
-) -> None:
+def test_capabilities_reject_with_what_is_supported(request_: ImageRequest, message: str) -> None:
     relay = PlaceholderRelay("placeholder", PlaceholderRelayConfig(kind="placeholder"))
     with pytest.raises(InvalidRequest, match=message):
         relay.capabilities.check(request_, relay.name)

@@ -10,40 +10,59 @@ import random
 import secrets
 import textwrap
 import time
+from pathlib import Path
 
 import anyio
 from PIL import Image, ImageDraw, ImageFont
 
-from imagegate.config import PlaceholderRelayConfig
+from imagegate.config import PlaceholderRelayConfig, PriceTable
 from imagegate.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.base import (
     Capabilities,
-    GenerationRequest,
+    ImageRequest,
     ProgressFn,
+    RelayDefaults,
     RelayImage,
     Size,
     StageFn,
+    discard_all,
 )
 
 _PROGRESS_TICK_SECONDS = 0.25
 
 
 class PlaceholderRelay:
+    """Generates, and edits by drawing the prompt over the first input image."""
+
     kind = "placeholder"
     paid = False
+    model: str | None = None
+    price: PriceTable | None = None
+    defaults = RelayDefaults(size=Size(1024, 1024), output_format=ImageFormat.PNG)
     capabilities = Capabilities(
-        output_formats=OUTPUT_FORMATS, max_n=10, min_side=64, max_side=4096, seed=True
+        output_formats=OUTPUT_FORMATS,
+        max_n=10,
+        min_side=64,
+        max_side=4096,
+        seed=True,
+        edit=True,
+        max_inputs=10,
     )
 
     def __init__(self, name: str, config: PlaceholderRelayConfig) -> None:
         self.name = name
         self.description = config.description
+        self._config = config
         self._delay = config.delay_seconds
 
+    def render_prompt(self, prompt: str) -> str:
+        return self._config.render_prompt(prompt)
+
     async def generate(
-        self, request: GenerationRequest, stage: StageFn, progress: ProgressFn
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
         base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        base = request.images[0].path if request.images else None
         await self._simulate_work(progress)
         images: list[RelayImage] = []
         try:
@@ -51,15 +70,19 @@ class PlaceholderRelay:
                 seed = base_seed + index
                 await progress(index / request.n, f"drawing image {index + 1} of {request.n}")
                 data = await anyio.to_thread.run_sync(
-                    draw_placeholder, request.prompt, request.size, request.output_format, seed
+                    draw_placeholder,
+                    request.prompt,
+                    request.size,
+                    request.output_format,
+                    seed,
+                    base,
                 )
                 staged = stage()
                 images.append(RelayImage(staged, params={"seed": seed}))
                 staged.write(data)
                 staged.finish()
         except BaseException:
-            for image in images:
-                image.staged.discard()
+            discard_all(images)
             raise
         return images
 
@@ -72,8 +95,29 @@ class PlaceholderRelay:
             await anyio.sleep(min(_PROGRESS_TICK_SECONDS, self._delay - elapsed))
 
 
-def draw_placeholder(prompt: str, size: Size, fmt: ImageFormat, seed: int) -> bytes:
-    """Render one image; deterministic in all four arguments."""
+def draw_placeholder(
+    prompt: str, size: Size, fmt: ImageFormat, seed: int, base: Path | None = None
+) -> bytes:
+    """Render one image; deterministic in its arguments. With `base`, the caption is
+    drawn over that image (resized), which is how the placeholder "edits"."""
+    if base is not None:
+        with Image.open(base) as source:
+            image = source.convert("RGB").resize((size.width, size.height))
+        draw = ImageDraw.Draw(image)
+    else:
+        image, draw = _striped_canvas(prompt, size, seed)
+    _draw_caption(draw, prompt, size, f"placeholder · seed {seed} · {size}")
+    out = io.BytesIO()
+    if fmt is ImageFormat.JPEG:
+        image.save(out, format="JPEG", quality=90)
+    elif fmt is ImageFormat.WEBP:
+        image.save(out, format="WEBP", quality=90)
+    else:
+        image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _striped_canvas(prompt: str, size: Size, seed: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     digest = hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()
     rng = random.Random(digest)  # noqa: S311 - colours, not secrets
     background = tuple(rng.randrange(40, 200) for _ in range(3))
@@ -91,15 +135,7 @@ def draw_placeholder(prompt: str, size: Size, fmt: ImageFormat, seed: int) -> by
             ],
             fill=accent,
         )
-    _draw_caption(draw, prompt, size, f"placeholder · seed {seed} · {size}")
-    out = io.BytesIO()
-    if fmt is ImageFormat.JPEG:
-        image.save(out, format="JPEG", quality=90)
-    elif fmt is ImageFormat.WEBP:
-        image.save(out, format="WEBP", quality=90)
-    else:
-        image.save(out, format="PNG")
-    return out.getvalue()
+    return image, draw
 
 
 def _draw_caption(draw: ImageDraw.ImageDraw, prompt: str, size: Size, footer: str) -> None:

@@ -1,8 +1,14 @@
 """Build the configured relays by name from settings."""
 
-from imagegate.config import Settings
-from imagegate.errors import InvalidRequest
+from imagegate.config import (
+    OpenAIResponsesRelayConfig,
+    PlaceholderRelayConfig,
+    RelayConfig,
+    Settings,
+)
+from imagegate.errors import ConfigError, InvalidRequest
 from imagegate.relays.base import Relay
+from imagegate.relays.openai_responses import OpenAIResponsesRelay
 from imagegate.relays.placeholder import PlaceholderRelay
 
 
@@ -23,9 +29,23 @@ class Relays:
     def all(self) -> list[Relay]:
         return [self._relays[name] for name in sorted(self._relays)]
 
+    async def aclose(self) -> None:
+        """Close the relays' HTTP connection pools."""
+        for relay in self._relays.values():
+            upstream = getattr(relay, "upstream", None)
+            if upstream is not None:
+                await upstream.aclose()
+
+
+def build_relay(name: str, config: RelayConfig) -> Relay:
+    """One relay from its config; the kind picks the module."""
+    if isinstance(config, PlaceholderRelayConfig):
+        return PlaceholderRelay(name, config)
+    if isinstance(config, OpenAIResponsesRelayConfig):
+        return OpenAIResponsesRelay(name, config)
+    raise ConfigError(f"relays.{name}.kind: {config.kind!r} is not available in this build")
+
 
 def build_relays(settings: Settings) -> Relays:
-    relays: dict[str, Relay] = {}
-    for name, config in settings.relays.items():
-        relays[name] = PlaceholderRelay(name, config)
+    relays = {name: build_relay(name, config) for name, config in settings.relays.items()}
     return Relays(relays, settings.default_relay)

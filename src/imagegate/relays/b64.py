@@ -1,0 +1,45 @@
+"""Decode base64 into a staged blob in slices: never a second full copy of the image."""
+
+import base64
+import binascii
+import re
+
+from imagegate.errors import RelayError
+from imagegate.store.blobs import StagedBlob
+
+
+class Base64Error(ValueError):
+    pass
+
+
+_DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,")
+_SLICE_CHARS = 1 << 20  # a multiple of 4
+
+
+def strip_data_url(value: str) -> str:
+    match = _DATA_URL.match(value)
+    return value[match.end() :] if match else value
+
+
+def decode_upstream_image(staged: StagedBlob, encoded: str, relay: str) -> None:
+    """decode_into for data an upstream sent: a failure is the relay's error."""
+    try:
+        decode_into(staged, encoded)
+    except Base64Error as err:
+        raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
+
+
+def decode_into(staged: StagedBlob, encoded: str) -> None:
+    """Decode `encoded` (bare base64 or a data: URL) into `staged`, slice by slice."""
+    text = strip_data_url(encoded.strip())
+    if "\n" in text or "\r" in text or " " in text:
+        text = re.sub(r"\s+", "", text)
+    if not text:
+        raise Base64Error("empty")
+    if len(text) % 4:
+        raise Base64Error("truncated")
+    try:
+        for start in range(0, len(text), _SLICE_CHARS):
+            staged.write(base64.b64decode(text[start : start + _SLICE_CHARS], validate=True))
+    except (binascii.Error, ValueError):
+        raise Base64Error("invalid characters") from None

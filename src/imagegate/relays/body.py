@@ -1,0 +1,77 @@
+"""JSON request bodies that carry image files as base64 without loading them.
+
+`json_body(obj)` serialises `obj`, in which `ImageData(path, ...)` stands for a file to
+embed as base64 (bare, or as a data: URL). The result streams: text parts, then each
+file read and encoded 48 KiB at a time. Its exact length is known up front, so the
+upstream gets a Content-Length, not chunked encoding.
+"""
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+_CHUNK = 48 * 1024  # a multiple of 3: base64 of each chunk needs no padding
+
+
+@dataclass(frozen=True)
+class ImageData:
+    path: Path
+    mime_type: str
+    data_url: bool = True
+
+    def encoded_length(self) -> int:
+        size = self.path.stat().st_size
+        prefix = len(self._prefix())
+        return prefix + 4 * ((size + 2) // 3)
+
+    def _prefix(self) -> bytes:
+        return f"data:{self.mime_type};base64,".encode() if self.data_url else b""
+
+
+@dataclass(frozen=True)
+class JsonBody:
+    parts: list[bytes | ImageData]
+    length: int
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            if isinstance(part, bytes):
+                yield part
+                continue
+            yield part._prefix()
+            async with await anyio.open_file(part.path, "rb") as source:
+                while chunk := await source.read(_CHUNK):
+                    yield base64.b64encode(chunk)
+
+
+def json_body(obj: Any) -> JsonBody:
+    images: list[ImageData] = []
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, ImageData):
+            images.append(value)
+            return f"\x00{len(images) - 1}\x00"
+        if isinstance(value, str):
+            return value.replace("\x00", "")  # NUL is the marker; it means nothing in text
+        if isinstance(value, dict):
+            return {key: mark(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [mark(item) for item in value]
+        return value
+
+    text = json.dumps(mark(obj), separators=(",", ":")).encode()
+    parts: list[bytes | ImageData] = []
+    pieces = text.split(b"\\u0000")
+    # pieces alternate: text, index, text, index, ..., text
+    for position, piece in enumerate(pieces):
+        if position % 2:
+            parts.append(images[int(piece)])
+        else:
+            parts.append(piece)
+    length = sum(len(p) if isinstance(p, bytes) else p.encoded_length() for p in parts)
+    return JsonBody(parts, length)

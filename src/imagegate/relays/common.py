@@ -1,0 +1,64 @@
+"""What the upstream relay adapters share: defaults, capabilities and HTTP from config."""
+
+import httpx
+
+from imagegate.config import HttpRelayConfig, read_secret_env
+from imagegate.errors import ConfigError
+from imagegate.images import ImageFormat
+from imagegate.relays.base import RelayDefaults, Size
+from imagegate.relays.http import RetryPolicy, Timeouts, Upstream
+
+DEFAULT_SIZE = Size(1024, 1024)
+
+
+def relay_defaults(config: HttpRelayConfig, size: Size = DEFAULT_SIZE) -> RelayDefaults:
+    return RelayDefaults(
+        size=Size.parse(config.default_size) if config.default_size else size,
+        output_format=ImageFormat(config.default_format or "png"),
+        quality=config.default_quality,
+        background=config.default_background,
+        compression=config.default_compression,
+    )
+
+
+def api_key(name: str, config: HttpRelayConfig, required: bool = True) -> str | None:
+    """The relay's key from the environment variable its config names; fail at start."""
+    if config.api_key_env is None:
+        if required:
+            raise ConfigError(f"relays.{name}.api_key_env: this relay kind needs an API key")
+        return None
+    value = read_secret_env(config.api_key_env)
+    if value is None and required:
+        raise ConfigError(
+            f"relays.{name}.api_key_env: environment variable {config.api_key_env} is not set"
+        )
+    return value
+
+
+def upstream_for(
+    name: str,
+    config: HttpRelayConfig,
+    headers: dict[str, str],
+    secrets: tuple[str, ...],
+    client: httpx.AsyncClient | None = None,
+) -> Upstream:
+    """An Upstream with its own connection pool and the relay's timeouts and retries."""
+    client = client or httpx.AsyncClient(
+        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+        follow_redirects=False,
+    )
+    return Upstream(
+        name,
+        client,
+        config.base_url,
+        headers=headers,
+        timeouts=Timeouts(
+            connect=config.connect_timeout,
+            first_byte=config.first_byte_timeout,
+            total=config.total_timeout,
+        ),
+        retry=RetryPolicy(attempts=config.max_retries, budget_seconds=config.retry_budget_seconds),
+        max_response_bytes=config.max_response_bytes,
+        secrets=secrets,
+    )

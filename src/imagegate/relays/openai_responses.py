@@ -1,0 +1,234 @@
+"""OpenAI-compatible Responses API with the image_generation tool, streamed over SSE.
+
+Events (dispatched on `data.type`): `response.image_generation_call.in_progress`,
+`.generating` and `.partial_image` become progress; the image and revised prompt
+come from `response.output_item.done` (not `.completed`, and not
+`response.completed.output`, which relays that don't store responses leave empty);
+usage from `response.completed`. `error`, `response.failed`, a failed item
+(`moderation_blocked`) or a stream that ends without a terminal event are errors, and
+nothing is kept. A broken stream is never re-POSTed: the upstream may be billing.
+"""
+
+import json
+import time
+from typing import Any
+
+import anyio
+import httpx
+
+from imagegate.config import OpenAIResponsesRelayConfig, PriceTable
+from imagegate.errors import ContentRefused, RelayError
+from imagegate.images import OUTPUT_FORMATS
+from imagegate.relays.b64 import decode_upstream_image
+from imagegate.relays.base import (
+    BACKGROUNDS,
+    QUALITIES,
+    Capabilities,
+    ImageRequest,
+    InputImage,
+    ProgressFn,
+    RelayImage,
+    Size,
+    StageFn,
+    discard_all,
+)
+from imagegate.relays.body import ImageData, json_body
+from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.http import Upstream, clean_message
+from imagegate.relays.sse import SSEParser
+
+OPENAI_SIZES = (Size(1024, 1024), Size(1024, 1536), Size(1536, 1024))
+
+
+class OpenAIResponsesRelay:
+    kind = "openai-responses"
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIResponsesRelayConfig,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.description = config.description or "OpenAI Responses API (image_generation tool)"
+        self.paid = config.paid
+        self.model: str | None = config.model
+        self.price: PriceTable | None = config.price
+        self.defaults = relay_defaults(config)
+        self._config = config
+        compat = config.request_policy == "compat"
+        self.capabilities = Capabilities(
+            output_formats=OUTPUT_FORMATS,
+            max_n=1,
+            min_side=256,
+            max_side=4096,
+            sizes=None if compat else OPENAI_SIZES,
+            qualities=QUALITIES,
+            backgrounds=BACKGROUNDS,
+            compression=True,
+            seed=compat,
+            negative_prompt=compat,
+            partial_images=3,
+            edit=True,
+            max_inputs=10,
+            mask=True,
+            input_fidelity=True,
+        )
+        key = api_key(name, config)
+        assert key is not None
+        self.upstream: Upstream = upstream_for(
+            name, config, {"authorization": f"Bearer {key}"}, (key,), client
+        )
+
+    def render_prompt(self, prompt: str) -> str:
+        return self._config.render_prompt(prompt)
+
+    def request_body(self, request: ImageRequest) -> dict[str, Any]:
+        tool: dict[str, Any] = {
+            "type": "image_generation",
+            "size": str(request.size),
+            "output_format": request.output_format.value,
+        }
+        optional = {
+            "model": self._config.image_model,
+            "quality": request.quality,
+            "background": request.background,
+            "output_compression": request.compression,
+            "partial_images": request.partial_images or None,
+            "input_fidelity": request.input_fidelity,
+            "seed": request.seed,
+            "negative_prompt": request.negative_prompt,
+        }
+        tool |= {key: value for key, value in optional.items() if value is not None}
+        if request.mask is not None:
+            tool["input_image_mask"] = {"image_url": _data(request.mask)}
+        content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt}]
+        content += [{"type": "input_image", "image_url": _data(i)} for i in request.images]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": [{"role": "user", "content": content}],
+            "tools": [tool],
+            "tool_choice": {"type": "image_generation"},
+            "stream": True,
+            "store": False,
+        }
+        if request.user:
+            body["safety_identifier"] = request.user
+        return body
+
+    async def generate(
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
+    ) -> list[RelayImage]:
+        started = time.monotonic()
+        body = json_body(self.request_body(request))
+        stream = _ResponseStream(self.name, request.partial_images, progress, started)
+        try:
+            with anyio.fail_after(self.upstream.timeouts.total):
+                async with self.upstream.stream("POST", "responses", body) as response:
+                    parser = SSEParser(self._config.max_response_bytes)
+                    async for chunk in self.upstream.iter_capped(response):
+                        for event in parser.feed(chunk):
+                            await stream.handle(event.data, stage)
+                    parser.close()
+        except TimeoutError:
+            stream.discard()
+            raise RelayError(
+                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
+            ) from None
+        except BaseException:
+            stream.discard()
+            raise
+        return stream.result()
+
+
+class _ResponseStream:
+    """State of one Responses stream: progress, the last partial, the final image."""
+
+    def __init__(self, relay: str, partials: int, progress: ProgressFn, started: float) -> None:
+        self._relay = relay
+        self._partials_wanted = partials
+        self._progress = progress
+        self._started = started
+        self.image: RelayImage | None = None
+        self.last_partial: bytes | None = None
+        self.partials_seen = 0
+        self.completed = False
+        self.usage: dict[str, Any] | None = None
+
+    async def handle(self, data: str, stage: StageFn) -> None:
+        if not data or data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise RelayError(f"relay {self._relay!r} sent an event that is not JSON") from None
+        kind = event.get("type", "")
+        if kind == "error" or kind == "response.failed":
+            self._fail(event.get("error") or (event.get("response") or {}).get("error") or event)
+        elif kind == "response.image_generation_call.in_progress":
+            await self._progress(0.05, "upstream accepted the request")
+        elif kind == "response.image_generation_call.generating":
+            await self._progress(0.1, "generating")
+        elif kind == "response.image_generation_call.partial_image":
+            self.partials_seen += 1
+            # Only the latest partial is kept (bounded memory), and only if asked for.
+            if self._partials_wanted:
+                self.last_partial = event.get("partial_image_b64", "").encode()
+            fraction = 0.1 + 0.8 * self.partials_seen / max(self._partials_wanted, 1, 3)
+            await self._progress(min(fraction, 0.9), f"partial image {self.partials_seen}")
+        elif kind == "response.output_item.done":
+            await self._item(event.get("item") or {}, stage)
+        elif kind == "response.completed":
+            self.completed = True
+            response = event.get("response") or {}
+            usage = response.get("usage")
+            tool_usage = (response.get("tool_usage") or {}).get("image_gen")
+            self.usage = {k: v for k, v in (("usage", usage), ("image_gen", tool_usage)) if v}
+
+    async def _item(self, item: dict[str, Any], stage: StageFn) -> None:
+        if item.get("type") != "image_generation_call":
+            return
+        if item.get("status") == "failed" or item.get("error"):
+            self._fail(item.get("error") or {"message": "image generation failed"})
+        result = item.get("result")
+        if not isinstance(result, str) or not result:
+            raise RelayError(f"relay {self._relay!r} finished the image call without an image")
+        staged = stage()
+        try:
+            await anyio.to_thread.run_sync(decode_upstream_image, staged, result, self._relay)
+            staged.finish()
+        except BaseException:
+            staged.discard()
+            raise
+        self.discard()
+        resolved = ("size", "quality", "output_format", "background")
+        params: dict[str, Any] = {key: item[key] for key in resolved if key in item}
+        self.image = RelayImage(staged, revised_prompt=item.get("revised_prompt"), params=params)
+        await self._progress(0.95, "image received")
+
+    def _fail(self, error: Any) -> None:
+        error = error if isinstance(error, dict) else {"message": str(error)}
+        code = str(error.get("code") or "")
+        message = clean_message(str(error.get("message") or code or "unknown error"), ())
+        if "moderation" in code or code == "content_policy_violation":
+            raise ContentRefused(f"relay {self._relay!r} refused the prompt or image: {message}")
+        raise RelayError(f"relay {self._relay!r} failed: {message}")
+
+    def result(self) -> list[RelayImage]:
+        if self.image is None:
+            raise RelayError(
+                f"relay {self._relay!r} stream ended without a final image"
+                + (" (the response did not complete)" if not self.completed else "")
+            )
+        if self.usage:
+            self.image.usage = self.usage
+        return [self.image]
+
+    def discard(self) -> None:
+        if self.image is not None:
+            discard_all([self.image])
+            self.image = None
+
+
+def _data(image: InputImage) -> ImageData:
+    return ImageData(image.path, image.format.mime_type)
