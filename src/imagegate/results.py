@@ -30,10 +30,19 @@ class ImageRecord(BaseModel):
     params: dict[str, Any]
 
 
+class Failure(BaseModel):
+    """One input of a batch edit that produced no image, and why."""
+
+    index: int
+    source: str
+    error: str
+
+
 class ImagesResult(BaseModel):
     images: list[ImageRecord]
     elapsed_seconds: float | None = None
     next_cursor: str | None = None
+    failures: list[Failure] = []
 
 
 def iso(timestamp: float | None) -> str | None:

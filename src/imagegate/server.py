@@ -26,6 +26,7 @@ from imagegate.audit import AuditLog
 from imagegate.clock import Clock, SystemClock
 from imagegate.config import Settings
 from imagegate.errors import ImagegateError, PermissionDenied
+from imagegate.inputs import InputResolver
 from imagegate.keys import load_or_create_secret, read_secret_file
 from imagegate.middleware import AclMiddleware, AuditMiddleware, Forbidden, Refused
 from imagegate.relays.registry import build_relays
@@ -91,6 +92,7 @@ class App:
     operator at start; None otherwise."""
 
     async def aclose(self) -> None:
+        await self.service.relays.aclose()
         await self.http.aclose()
         self.audit.close()
         self.store.close()
@@ -120,7 +122,14 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     signer = None
     if http or settings.public_url:
         signer = LinkSigner(resolve_link_key(settings), settings.base_url())
-    service = ImageService(settings, store, relays, signer, clock)
+    inputs = InputResolver(
+        store,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        input_root=settings.input_root,
+        local=not http,
+    )
+    service = ImageService(settings, store, relays, signer, clock, inputs)
 
     mcp: FastMCP[Any] = FastMCP(
         "imagegate",
@@ -172,6 +181,11 @@ _TOOL_TABLE: list[tuple[Callable[..., Awaitable[Any]], bool, ToolAnnotations]] =
     # (tool, returns images, annotations)
     (
         tools.generate_image,
+        True,
+        ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True),
+    ),
+    (
+        tools.edit_image,
         True,
         ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True),
     ),

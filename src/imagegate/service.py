@@ -11,6 +11,7 @@ from imagegate.config import Settings
 from imagegate.errors import InvalidRequest
 from imagegate.generation import GenerateArgs, build_request, produce
 from imagegate.ids import AssetId, Subject
+from imagegate.inputs import InputResolver
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
 from imagegate.relays.registry import Relays
 from imagegate.store.assets import Asset, AssetMeta, AssetStore, Page
@@ -50,10 +51,12 @@ class ImageService:
         relays: Relays,
         signer: LinkSigner | None,
         clock: Clock,
+        inputs: InputResolver,
     ) -> None:
         self.settings = settings
         self.store = store
         self.relays = relays
+        self.inputs = inputs
         self._signer = signer
         self._clock = clock
 

@@ -10,13 +10,15 @@ from pydantic import Field
 from imagegate import __version__
 from imagegate.acl import AccessPolicy, Caller
 from imagegate.auth.subject import current_identity
-from imagegate.errors import InvalidRequest, PermissionDenied
+from imagegate.errors import ImagegateError, InvalidRequest, PermissionDenied
 from imagegate.generation import GenerateArgs, Stopwatch
-from imagegate.ids import Subject, parse_asset_id
+from imagegate.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.images import thumbnail_png
-from imagegate.results import ImagesResult, image_content, image_record
+from imagegate.relays.base import ProgressFn
+from imagegate.results import Failure, ImagesResult, image_content, image_record
 from imagegate.scopes import grants, relay_scope
 from imagegate.service import ImageService
+from imagegate.store.assets import Asset
 
 SERVICE_KEY = "imagegate.service"
 POLICY_KEY = "imagegate.policy"
@@ -44,27 +46,158 @@ def reach(caller: Caller) -> Subject | None:
     return None if caller.is_admin else Subject(caller.subject)
 
 
+SizeArg = Annotated[
+    str | None, Field(description="WIDTHxHEIGHT; default: the relay's (edits: the input's).")
+]
+FormatArg = Annotated[
+    Literal["png", "jpeg", "webp"] | None, Field(description="Default: the relay's (png).")
+]
+QualityArg = Annotated[Literal["low", "medium", "high", "auto"] | None, Field()]
+BackgroundArg = Annotated[Literal["transparent", "opaque", "auto"] | None, Field()]
+CompressionArg = Annotated[int | None, Field(description="0-100, for jpeg and webp.")]
+SeedArg = Annotated[int | None, Field(description="Same seed, same image (if supported).")]
+NegativeArg = Annotated[str | None, Field(description="What to avoid (if supported).")]
+RelayArg = Annotated[str | None, Field(description="A relay name from list_relays.")]
+ThumbnailArg = Annotated[bool, Field(description="Also inline a small preview.")]
+CountArg = Annotated[int, Field(description="How many images.", ge=1, le=10)]
+
+
 async def generate_image(
     prompt: Prompt,
     ctx: Context,
-    size: Annotated[str, Field(description="WIDTHxHEIGHT in pixels.")] = "1024x1024",
-    n: Annotated[int, Field(description="How many images.", ge=1, le=10)] = 1,
-    output_format: Literal["png", "jpeg", "webp"] = "png",
-    seed: Annotated[int | None, Field(description="Same seed, same image (if supported).")] = None,
-    relay: Annotated[str | None, Field(description="A relay name from list_relays.")] = None,
-    thumbnail: Annotated[bool, Field(description="Also inline a small preview.")] = False,
+    size: SizeArg = None,
+    n: CountArg = 1,
+    output_format: FormatArg = None,
+    quality: QualityArg = None,
+    background: BackgroundArg = None,
+    compression: CompressionArg = None,
+    seed: SeedArg = None,
+    negative_prompt: NegativeArg = None,
+    partial_images: Annotated[
+        int, Field(description="Ask the relay to stream up to 3 partial images.", ge=0, le=3)
+    ] = 0,
+    relay: RelayArg = None,
+    thumbnail: ThumbnailArg = False,
 ) -> ToolResult:
-    """Generate images from a prompt; each is stored for you and returned with a link."""
+    """Generate images from a prompt; each is stored for you and returned with a link.
+    Options a relay does not support are refused with what it does support."""
+    args = GenerateArgs(
+        prompt,
+        size=size,
+        n=n,
+        output_format=output_format,
+        seed=seed,
+        relay=relay,
+        quality=quality,
+        background=background,
+        compression=compression,
+        negative_prompt=negative_prompt,
+        partial_images=partial_images,
+    )
     service = service_of(ctx)
     owner = Subject(caller_of(ctx).subject)
     watch = Stopwatch()
+    assets = await service.generate(owner, args, _progress(ctx, watch))
+    return await _made(ctx, service, assets, [], watch, thumbnail, "Generated")
 
+
+async def edit_image(
+    prompt: Prompt,
+    images: Annotated[
+        list[str],
+        Field(
+            description=(
+                "Images to edit or to combine (2-10 references into one result): your asset "
+                "ids, or data:image/...;base64 URLs; over stdio also file paths under the "
+                "server's input_root."
+            ),
+            min_length=1,
+            max_length=16,
+        ),
+    ],
+    ctx: Context,
+    mask: Annotated[
+        str | None,
+        Field(description="PNG, same size as the first image; transparent = edit here."),
+    ] = None,
+    batch: Annotated[
+        bool,
+        Field(description="Edit each image separately with the same prompt, one result each."),
+    ] = False,
+    size: SizeArg = None,
+    n: CountArg = 1,
+    output_format: FormatArg = None,
+    quality: QualityArg = None,
+    background: BackgroundArg = None,
+    input_fidelity: Annotated[Literal["low", "high"] | None, Field()] = None,
+    seed: SeedArg = None,
+    negative_prompt: NegativeArg = None,
+    relay: RelayArg = None,
+    thumbnail: ThumbnailArg = False,
+) -> ToolResult:
+    """Edit images with a prompt, optionally inside a mask; or combine several reference
+    images into new ones; or (batch) apply one prompt to each image separately. Results
+    are stored for you like generated images; a batch reports failures per image."""
+    if batch and mask is not None:
+        raise InvalidRequest("a mask fits one image; edit with a mask without batch")
+    args = GenerateArgs(
+        prompt,
+        size=size,
+        n=n,
+        output_format=output_format,
+        seed=seed,
+        relay=relay,
+        quality=quality,
+        background=background,
+        negative_prompt=negative_prompt,
+        input_fidelity=input_fidelity,
+    )
+    service = service_of(ctx)
+    caller = caller_of(ctx)
+    owner = Subject(caller.subject)
+    watch = Stopwatch()
+    inputs = await service.inputs.resolve(reach(caller), images, mask)
+    try:
+        if not batch:
+            assets = await service.generate(
+                owner, args, _progress(ctx, watch), tuple(inputs.images), inputs.mask
+            )
+            return await _made(ctx, service, assets, [], watch, thumbnail, "Edited")
+        made: list[Asset] = []
+        failures: list[Failure] = []
+        for index, image in enumerate(inputs.images):
+            label = f"image {index + 1} of {len(inputs.images)}: "
+            try:
+                made += await service.generate(owner, args, _progress(ctx, watch, label), (image,))
+            except ImagegateError as err:
+                failures.append(
+                    Failure(index=index, source=_source_label(images[index]), error=str(err))
+                )
+        if not made:
+            reasons = "; ".join(f"{f.source}: {f.error}" for f in failures)
+            raise InvalidRequest(f"every edit in the batch failed: {reasons}")
+        return await _made(ctx, service, made, failures, watch, thumbnail, "Edited")
+    finally:
+        inputs.discard()
+
+
+def _progress(ctx: Context, watch: Stopwatch, prefix: str = "") -> ProgressFn:
     async def progress(fraction: float | None, message: str) -> None:
         value = 0.0 if fraction is None else round(fraction * 100, 1)
-        await ctx.report_progress(value, 100, f"{message} ({watch.elapsed():.1f}s)")
+        await ctx.report_progress(value, 100, f"{prefix}{message} ({watch.elapsed():.1f}s)")
 
-    args = GenerateArgs(prompt, size, n, output_format, seed, relay)
-    assets = await service.generate(owner, args, progress)
+    return progress
+
+
+async def _made(
+    ctx: Context,
+    service: ImageService,
+    assets: list[Asset],
+    failures: list[Failure],
+    watch: Stopwatch,
+    thumbnail: bool,
+    verb: str,
+) -> ToolResult:
     records = [image_record(asset, service.publish(asset)) for asset in assets]
     thumbs = None
     if thumbnail:
@@ -74,9 +207,25 @@ async def generate_image(
             for a in assets
         ]
     await ctx.report_progress(100, 100, f"done ({watch.elapsed():.1f}s)")
-    result = ImagesResult(images=records, elapsed_seconds=watch.elapsed())
-    heading = f"Generated {len(records)} image(s) in {watch.elapsed():.1f}s:"
+    result = ImagesResult(images=records, elapsed_seconds=watch.elapsed(), failures=failures)
+    heading = f"{verb} {len(records)} image(s) in {watch.elapsed():.1f}s:"
+    if failures:
+        heading += (
+            f" ({len(failures)} failed: "
+            + "; ".join(f"#{f.index + 1} {f.error}" for f in failures)
+            + ")"
+        )
     return _images_result(result, heading, thumbs)
+
+
+def _source_label(source: str) -> str:
+    """How a batch failure names its input, without echoing megabytes of base64."""
+    source = source.strip()
+    if is_asset_id(source):
+        return source
+    if source.startswith("data:") or len(source) > 200:
+        return "(image data)"
+    return source
 
 
 async def list_images(
@@ -153,6 +302,13 @@ async def list_relays(ctx: Context) -> dict[str, Any]:
                 "kind": relay.kind,
                 "description": relay.description,
                 "paid": relay.paid,
+                "model": relay.model,
+                "price": relay.price.model_dump() if relay.price else None,
+                "defaults": {
+                    "size": str(relay.defaults.size),
+                    "output_format": relay.defaults.output_format.value,
+                    "quality": relay.defaults.quality,
+                },
                 "capabilities": relay.capabilities.describe(),
             }
             for relay in relays.all()

@@ -1,0 +1,445 @@
+"""OpenAI-compatible Images API: `images/generations` (JSON) and `images/edits` (multipart).
+
+The answer is JSON with `data[]` items holding `b64_json` (or, from some relays, a
+`url`), or with `stream` configured, SSE events dispatched on `data.type`:
+`image_generation.partial_image` / `image_edit.partial_image` become progress and
+`image_generation.completed` / `image_edit.completed` carry each final image and its
+usage. An `error` event, a moderation error in a 200 body, a stream that ends before a
+completed image or is cut mid-line, or an answer without a usable image are errors, and
+nothing staged is kept.
+
+An image `url` is fetched only over https from a public address (hostnames are
+resolved and every address checked), or from loopback when the relay itself is on
+loopback (a local relay or a test server); never with the relay's key, never
+following redirects, and capped like every upstream answer.
+"""
+
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+
+from imagegate.config import OpenAIImagesRelayConfig, PriceTable
+from imagegate.errors import ContentRefused, RelayError
+from imagegate.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.relays.b64 import decode_upstream_image
+from imagegate.relays.base import (
+    BACKGROUNDS,
+    QUALITIES,
+    Capabilities,
+    ImageRequest,
+    ProgressFn,
+    RelayImage,
+    StageFn,
+    discard_all,
+)
+from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.http import Upstream, clean_message
+from imagegate.relays.openai_responses import OPENAI_SIZES
+from imagegate.relays.sse import SSEEvent, SSEParser
+from imagegate.store.blobs import StagedBlob
+
+log = logging.getLogger("imagegate.relays")
+
+MAX_INPUTS = 16
+_RESOLVED = ("size", "quality", "output_format", "background")
+"""What the upstream says it actually used; recorded with each image."""
+_PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
+_COMPLETED_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class OpenAIImagesRelay:
+    kind = "openai-images"
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIImagesRelayConfig,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.description = config.description or "OpenAI Images API (generations and edits)"
+        self.paid = config.paid
+        self.model: str | None = config.model
+        self.price: PriceTable | None = config.price
+        self.defaults = relay_defaults(config)
+        self._config = config
+        self._compat = config.request_policy == "compat"
+        self.capabilities = Capabilities(
+            output_formats=OUTPUT_FORMATS,
+            max_n=10,
+            min_side=256,
+            max_side=4096,
+            sizes=None if self._compat else OPENAI_SIZES,
+            qualities=QUALITIES,
+            backgrounds=BACKGROUNDS,
+            compression=True,
+            seed=self._compat,
+            negative_prompt=self._compat,
+            partial_images=3 if config.stream else 0,
+            edit=True,
+            max_inputs=MAX_INPUTS,
+            mask=True,
+            input_fidelity=True,
+        )
+        key = api_key(name, config)
+        assert key is not None
+        # Our own reference to the client: image URLs are fetched with it, but not through
+        # the Upstream, which would send the key to whatever host the URL names.
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            follow_redirects=False,
+        )
+        self.upstream: Upstream = upstream_for(
+            name, config, {"authorization": f"Bearer {key}"}, (key,), self._client
+        )
+        self._loopback_upstream = _is_loopback_host(httpx.URL(config.base_url).host)
+
+    def render_prompt(self, prompt: str) -> str:
+        return self._config.render_prompt(prompt)
+
+    def fields(self, request: ImageRequest) -> dict[str, Any]:
+        """The request's fields, shared by the JSON body and the edit form."""
+        fields: dict[str, Any] = {
+            "prompt": request.prompt,
+            "model": self.model,
+            "n": request.n,
+            "size": str(request.size),
+            "quality": request.quality,
+            "output_format": request.output_format.value,
+            # The API rejects a compression level for PNG, where it means nothing.
+            "output_compression": (
+                None if request.output_format is ImageFormat.PNG else request.compression
+            ),
+            "background": request.background,
+            # Fidelity to input images: there are none in a generation.
+            "input_fidelity": request.input_fidelity if request.is_edit else None,
+            "user": request.user,
+        }
+        if self._compat:
+            fields |= {"seed": request.seed, "negative_prompt": request.negative_prompt}
+        if self._config.stream:
+            fields |= {"stream": True, "partial_images": request.partial_images or None}
+        return {key: value for key, value in fields.items() if value is not None}
+
+    def edit_form(self, request: ImageRequest, files: ExitStack) -> dict[str, Any]:
+        """`data` and `files` for one try of an edit; the files are opened here, fresh for
+        each try (a send consumes them), and closed when `files` closes."""
+        data = {key: _form_value(value) for key, value in self.fields(request).items()}
+        several = len(request.images) > 1
+        field = "image[]" if several else "image"
+        parts: list[tuple[str, tuple[str, Any, str]]] = []
+        for number, image in enumerate(request.images, 1):
+            filename = f"image-{number}" if several else "image"
+            handle = files.enter_context(image.path.open("rb"))
+            parts.append(
+                (field, (f"{filename}.{image.format.extension}", handle, image.format.mime_type))
+            )
+        if request.mask is not None:
+            mask = request.mask
+            handle = files.enter_context(mask.path.open("rb"))
+            parts.append(("mask", (f"mask.{mask.format.extension}", handle, mask.format.mime_type)))
+        return {"data": data, "files": parts}
+
+    async def generate(
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
+    ) -> list[RelayImage]:
+        images: list[RelayImage] = []
+        try:
+            with anyio.fail_after(self.upstream.timeouts.total):
+                await progress(0.0, "sending request")
+                payload: Any = None
+                async with self._post(request) as response:
+                    streamed = self._config.stream and not _is_json(response)
+                    if streamed:
+                        stream = _ImageStream(self, request, stage, progress, images)
+                        await stream.read(response, self._config.max_response_bytes)
+                    else:
+                        payload = await self._read_json(response)
+                if not streamed:
+                    await self._take_json(payload, request, stage, progress, images)
+        except TimeoutError:
+            discard_all(images)
+            raise RelayError(
+                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
+            ) from None
+        except BaseException:
+            discard_all(images)
+            raise
+        return images
+
+    @asynccontextmanager
+    async def _post(self, request: ImageRequest) -> AsyncIterator[httpx.Response]:
+        if not request.is_edit:
+            body = self.fields(request)
+            async with self.upstream.stream("POST", "images/generations", body) as response:
+                yield response
+            return
+        with ExitStack() as files:
+            async with self.upstream.stream(
+                "POST", "images/edits", multipart=lambda: self.edit_form(request, files)
+            ) as response:
+                yield response
+
+    async def _read_json(self, response: httpx.Response) -> Any:
+        raw = await self.upstream.read_capped(response)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise RelayError(
+                f"relay {self.name!r} answered with something that is not JSON"
+            ) from None
+
+    async def _take_json(
+        self,
+        payload: Any,
+        request: ImageRequest,
+        stage: StageFn,
+        progress: ProgressFn,
+        images: list[RelayImage],
+    ) -> None:
+        if not isinstance(payload, dict):
+            raise RelayError(f"relay {self.name!r} answered with unexpected JSON")
+        if payload.get("error"):
+            self.fail(payload["error"])
+        data = payload.get("data")
+        if not isinstance(data, list) or not data:
+            raise RelayError(f"relay {self.name!r} answered without an image")
+        if len(data) > request.n:
+            log.warning("relay %s: sent %d images for n=%d", self.name, len(data), request.n)
+            data = data[: request.n]
+        params = {key: payload[key] for key in _RESOLVED if key in payload}
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else None
+        if usage and len(data) > 1:
+            usage = {**usage, "images_in_call": len(data)}  # the call's total, not this image's
+        for number, item in enumerate(data, 1):
+            if not isinstance(item, dict):
+                raise RelayError(f"relay {self.name!r} answered with a malformed image item")
+            # pop: the base64 text is freed once decoded, not held until the last image.
+            staged = await self.stage_item(item.pop("b64_json", None), item.get("url"), stage)
+            revised = item.get("revised_prompt")
+            images.append(
+                RelayImage(
+                    staged,
+                    revised_prompt=revised if isinstance(revised, str) and revised else None,
+                    params=dict(params),
+                    usage=usage,
+                )
+            )
+            await progress(number / len(data), f"image {number} of {len(data)} received")
+
+    async def stage_item(self, encoded: Any, url: Any, stage: StageFn) -> StagedBlob:
+        """One finished staged blob from an item's base64 or URL; nothing left on failure."""
+        if not (isinstance(encoded, str) and encoded) and not (isinstance(url, str) and url):
+            raise RelayError(f"relay {self.name!r} sent an image item without image data")
+        staged = stage()
+        try:
+            if isinstance(encoded, str) and encoded:
+                await anyio.to_thread.run_sync(decode_upstream_image, staged, encoded, self.name)
+            else:
+                await self._download(str(url), staged)
+            staged.finish()
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
+
+    async def _download(self, url: str, staged: StagedBlob) -> None:
+        """Stream an image URL the upstream returned into `staged`: checked, capped, keyless.
+
+        The URL itself never reaches a message or log: it may carry a signature."""
+        await self._check_download(url)
+        request = self._client.build_request("GET", url)
+        try:
+            with anyio.fail_after(self.upstream.timeouts.first_byte):
+                response = await self._client.send(request, stream=True, follow_redirects=False)
+        except TimeoutError:
+            raise RelayError(f"relay {self.name!r}: its image URL did not answer in time") from None
+        except httpx.HTTPError as err:
+            raise RelayError(
+                f"relay {self.name!r}: its image URL could not be fetched ({type(err).__name__})"
+            ) from None
+        try:
+            if not response.is_success:
+                raise RelayError(
+                    f"relay {self.name!r}: its image URL answered HTTP {response.status_code}"
+                )
+            async for chunk in self.upstream.iter_capped(response):
+                staged.write(chunk)
+        except httpx.HTTPError as err:
+            raise RelayError(
+                f"relay {self.name!r}: its image download broke ({type(err).__name__})"
+            ) from None
+        finally:
+            await response.aclose()
+
+    async def _check_download(self, url: str) -> None:
+        """Refuse a URL that could reach this host's or network's private services."""
+        refused = RelayError(f"relay {self.name!r} returned an image URL that is not allowed")
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise refused from None
+        host = target.host
+        if target.scheme not in ("http", "https") or not host:
+            raise refused
+        if _is_loopback_host(host):
+            if self._loopback_upstream:
+                return
+            raise refused
+        if target.scheme != "https":
+            raise refused
+        literal = _ip(host)
+        addresses = [literal] if literal is not None else await self._resolve(host, target)
+        if not addresses or not all(_is_public(address) for address in addresses):
+            log.warning("relay %s: refused an image URL on host %s", self.name, host)
+            raise refused
+
+    async def _resolve(self, host: str, target: httpx.URL) -> list[IPAddress]:
+        try:
+            infos = await anyio.getaddrinfo(host, target.port or 443, type=socket.SOCK_STREAM)
+        except OSError:
+            raise RelayError(
+                f"relay {self.name!r} returned an image URL whose host does not resolve"
+            ) from None
+        addresses = [_ip(str(info[4][0]).partition("%")[0]) for info in infos]
+        if None in addresses:
+            return []  # something we can't judge: refuse
+        return [address for address in addresses if address is not None]
+
+    def fail(self, error: Any) -> None:
+        """Raise for an error the upstream reported inside a 200 answer."""
+        error = error if isinstance(error, dict) else {"message": str(error)}
+        code = str(error.get("code") or error.get("type") or "")
+        text = str(error.get("message") or code or "unknown error")
+        message = clean_message(text, self.upstream.secrets)
+        if "moderation" in code or code in ("content_policy_violation", "content_filter"):
+            raise ContentRefused(f"relay {self.name!r} refused the prompt or image: {message}")
+        raise RelayError(f"relay {self.name!r} failed: {message}")
+
+
+class _ImageStream:
+    """One Images API SSE stream: progress, the last partial (if asked), final images."""
+
+    def __init__(
+        self,
+        relay: OpenAIImagesRelay,
+        request: ImageRequest,
+        stage: StageFn,
+        progress: ProgressFn,
+        images: list[RelayImage],
+    ) -> None:
+        self._relay = relay
+        self._request = request
+        self._stage = stage
+        self._progress = progress
+        self._images = images
+        self.partials_seen = 0
+        self.last_partial: str | None = None
+        """Only the latest partial is kept (bounded memory), and only if asked for."""
+
+    async def read(self, response: httpx.Response, max_line_bytes: int) -> None:
+        parser = SSEParser(max_line_bytes)
+        async for chunk in self._relay.upstream.iter_capped(response):
+            for event in parser.feed(chunk):
+                await self.handle(event)
+        parser.close()
+        if not self._images:
+            raise RelayError(f"relay {self._relay.name!r} stream ended without a completed image")
+        if len(self._images) < self._request.n:
+            log.warning(
+                "relay %s: stream completed %d of %d images",
+                self._relay.name,
+                len(self._images),
+                self._request.n,
+            )
+
+    async def handle(self, sse: SSEEvent) -> None:
+        if not sse.data or sse.data == "[DONE]":
+            return
+        try:
+            event = json.loads(sse.data)
+        except ValueError:
+            raise RelayError(f"relay {self._relay.name!r} sent an event that is not JSON") from None
+        if not isinstance(event, dict):
+            raise RelayError(f"relay {self._relay.name!r} sent an event that is not an object")
+        kind = event.get("type") or sse.event or ""
+        if kind == "error" or kind.endswith(".failed"):
+            self._relay.fail(event.get("error") or event)
+        elif kind in _PARTIAL_EVENTS:
+            await self._partial(event)
+        elif kind in _COMPLETED_EVENTS:
+            await self._completed(event)
+
+    async def _partial(self, event: dict[str, Any]) -> None:
+        self.partials_seen += 1
+        if self._request.partial_images:
+            encoded = event.get("b64_json")
+            self.last_partial = encoded if isinstance(encoded, str) else None
+        expected = max(self._request.partial_images, 1) * self._request.n
+        fraction = min(0.1 + 0.8 * self.partials_seen / expected, 0.9)
+        await self._progress(fraction, f"partial image {self.partials_seen}")
+
+    async def _completed(self, event: dict[str, Any]) -> None:
+        n = self._request.n
+        if len(self._images) >= n:
+            log.warning("relay %s: stream sent more than n=%d images", self._relay.name, n)
+            return
+        staged = await self._relay.stage_item(event.pop("b64_json", None), None, self._stage)
+        usage = event.get("usage")
+        params = {key: event[key] for key in _RESOLVED if key in event}
+        revised = event.get("revised_prompt")
+        self._images.append(
+            RelayImage(
+                staged,
+                revised_prompt=revised if isinstance(revised, str) and revised else None,
+                params=params,
+                usage=usage if isinstance(usage, dict) and usage else None,
+            )
+        )
+        self.last_partial = None
+        number = len(self._images)
+        await self._progress(min(0.9 + 0.1 * number / n, 1.0), f"image {number} of {n} received")
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """A relay that ignores `stream: true` answers with plain JSON."""
+    content_type = str(response.headers.get("content-type", ""))
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _ip(host: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_loopback_host(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = _ip(name)
+    return address is not None and address.is_loopback
+
+
+def _is_public(address: IPAddress) -> bool:
+    return address.is_global and not address.is_multicast

@@ -1,0 +1,262 @@
+"""OpenRouter image models through chat completions: `POST {base}/chat/completions`.
+
+The request asks for `modalities: ["image", "text"]` and maps the requested size to the
+nearest aspect ratio (`image_config.aspect_ratio`); the image comes back at the model's
+own resolution for it, in the model's own format (PNG for the Gemini models; the
+asset's real format is read from its bytes when it is stored). Non-streaming.
+
+One call makes one image, so `n` images are `n` sequential calls, each with its own
+progress report, timeout (`total_timeout`) and usage (`usage.cost` is the real spend);
+if any call fails, every image already made is discarded.
+
+Images arrive in `choices[0].message.images[].image_url.url`, usually as data: URLs,
+decoded into the staged blob in slices. An https URL is fetched with this relay's
+client, without its key, without redirects, capped at `max_response_bytes`; any other
+scheme, and hosts that are loopback, private or link-local addresses, are refused.
+
+Errors can arrive with HTTP 200 once the model has started: a top-level `error`, or a
+choice with `finish_reason: "error"`; both are RelayErrors, or ContentRefused when they
+carry moderation details. `finish_reason: "content_filter"` is ContentRefused.
+"""
+
+import ipaddress
+from typing import Any
+
+import anyio
+import httpx
+
+from imagegate.config import OpenRouterRelayConfig, PriceTable
+from imagegate.errors import ConfigError, ContentRefused, RelayError
+from imagegate.images import ImageFormat
+from imagegate.relays.b64 import decode_upstream_image
+from imagegate.relays.base import (
+    Capabilities,
+    ImageRequest,
+    InputImage,
+    ProgressFn,
+    RelayImage,
+    StageFn,
+    discard_all,
+)
+from imagegate.relays.body import ImageData, json_body
+from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.http import Upstream, clean_message
+from imagegate.store.blobs import StagedBlob
+
+MAX_N = 4
+"""Images per request, made one call each; every call is billed."""
+_REFUSED_NATIVE = frozenset(
+    {"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST"}
+)
+
+
+class OpenRouterRelay:
+    kind = "openrouter"
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenRouterRelayConfig,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not config.model:
+            raise ConfigError(
+                f"relays.{name}.model: needs an OpenRouter model id like "
+                "google/gemini-2.5-flash-image"
+            )
+        self.name = name
+        self.description = config.description or f"OpenRouter image generation ({config.model})"
+        self.paid = config.paid
+        self.model: str | None = config.model
+        self.price: PriceTable | None = config.price
+        self.defaults = relay_defaults(config)
+        self._config = config
+        self.capabilities = Capabilities(
+            output_formats=(ImageFormat.PNG,),
+            max_n=MAX_N,
+            min_side=256,
+            max_side=4096,
+            edit=True,
+            max_inputs=3,
+        )
+        key = api_key(name, config)
+        assert key is not None
+        # Kept to fetch https image URLs; those requests never carry the key.
+        self._client = client or _default_client(config)
+        self.upstream: Upstream = upstream_for(
+            name, config, {"authorization": f"Bearer {key}"}, (key,), self._client
+        )
+
+    def render_prompt(self, prompt: str) -> str:
+        return self._config.render_prompt(prompt)
+
+    def request_body(self, request: ImageRequest) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        content += [{"type": "image_url", "image_url": {"url": _data(i)}} for i in request.images]
+        body: dict[str, Any] = {
+            "model": self.model,
+            "modalities": ["image", "text"],
+            "messages": [{"role": "user", "content": content}],
+            "image_config": {"aspect_ratio": request.size.aspect_ratio},
+            "stream": False,
+        }
+        if request.user:
+            body["user"] = request.user
+        return body
+
+    async def generate(
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
+    ) -> list[RelayImage]:
+        body = json_body(self.request_body(request))
+        images: list[RelayImage] = []
+        try:
+            for index in range(request.n):
+                await progress(index / request.n, _step(index, request.n, done=False))
+                with anyio.fail_after(self.upstream.timeouts.total):
+                    answer = _obj(
+                        await self.upstream.request_json("POST", "chat/completions", body)
+                    )
+                    images.append(await self._image(answer, request, stage))
+                await progress((index + 1) / request.n, _step(index, request.n, done=True))
+        except TimeoutError:
+            discard_all(images)
+            raise RelayError(
+                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
+            ) from None
+        except BaseException:
+            discard_all(images)
+            raise
+        return images
+
+    async def _image(
+        self, answer: dict[str, Any], request: ImageRequest, stage: StageFn
+    ) -> RelayImage:
+        url = self._find_image(answer)
+        staged = stage()
+        try:
+            if url.startswith("data:"):
+                await anyio.to_thread.run_sync(decode_upstream_image, staged, url, self.name)
+            else:
+                await self._fetch(url, staged)
+            staged.finish()
+        except BaseException:
+            staged.discard()
+            raise
+        params: dict[str, Any] = {"aspect_ratio": request.size.aspect_ratio}
+        if isinstance(answer.get("provider"), str):
+            params["provider"] = answer["provider"]
+        usage = answer.get("usage")
+        return RelayImage(staged, params=params, usage=usage if isinstance(usage, dict) else None)
+
+    def _find_image(self, answer: dict[str, Any]) -> str:
+        """The first image URL of the answer, or the error, refusal or failure it reports."""
+        if answer.get("error"):
+            raise self._error(answer["error"])
+        choices = answer.get("choices")
+        choice = _obj(choices[0] if isinstance(choices, list) and choices else None)
+        if not choice:
+            raise RelayError(f"relay {self.name!r} answered without a result")
+        finish = str(choice.get("finish_reason") or "")
+        if finish == "error" or choice.get("error"):
+            raise self._error(choice.get("error") or "the model failed while generating")
+        message = _obj(choice.get("message"))
+        said = self._said(message.get("content") or message.get("refusal"))
+        native = str(choice.get("native_finish_reason") or "")
+        if finish == "content_filter" or native in _REFUSED_NATIVE:
+            raise ContentRefused(f"relay {self.name!r} refused the prompt or image{said}")
+        images = message.get("images")
+        for image in map(_obj, images if isinstance(images, list) else []):
+            url = _obj(image.get("image_url")).get("url")
+            if isinstance(url, str) and url:
+                return url
+        why = f" (finish reason {native or finish})" if native or finish else ""
+        raise RelayError(f"relay {self.name!r} returned no image{why}{said}")
+
+    async def _fetch(self, url: str, staged: StagedBlob) -> None:
+        """Stream an https image URL the upstream returned into `staged`, capped."""
+        if not _fetchable(url):
+            raise RelayError(
+                f"relay {self.name!r} returned an image link that is not a public https URL; "
+                "it was not fetched"
+            )
+        failed = f"relay {self.name!r} returned an image link that could not be fetched"
+        try:
+            request = self._client.build_request("GET", url)
+            with anyio.fail_after(self.upstream.timeouts.first_byte):
+                response = await self._client.send(request, stream=True, follow_redirects=False)
+        except TimeoutError:
+            raise RelayError(f"{failed} (no response in time)") from None
+        except httpx.HTTPError as err:
+            raise RelayError(f"{failed} ({type(err).__name__})") from None
+        try:
+            if response.status_code != 200:
+                raise RelayError(f"{failed} (HTTP {response.status_code})")
+            async for chunk in self.upstream.iter_capped(response):
+                await anyio.to_thread.run_sync(staged.write, chunk)
+        except (httpx.TransportError, httpx.StreamError) as err:
+            raise RelayError(f"{failed} ({type(err).__name__})") from None
+        finally:
+            await response.aclose()
+
+    def _error(self, value: object) -> RelayError:
+        error = _obj(value) or {"message": str(value)}
+        message = clean_message(str(error.get("message") or "unknown error"), self.upstream.secrets)
+        metadata = _obj(error.get("metadata"))
+        code = str(error.get("code") or "")
+        if (
+            code in ("403", "content_filter")
+            or "reasons" in metadata
+            or "flagged_input" in metadata
+        ):
+            return ContentRefused(f"relay {self.name!r} refused the prompt or image: {message}")
+        return RelayError(f"relay {self.name!r} failed: {message}")
+
+    def _said(self, text: object) -> str:
+        if isinstance(text, list):
+            text = " ".join(str(_obj(part).get("text") or "") for part in text)
+        if not isinstance(text, str) or not text.strip():
+            return ""
+        return f"; the model said: {clean_message(text, self.upstream.secrets)}"
+
+
+def _fetchable(url: str) -> bool:
+    """https only, no credentials in the URL, and not a loopback, private, link-local or
+    reserved address literal. (A public name that resolves to a private address is not
+    caught here: the client's network egress policy is the place for that.)"""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    host = parsed.host.lower().rstrip(".")
+    if parsed.scheme != "https" or not host or parsed.userinfo:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return address.is_global
+
+
+def _default_client(config: OpenRouterRelayConfig) -> httpx.AsyncClient:
+    """The client `upstream_for` would make, built here so image links can use it too."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+        follow_redirects=False,
+    )
+
+
+def _data(image: InputImage) -> ImageData:
+    return ImageData(image.path, image.format.mime_type)
+
+
+def _step(index: int, n: int, done: bool) -> str:
+    if n == 1:
+        return "image received" if done else "generating"
+    return f"{'received' if done else 'generating'} image {index + 1} of {n}"
+
+
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
