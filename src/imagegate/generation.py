@@ -72,7 +72,7 @@ def build_request(
     if args.size:
         size = Size.parse(args.size)
     elif images:
-        size = Size(images[0].width, images[0].height)  # an edit keeps its size
+        size = _nearest_allowed(Size(images[0].width, images[0].height), relay)
     else:
         size = defaults.size
     if size.width * size.height > settings.max_image_pixels:
@@ -103,6 +103,15 @@ def build_request(
         input_fidelity=args.input_fidelity,
         user=user,
     )
+
+
+def _nearest_allowed(size: Size, relay: Relay) -> Size:
+    """An edit keeps its input's size, or the relay's allowed size closest in shape."""
+    allowed = relay.capabilities.sizes
+    if allowed is None or size in allowed:
+        return size
+    ratio = size.width / size.height
+    return min(allowed, key=lambda s: abs(s.width / s.height - ratio))
 
 
 def parse_output_format(value: str) -> ImageFormat:

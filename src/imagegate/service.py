@@ -78,8 +78,8 @@ class ImageService:
         try:
             for item in produced:
                 params: dict[str, object] = {
-                    "size": str(request.size),
-                    "output_format": request.output_format.value,
+                    "requested_size": str(request.size),
+                    "requested_format": request.output_format.value,
                     **{k: v for k, v in _options(request).items() if v is not None},
                     **item.image.params,
                 }

@@ -3,8 +3,8 @@
 Gemini takes no pixel size. The requested size picks the nearest aspect ratio Gemini
 names (`imageConfig.aspectRatio`); the image comes back at the model's own resolution
 for that ratio (`imageConfig.imageSize` 1K/2K/4K when configured, on models that take
-it). The output format is the upstream's (PNG, sometimes JPEG) and cannot be asked for;
-the asset's real format is read from its bytes when it is stored.
+it). The output format is the upstream's choice (PNG from current models) and cannot be
+asked for; the asset's real format is read from its bytes when it is stored.
 
 One call makes one image, so `n` images are `n` sequential calls, each with its own
 progress report, timeout (`total_timeout`) and usage; if any call fails, every image

@@ -69,8 +69,13 @@ def _redact(match: re.Match[str]) -> str:
     return f"{name}=[redacted]" if separator else "[redacted]"
 
 
-def retry_delay(response: httpx.Response | None, attempt: int, policy: RetryPolicy) -> float:
+def retry_delay(
+    response: httpx.Response | None, attempt: int, policy: RetryPolicy, body: bytes = b""
+) -> float:
     """Seconds to wait before try `attempt + 1`: the upstream's hint, else backoff + jitter."""
+    hinted = _body_retry_delay(body) if body else None
+    if hinted is not None:
+        return hinted
     if response is not None:
         hint_ms = response.headers.get("retry-after-ms")
         hint = response.headers.get("retry-after")
@@ -93,7 +98,7 @@ def error_from_response(
     text = clean_message(message or body.decode("utf-8", errors="replace"), secrets)
     if not text or text.lstrip().startswith("<"):
         text = f"HTTP {status}"  # an HTML error page says nothing useful
-    if code in _MODERATION_CODES or (code or "").startswith("moderation"):
+    if code in _MODERATION_CODES or (code or "").startswith("moderation") or _flagged(body):
         return ContentRefused(f"relay {relay!r} refused the prompt or image: {text}")
     if status in (401, 403):
         return RelayError(
@@ -109,19 +114,52 @@ def error_from_response(
     return RelayError(f"relay {relay!r} rejected the request (HTTP {status}): {text}")
 
 
-def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+def _json(body: bytes) -> Any:
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """(code, message) from the error dialects we meet: OpenAI, Gemini, A1111/FastAPI."""
+    data = _json(body)
+    if not isinstance(data, dict):
         return None, None
-    error = data.get("error") if isinstance(data, dict) else None
+    error = data.get("error")
+    detail = data.get("detail")
     if isinstance(error, dict):
-        code = error.get("code") or error.get("status") or error.get("type")
+        code = error.get("code")
+        if isinstance(code, int) or code is None:  # Gemini: numeric code, word in status
+            code = error.get("status") or error.get("type") or code
         message = error.get("message")
         return (str(code) if code is not None else None), (str(message) if message else None)
     if isinstance(error, str):
-        return None, error
+        return None, f"{error}: {detail}" if isinstance(detail, str) and detail else error
+    if isinstance(detail, str):
+        return None, detail
     return None, None
+
+
+def _flagged(body: bytes) -> bool:
+    """OpenRouter reports moderation as a 403 whose metadata names the reasons."""
+    data = _json(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    meta = error.get("metadata") if isinstance(error, dict) else None
+    return isinstance(meta, dict) and ("reasons" in meta or "flagged_input" in meta)
+
+
+def _body_retry_delay(body: bytes) -> float | None:
+    """Gemini puts its retry hint in the body: error.details[].retryDelay = "36s"."""
+    data = _json(body)
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)s", delay) if isinstance(delay, str) else None
+        if match:
+            return float(match[1])
+    return None
 
 
 def _retryable(status: int, body: bytes) -> bool:
@@ -233,6 +271,7 @@ class Upstream:
         attempt = 0
         while True:
             response: httpx.Response | None = None
+            body = b""
             failure: RelayError
             try:
                 request = self._client.build_request(method, self.url(path), **request_kwargs())
@@ -254,7 +293,7 @@ class Upstream:
                 if not _retryable(response.status_code, body):
                     raise failure
             attempt += 1
-            delay = retry_delay(response, attempt - 1, self._retry)
+            delay = retry_delay(response, attempt - 1, self._retry, body)
             if attempt >= self._retry.attempts or waited + delay > self._retry.budget_seconds:
                 raise failure
             log.info(

@@ -232,7 +232,7 @@ class OpenAIImagesRelay:
                     staged,
                     revised_prompt=revised if isinstance(revised, str) and revised else None,
                     params=dict(params),
-                    usage=usage,
+                    usage=dict(usage) if usage else None,
                 )
             )
             await progress(number / len(data), f"image {number} of {len(data)} received")
@@ -256,7 +256,8 @@ class OpenAIImagesRelay:
     async def _download(self, url: str, staged: StagedBlob) -> None:
         """Stream an image URL the upstream returned into `staged`: checked, capped, keyless.
 
-        The URL itself never reaches a message or log: it may carry a signature."""
+        The URL never reaches a message or log (only its host is logged): it may carry a
+        signature."""
         await self._check_download(url)
         request = self._client.build_request("GET", url)
         try:

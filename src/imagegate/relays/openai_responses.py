@@ -18,7 +18,7 @@ import httpx
 
 from imagegate.config import OpenAIResponsesRelayConfig, PriceTable
 from imagegate.errors import ContentRefused, RelayError
-from imagegate.images import OUTPUT_FORMATS
+from imagegate.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
 from imagegate.relays.base import (
     BACKGROUNDS,
@@ -93,7 +93,10 @@ class OpenAIResponsesRelay:
             "model": self._config.image_model,
             "quality": request.quality,
             "background": request.background,
-            "output_compression": request.compression,
+            # OpenAI rejects output_compression for PNG.
+            "output_compression": None
+            if request.output_format is ImageFormat.PNG
+            else request.compression,
             "partial_images": request.partial_images or None,
             "input_fidelity": request.input_fidelity,
             "seed": request.seed,

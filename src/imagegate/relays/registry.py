@@ -1,15 +1,23 @@
 """Build the configured relays by name from settings."""
 
 from imagegate.config import (
+    GeminiRelayConfig,
+    OpenAIImagesRelayConfig,
     OpenAIResponsesRelayConfig,
+    OpenRouterRelayConfig,
     PlaceholderRelayConfig,
     RelayConfig,
+    SDWebUIRelayConfig,
     Settings,
 )
 from imagegate.errors import ConfigError, InvalidRequest
 from imagegate.relays.base import Relay
+from imagegate.relays.gemini import GeminiRelay
+from imagegate.relays.openai_images import OpenAIImagesRelay
 from imagegate.relays.openai_responses import OpenAIResponsesRelay
+from imagegate.relays.openrouter import OpenRouterRelay
 from imagegate.relays.placeholder import PlaceholderRelay
+from imagegate.relays.sd_webui import SDWebUIRelay
 
 
 class Relays:
@@ -43,6 +51,14 @@ def build_relay(name: str, config: RelayConfig) -> Relay:
         return PlaceholderRelay(name, config)
     if isinstance(config, OpenAIResponsesRelayConfig):
         return OpenAIResponsesRelay(name, config)
+    if isinstance(config, OpenAIImagesRelayConfig):
+        return OpenAIImagesRelay(name, config)
+    if isinstance(config, GeminiRelayConfig):
+        return GeminiRelay(name, config)
+    if isinstance(config, SDWebUIRelayConfig):
+        return SDWebUIRelay(name, config)
+    if isinstance(config, OpenRouterRelayConfig):
+        return OpenRouterRelay(name, config)
     raise ConfigError(f"relays.{name}.kind: {config.kind!r} is not available in this build")
 
 

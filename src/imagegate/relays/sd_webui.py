@@ -36,7 +36,7 @@ from imagegate.relays.base import (
     StageFn,
     discard_all,
 )
-from imagegate.relays.body import ImageData, json_body
+from imagegate.relays.body import ImageData, JsonBody, json_body
 from imagegate.relays.common import api_key, relay_defaults, upstream_for
 from imagegate.relays.http import Upstream
 
@@ -141,7 +141,7 @@ class SDWebUIRelay:
         body = json_body(self.request_body(request))
         path = IMG2IMG if request.is_edit else TXT2IMG
         async with self._turn(progress):
-            await progress(0.0, "sent to the SD backend")
+            await progress(0.0, "sending to the SD backend")
             try:
                 with anyio.fail_after(self.upstream.timeouts.total):
                     answer = await self._post_while_polling(path, body, progress)
@@ -150,7 +150,11 @@ class SDWebUIRelay:
                     f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
                 ) from None
         images = await self._stage_images(answer, request.n, stage)
-        await progress(1.0, f"received {len(images)} image(s) from the SD backend")
+        try:
+            await progress(1.0, f"received {len(images)} image(s) from the SD backend")
+        except BaseException:
+            discard_all(images)
+            raise
         return images
 
     @asynccontextmanager
@@ -166,7 +170,7 @@ class SDWebUIRelay:
         finally:
             self._backend.release()
 
-    async def _post_while_polling(self, path: str, body: Any, progress: ProgressFn) -> Any:
+    async def _post_while_polling(self, path: str, body: JsonBody, progress: ProgressFn) -> Any:
         failure: Exception | None = None
         answer: Any = None
         async with anyio.create_task_group() as tasks:

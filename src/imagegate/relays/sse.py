@@ -60,7 +60,7 @@ class SSEParser:
 
     def close(self) -> None:
         """Call at end of stream: raises if the stream stopped mid-line."""
-        if self._buffer:
+        if self._buffer or self._data:
             raise RelayError("upstream stream was cut off in the middle of an event")
 
     def _line(self, raw: bytes) -> SSEEvent | None:
