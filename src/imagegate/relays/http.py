@@ -278,9 +278,11 @@ class Upstream:
                 with anyio.fail_after(self._timeouts.first_byte):
                     response = await self._client.send(request, stream=True)
             except TimeoutError:
-                failure = RelayError(
+                # The request went out whole: the upstream may be working (and billing)
+                # on it, so sending it again could pay twice. Give up instead.
+                raise RelayError(
                     f"relay {self.relay!r} sent no response within {self._timeouts.first_byte:g} s"
-                )
+                ) from None
             except httpx.TimeoutException:
                 failure = RelayError(f"relay {self.relay!r} timed out connecting")
             except httpx.TransportError as err:
