@@ -130,8 +130,12 @@ class OpenAIResponsesRelay:
                 async with self.upstream.stream("POST", "responses", body) as response:
                     parser = SSEParser(self._config.max_response_bytes)
                     async for chunk in self.upstream.iter_capped(response):
-                        for event in parser.feed(chunk):
-                            await stream.handle(event.data, stage)
+                        events = parser.feed(chunk)
+                        while events:
+                            # pop + parse in one step, so the raw text of an event (a
+                            # whole image in base64) is freed before the image is decoded
+                            parsed = stream.parse(events.pop(0).data)
+                            await stream.handle(parsed, stage)
                     parser.close()
         except TimeoutError:
             stream.discard()
@@ -158,13 +162,16 @@ class _ResponseStream:
         self.completed = False
         self.usage: dict[str, Any] | None = None
 
-    async def handle(self, data: str, stage: StageFn) -> None:
+    def parse(self, data: str) -> dict[str, Any]:
         if not data or data == "[DONE]":
-            return
+            return {}
         try:
             event = json.loads(data)
         except ValueError:
             raise RelayError(f"relay {self._relay!r} sent an event that is not JSON") from None
+        return event if isinstance(event, dict) else {}
+
+    async def handle(self, event: dict[str, Any], stage: StageFn) -> None:
         kind = event.get("type", "")
         if kind == "error" or kind == "response.failed":
             self._fail(event.get("error") or (event.get("response") or {}).get("error") or event)

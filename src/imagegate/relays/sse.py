@@ -39,7 +39,10 @@ class SSEParser:
             end = _line_end(self._buffer, position)
             if end < 0:
                 break
-            line = bytes(self._buffer[start:end])
+            # Decode straight from the buffer: a data line can be a whole image in
+            # base64, and slicing a bytearray (then bytes()) would copy it twice more.
+            with memoryview(self._buffer) as view:
+                line = str(view[start:end], "utf-8", "replace")
             terminator = self._buffer[end : end + 2]
             if terminator == b"\r\n":
                 step = 2
@@ -52,7 +55,10 @@ class SSEParser:
             event = self._line(line)
             if event is not None:
                 events.append(event)
-        del self._buffer[:start]
+        if start:
+            # A new buffer for the (short) rest: del on a bytearray keeps its capacity,
+            # and after a multi-megabyte line that capacity is an image's worth.
+            self._buffer = self._buffer[start:]
         self._scan_from = len(self._buffer)
         if self._scan_from > self._max_line_bytes:
             raise RelayError(f"upstream sent an event line over {self._max_line_bytes} bytes")
@@ -63,14 +69,13 @@ class SSEParser:
         if self._buffer or self._data:
             raise RelayError("upstream stream was cut off in the middle of an event")
 
-    def _line(self, raw: bytes) -> SSEEvent | None:
-        if not raw:
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
             if not self._data and self._event is None:
                 return None
             event = SSEEvent(self._event, "\n".join(self._data))
             self._event, self._data = None, []
             return event
-        line = raw.decode("utf-8", errors="replace")
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
