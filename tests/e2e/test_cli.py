@@ -241,3 +241,27 @@ def test_missing_config_file(tmp_path: Path) -> None:
     result = run("--config", str(tmp_path / "nope.toml"), "check-config", env=clean_env())
     assert result.returncode == 2
     assert f"{tmp_path / 'nope.toml'}: file not found" in result.stderr
+
+
+def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
+    """Uncommented, every relay in imagegate.example.toml passes check-config."""
+    example = (Path(__file__).parents[2] / "imagegate.example.toml").read_text()
+    keys = r"\[relays|kind|base_url|api_key_env|model|image_model|price|stream|request_policy"
+    uncommented = re.sub(rf"^# ({keys}|steps|sampler)", r"\1", example, flags=re.MULTILINE)
+    config = tmp_path / "full.toml"
+    config.write_text(uncommented)
+    env = clean_env(
+        IMAGEGATE_STATE_DIR=str(tmp_path),
+        OPENAI_API_KEY="sk-example",
+        COMPAT_RELAY_KEY="k",
+        GEMINI_API_KEY="g",
+        OPENROUTER_API_KEY="o",
+    )
+    result = run("--config", str(config), "check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    for kind in ("openai-responses", "openai-images", "gemini", "sd-webui", "openrouter"):
+        assert f"({kind})" in result.stdout
+    missing_key = run("--config", str(config), "check-config", env=clean_env())
+    assert missing_key.returncode == 2
+    assert "environment variable" in missing_key.stderr
+    assert "is not set" in missing_key.stderr
