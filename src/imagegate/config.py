@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imagegate.errors import ConfigError
+from imagegate.quota import QuotaSettings
 from imagegate.tomlfile import describe, key_lines, line_of, read_toml
 
 ENV_PREFIX = "IMAGEGATE_"
@@ -268,6 +269,8 @@ class Settings(BaseSettings):
     default_relay: str = "placeholder"
     relays: dict[str, RelayConfig] = Field(default_factory=lambda: dict(_DEFAULT_RELAYS))
 
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    """Per-subject limits ([quotas.default], [quotas.subjects."..."], [quotas.groups.*])."""
     input_root: Path | None = None
     """stdio only: edit_image may read local files under this directory."""
     max_images_per_call: int = Field(default=4, ge=1, le=10)

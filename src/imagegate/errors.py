@@ -6,6 +6,8 @@
     ├── InvalidRequest        a tool or CLI argument is wrong; says what is allowed
     ├── NotFound              no such asset *for this caller* (another owner's looks the same)
     ├── PermissionDenied      the caller lacks a scope the request needs
+    ├── QuotaExceeded         a per-subject limit is reached; says which, usage, retry after
+    ├── NotConfirmed          the user declined (or could not be asked about) a paid call
     ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
     ├── RelayError            the upstream failed; message cleaned of anything secret
     │   └── ContentRefused    the upstream's moderation refused the prompt or image
@@ -35,6 +37,24 @@ class NotFound(ImagegateError):
 
 class PermissionDenied(ImagegateError):
     """The caller lacks a scope; the message says which: `forbidden: needs scope X`."""
+
+
+class QuotaExceeded(ImagegateError):
+    """A limit is reached. Refused before any upstream request."""
+
+    def __init__(self, limit: str, usage: str, retry_after: int | None) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        when = (
+            f"retry after {retry_after} s"
+            if retry_after is not None
+            else "retry when one of your running calls finishes"
+        )
+        super().__init__(f"quota exceeded: {limit} ({usage}); {when}")
+
+
+class NotConfirmed(ImagegateError):
+    """A paid call the user did not confirm; no upstream request was made."""
 
 
 class ImageRejected(ImagegateError):
