@@ -35,6 +35,8 @@ TOOL_SCOPES: dict[str, str | None] = {
     "delete_image": "images:delete",
     "list_relays": None,
     "server_info": None,
+    "get_usage": None,
+    "reset_usage": "admin",
 }
 """The scope each tool needs; None: any authenticated caller (no image data involved)."""
 

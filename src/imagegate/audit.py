@@ -22,11 +22,14 @@ class AuditRecord:
     tool: str
     relay: str | None
     outcome: str
-    """ok | denied (ACL) | refused (bad request, not found, ...) | error (unexpected)"""
+    """ok | denied (ACL) | refused (bad request, not found, quota, ...) | not_confirmed
+    (a paid call the user declined or couldn't be asked about) | error (unexpected)"""
     images: int
     estimated_cost: float | None
     duration_ms: float
     detail: str | None = None
+    confirmation: str | None = None
+    """Paid relays: paid:auto, accepted, declined, cancel or unsupported."""
     prompt: str | None = None
 
     def to_json(self) -> str:

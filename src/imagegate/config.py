@@ -30,7 +30,7 @@ from imagegate.tomlfile import describe, key_lines, line_of, read_toml
 
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
-SECRET_KEYS = frozenset({"bearer_token", "link_key"})
+SECRET_KEYS = frozenset({"bearer_token", "link_key", "request_state_key"})
 _RELAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
@@ -263,6 +263,9 @@ class Settings(BaseSettings):
 
     link_key: SecretStr | None = None
     link_key_file: Path | None = None
+    request_state_key: SecretStr | None = None
+    """Seals the state of paid-call confirmations (2026-07-28 clients); replicas share it."""
+    request_state_key_file: Path | None = None
     link_ttl_seconds: int = Field(default=3600, ge=1)
     link_ttl_max_seconds: int = Field(default=7 * 86400, ge=1)
 

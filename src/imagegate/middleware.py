@@ -14,6 +14,7 @@ from fastmcp.exceptions import AuthorizationError, ToolError
 from fastmcp.server.context import Context
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import Tool, ToolResult
+from fastmcp.tools.base import InputRequiredToolResult
 
 from imagegate.acl import RELAY_TOOLS, AccessPolicy, Caller, decide
 from imagegate.audit import AuditLog, AuditRecord
@@ -95,9 +96,13 @@ class AuditMiddleware(Middleware):
     ) -> ToolResult:
         started = time.perf_counter()
         outcome, detail, images = "error", None, 0
+        structured: dict[str, Any] = {}
         try:
             result = await call_next(context)
-            outcome = "ok"
+            structured = result.structured_content or {}
+            outcome = _outcome(structured)
+            if isinstance(result, InputRequiredToolResult):
+                outcome, structured = "input_required", {"confirmation": "asked"}
             images = _images_made(context.message.name, result)
             return result
         except Forbidden as err:
@@ -107,7 +112,7 @@ class AuditMiddleware(Middleware):
             outcome, detail = "refused", str(err)
             raise
         finally:
-            self._write(context, outcome, detail, images, started)
+            self._write(context, outcome, detail, images, started, structured)
 
     def _write(
         self,
@@ -116,6 +121,7 @@ class AuditMiddleware(Middleware):
         detail: str | None,
         images: int,
         started: float,
+        structured: dict[str, Any],
     ) -> None:
         arguments = context.message.arguments or {}
         try:
@@ -131,12 +137,19 @@ class AuditMiddleware(Middleware):
                 relay=requested_relay(context.message.name, arguments, self._default_relay),
                 outcome=outcome,
                 images=images,
-                estimated_cost=None,
+                estimated_cost=structured.get("estimated_cost"),
+                confirmation=structured.get("confirmation"),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 detail=detail,
                 prompt=prompt if isinstance(prompt, str) else None,
             )
         )
+
+
+def _outcome(structured: dict[str, Any]) -> str:
+    if structured.get("confirmation") in ("declined", "cancelled", "unsupported"):
+        return "not_confirmed"
+    return "ok"
 
 
 def _images_made(tool: str, result: ToolResult) -> int:

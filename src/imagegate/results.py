@@ -43,6 +43,9 @@ class ImagesResult(BaseModel):
     elapsed_seconds: float | None = None
     next_cursor: str | None = None
     failures: list[Failure] = []
+    confirmation: str | None = None
+    """For paid relays: paid:auto, accepted, declined, cancelled, unsupported."""
+    estimated_cost: float | None = None
 
 
 def iso(timestamp: float | None) -> str | None:

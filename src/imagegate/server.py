@@ -9,12 +9,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 from fastmcp import FastMCP
+from mcp.server.request_state import RequestStateSecurity
 from mcp_types import ToolAnnotations
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware as StarletteMiddleware
 
@@ -29,6 +32,7 @@ from imagegate.errors import ImagegateError, PermissionDenied
 from imagegate.inputs import InputResolver
 from imagegate.keys import load_or_create_secret, read_secret_file
 from imagegate.middleware import AclMiddleware, AuditMiddleware, Forbidden, Refused
+from imagegate.quota import QuotaStore
 from imagegate.relays.registry import build_relays
 from imagegate.routes import Routes
 from imagegate.service import ImageService
@@ -95,15 +99,19 @@ class App:
         await self.service.relays.aclose()
         await self.http.aclose()
         self.audit.close()
+        self.service.quotas.close()
         self.store.close()
 
 
-def resolve_link_key(settings: Settings) -> bytes:
-    if settings.link_key is not None:
-        return settings.link_key.get_secret_value().encode()
-    if settings.link_key_file is not None:
-        return read_secret_file(settings.link_key_file).encode()
-    return load_or_create_secret(settings.state_dir / "link-signing.key").encode()
+def resolve_secret(
+    value: SecretStr | None, file: Path | None, settings: Settings, generated: str
+) -> bytes:
+    """A secret from the environment, else its file, else generated once (0600)."""
+    if value is not None:
+        return value.get_secret_value().encode()
+    if file is not None:
+        return read_secret_file(file).encode()
+    return load_or_create_secret(settings.state_dir / generated).encode()
 
 
 def build_app(settings: Settings, transport: Transport, clock: Clock | None = None) -> App:
@@ -121,7 +129,10 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     store = AssetStore(settings.state_dir, settings.max_image_bytes)
     signer = None
     if http or settings.public_url:
-        signer = LinkSigner(resolve_link_key(settings), settings.base_url())
+        key = resolve_secret(
+            settings.link_key, settings.link_key_file, settings, "link-signing.key"
+        )
+        signer = LinkSigner(key, settings.base_url())
     inputs = InputResolver(
         store,
         max_bytes=settings.max_image_bytes,
@@ -129,7 +140,8 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         input_root=settings.input_root,
         local=not http,
     )
-    service = ImageService(settings, store, relays, signer, clock, inputs)
+    quotas = QuotaStore(settings.state_dir / "imagegate.sqlite3")
+    service = ImageService(settings, store, relays, signer, clock, inputs, quotas)
 
     mcp: FastMCP[Any] = FastMCP(
         "imagegate",
@@ -142,6 +154,18 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         ],
         lifespan=_ServiceLifespan({tools.SERVICE_KEY: service, tools.POLICY_KEY: policy}),
         mask_error_details=True,
+        # The confirmation state of 2026-07-28 calls is sealed with a key that survives
+        # restarts and that replicas share (with the same server name, "imagegate").
+        request_state_security=RequestStateSecurity(
+            keys=[
+                resolve_secret(
+                    settings.request_state_key,
+                    settings.request_state_key_file,
+                    settings,
+                    "request-state.key",
+                )
+            ]
+        ),
     )
     _register_tools(mcp)
     if signer is not None:
@@ -193,6 +217,8 @@ _TOOL_TABLE: list[tuple[Callable[..., Awaitable[Any]], bool, ToolAnnotations]] =
     (tools.get_image, True, _READ_ONLY),
     (tools.create_download_link, True, _READ_ONLY),
     (tools.delete_image, False, ToolAnnotations(destructive_hint=True, idempotent_hint=True)),
+    (tools.get_usage, False, _READ_ONLY),
+    (tools.reset_usage, False, ToolAnnotations(destructive_hint=True, idempotent_hint=True)),
     (tools.list_relays, False, _READ_ONLY),
     (tools.server_info, False, _READ_ONLY),
 ]

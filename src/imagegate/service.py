@@ -6,12 +6,16 @@ from pathlib import Path
 
 import anyio
 
+from imagegate.acl import Caller
+from imagegate.auth.identity import Identity
 from imagegate.clock import Clock
 from imagegate.config import Settings
+from imagegate.confirm import ConfirmFn, needs_confirmation, paid_call
 from imagegate.errors import InvalidRequest
-from imagegate.generation import GenerateArgs, build_request, produce
+from imagegate.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.ids import AssetId, Subject
 from imagegate.inputs import InputResolver
+from imagegate.quota import QuotaStore, limits_for, seconds_to_next_day, seconds_to_next_month
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
 from imagegate.relays.registry import Relays
 from imagegate.store.assets import Asset, AssetMeta, AssetStore, Page
@@ -22,6 +26,16 @@ def safety_identifier(owner: Subject) -> str:
     """What upstreams get to tell callers apart for abuse handling: a hash, never the
     subject (which may be an e-mail address)."""
     return hashlib.sha256(f"imagegate-safety:{owner}".encode()).hexdigest()[:32]
+
+
+def _reported_cost(produced: list[Produced]) -> float | None:
+    """What the upstream said the call cost (OpenRouter's usage.cost), if it said."""
+    costs = [
+        item.image.usage["cost"]
+        for item in produced
+        if item.image.usage and isinstance(item.image.usage.get("cost"), int | float)
+    ]
+    return float(sum(costs)) if costs else None
 
 
 def _options(request: ImageRequest) -> dict[str, object]:
@@ -52,28 +66,71 @@ class ImageService:
         signer: LinkSigner | None,
         clock: Clock,
         inputs: InputResolver,
+        quotas: QuotaStore,
     ) -> None:
         self.settings = settings
         self.store = store
         self.relays = relays
         self.inputs = inputs
+        self.quotas = quotas
         self._signer = signer
         self._clock = clock
 
     async def generate(
         self,
-        owner: Subject,
+        caller: Caller,
         args: GenerateArgs,
         progress: ProgressFn,
+        confirm: ConfirmFn,
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
     ) -> list[Asset]:
-        """Generate (or, with input images, edit) and store the results for `owner`."""
+        """Generate (or, with input images, edit) and store the results for the caller.
+
+        Order: check the request, reserve quota, confirm a paid call, call the relay,
+        store; a refusal at any step happens before any upstream request, and a
+        failure or a no releases the reservation (nothing is consumed).
+        """
+        owner = Subject(caller.subject)
         relay = self.relays.get(args.relay)
         request = build_request(
             args, relay, self.settings, images=images, mask=mask, user=safety_identifier(owner)
         )
-        produced = await produce(relay, request, self.settings, self.store.blobs.stage, progress)
+        relay.capabilities.check(request, relay.name)
+        call = paid_call(relay, request, request.n)
+        limits = limits_for(caller.identity, self.settings.quotas)
+        reservation = await anyio.to_thread.run_sync(
+            self.quotas.reserve, owner, limits, request.n, call.estimate or 0.0, self._clock.now()
+        )
+        try:
+            if relay.paid:
+                await confirm(call, needs_confirmation(relay, caller))
+            produced = await produce(
+                relay, request, self.settings, self.store.blobs.stage, progress
+            )
+            assets = await self._store(owner, relay.name, args, request, produced, len(images))
+        except BaseException:
+            await anyio.to_thread.run_sync(self.quotas.release, reservation)
+            raise
+        spend = _reported_cost(produced)
+        await anyio.to_thread.run_sync(
+            self.quotas.commit,
+            reservation,
+            len(assets),
+            spend if spend is not None else call.estimate or 0.0,
+            self._clock.now(),
+        )
+        return assets
+
+    async def _store(
+        self,
+        owner: Subject,
+        relay: str,
+        args: GenerateArgs,
+        request: ImageRequest,
+        produced: list[Produced],
+        inputs: int,
+    ) -> list[Asset]:
         assets: list[Asset] = []
         try:
             for item in produced:
@@ -83,12 +140,12 @@ class ImageService:
                     **{k: v for k, v in _options(request).items() if v is not None},
                     **item.image.params,
                 }
-                if images:
-                    params["inputs"] = len(images)
+                if inputs:
+                    params["inputs"] = inputs
                 if item.image.usage:
                     params["usage"] = item.image.usage
                 meta = AssetMeta(
-                    relay=relay.name,
+                    relay=relay,
                     prompt=args.prompt.strip(),
                     revised_prompt=item.image.revised_prompt,
                     params=params,
@@ -101,6 +158,31 @@ class ImageService:
             for item in produced:
                 item.image.staged.discard()  # no-op for committed blobs
         return assets
+
+    def usage(self, caller: Caller, subject: str) -> dict[str, object]:
+        """Usage and limits of `subject` (the caller's own unless the caller is admin)."""
+        identity = caller.identity if subject == caller.subject else Identity(Subject(subject))
+        limits = limits_for(identity, self.settings.quotas)
+        now = self._clock.now()
+        usage = self.quotas.usage(subject, now)
+        return {
+            "subject": subject,
+            "limits": limits.model_dump(),
+            "usage": {
+                "images_today": usage.images_today,
+                "spend_today": round(usage.spend_today, 6),
+                "spend_month": round(usage.spend_month, 6),
+                "calls_today": usage.calls_today,
+                "running": usage.in_flight,
+            },
+            "resets_in_seconds": {
+                "day": seconds_to_next_day(now),
+                "month": seconds_to_next_month(now),
+            },
+        }
+
+    def reset_usage(self, subject: str) -> None:
+        self.quotas.reset(subject, self._clock.now())
 
     def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """`owner` None: any owner's (admin)."""

@@ -5,12 +5,14 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastmcp import Context
 from fastmcp.tools import ToolResult
+from mcp_types import InputRequiredResult
 from pydantic import Field
 
 from imagegate import __version__
 from imagegate.acl import AccessPolicy, Caller
 from imagegate.auth.subject import current_identity
-from imagegate.errors import ImagegateError, InvalidRequest, PermissionDenied
+from imagegate.elicit import Confirmer, NeedsInput, ask_once
+from imagegate.errors import ImagegateError, InvalidRequest, NotConfirmed, PermissionDenied
 from imagegate.generation import GenerateArgs, Stopwatch
 from imagegate.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.images import thumbnail_png
@@ -78,7 +80,7 @@ async def generate_image(
     ] = 0,
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
-) -> ToolResult:
+) -> ToolResult | InputRequiredResult:
     """Generate images from a prompt; each is stored for you and returned with a link.
     Options a relay does not support are refused with what it does support."""
     args = GenerateArgs(
@@ -95,10 +97,16 @@ async def generate_image(
         partial_images=partial_images,
     )
     service = service_of(ctx)
-    owner = Subject(caller_of(ctx).subject)
+    caller = caller_of(ctx)
     watch = Stopwatch()
-    assets = await service.generate(owner, args, _progress(ctx, watch))
-    return await _made(ctx, service, assets, [], watch, thumbnail, "Generated")
+    confirm = Confirmer(ctx)
+    try:
+        assets = await service.generate(caller, args, _progress(ctx, watch), confirm)
+    except NotConfirmed as refusal:
+        return _not_confirmed(refusal, confirm)
+    except NeedsInput as question:
+        return question.result
+    return await _made(ctx, service, assets, [], watch, thumbnail, "Generated", confirm)
 
 
 async def edit_image(
@@ -134,7 +142,7 @@ async def edit_image(
     negative_prompt: NegativeArg = None,
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
-) -> ToolResult:
+) -> ToolResult | InputRequiredResult:
     """Edit images with a prompt, optionally inside a mask; or combine several reference
     images into new ones; or (batch) apply one prompt to each image separately. Results
     are stored for you like generated images; a batch reports failures per image."""
@@ -154,21 +162,27 @@ async def edit_image(
     )
     service = service_of(ctx)
     caller = caller_of(ctx)
-    owner = Subject(caller.subject)
     watch = Stopwatch()
+    confirm = Confirmer(ctx)
     inputs = await service.inputs.resolve(reach(caller), images, mask)
     try:
         if not batch:
             assets = await service.generate(
-                owner, args, _progress(ctx, watch), tuple(inputs.images), inputs.mask
+                caller, args, _progress(ctx, watch), confirm, tuple(inputs.images), inputs.mask
             )
-            return await _made(ctx, service, assets, [], watch, thumbnail, "Edited")
+            return await _made(ctx, service, assets, [], watch, thumbnail, "Edited", confirm)
         made: list[Asset] = []
         failures: list[Failure] = []
+        # One question for the whole batch, with its total.
+        ask_batch = ask_once(confirm, len(inputs.images))
         for index, image in enumerate(inputs.images):
             label = f"image {index + 1} of {len(inputs.images)}: "
             try:
-                made += await service.generate(owner, args, _progress(ctx, watch, label), (image,))
+                made += await service.generate(
+                    caller, args, _progress(ctx, watch, label), ask_batch, (image,)
+                )
+            except NotConfirmed:
+                raise
             except ImagegateError as err:
                 failures.append(
                     Failure(index=index, source=_source_label(images[index]), error=str(err))
@@ -176,9 +190,37 @@ async def edit_image(
         if not made:
             reasons = "; ".join(f"{f.source}: {f.error}" for f in failures)
             raise InvalidRequest(f"every edit in the batch failed: {reasons}")
-        return await _made(ctx, service, made, failures, watch, thumbnail, "Edited")
+        return await _made(ctx, service, made, failures, watch, thumbnail, "Edited", confirm)
+    except NotConfirmed as refusal:
+        return _not_confirmed(refusal, confirm)
+    except NeedsInput as question:
+        return question.result
     finally:
         inputs.discard()
+
+
+async def get_usage(
+    ctx: Context,
+    subject: Annotated[
+        str | None, Field(description="Admins only: another subject's usage.")
+    ] = None,
+) -> dict[str, Any]:
+    """Your usage today and this month, your limits, and when they reset."""
+    caller = caller_of(ctx)
+    whose = subject or caller.subject
+    if whose != caller.subject and not caller.is_admin:
+        raise PermissionDenied("forbidden: needs scope admin to see others' usage")
+    return service_of(ctx).usage(caller, whose)
+
+
+async def reset_usage(
+    subject: Annotated[str, Field(description="The subject whose counters to reset.")],
+    ctx: Context,
+) -> dict[str, Any]:
+    """Admin: reset a subject's image and spend counters for today and this month."""
+    service = service_of(ctx)
+    service.reset_usage(subject)
+    return service.usage(caller_of(ctx), subject)
 
 
 def _progress(ctx: Context, watch: Stopwatch, prefix: str = "") -> ProgressFn:
@@ -197,6 +239,7 @@ async def _made(
     watch: Stopwatch,
     thumbnail: bool,
     verb: str,
+    confirm: Confirmer,
 ) -> ToolResult:
     records = [image_record(asset, service.publish(asset)) for asset in assets]
     thumbs = None
@@ -207,7 +250,13 @@ async def _made(
             for a in assets
         ]
     await ctx.report_progress(100, 100, f"done ({watch.elapsed():.1f}s)")
-    result = ImagesResult(images=records, elapsed_seconds=watch.elapsed(), failures=failures)
+    result = ImagesResult(
+        images=records,
+        elapsed_seconds=watch.elapsed(),
+        failures=failures,
+        confirmation=confirm.outcome,
+        estimated_cost=confirm.call.estimate if confirm.call else None,
+    )
     heading = f"{verb} {len(records)} image(s) in {watch.elapsed():.1f}s:"
     if failures:
         heading += (
@@ -216,6 +265,16 @@ async def _made(
             + ")"
         )
     return _images_result(result, heading, thumbs)
+
+
+def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
+    """A paid call the user didn't confirm: a plain result saying so, not an error."""
+    result = ImagesResult(
+        images=[],
+        confirmation=confirm.outcome,
+        estimated_cost=confirm.call.estimate if confirm.call else None,
+    )
+    return ToolResult(content=str(refusal), structured_content=result.model_dump(mode="json"))
 
 
 def _source_label(source: str) -> str:

@@ -123,13 +123,13 @@ async def test_tools_list_shows_only_what_the_caller_may_call(
 ) -> None:
     async with team.client(READER_TOKEN) as client:
         reader = {tool.name for tool in await client.list_tools()}
-    assert reader == {"list_images", "get_image", "list_relays", "server_info"}
+    assert reader == {"list_images", "get_image", "list_relays", "server_info", "get_usage"}
     async with team.client(BOT_TOKEN) as client:
         bot = {tool.name for tool in await client.list_tools()}
     assert bot == reader | {"generate_image"}
     async with team.client(provider.token("nobody")) as client:
         nobody = {tool.name for tool in await client.list_tools()}
-    assert nobody == {"list_relays", "server_info"}
+    assert nobody == {"list_relays", "server_info", "get_usage"}
 
 
 async def test_denials_name_the_missing_scope_and_are_audited(team: RunningServer) -> None:

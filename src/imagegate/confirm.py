@@ -1,0 +1,82 @@
+"""Paid relays ask first. The policy is pure; the asking (MCP elicitation) is in
+`elicit.py`.
+
+A call to a relay marked `paid` needs the user's yes, unless the caller holds
+`paid:auto` by name (CI bots). `*` does not imply it: spending without a human must be
+granted explicitly. The question shows relay, model, number of images, size,
+quality and the estimated cost from the relay's price table, or says the cost is
+unknown. A batch or multi-image call asks once, for its total.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from imagegate.acl import Caller
+from imagegate.relays.base import ImageRequest, Relay
+from imagegate.scopes import PAID_AUTO
+
+
+@dataclass(frozen=True)
+class PaidCall:
+    relay: str
+    model: str | None
+    images: int
+    size: str
+    quality: str | None
+    estimate: float | None
+    currency: str
+
+    def question(self) -> str:
+        model = f" (model {self.model})" if self.model else ""
+        quality = f", quality {self.quality}" if self.quality else ""
+        cost = (
+            f"about {self.currency} {self.estimate:.3f}"
+            if self.estimate is not None
+            else "unknown (no price configured for this relay)"
+        )
+        return (
+            f"Relay {self.relay!r}{model} costs money. Make {self.images} image(s) at "
+            f"{self.size}{quality}? Estimated cost: {cost}."
+        )
+
+    def fingerprint(self) -> str:
+        """What a confirmation is bound to: the same question, not just any call."""
+        return "|".join(
+            str(part)
+            for part in (
+                self.relay,
+                self.model,
+                self.images,
+                self.size,
+                self.quality,
+                self.estimate,
+            )
+        )
+
+
+ConfirmFn = Callable[[PaidCall, bool], Awaitable[None]]
+"""Called for every paid call with `ask` (False: the caller holds paid:auto). Returns
+when the call may go ahead; raises NotConfirmed (or asks the client) otherwise."""
+
+
+def needs_confirmation(relay: Relay, caller: Caller) -> bool:
+    return relay.paid and PAID_AUTO not in caller.scopes
+
+
+def estimate_cost(relay: Relay, request: ImageRequest, images: int | None = None) -> float | None:
+    if relay.price is None:
+        return None
+    each = relay.price.estimate(str(request.size), request.quality)
+    return None if each is None else round(each * (images or request.n), 6)
+
+
+def paid_call(relay: Relay, request: ImageRequest, images: int) -> PaidCall:
+    return PaidCall(
+        relay=relay.name,
+        model=relay.model,
+        images=images,
+        size=str(request.size),
+        quality=request.quality,
+        estimate=estimate_cost(relay, request, images),
+        currency=relay.price.currency if relay.price else "USD",
+    )
