@@ -246,8 +246,21 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
     """Uncommented, every relay in imagegate.example.toml passes check-config."""
     example = (Path(__file__).parents[2] / "imagegate.example.toml").read_text()
-    keys = r"\[relays|kind|base_url|api_key_env|model|image_model|price|stream|request_policy"
-    uncommented = re.sub(rf"^# ({keys}|steps|sampler)", r"\1", example, flags=re.MULTILINE)
+    keys = "|".join(
+        (
+            r"\[relays",
+            r"\[quotas",
+            *("kind", "base_url", "api_key_env", "model", "image_model", "price", "stream"),
+            *("request_policy", "steps", "sampler", "images_per_day", "cooldown_seconds"),
+            *("max_concurrent", "spend_per"),
+        )
+    )
+    uncommented = re.sub(
+        rf"^# ({keys})",
+        r"\1",
+        example,
+        flags=re.MULTILINE,
+    )
     config = tmp_path / "full.toml"
     config.write_text(uncommented)
     env = clean_env(
