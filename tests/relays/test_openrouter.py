@@ -1,9 +1,11 @@
 import base64
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -65,6 +67,20 @@ class Progress:
 
     async def __call__(self, fraction: float | None, message: str) -> None:
         self.messages.append((fraction, message))
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Image-link hosts resolve to a public address unless a test says otherwise; no test
+    touches the network."""
+    answers: dict[str, str] = {}
+
+    async def getaddrinfo(host: str, port: int, **_: object) -> list[object]:
+        address = answers.get(host, "93.184.215.14")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(anyio, "getaddrinfo", getaddrinfo)
+    return answers
 
 
 @pytest.fixture
@@ -215,7 +231,7 @@ async def test_other_image_links_are_never_fetched(
 ) -> None:
     router.post(ENDPOINT).respond(json=completion(url))
     anything_else = router.route(method="GET").respond(content=png())
-    with pytest.raises(RelayError, match="not a public https URL"):
+    with pytest.raises(RelayError, match="image URL that is not allowed"):
         await relay.generate(simple(), blobs.stage, Progress())
     assert not anything_else.called
     assert leftovers(tmp_path) == []
@@ -446,3 +462,14 @@ def test_capabilities(relay: OpenRouterRelay) -> None:
         False,
         0,
     )
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused(
+    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, dns: dict[str, str]
+) -> None:
+    dns["cdn.sneaky.test"] = "10.0.0.5"
+    router.post(ENDPOINT).respond(json=completion("https://cdn.sneaky.test/a.png"))
+    fetched = router.get("https://cdn.sneaky.test/a.png").respond(content=png())
+    with pytest.raises(RelayError, match="image URL that is not allowed"):
+        await relay.generate(simple(), blobs.stage, Progress())
+    assert not fetched.called

@@ -1,11 +1,14 @@
 """What the upstream relay adapters share: defaults, capabilities and HTTP from config."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 
 from imagegate.config import HttpRelayConfig, read_secret_env
-from imagegate.errors import ConfigError
+from imagegate.errors import ConfigError, RelayError
 from imagegate.images import ImageFormat
-from imagegate.relays.base import RelayDefaults, Size
+from imagegate.relays.base import RelayDefaults, RelayImage, Size, discard_all
 from imagegate.relays.http import RetryPolicy, Timeouts, Upstream
 
 DEFAULT_SIZE = Size(1024, 1024)
@@ -35,6 +38,31 @@ def api_key(name: str, config: HttpRelayConfig, required: bool = True) -> str | 
     return value
 
 
+def http_client(config: HttpRelayConfig) -> httpx.AsyncClient:
+    """A relay's own connection pool, so a slow relay never holds another's."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+        follow_redirects=False,
+    )
+
+
+@asynccontextmanager
+async def discarded_on_failure(
+    relay: str, images: list[RelayImage], total_timeout: float
+) -> AsyncIterator[None]:
+    """Around a relay call: on any failure discard what was staged; an expired
+    `anyio.fail_after(total_timeout)` inside becomes a clean RelayError."""
+    try:
+        yield
+    except TimeoutError:
+        discard_all(images)
+        raise RelayError(f"relay {relay!r} did not finish within {total_timeout:g} s") from None
+    except BaseException:
+        discard_all(images)
+        raise
+
+
 def upstream_for(
     name: str,
     config: HttpRelayConfig,
@@ -43,11 +71,7 @@ def upstream_for(
     client: httpx.AsyncClient | None = None,
 ) -> Upstream:
     """An Upstream with its own connection pool and the relay's timeouts and retries."""
-    client = client or httpx.AsyncClient(
-        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-        follow_redirects=False,
-    )
+    client = client or http_client(config)
     return Upstream(
         name,
         client,

@@ -33,10 +33,9 @@ from imagegate.relays.base import (
     ProgressFn,
     RelayImage,
     StageFn,
-    discard_all,
 )
 from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.common import api_key, discarded_on_failure, relay_defaults, upstream_for
 from imagegate.relays.http import Upstream, clean_message
 
 MAX_N = 4
@@ -135,21 +134,13 @@ class GeminiRelay:
                 )
         body = json_body(self.request_body(request))
         images: list[RelayImage] = []
-        try:
+        async with discarded_on_failure(self.name, images, self.upstream.timeouts.total):
             for index in range(request.n):
                 await progress(index / request.n, _step(index, request.n, done=False))
                 with anyio.fail_after(self.upstream.timeouts.total):
                     answer = await self.upstream.request_json("POST", self._path, body)
                     images.append(await self._image(answer, request, stage))
                 await progress((index + 1) / request.n, _step(index, request.n, done=True))
-        except TimeoutError:
-            discard_all(images)
-            raise RelayError(
-                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
-            ) from None
-        except BaseException:
-            discard_all(images)
-            raise
         return images
 
     async def _image(self, answer: Any, request: ImageRequest, stage: StageFn) -> RelayImage:

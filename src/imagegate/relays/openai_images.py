@@ -14,10 +14,8 @@ loopback (a local relay or a test server); never with the relay's key, never
 following redirects, and capped like every upstream answer.
 """
 
-import ipaddress
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
@@ -37,10 +35,16 @@ from imagegate.relays.base import (
     ProgressFn,
     RelayImage,
     StageFn,
-    discard_all,
 )
-from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.common import (
+    api_key,
+    discarded_on_failure,
+    http_client,
+    relay_defaults,
+    upstream_for,
+)
 from imagegate.relays.http import Upstream, clean_message
+from imagegate.relays.links import ImageLinks
 from imagegate.relays.openai_responses import OPENAI_SIZES
 from imagegate.relays.sse import SSEEvent, SSEParser
 from imagegate.store.blobs import StagedBlob
@@ -52,8 +56,6 @@ _RESOLVED = ("size", "quality", "output_format", "background")
 """What the upstream says it actually used; recorded with each image."""
 _PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.partial_image"})
 _COMPLETED_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class OpenAIImagesRelay:
@@ -92,17 +94,12 @@ class OpenAIImagesRelay:
         )
         key = api_key(name, config)
         assert key is not None
-        # Our own reference to the client: image URLs are fetched with it, but not through
-        # the Upstream, which would send the key to whatever host the URL names.
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-            follow_redirects=False,
-        )
+        client = client or http_client(config)
         self.upstream: Upstream = upstream_for(
-            name, config, {"authorization": f"Bearer {key}"}, (key,), self._client
+            name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
-        self._loopback_upstream = _is_loopback_host(httpx.URL(config.base_url).host)
+        # Image URLs are fetched with the same pool but never with the key.
+        self._links = ImageLinks(name, client, self.upstream, config.base_url)
 
     def render_prompt(self, prompt: str) -> str:
         return self._config.render_prompt(prompt)
@@ -154,7 +151,7 @@ class OpenAIImagesRelay:
         self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
         images: list[RelayImage] = []
-        try:
+        async with discarded_on_failure(self.name, images, self.upstream.timeouts.total):
             with anyio.fail_after(self.upstream.timeouts.total):
                 await progress(0.0, "sending request")
                 payload: Any = None
@@ -167,14 +164,6 @@ class OpenAIImagesRelay:
                         payload = await self._read_json(response)
                 if not streamed:
                     await self._take_json(payload, request, stage, progress, images)
-        except TimeoutError:
-            discard_all(images)
-            raise RelayError(
-                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
-            ) from None
-        except BaseException:
-            discard_all(images)
-            raise
         return images
 
     @asynccontextmanager
@@ -246,76 +235,12 @@ class OpenAIImagesRelay:
             if isinstance(encoded, str) and encoded:
                 await anyio.to_thread.run_sync(decode_upstream_image, staged, encoded, self.name)
             else:
-                await self._download(str(url), staged)
+                await self._links.fetch(str(url), staged)
             staged.finish()
         except BaseException:
             staged.discard()
             raise
         return staged
-
-    async def _download(self, url: str, staged: StagedBlob) -> None:
-        """Stream an image URL the upstream returned into `staged`: checked, capped, keyless.
-
-        The URL never reaches a message or log (only its host is logged): it may carry a
-        signature."""
-        await self._check_download(url)
-        request = self._client.build_request("GET", url)
-        try:
-            with anyio.fail_after(self.upstream.timeouts.first_byte):
-                response = await self._client.send(request, stream=True, follow_redirects=False)
-        except TimeoutError:
-            raise RelayError(f"relay {self.name!r}: its image URL did not answer in time") from None
-        except httpx.HTTPError as err:
-            raise RelayError(
-                f"relay {self.name!r}: its image URL could not be fetched ({type(err).__name__})"
-            ) from None
-        try:
-            if not response.is_success:
-                raise RelayError(
-                    f"relay {self.name!r}: its image URL answered HTTP {response.status_code}"
-                )
-            async for chunk in self.upstream.iter_capped(response):
-                staged.write(chunk)
-        except httpx.HTTPError as err:
-            raise RelayError(
-                f"relay {self.name!r}: its image download broke ({type(err).__name__})"
-            ) from None
-        finally:
-            await response.aclose()
-
-    async def _check_download(self, url: str) -> None:
-        """Refuse a URL that could reach this host's or network's private services."""
-        refused = RelayError(f"relay {self.name!r} returned an image URL that is not allowed")
-        try:
-            target = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise refused from None
-        host = target.host
-        if target.scheme not in ("http", "https") or not host:
-            raise refused
-        if _is_loopback_host(host):
-            if self._loopback_upstream:
-                return
-            raise refused
-        if target.scheme != "https":
-            raise refused
-        literal = _ip(host)
-        addresses = [literal] if literal is not None else await self._resolve(host, target)
-        if not addresses or not all(_is_public(address) for address in addresses):
-            log.warning("relay %s: refused an image URL on host %s", self.name, host)
-            raise refused
-
-    async def _resolve(self, host: str, target: httpx.URL) -> list[IPAddress]:
-        try:
-            infos = await anyio.getaddrinfo(host, target.port or 443, type=socket.SOCK_STREAM)
-        except OSError:
-            raise RelayError(
-                f"relay {self.name!r} returned an image URL whose host does not resolve"
-            ) from None
-        addresses = [_ip(str(info[4][0]).partition("%")[0]) for info in infos]
-        if None in addresses:
-            return []  # something we can't judge: refuse
-        return [address for address in addresses if address is not None]
 
     def fail(self, error: Any) -> None:
         """Raise for an error the upstream reported inside a 200 answer."""
@@ -422,25 +347,3 @@ def _is_json(response: httpx.Response) -> bool:
     """A relay that ignores `stream: true` answers with plain JSON."""
     content_type = str(response.headers.get("content-type", ""))
     return content_type.split(";")[0].strip().lower() == "application/json"
-
-
-def _ip(host: str) -> IPAddress | None:
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _is_loopback_host(host: str) -> bool:
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    address = _ip(name)
-    return address is not None and address.is_loopback
-
-
-def _is_public(address: IPAddress) -> bool:
-    return address.is_global and not address.is_multicast

@@ -19,7 +19,6 @@ choice with `finish_reason: "error"`; both are RelayErrors, or ContentRefused wh
 carry moderation details. `finish_reason: "content_filter"` is ContentRefused.
 """
 
-import ipaddress
 from typing import Any
 
 import anyio
@@ -36,12 +35,17 @@ from imagegate.relays.base import (
     ProgressFn,
     RelayImage,
     StageFn,
-    discard_all,
 )
 from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.common import (
+    api_key,
+    discarded_on_failure,
+    http_client,
+    relay_defaults,
+    upstream_for,
+)
 from imagegate.relays.http import Upstream, clean_message
-from imagegate.store.blobs import StagedBlob
+from imagegate.relays.links import ImageLinks
 
 MAX_N = 4
 """Images per request, made one call each; every call is billed."""
@@ -81,11 +85,12 @@ class OpenRouterRelay:
         )
         key = api_key(name, config)
         assert key is not None
-        # Kept to fetch https image URLs; those requests never carry the key.
-        self._client = client or _default_client(config)
+        client = client or http_client(config)
         self.upstream: Upstream = upstream_for(
-            name, config, {"authorization": f"Bearer {key}"}, (key,), self._client
+            name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
+        # Image links are fetched with the same pool but never with the key.
+        self._links = ImageLinks(name, client, self.upstream, config.base_url)
 
     def render_prompt(self, prompt: str) -> str:
         return self._config.render_prompt(prompt)
@@ -109,7 +114,7 @@ class OpenRouterRelay:
     ) -> list[RelayImage]:
         body = json_body(self.request_body(request))
         images: list[RelayImage] = []
-        try:
+        async with discarded_on_failure(self.name, images, self.upstream.timeouts.total):
             for index in range(request.n):
                 await progress(index / request.n, _step(index, request.n, done=False))
                 with anyio.fail_after(self.upstream.timeouts.total):
@@ -118,14 +123,6 @@ class OpenRouterRelay:
                     )
                     images.append(await self._image(answer, request, stage))
                 await progress((index + 1) / request.n, _step(index, request.n, done=True))
-        except TimeoutError:
-            discard_all(images)
-            raise RelayError(
-                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
-            ) from None
-        except BaseException:
-            discard_all(images)
-            raise
         return images
 
     async def _image(
@@ -137,7 +134,7 @@ class OpenRouterRelay:
             if url.startswith("data:"):
                 await anyio.to_thread.run_sync(decode_upstream_image, staged, url, self.name)
             else:
-                await self._fetch(url, staged)
+                await self._links.fetch(url, staged)
             staged.finish()
         except BaseException:
             staged.discard()
@@ -172,32 +169,6 @@ class OpenRouterRelay:
         why = f" (finish reason {native or finish})" if native or finish else ""
         raise RelayError(f"relay {self.name!r} returned no image{why}{said}")
 
-    async def _fetch(self, url: str, staged: StagedBlob) -> None:
-        """Stream an https image URL the upstream returned into `staged`, capped."""
-        if not _fetchable(url):
-            raise RelayError(
-                f"relay {self.name!r} returned an image link that is not a public https URL; "
-                "it was not fetched"
-            )
-        failed = f"relay {self.name!r} returned an image link that could not be fetched"
-        try:
-            request = self._client.build_request("GET", url)
-            with anyio.fail_after(self.upstream.timeouts.first_byte):
-                response = await self._client.send(request, stream=True, follow_redirects=False)
-        except TimeoutError:
-            raise RelayError(f"{failed} (no response in time)") from None
-        except httpx.HTTPError as err:
-            raise RelayError(f"{failed} ({type(err).__name__})") from None
-        try:
-            if response.status_code != 200:
-                raise RelayError(f"{failed} (HTTP {response.status_code})")
-            async for chunk in self.upstream.iter_capped(response):
-                await anyio.to_thread.run_sync(staged.write, chunk)
-        except (httpx.TransportError, httpx.StreamError) as err:
-            raise RelayError(f"{failed} ({type(err).__name__})") from None
-        finally:
-            await response.aclose()
-
     def _error(self, value: object) -> RelayError:
         error = _obj(value) or {"message": str(value)}
         message = clean_message(str(error.get("message") or "unknown error"), self.upstream.secrets)
@@ -217,35 +188,6 @@ class OpenRouterRelay:
         if not isinstance(text, str) or not text.strip():
             return ""
         return f"; the model said: {clean_message(text, self.upstream.secrets)}"
-
-
-def _fetchable(url: str) -> bool:
-    """https only, no credentials in the URL, and not a loopback, private, link-local or
-    reserved address literal. (A public name that resolves to a private address is not
-    caught here: the client's network egress policy is the place for that.)"""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    host = parsed.host.lower().rstrip(".")
-    if parsed.scheme != "https" or not host or parsed.userinfo:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return True
-    return address.is_global
-
-
-def _default_client(config: OpenRouterRelayConfig) -> httpx.AsyncClient:
-    """The client `upstream_for` would make, built here so image links can use it too."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-        follow_redirects=False,
-    )
 
 
 def _data(image: InputImage) -> ImageData:
