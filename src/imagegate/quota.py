@@ -13,10 +13,7 @@ Reservations carry a lease, so a crashed process can't hold a slot forever.
 """
 
 import sqlite3
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.auth.identity import Identity
-from imagegate.errors import QuotaExceeded, StorageError
+from imagegate.errors import QuotaExceeded
+from imagegate.store.database import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_daily (
@@ -133,38 +131,18 @@ class QuotaStore:
     reservation check-and-record atomic even across processes sharing the file."""
 
     def __init__(self, path: Path, lease_seconds: float = 3600.0) -> None:
-        self._lock = threading.Lock()
         self._lease = lease_seconds
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as err:
-            raise StorageError(f"cannot open the quota database {path}: {err}") from None
+        self._db = Database(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        self._db.close()
 
     def reserve(
         self, subject: str, limits: Limits, images: int, spend: float, now: float
     ) -> Reservation:
         """Check every limit and hold `images` and `spend` for this call, or raise
         QuotaExceeded naming the limit, the usage and when it resets."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
             usage = self._usage(db, subject, now)
             self._check(subject, limits, usage, images, spend, now, db)
@@ -233,7 +211,7 @@ class QuotaStore:
 
     def commit(self, reservation: Reservation, images: int, spend: float, now: float) -> None:
         """Record what the call really made; the reservation ends."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
             db.execute(
                 "INSERT INTO usage_daily (subject, day, images, spend, calls) VALUES (?,?,?,?,1) "
@@ -244,12 +222,12 @@ class QuotaStore:
 
     def release(self, reservation: Reservation) -> None:
         """The call failed or was declined: it consumes nothing."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
 
     def usage(self, subject: str, now: float) -> Usage:
-        with self._lock:
-            return self._usage(self._db, subject, now)
+        with self._db.reading() as db:
+            return self._usage(db, subject, now)
 
     def _usage(self, db: sqlite3.Connection, subject: str, now: float) -> Usage:
         today = day_of(now)
@@ -279,7 +257,7 @@ class QuotaStore:
 
     def reset(self, subject: str, now: float) -> None:
         """Admin: forget today's and this month's usage of `subject` (not running calls)."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "DELETE FROM usage_daily WHERE subject = ? AND day LIKE ?",
                 (subject, day_of(now)[:7] + "-%"),

@@ -36,7 +36,7 @@ from imagegate.quota import QuotaStore
 from imagegate.relays.registry import build_relays
 from imagegate.routes import Routes
 from imagegate.service import ImageService
-from imagegate.store.assets import AssetStore
+from imagegate.store.assets import DATABASE_FILE, AssetStore
 from imagegate.store.links import LinkSigner
 
 log = logging.getLogger("imagegate")
@@ -140,7 +140,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         input_root=settings.input_root,
         local=not http,
     )
-    quotas = QuotaStore(settings.state_dir / "imagegate.sqlite3")
+    quotas = QuotaStore(settings.state_dir / DATABASE_FILE)
     service = ImageService(settings, store, relays, signer, clock, inputs, quotas)
 
     mcp: FastMCP[Any] = FastMCP(

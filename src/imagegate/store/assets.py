@@ -9,9 +9,6 @@ import base64
 import binascii
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,9 @@ from imagegate.errors import InvalidRequest, NotFound, StorageError
 from imagegate.ids import AssetId, Subject, is_asset_id, new_asset_id
 from imagegate.images import ImageFormat, ImageInfo
 from imagegate.store.blobs import BlobStore, StagedBlob
+from imagegate.store.database import Database
+
+DATABASE_FILE = "imagegate.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -82,32 +82,10 @@ class AssetStore:
     def __init__(self, state_dir: Path, max_bytes: int) -> None:
         self.blobs = BlobStore(state_dir, max_bytes)
         self.blobs.sweep_stale_temp()
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(
-                state_dir / "imagegate.sqlite3", check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as err:
-            raise StorageError(f"cannot open the asset database in {state_dir}: {err}") from None
+        self._db = Database(state_dir / DATABASE_FILE, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        self._db.close()
 
     def add(
         self, owner: Subject, staged: StagedBlob, info: ImageInfo, meta: AssetMeta, now: float
@@ -130,7 +108,7 @@ class AssetStore:
         try:
             # Under the transaction lock, so a concurrent delete of the last asset
             # with the same content can't unlink the blob between rename and insert.
-            with self._transaction() as db:
+            with self._db.transaction() as db:
                 self.blobs.commit(staged, info.format.extension)
                 db.execute(
                     "INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -159,8 +137,8 @@ class AssetStore:
         if owner is not None:
             query += " AND owner = ?"
             args += (owner,)
-        with self._lock:
-            row = self._db.execute(query, args).fetchone()
+        rows = self._db.read(query, args)
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"image not found: {asset_id}")
         return _asset_from_row(row)
@@ -178,8 +156,7 @@ class AssetStore:
             args += [created_us, created_us, last_id]
         query += " ORDER BY created_us DESC, id DESC LIMIT ?"
         args.append(limit + 1)
-        with self._lock:
-            rows = self._db.execute(query, args).fetchall()
+        rows = self._db.read(query, args)
         assets = [_asset_from_row(row) for row in rows[:limit]]
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return Page(assets, next_cursor)
@@ -187,7 +164,7 @@ class AssetStore:
     def delete(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """Forget the asset; remove its blob when no other asset has the same bytes."""
         asset = self.get(owner, asset_id)
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM assets WHERE id = ?", (asset.id,))
             (remaining,) = db.execute(
                 "SELECT COUNT(*) FROM assets WHERE sha256 = ?", (asset.sha256,)
@@ -202,8 +179,7 @@ class AssetStore:
     def ready(self) -> bool:
         """True when the database answers and the blob directories are writable."""
         try:
-            with self._lock:
-                self._db.execute("SELECT 1 FROM assets LIMIT 1").fetchall()
+            self._db.read("SELECT 1 FROM assets LIMIT 1")
         except sqlite3.Error:
             return False
         return self.blobs.writable()
