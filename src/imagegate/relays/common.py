@@ -2,10 +2,11 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import httpx
 
-from imagegate.config import HttpRelayConfig, read_secret_env
+from imagegate.config import HttpRelayConfig, PriceTable, read_secret_env
 from imagegate.errors import ConfigError, RelayError
 from imagegate.images import ImageFormat
 from imagegate.relays.base import RelayDefaults, RelayImage, Size, discard_all
@@ -24,17 +25,41 @@ def relay_defaults(config: HttpRelayConfig, size: Size = DEFAULT_SIZE) -> RelayD
     )
 
 
-def api_key(name: str, config: HttpRelayConfig, required: bool = True) -> str | None:
+ConfigT = TypeVar("ConfigT", bound=HttpRelayConfig)
+
+
+class ConfiguredRelay(Generic[ConfigT]):
+    """What every upstream adapter takes from its config in the same way."""
+
+    def __init__(self, name: str, config: ConfigT, description: str) -> None:
+        self.name = name
+        self.description = config.description or description
+        self.paid = config.paid
+        self.model: str | None = config.model
+        self.price: PriceTable | None = config.price
+        self.defaults = relay_defaults(config)
+        self._config = config
+
+    def render_prompt(self, prompt: str) -> str:
+        return self._config.render_prompt(prompt)
+
+
+def required_api_key(name: str, config: HttpRelayConfig) -> str:
     """The relay's key from the environment variable its config names; fail at start."""
     if config.api_key_env is None:
-        if required:
-            raise ConfigError(f"relays.{name}.api_key_env: this relay kind needs an API key")
-        return None
-    value = read_secret_env(config.api_key_env)
-    if value is None and required:
-        raise ConfigError(
-            f"relays.{name}.api_key_env: environment variable {config.api_key_env} is not set"
-        )
+        raise ConfigError(f"relays.{name}.api_key_env: this relay kind needs an API key")
+    return _env_key(name, config.api_key_env)
+
+
+def optional_api_key(name: str, config: HttpRelayConfig) -> str | None:
+    """The key when the config names one (it must then be set), else None."""
+    return None if config.api_key_env is None else _env_key(name, config.api_key_env)
+
+
+def _env_key(name: str, variable: str) -> str:
+    value = read_secret_env(variable)
+    if value is None:
+        raise ConfigError(f"relays.{name}.api_key_env: environment variable {variable} is not set")
     return value
 
 

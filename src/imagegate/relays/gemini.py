@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from imagegate.config import GeminiRelayConfig, PriceTable
+from imagegate.config import GeminiRelayConfig
 from imagegate.errors import ConfigError, ContentRefused, InvalidRequest, RelayError
 from imagegate.images import ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
@@ -35,7 +35,12 @@ from imagegate.relays.base import (
     StageFn,
 )
 from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import api_key, discarded_on_failure, relay_defaults, upstream_for
+from imagegate.relays.common import (
+    ConfiguredRelay,
+    discarded_on_failure,
+    required_api_key,
+    upstream_for,
+)
 from imagegate.relays.http import Upstream, clean_message
 
 MAX_N = 4
@@ -66,7 +71,7 @@ _BLOCKS = {
 }
 
 
-class GeminiRelay:
+class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
     kind = "gemini"
 
     def __init__(
@@ -81,13 +86,8 @@ class GeminiRelay:
                 f"relays.{name}.model: needs a Gemini model name like gemini-2.5-flash-image, "
                 f"got {config.model!r}"
             )
-        self.name = name
-        self.description = config.description or f"Google Gemini image generation ({model})"
-        self.paid = config.paid
-        self.model: str | None = model
-        self.price: PriceTable | None = config.price
-        self.defaults = relay_defaults(config)
-        self._config = config
+        super().__init__(name, config, f"Google Gemini image generation ({model})")
+        self.model = model
         self._path = f"models/{model}:generateContent"
         self.capabilities = Capabilities(
             output_formats=(ImageFormat.PNG,),
@@ -97,14 +97,10 @@ class GeminiRelay:
             edit=True,
             max_inputs=3,
         )
-        key = api_key(name, config)
-        assert key is not None
+        key = required_api_key(name, config)
         self.upstream: Upstream = upstream_for(
             name, config, {"x-goog-api-key": key}, (key,), client
         )
-
-    def render_prompt(self, prompt: str) -> str:
-        return self._config.render_prompt(prompt)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": request.prompt}]

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from imagegate.config import OpenAIImagesRelayConfig, PriceTable
+from imagegate.config import OpenAIImagesRelayConfig
 from imagegate.errors import ContentRefused, RelayError
 from imagegate.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
@@ -37,10 +37,10 @@ from imagegate.relays.base import (
     StageFn,
 )
 from imagegate.relays.common import (
-    api_key,
+    ConfiguredRelay,
     discarded_on_failure,
     http_client,
-    relay_defaults,
+    required_api_key,
     upstream_for,
 )
 from imagegate.relays.http import Upstream, clean_message
@@ -58,7 +58,7 @@ _PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.parti
 _COMPLETED_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
 
 
-class OpenAIImagesRelay:
+class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
     kind = "openai-images"
 
     def __init__(
@@ -67,13 +67,7 @@ class OpenAIImagesRelay:
         config: OpenAIImagesRelayConfig,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self.description = config.description or "OpenAI Images API (generations and edits)"
-        self.paid = config.paid
-        self.model: str | None = config.model
-        self.price: PriceTable | None = config.price
-        self.defaults = relay_defaults(config)
-        self._config = config
+        super().__init__(name, config, "OpenAI Images API (generations and edits)")
         self._compat = config.request_policy == "compat"
         self.capabilities = Capabilities(
             output_formats=OUTPUT_FORMATS,
@@ -92,17 +86,13 @@ class OpenAIImagesRelay:
             mask=True,
             input_fidelity=True,
         )
-        key = api_key(name, config)
-        assert key is not None
+        key = required_api_key(name, config)
         client = client or http_client(config)
         self.upstream: Upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
         # Image URLs are fetched with the same pool but never with the key.
         self._links = ImageLinks(name, client, self.upstream, config.base_url)
-
-    def render_prompt(self, prompt: str) -> str:
-        return self._config.render_prompt(prompt)
 
     def fields(self, request: ImageRequest) -> dict[str, Any]:
         """The request's fields, shared by the JSON body and the edit form."""

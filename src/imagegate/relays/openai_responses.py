@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import httpx
 
-from imagegate.config import OpenAIResponsesRelayConfig, PriceTable
+from imagegate.config import OpenAIResponsesRelayConfig
 from imagegate.errors import ContentRefused, RelayError
 from imagegate.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
@@ -33,14 +33,14 @@ from imagegate.relays.base import (
     discard_all,
 )
 from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.common import ConfiguredRelay, required_api_key, upstream_for
 from imagegate.relays.http import Upstream, clean_message
 from imagegate.relays.sse import SSEParser
 
 OPENAI_SIZES = (Size(1024, 1024), Size(1024, 1536), Size(1536, 1024))
 
 
-class OpenAIResponsesRelay:
+class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
     kind = "openai-responses"
 
     def __init__(
@@ -49,13 +49,7 @@ class OpenAIResponsesRelay:
         config: OpenAIResponsesRelayConfig,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self.description = config.description or "OpenAI Responses API (image_generation tool)"
-        self.paid = config.paid
-        self.model: str | None = config.model
-        self.price: PriceTable | None = config.price
-        self.defaults = relay_defaults(config)
-        self._config = config
+        super().__init__(name, config, "OpenAI Responses API (image_generation tool)")
         compat = config.request_policy == "compat"
         self.capabilities = Capabilities(
             output_formats=OUTPUT_FORMATS,
@@ -74,14 +68,10 @@ class OpenAIResponsesRelay:
             mask=True,
             input_fidelity=True,
         )
-        key = api_key(name, config)
-        assert key is not None
+        key = required_api_key(name, config)
         self.upstream: Upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
-
-    def render_prompt(self, prompt: str) -> str:
-        return self._config.render_prompt(prompt)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         tool: dict[str, Any] = {

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import httpx
 
-from imagegate.config import OpenRouterRelayConfig, PriceTable
+from imagegate.config import OpenRouterRelayConfig
 from imagegate.errors import ConfigError, ContentRefused, RelayError
 from imagegate.images import ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
@@ -38,10 +38,10 @@ from imagegate.relays.base import (
 )
 from imagegate.relays.body import ImageData, json_body
 from imagegate.relays.common import (
-    api_key,
+    ConfiguredRelay,
     discarded_on_failure,
     http_client,
-    relay_defaults,
+    required_api_key,
     upstream_for,
 )
 from imagegate.relays.http import Upstream, clean_message
@@ -54,7 +54,7 @@ _REFUSED_NATIVE = frozenset(
 )
 
 
-class OpenRouterRelay:
+class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
     kind = "openrouter"
 
     def __init__(
@@ -68,13 +68,7 @@ class OpenRouterRelay:
                 f"relays.{name}.model: needs an OpenRouter model id like "
                 "google/gemini-2.5-flash-image"
             )
-        self.name = name
-        self.description = config.description or f"OpenRouter image generation ({config.model})"
-        self.paid = config.paid
-        self.model: str | None = config.model
-        self.price: PriceTable | None = config.price
-        self.defaults = relay_defaults(config)
-        self._config = config
+        super().__init__(name, config, f"OpenRouter image generation ({config.model})")
         self.capabilities = Capabilities(
             output_formats=(ImageFormat.PNG,),
             max_n=MAX_N,
@@ -83,17 +77,13 @@ class OpenRouterRelay:
             edit=True,
             max_inputs=3,
         )
-        key = api_key(name, config)
-        assert key is not None
+        key = required_api_key(name, config)
         client = client or http_client(config)
         self.upstream: Upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
         # Image links are fetched with the same pool but never with the key.
         self._links = ImageLinks(name, client, self.upstream, config.base_url)
-
-    def render_prompt(self, prompt: str) -> str:
-        return self._config.render_prompt(prompt)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]

@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 import anyio
 import httpx
 
-from imagegate.config import PriceTable, SDWebUIRelayConfig, read_secret_env
+from imagegate.config import SDWebUIRelayConfig, read_secret_env
 from imagegate.errors import ConfigError, InvalidRequest, RelayError
 from imagegate.images import ImageFormat
 from imagegate.relays.b64 import decode_upstream_image
@@ -37,7 +37,7 @@ from imagegate.relays.base import (
     discard_all,
 )
 from imagegate.relays.body import ImageData, JsonBody, json_body
-from imagegate.relays.common import api_key, relay_defaults, upstream_for
+from imagegate.relays.common import ConfiguredRelay, optional_api_key, upstream_for
 from imagegate.relays.http import Upstream
 
 log = logging.getLogger("imagegate.relays")
@@ -51,7 +51,7 @@ _RECORDED = ("steps", "cfg_scale", "sampler_name")
 """Settings from `info` recorded with each image besides its seed (never model paths)."""
 
 
-class SDWebUIRelay:
+class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
     kind = "sd-webui"
 
     def __init__(
@@ -60,13 +60,7 @@ class SDWebUIRelay:
         config: SDWebUIRelayConfig,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self.description = config.description or "Stable Diffusion WebUI (A1111 / Forge)"
-        self.paid = config.paid
-        self.model: str | None = config.model
-        self.price: PriceTable | None = config.price
-        self.defaults = relay_defaults(config)
-        self._config = config
+        super().__init__(name, config, "Stable Diffusion WebUI (A1111 / Forge)")
         compat = config.request_policy == "compat"
         self.capabilities = Capabilities(
             output_formats=(ImageFormat.PNG,),
@@ -89,9 +83,6 @@ class SDWebUIRelay:
         self.upstream: Upstream = upstream_for(name, patient, headers, secrets, client)
         self._backend = anyio.Lock()
         self._poll_timeout = max(5.0, 2 * config.progress_interval)
-
-    def render_prompt(self, prompt: str) -> str:
-        return self._config.render_prompt(prompt)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         """The txt2img or img2img body; image files stand in as ImageData (streamed).
@@ -335,7 +326,7 @@ def _auth(name: str, config: SDWebUIRelayConfig) -> tuple[dict[str, str], tuple[
     if user is not None and config.api_key_env is not None:
         raise ConfigError(f"{prefix}: use HTTP Basic auth or api_key_env, not both")
     if user is None or password_env is None:
-        key = api_key(name, config, required=config.api_key_env is not None)
+        key = optional_api_key(name, config)
         return ({"authorization": f"Bearer {key}"}, (key,)) if key else ({}, ())
     if ":" in user:
         raise ConfigError(f"{prefix}.basic_auth_user: must not contain ':'")
