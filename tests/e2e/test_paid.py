@@ -294,6 +294,56 @@ async def test_modern_confirmation_survives_a_restart_and_works_on_a_replica(
     assert len(upstream.calls(PATH)) == 1
 
 
+async def test_a_sealed_question_of_one_subject_is_useless_to_another(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_PAID_KEY", KEY)
+    alice, mallory = "alice-token-0123456789abcdef", "mallory-token-0123456789abcde"
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        f'[[tokens]]\nsubject = "alice"\nsha256 = "{hashlib.sha256(alice.encode()).hexdigest()}"\n'
+        f'[[tokens]]\nsubject = "mallory"\n'
+        f'sha256 = "{hashlib.sha256(mallory.encode()).hexdigest()}"\n'
+    )
+    tokens.chmod(0o600)
+    arguments = {"prompt": "alice's picture"}
+    async with running_server(
+        tmp_path / "state",
+        relays=relays(upstream),
+        default_relay="paid",
+        tokens_file=tokens,
+        acl_open=True,
+    ) as server:
+        async with server.client(alice, elicitation_handler=Answers(True)) as c:
+            asked = await c.session.call_tool(
+                "generate_image", arguments, allow_input_required=True
+            )
+        assert isinstance(asked, mcp_types.InputRequiredResult)
+        (answer_key,) = asked.input_requests or {}
+        yes = {answer_key: mcp_types.ElicitResult(action="accept", content={"value": True})}
+        async with server.client(mallory, elicitation_handler=Answers(True)) as c:
+            with pytest.raises(Exception, match="Invalid or expired requestState"):
+                await c.session.call_tool(
+                    "generate_image",
+                    arguments,
+                    input_responses=yes,
+                    request_state=asked.request_state,
+                    allow_input_required=True,
+                )
+        assert upstream.requests == []
+        # The same state in alice's own hands is a yes: the refusal above was the subject.
+        async with server.client(alice, elicitation_handler=Answers(True)) as c:
+            done = await c.session.call_tool(
+                "generate_image",
+                arguments,
+                input_responses=yes,
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+        assert isinstance(done, mcp_types.CallToolResult)
+        assert len(upstream.calls(PATH)) == 1
+
+
 async def test_an_answer_without_state_is_not_a_yes(
     server: RunningServer, upstream: FakeUpstream
 ) -> None:
