@@ -1,6 +1,5 @@
 """Decode base64 into a staged blob in slices: never a second full copy of the image."""
 
-import base64
 import binascii
 import re
 
@@ -40,6 +39,8 @@ def decode_into(staged: StagedBlob, encoded: str) -> None:
         raise Base64Error("truncated")
     try:
         for start in range(0, len(text), _SLICE_CHARS):
-            staged.write(base64.b64decode(text[start : start + _SLICE_CHARS], validate=True))
+            # strict_mode validates in C; base64.b64decode(validate=True) runs a regex
+            # over every slice first, which costs more than the decoding itself.
+            staged.write(binascii.a2b_base64(text[start : start + _SLICE_CHARS], strict_mode=True))
     except (binascii.Error, ValueError):
         raise Base64Error("invalid characters") from None
