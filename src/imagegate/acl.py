@@ -139,6 +139,11 @@ class Caller:
     def is_admin(self) -> bool:
         return grants(self.scopes, ADMIN)
 
+    def may_link(self, owner: str) -> bool:
+        """A link to one's own image is how one fetches it; a link to another owner's
+        image (an admin's reach) shares it, which needs images:share."""
+        return owner == self.subject or grants(self.scopes, TOOL_SCOPES["create_download_link"])
+
 
 class AccessPolicy:
     """Turns identities into callers. stdio's local user has every scope."""

@@ -91,7 +91,8 @@ def image_content(
             f"- {record.asset_id}: {record.width}x{record.height} {record.mime_type}, "
             f"{record.bytes} bytes, relay {record.relay}{expiry}"
         )
-        lines.append(f"  {markdown_image(record)}")
+        if record.url is not None:
+            lines.append(f"  {markdown_image(record)}")
     blocks: list[TextContent | ResourceLink | ImageContent] = [
         TextContent(type="text", text="\n".join(lines))
     ]

@@ -317,7 +317,13 @@ async def list_images(
 async def get_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     """Metadata of one of your images with a fresh download link."""
     service = service_of(ctx)
-    asset = service.get(reach(caller_of(ctx)), parse_asset_id(asset_id))
+    caller = caller_of(ctx)
+    asset = service.get(reach(caller), parse_asset_id(asset_id))
+    if not caller.may_link(asset.owner):
+        result = ImagesResult(images=[image_record(asset, None)])
+        return _images_result(
+            result, f"Image {asset.id} of {asset.owner} (no link: needs scope images:share):"
+        )
     result = ImagesResult(images=[image_record(asset, service.publish(asset))])
     return _images_result(result, f"Image {asset.id}:")
 

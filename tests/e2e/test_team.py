@@ -22,6 +22,7 @@ from tests.e2e.idp import AUDIENCE, Provider, oidc_provider
 BOT_TOKEN = "ci-bot-token-0123456789abcdefghijkl"
 READER_TOKEN = "reader-token-0123456789abcdefghijkl"
 EXPIRED_TOKEN = "expired-token-0123456789abcdefghijk"
+AUDITOR_TOKEN = "auditor-token-0123456789abcdefghijk"
 
 ACL = """
 [subjects."token:ci-bot"]
@@ -29,6 +30,9 @@ scopes = ["images:generate", "images:read", "relay:placeholder"]
 
 [subjects."token:reader"]
 scopes = ["images:read"]
+
+[subjects."token:auditor"]
+scopes = ["admin", "images:read"]
 
 [groups.designers]
 scopes = ["images:generate", "images:read", "images:share", "images:delete", "relay:*"]
@@ -47,6 +51,7 @@ def tokens_file_text(*, include_bot: bool = True) -> str:
     if include_bot:
         entries.append(f'[[tokens]]\nsubject = "ci-bot"\nsha256 = "{sha(BOT_TOKEN)}"\n')
     entries.append(f'[[tokens]]\nsubject = "reader"\nsha256 = "{sha(READER_TOKEN)}"\n')
+    entries.append(f'[[tokens]]\nsubject = "auditor"\nsha256 = "{sha(AUDITOR_TOKEN)}"\n')
     entries.append(
         f'[[tokens]]\nsubject = "old"\nsha256 = "{sha(EXPIRED_TOKEN)}"\n'
         "expires = 2020-01-01T00:00:00Z\n"
@@ -198,6 +203,30 @@ async def test_admin_reaches_every_tenant(team: RunningServer, provider: Provide
         assert got["images"][0]["asset_id"] == made["asset_id"]
         await admin.call_tool("delete_image", {"asset_id": made["asset_id"]})
     assert (await http_get(made["url"])).status_code == 404
+
+
+async def test_an_admin_without_share_sees_others_images_but_gets_no_link(
+    team: RunningServer, provider: Provider
+) -> None:
+    made = await generate(team, provider.token("alice"))
+    async with team.client(AUDITOR_TOKEN) as auditor:
+        got = await auditor.call_tool("get_image", {"asset_id": made["asset_id"]})
+        with pytest.raises(ToolError, match="forbidden: needs scope images:share"):
+            await auditor.call_tool("create_download_link", {"asset_id": made["asset_id"]})
+    assert got.structured_content is not None
+    (image,) = got.structured_content["images"]
+    assert image["asset_id"] == made["asset_id"]
+    assert image["url"] is None
+    assert image["expires_at"] is None
+    assert "needs scope images:share" in got.content[0].text
+    assert not [block for block in got.content if block.type == "resource_link"]
+    # An owner without images:share (the bot) still gets a link to its own image:
+    # that link is how it fetches what it made.
+    own = await generate(team, BOT_TOKEN)
+    async with team.client(BOT_TOKEN) as bot:
+        mine = await bot.call_tool("get_image", {"asset_id": own["asset_id"]})
+    assert mine.structured_content is not None
+    assert (await http_get(mine.structured_content["images"][0]["url"])).status_code == 200
 
 
 async def test_audit_log_has_one_line_per_call_and_no_secrets(
