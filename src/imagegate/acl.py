@@ -142,7 +142,7 @@ class Caller:
     def may_link(self, owner: str) -> bool:
         """A link to one's own image is how one fetches it; a link to another owner's
         image (an admin's reach) shares it, which needs images:share."""
-        return owner == self.subject or grants(self.scopes, TOOL_SCOPES["create_download_link"])
+        return owner == self.subject or grants(self.scopes, "images:share")
 
 
 class AccessPolicy:

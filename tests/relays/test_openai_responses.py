@@ -189,3 +189,19 @@ async def test_failures_leave_nothing(
 async def test_compression_is_not_sent_for_png(relay: OpenAIResponsesRelay, tmp_path: Path) -> None:
     _, _, route = await run(relay, tmp_path, sse(done(png())), request(compression=80))
     assert "output_compression" not in json.loads(route.calls[0].request.content)["tools"][0]
+
+
+async def test_an_error_event_that_echoes_the_key_does_not_pass_it_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A gateway key matches none of the well-known key shapes: only the relay's own
+    # secrets list can catch it.
+    key = "gw-live-ABCDEF0123456789xyz"
+    monkeypatch.setenv("GATEWAY_KEY", key)
+    config = OpenAIResponsesRelayConfig(
+        kind="openai-responses", base_url="https://api.test/v1", api_key_env="GATEWAY_KEY"
+    )
+    body = sse({"type": "error", "message": f"invalid api key {key} for project"})
+    with pytest.raises(RelayError, match="invalid api key") as failure:
+        await run(OpenAIResponsesRelay("gw", config), tmp_path, body)
+    assert key not in str(failure.value)

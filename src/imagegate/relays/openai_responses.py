@@ -114,7 +114,9 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
     ) -> list[RelayImage]:
         started = time.monotonic()
         body = json_body(self.request_body(request))
-        stream = _ResponseStream(self.name, request.partial_images, progress, started)
+        stream = _ResponseStream(
+            self.name, request.partial_images, progress, started, self.upstream.secrets
+        )
         try:
             with anyio.fail_after(self.upstream.timeouts.total):
                 async with self.upstream.stream("POST", "responses", body) as response:
@@ -141,8 +143,16 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
 class _ResponseStream:
     """State of one Responses stream: progress, the last partial, the final image."""
 
-    def __init__(self, relay: str, partials: int, progress: ProgressFn, started: float) -> None:
+    def __init__(
+        self,
+        relay: str,
+        partials: int,
+        progress: ProgressFn,
+        started: float,
+        secrets: tuple[str, ...],
+    ) -> None:
         self._relay = relay
+        self._secrets = secrets
         self._partials_wanted = partials
         self._progress = progress
         self._started = started
@@ -209,7 +219,7 @@ class _ResponseStream:
     def _fail(self, error: Any) -> None:
         error = error if isinstance(error, dict) else {"message": str(error)}
         code = str(error.get("code") or "")
-        message = clean_message(str(error.get("message") or code or "unknown error"), ())
+        message = clean_message(str(error.get("message") or code or "unknown error"), self._secrets)
         if "moderation" in code or code == "content_policy_violation":
             raise ContentRefused(f"relay {self._relay!r} refused the prompt or image: {message}")
         raise RelayError(f"relay {self._relay!r} failed: {message}")
