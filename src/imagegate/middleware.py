@@ -60,7 +60,8 @@ class AclMiddleware(Middleware):
         relay = requested_relay(name, context.message.arguments or {}, self._default_relay)
         decision = decide(caller.scopes, name, relay)
         if not decision.allowed:
-            log.warning("denied %s to %s: needs %s", name, caller.subject, decision.missing)
+            # %r: the tool and relay names come from the client and may hold newlines.
+            log.warning("denied %r to %s: needs %r", name, caller.subject, decision.missing)
             raise Forbidden(decision.message)
         return await call_next(context)
 

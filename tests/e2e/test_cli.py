@@ -15,8 +15,11 @@ from fastmcp.client.transports import StdioTransport
 from fastmcp.exceptions import ToolError
 from mcp_types import ResourceLink
 from PIL import Image
+from starlette.requests import Request
+from starlette.responses import Response
 
 from tests.e2e.processes import clean_env, run, serving
+from tests.fakes.upstream import json_reply, png_bytes, running_upstream
 
 
 async def test_serve_over_http_end_to_end(tmp_path: Path) -> None:
@@ -86,6 +89,41 @@ async def test_debug_logs_hold_no_token(tmp_path: Path) -> None:
     assert url.split("sig=")[1] not in logs
     key = (state / "link-signing.key").read_text().strip()
     assert key not in logs
+
+
+async def test_logs_hold_no_signed_image_url_an_upstream_returned(tmp_path: Path) -> None:
+    signature = "X-Amz-Signature=0123456789abcdefSECRET"
+
+    async def stored_image(request: Request, body: bytes) -> Response:
+        return Response(png_bytes(), media_type="image/png")
+
+    async with running_upstream() as fake:
+        image_url = f"{fake.base_url}/bucket/image.png?{signature}"
+        fake.defaults["/v1/images/generations"] = json_reply({"data": [{"url": image_url}]})
+        fake.defaults["/bucket/image.png"] = stored_image
+        config = tmp_path / "imagegate.toml"
+        config.write_text(
+            'default_relay = "images"\n[relays.images]\nkind = "openai-images"\n'
+            f'base_url = "{fake.base_url}/v1"\napi_key_env = "LOG_TEST_KEY"\npaid = false\n'
+        )
+        state = tmp_path / "state"
+        with serving(
+            state,
+            IMAGEGATE_CONFIG=str(config),
+            IMAGEGATE_LOG_LEVEL="debug",
+            LOG_TEST_KEY="sk-log-test-0123456789",
+        ) as (base_url, process):
+            token = (state / "bearer-token").read_text().strip()
+            async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
+                result = await client.call_tool("generate_image", {"prompt": "from a bucket"})
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+            logs = process.stderr.read() if process.stderr else ""
+    assert result.structured_content is not None
+    assert [r.path for r in fake.requests] == ["/v1/images/generations", "/bucket/image.png"]
+    assert "DEBUG" in logs
+    assert "SECRET" not in logs
+    assert "sk-log-test-0123456789" not in logs
 
 
 def test_serve_reports_a_busy_port(tmp_path: Path) -> None:

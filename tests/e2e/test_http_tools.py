@@ -195,8 +195,9 @@ def _other_last_digit(match: re.Match[str]) -> str:
         lambda url: re.sub(r"img_([0-9a-f]{23})([0-9a-f])", _other_last_digit, url),
         lambda url: url.split("&sig=")[0],
         lambda url: url.split("?")[0],
+        lambda url: re.sub(r"exp=[0-9]+", "exp=%C2%B2", url),
     ],
-    ids=["expiry", "signature", "asset-id", "no-signature", "no-query"],
+    ids=["expiry", "signature", "asset-id", "no-signature", "no-query", "unicode-digit"],
 )
 async def test_tampered_link_is_403(server: RunningServer, tamper: Any) -> None:
     (image,) = (await generate(server, prompt="tamper", size="64x64"))["images"]

@@ -137,6 +137,18 @@ async def test_tools_list_shows_only_what_the_caller_may_call(
     assert nobody == {"list_relays", "server_info", "get_usage"}
 
 
+async def test_a_denied_name_cannot_forge_log_lines(
+    team: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = "x\nWARNING imagegate.access: denied delete_image to token:admin"
+    async with team.client(BOT_TOKEN) as client:
+        with pytest.raises(ToolError, match="forbidden"):
+            await client.call_tool("generate_image", {"prompt": "x", "relay": forged})
+    denials = [r.getMessage() for r in caplog.records if r.getMessage().startswith("denied")]
+    assert len(denials) == 1
+    assert "\n" not in denials[0]
+
+
 async def test_denials_name_the_missing_scope_and_are_audited(team: RunningServer) -> None:
     async with team.client(READER_TOKEN) as client:
         with pytest.raises(ToolError, match=r"^forbidden: needs scope images:generate$"):

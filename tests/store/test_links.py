@@ -31,6 +31,8 @@ def test_sign_then_check() -> None:
         (ASSET, "-1", ""),
         (ASSET, "1e3", ""),
         (ASSET, "", ""),
+        (ASSET, "\u00b2", ""),  # a digit to isdigit(), not to int()
+        (ASSET, "\u0661\u0660\u0660\u0660", ""),  # 1000 in Arabic-Indic digits
     ],
 )
 def test_any_change_is_a_bad_signature(asset_id: str, exp: str, sig_suffix: str) -> None:

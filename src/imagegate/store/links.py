@@ -49,7 +49,8 @@ class LinkSigner:
 
     def check(self, asset_id: str, exp: str, sig: str, now: float) -> LinkCheck:
         """Signature first (a tampered expiry is a forgery, not an expiry), then time."""
-        if not exp.isdigit() or len(exp) > 12:
+        # isdigit() alone accepts '²' and other digits that int() refuses.
+        if not (exp.isascii() and exp.isdigit()) or len(exp) > 12:
             return LinkCheck.BAD_SIGNATURE
         expected = self._signature(asset_id, int(exp))
         if not hmac.compare_digest(expected.encode(), sig.encode()):
