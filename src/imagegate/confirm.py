@@ -8,8 +8,9 @@ quality and the estimated cost from the relay's price table, or says the cost is
 unknown. A batch or multi-image call asks once, for its total.
 """
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from imagegate.acl import Caller
 from imagegate.relays.base import ImageRequest, Relay
@@ -80,3 +81,20 @@ def paid_call(relay: Relay, request: ImageRequest, images: int) -> PaidCall:
         estimate=estimate_cost(relay, request, images),
         currency=relay.price.currency if relay.price else "USD",
     )
+
+
+def batch_total(calls: Sequence[PaidCall]) -> PaidCall:
+    """One question for a whole batch: its images and costs added up. An edit's size
+    defaults to its input's, so items may differ: then every size is named with its
+    count, and one item without a price makes the total unknown."""
+    sizes: Counter[str] = Counter()
+    for call in calls:
+        sizes[call.size] += call.images
+    size = (
+        calls[0].size
+        if len(sizes) == 1
+        else ", ".join(f"{size} (x{count})" for size, count in sizes.items())
+    )
+    estimates = [call.estimate for call in calls if call.estimate is not None]
+    total = round(sum(estimates), 6) if len(estimates) == len(calls) else None
+    return replace(calls[0], images=sum(call.images for call in calls), size=size, estimate=total)

@@ -12,7 +12,6 @@ can grant `paid:auto`; it is never taken as a yes.
 """
 
 import json
-from dataclasses import replace
 
 import mcp_types
 from fastmcp import Context
@@ -134,19 +133,15 @@ def _client_can_elicit(ctx: Context) -> bool:
     return _modern(ctx) or bool(ctx.session.can_send_request)
 
 
-def ask_once(confirm: ConfirmFn, calls: int) -> ConfirmFn:
-    """For a batch: the first call asks for the total of all `calls`, the rest don't."""
+def ask_once(confirm: ConfirmFn, total: PaidCall) -> ConfirmFn:
+    """For a batch: the first item asks about `total` (every item, priced one by one
+    before any is made); the items after it don't ask again."""
     asked = False
 
     async def once(call: PaidCall, ask: bool) -> None:
         nonlocal asked
         if asked:
             return
-        total = replace(
-            call,
-            images=call.images * calls,
-            estimate=None if call.estimate is None else round(call.estimate * calls, 6),
-        )
         await confirm(total, ask)
         asked = True
 

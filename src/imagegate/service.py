@@ -10,7 +10,7 @@ from imagegate.acl import Caller
 from imagegate.auth.identity import Identity
 from imagegate.clock import Clock
 from imagegate.config import Settings
-from imagegate.confirm import ConfirmFn, needs_confirmation, paid_call
+from imagegate.confirm import ConfirmFn, PaidCall, needs_confirmation, paid_call
 from imagegate.errors import InvalidRequest
 from imagegate.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.ids import AssetId, Subject
@@ -121,6 +121,14 @@ class ImageService:
             self._clock.now(),
         )
         return assets
+
+    def quote(self, args: GenerateArgs, images: tuple[InputImage, ...] = ()) -> PaidCall | None:
+        """What a call would ask to confirm, without any effect; None for a free relay."""
+        relay = self.relays.get(args.relay)
+        if not relay.paid:
+            return None
+        request = build_request(args, relay, self.settings, images=images)
+        return paid_call(relay, request, request.n)
 
     async def _store(
         self,

@@ -11,12 +11,13 @@ from pydantic import Field
 from imagegate import __version__
 from imagegate.acl import AccessPolicy, Caller
 from imagegate.auth.subject import current_identity
+from imagegate.confirm import PaidCall, batch_total
 from imagegate.elicit import Confirmer, NeedsInput, ask_once
 from imagegate.errors import ImagegateError, InvalidRequest, NotConfirmed, PermissionDenied
 from imagegate.generation import GenerateArgs, Stopwatch
 from imagegate.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.images import thumbnail_png
-from imagegate.relays.base import ProgressFn
+from imagegate.relays.base import InputImage, ProgressFn
 from imagegate.results import Failure, ImagesResult, image_content, image_record
 from imagegate.scopes import grants, relay_scope
 from imagegate.service import ImageService
@@ -173,8 +174,11 @@ async def edit_image(
             return await _made(ctx, service, assets, [], watch, thumbnail, "Edited", confirm)
         made: list[Asset] = []
         failures: list[Failure] = []
-        # One question for the whole batch, with its total.
-        ask_batch = ask_once(confirm, len(inputs.images))
+        # One question for the whole batch, with its total: every item is priced first,
+        # since an edit's size (and so its price) defaults to its own input's.
+        quotes = [_quote(service, args, image) for image in inputs.images]
+        paid = [quote for quote in quotes if quote is not None]
+        ask_batch = ask_once(confirm, batch_total(paid)) if paid else confirm
         for index, image in enumerate(inputs.images):
             label = f"image {index + 1} of {len(inputs.images)}: "
             try:
@@ -275,6 +279,14 @@ def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
         estimated_cost=confirm.call.estimate if confirm.call else None,
     )
     return ToolResult(content=str(refusal), structured_content=result.model_dump(mode="json"))
+
+
+def _quote(service: ImageService, args: GenerateArgs, image: InputImage) -> PaidCall | None:
+    """A batch item's price; an item that can't be built fails on its own later."""
+    try:
+        return service.quote(args, (image,))
+    except ImagegateError:
+        return None
 
 
 def _source_label(source: str) -> str:

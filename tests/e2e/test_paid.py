@@ -4,6 +4,7 @@ The paid relay is an Images API relay pointing at a fake upstream on 127.0.0.1, 
 every test can assert whether a request reached the upstream at all."""
 
 import asyncio
+import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -178,9 +179,7 @@ async def test_free_relays_never_ask(
 async def test_a_batch_asks_once_for_its_total(
     server: RunningServer, upstream: FakeUpstream, era: str
 ) -> None:
-    source = (
-        "data:image/png;base64," + __import__("base64").b64encode(png_bytes((1024, 1024))).decode()
-    )
+    source = "data:image/png;base64," + base64.b64encode(png_bytes((1024, 1024))).decode()
     upstream.defaults["/v1/images/edits"] = images_reply(png_bytes((1024, 1024)))
     answers = Answers(True)
     async with client(server, era, answers) as c:
@@ -192,6 +191,38 @@ async def test_a_batch_asks_once_for_its_total(
     assert "Make 3 image(s)" in question
     assert "about USD 0.120" in question
     assert len(upstream.calls("/v1/images/edits")) == 3
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_batch_of_mixed_sizes_asks_for_what_each_item_costs(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, era: str
+) -> None:
+    # An edit keeps its input's size, so a cheap first image must not price the batch.
+    monkeypatch.setenv("FAKE_PAID_KEY", KEY)
+    sized = OpenAIImagesRelayConfig(
+        kind="openai-images",
+        base_url=f"{upstream.base_url}/v1",
+        api_key_env="FAKE_PAID_KEY",
+        price=PriceTable(per_image={"1024x1024": 0.04, "1536x1024": 5.0}),
+    )
+    upstream.defaults["/v1/images/edits"] = images_reply(png_bytes((1024, 1024)))
+
+    def data_url(size: tuple[int, int]) -> str:
+        return "data:image/png;base64," + base64.b64encode(png_bytes(size)).decode()
+
+    images = [data_url((1024, 1024)), data_url((1536, 1024)), data_url((1536, 1024))]
+    answers = Answers(True)
+    async with (
+        running_server(tmp_path / "state", relays={"sized": sized}, default_relay="sized") as s,
+        client(s, era, answers) as c,
+    ):
+        result = await c.call_tool("edit_image", {"prompt": "x", "images": images, "batch": True})
+    (question,) = answers.questions
+    assert "Make 3 image(s) at 1024x1024 (x1), 1536x1024 (x2)" in question
+    assert "about USD 10.040" in question
+    assert result.structured_content["estimated_cost"] == pytest.approx(10.04)
+    sent = [call.body for call in upstream.calls("/v1/images/edits")]
+    assert [b'name="size"\r\n\r\n1024x1024' in body for body in sent] == [True, False, False]
 
 
 async def test_paid_auto_bot_is_not_asked(
