@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 from fastmcp.server.auth import AuthProvider, RemoteAuthProvider, TokenVerifier
 
-from imagegate.acl import OPEN_ACL, Acl, load_acl
+from imagegate.acl import OPEN_ACL, TEAM_OPEN_ACL, Acl, load_acl
 from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
 from imagegate.auth.oidc import OIDCVerifier
 from imagegate.auth.tokens import MappedTokensVerifier
@@ -39,18 +39,20 @@ def team_auth(settings: Settings) -> bool:
 def build_acl(settings: Settings, relays: Collection[str], http: bool) -> Acl:
     if settings.acl_file is not None:
         return load_acl(settings.acl_file, relays)
-    if not http:
-        return OPEN_ACL  # stdio: the local user, who could read the state directory anyway
-    if settings.acl_open:
-        log.warning("acl_open is set: every authenticated caller has every scope")
+    if not http or not team_auth(settings):
+        # stdio, or one static token: a single caller, who could read the state anyway.
         return OPEN_ACL
-    if team_auth(settings):
-        raise ConfigError(
-            "acl_file: not set, but tokens_file or [oidc] lets several callers in; "
-            "set acl_file (see acl.example.toml) or, to give every authenticated "
-            "caller every scope, acl_open = true"
+    if settings.acl_open:
+        log.warning(
+            "acl_open is set: every authenticated caller may use every tool and relay "
+            "(but not admin or paid:auto)"
         )
-    return OPEN_ACL
+        return TEAM_OPEN_ACL
+    raise ConfigError(
+        "acl_file: not set, but tokens_file or [oidc] lets several callers in; "
+        "set acl_file (see acl.example.toml) or, to let every authenticated caller use "
+        "every tool and relay, acl_open = true"
+    )
 
 
 def static_token(settings: Settings) -> str | None:

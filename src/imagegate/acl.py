@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imagegate.auth.identity import Identity
 from imagegate.errors import ConfigError
-from imagegate.scopes import ADMIN, EVERYTHING, check_scope, grants, relay_scope
+from imagegate.scopes import (
+    ADMIN,
+    ANY_RELAY,
+    EVERYTHING,
+    IMAGE_SCOPES,
+    check_scope,
+    grants,
+    relay_scope,
+)
 from imagegate.tomlfile import describe, key_lines, line_of, read_toml
 
 TOOL_SCOPES: dict[str, str | None] = {
@@ -94,7 +102,11 @@ class Acl:
 
 
 OPEN_ACL = Acl(default=frozenset({EVERYTHING}))
-"""`acl_open = true`, or the single-token embedded default: every caller has everything."""
+"""stdio or the single-token embedded default: the one caller has everything."""
+
+TEAM_OPEN_ACL = Acl(default=frozenset({*IMAGE_SCOPES, ANY_RELAY}))
+"""`acl_open = true` on a server that lets several callers in: every tool and relay,
+but not `admin`, so tenants stay apart, and not `paid:auto`, so spending still asks."""
 
 
 def load_acl(path: Path, relays: Collection[str]) -> Acl:

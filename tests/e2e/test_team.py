@@ -241,6 +241,23 @@ async def test_an_admin_without_share_sees_others_images_but_gets_no_link(
     assert (await http_get(mine.structured_content["images"][0]["url"])).status_code == 200
 
 
+async def test_acl_open_lets_everyone_in_but_keeps_tenants_apart(
+    tmp_path: Path, provider: Provider
+) -> None:
+    settings = team_settings(tmp_path, provider, acl_file=None, acl_open=True)
+    async with running_server(tmp_path / "state", **settings) as server:
+        made = await generate(server, provider.token("alice"), relay="second")
+        async with server.client(READER_TOKEN) as other:
+            tools = {tool.name for tool in await other.list_tools()}
+            assert {"generate_image", "edit_image", "delete_image"} <= tools
+            assert "reset_usage" not in tools
+            with pytest.raises(ToolError, match="not found"):
+                await other.call_tool("delete_image", {"asset_id": made["asset_id"]})
+            with pytest.raises(ToolError, match="needs scope admin"):
+                await other.call_tool("list_images", {"owner": "*"})
+        assert (await http_get(made["url"])).status_code == 200  # still there
+
+
 async def test_audit_log_has_one_line_per_call_and_no_secrets(
     team: RunningServer, provider: Provider
 ) -> None:
