@@ -11,6 +11,7 @@ from imagegate.quota import (
     QuotaSettings,
     QuotaStore,
     limits_for,
+    reported_cost,
     seconds_to_next_day,
     seconds_to_next_month,
 )
@@ -163,3 +164,22 @@ def test_admin_reset(store: QuotaStore) -> None:
     store.reset(BOT, NOON)
     usage = store.usage(BOT, NOON)
     assert (usage.images_today, usage.spend_month) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("usages", "expected"),
+    [
+        ([{"cost": 0.04}, {"cost": 0.06, "total_tokens": 9}], 0.1),
+        ([{"total_tokens": 9}], None),  # no cost reported: the estimate is charged
+        ([None, {"cost": 0.04}], None),  # one image unreported: not a partial sum
+        ([{"cost": -5.0}], None),  # a negative cost would give budget back
+        ([{"cost": float("nan")}], None),
+        ([{"cost": float("inf")}], None),
+        ([{"cost": True}], None),
+        ([{"cost": "0.04"}], None),
+    ],
+)
+def test_reported_cost_is_only_taken_when_sane(
+    usages: list[dict[str, object] | None], expected: float | None
+) -> None:
+    assert reported_cost(usages) == (pytest.approx(expected) if expected is not None else None)

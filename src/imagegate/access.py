@@ -55,12 +55,24 @@ def build_acl(settings: Settings, relays: Collection[str], http: bool) -> Acl:
     )
 
 
+MIN_STATIC_TOKEN = 16
+
+
 def static_token(settings: Settings) -> str | None:
     if settings.bearer_token is not None:
-        return settings.bearer_token.get_secret_value()
-    if settings.bearer_token_file is not None:
-        return read_secret_file(settings.bearer_token_file)
-    return None
+        token = settings.bearer_token.get_secret_value()
+    elif settings.bearer_token_file is not None:
+        token = read_secret_file(settings.bearer_token_file)
+    else:
+        return None
+    # An empty or short token (an env line left as `IMAGEGATE_BEARER_TOKEN=`) is a
+    # mistake that would guard the server with nothing: refuse to start.
+    if len(token.strip()) < MIN_STATIC_TOKEN:
+        raise ConfigError(
+            f"bearer_token: must be at least {MIN_STATIC_TOKEN} characters; "
+            "make one with `imagegate token new --subject <name>`"
+        )
+    return token.strip()
 
 
 @dataclass

@@ -12,8 +12,10 @@ it failed or was declined, which therefore consumes nothing. Days and months are
 Reservations carry a lease, so a crashed process can't hold a slot forever.
 """
 
+import math
 import sqlite3
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -263,3 +265,16 @@ class QuotaStore:
                 (subject, day_of(now)[:7] + "-%"),
             )
             db.execute("DELETE FROM last_call WHERE subject = ?", (subject,))
+
+
+def reported_cost(usages: Sequence[Mapping[str, object] | None]) -> float | None:
+    """What the upstream said a call cost (OpenRouter's usage.cost), if it said so for
+    every image. Its number is not trusted to lower a budget: NaN, infinity or a
+    negative cost counts as unreported, and the estimate is charged instead."""
+    costs = [usage.get("cost") if usage else None for usage in usages]
+    numbers = [float(c) for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
+    if not numbers or len(numbers) != len(costs):
+        return None
+    if not all(math.isfinite(cost) and cost >= 0 for cost in numbers):
+        return None
+    return sum(numbers)

@@ -15,7 +15,13 @@ from imagegate.errors import InvalidRequest
 from imagegate.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.ids import AssetId, Subject
 from imagegate.inputs import InputResolver
-from imagegate.quota import QuotaStore, limits_for, seconds_to_next_day, seconds_to_next_month
+from imagegate.quota import (
+    QuotaStore,
+    limits_for,
+    reported_cost,
+    seconds_to_next_day,
+    seconds_to_next_month,
+)
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
 from imagegate.relays.registry import Relays
 from imagegate.store.assets import Asset, AssetMeta, AssetStore, Page
@@ -26,16 +32,6 @@ def safety_identifier(owner: Subject) -> str:
     """What upstreams get to tell callers apart for abuse handling: a hash, never the
     subject (which may be an e-mail address)."""
     return hashlib.sha256(f"imagegate-safety:{owner}".encode()).hexdigest()[:32]
-
-
-def _reported_cost(produced: list[Produced]) -> float | None:
-    """What the upstream said the call cost (OpenRouter's usage.cost), if it said."""
-    costs = [
-        item.image.usage["cost"]
-        for item in produced
-        if item.image.usage and isinstance(item.image.usage.get("cost"), int | float)
-    ]
-    return float(sum(costs)) if costs else None
 
 
 def _options(request: ImageRequest) -> dict[str, object]:
@@ -112,7 +108,7 @@ class ImageService:
         except BaseException:
             await anyio.to_thread.run_sync(self.quotas.release, reservation)
             raise
-        spend = _reported_cost(produced)
+        spend = reported_cost([item.image.usage for item in produced])
         await anyio.to_thread.run_sync(
             self.quotas.commit,
             reservation,

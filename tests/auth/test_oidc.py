@@ -28,11 +28,12 @@ class FakeIdP:
         self.keys = [RSAKey.generate_key(2048, parameters={"kid": "k1", "alg": "RS256"})]
         self.jwks_fetches = 0
         self.issuer_in_discovery = ISSUER
+        self.jwks_uri = f"{ISSUER}/jwks"
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/.well-known/openid-configuration":
             return httpx.Response(
-                200, json={"issuer": self.issuer_in_discovery, "jwks_uri": f"{ISSUER}/jwks"}
+                200, json={"issuer": self.issuer_in_discovery, "jwks_uri": self.jwks_uri}
             )
         if request.url.path == "/jwks":
             self.jwks_fetches += 1
@@ -153,6 +154,13 @@ async def test_unknown_kids_cannot_hammer_the_provider(idp: FakeIdP) -> None:
 
 async def test_discovery_naming_another_issuer_is_refused(idp: FakeIdP) -> None:
     idp.issuer_in_discovery = "https://evil.example.test"
+    assert await verifier(idp).verify_token(idp.token()) is None
+    assert idp.jwks_fetches == 0
+
+
+async def test_an_https_issuer_with_a_plain_http_key_set_is_refused(idp: FakeIdP) -> None:
+    # Keys fetched over plain http could be swapped on the way: every token would pass.
+    idp.jwks_uri = "http://idp.example.test/jwks"
     assert await verifier(idp).verify_token(idp.token()) is None
     assert idp.jwks_fetches == 0
 

@@ -73,6 +73,15 @@ def test_malformed_tokens_file_stops_start_up(tmp_path: Path) -> None:
     assert f"{tokens}:3: tokens.0.sha256: String should match pattern" in result.stderr
 
 
+@pytest.mark.parametrize("token", ["", "   ", "short-token"])
+def test_an_empty_or_short_static_token_stops_start_up(tmp_path: Path, token: str) -> None:
+    env = clean_env(IMAGEGATE_BEARER_TOKEN=token, IMAGEGATE_STATE_DIR=str(tmp_path / "s"))
+    result = run("serve", env=env)
+    assert result.returncode == 2
+    assert "bearer_token: must be at least 16 characters" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_several_callers_without_acl_refuse_to_start(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.toml"
     tokens.write_text("")

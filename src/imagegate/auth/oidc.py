@@ -163,8 +163,11 @@ class OIDCVerifier(TokenVerifier):
                 f"expected {self._settings.issuer!r}"
             )
         jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-            raise ValueError("discovery document has no usable jwks_uri")
+        # The keys decide who gets in: fetch them over https, as the issuer is (plain
+        # http only for an issuer that is itself http on loopback, a local test IdP).
+        schemes = ("https://", "http://") if self._settings.issuer.startswith("http:") else ()
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(schemes or ("https://",)):
+            raise ValueError("discovery document has no usable https jwks_uri")
         return jwks_uri
 
 
