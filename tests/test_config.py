@@ -52,6 +52,38 @@ def test_every_problem_is_listed(tmp_path: Path) -> None:
     assert lines[1].startswith(f"{tmp_path / 'imagegate.toml'}:2: max_images_per_call: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[relays.placeholder]\nkind = 'placeholder'\ndelay = 3\n",
+            ":3: relays.placeholder.delay: unknown key",
+        ),
+        ("[relays.art]\nkind = 'placeholder'\ndelay = 3\n", ":3: relays.art.delay: unknown key"),
+        (
+            "[relays.openai-images]\nkind = 'openai-images'\nbase_url = 'https://x'\ntimeout = 3\n",
+            ":4: relays.openai-images.timeout: unknown key",
+        ),
+        (
+            "[relays.placeholder]\nkind = 'placeholder'\ndelay_seconds = 'slow'\n",
+            ":3: relays.placeholder.delay_seconds: Input should be a valid number",
+        ),
+        (
+            "[relays.art]\ndelay_seconds = 1\n",
+            ":1: relays.art.kind: missing; expected one of: 'gemini', 'openai-images', "
+            "'openai-responses', 'openrouter', 'placeholder', 'sd-webui'",
+        ),
+    ],
+)
+def test_a_relay_error_names_the_relay_and_its_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    # A relay may be named like its kind; the name must survive in the message.
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert f"{tmp_path / 'imagegate.toml'}{expected}" in str(raised.value)
+
+
 @pytest.mark.parametrize("key", ["bearer_token", "link_key"])
 def test_secrets_are_refused_in_the_file(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"set IMAGEGATE_{key.upper()} in the environment"):

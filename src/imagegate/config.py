@@ -383,7 +383,7 @@ def load_settings(config_path: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(
-            describe(err, path, text, _env_origin(file_values), union_tags=RELAY_KINDS)
+            describe(err, path, text, _env_origin(file_values), union_tags={"relays": RELAY_KINDS})
         ) from None
 
 

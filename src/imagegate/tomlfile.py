@@ -84,16 +84,17 @@ def describe(
     path: Path | None,
     text: str,
     origin: Callable[[list[str | int]], str | None] = lambda loc: None,
-    union_tags: Collection[str] = (),
+    union_tags: Mapping[str, Collection[str]] | None = None,
 ) -> str:
     """One line per problem: `file:line: key: reason` (or `origin: key: reason` when
     `origin` says the value came from somewhere else, such as the environment).
-    `union_tags` are the discriminator values pydantic puts in error locations of
-    tagged unions (e.g. relay kinds); they are not keys of the file."""
+    `union_tags` maps a top-level table of tagged unions (e.g. `relays`) to its tags
+    (relay kinds): pydantic puts the tag in the error location right after the entry's
+    name, where it is not a key of the file."""
     lines = key_lines(text)
     out = []
     for problem in err.errors():
-        loc = [p for p in problem["loc"] if isinstance(p, str | int) and p not in union_tags]
+        loc = _file_location(problem["loc"], union_tags or {})
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
@@ -104,6 +105,11 @@ def describe(
                 f"unknown kind {context.get('tag')!r}; expected one of: "
                 f"{context.get('expected_tags')}"
             )
+        elif problem["type"] == "union_tag_not_found":
+            context = problem.get("ctx", {})
+            loc.append(context.get("discriminator", "kind").strip("'"))
+            tags = union_tags.get(str(loc[0]), ()) if union_tags and loc else ()
+            message = "missing; expected one of: " + ", ".join(repr(t) for t in sorted(tags))
         where = origin(loc)
         if where is None:
             line = line_of(lines, loc)
@@ -111,3 +117,14 @@ def describe(
         key = ".".join(str(p) for p in loc) or "(top level)"
         out.append(f"{where}: {key}: {message}")
     return "\n".join(out)
+
+
+def _file_location(
+    loc: Iterable[object], union_tags: Mapping[str, Collection[str]]
+) -> list[str | int]:
+    """A pydantic error location as a path in the file: the union tag at position 2
+    under a tagged table is dropped; an entry named like its kind keeps its name."""
+    parts = [p for p in loc if isinstance(p, str | int)]
+    if len(parts) > 2 and parts[0] in union_tags and parts[2] in union_tags[str(parts[0])]:
+        del parts[2]
+    return parts
