@@ -24,7 +24,7 @@ from imagegate.clock import Clock
 from imagegate.config import Settings
 from imagegate.errors import ConfigError
 from imagegate.ids import Subject
-from imagegate.keys import load_or_create_secret, read_secret_file
+from imagegate.keys import configured_secret, load_or_create_secret
 
 log = logging.getLogger("imagegate.access")
 
@@ -55,24 +55,9 @@ def build_acl(settings: Settings, relays: Collection[str], http: bool) -> Acl:
     )
 
 
-MIN_STATIC_TOKEN = 16
-
-
 def static_token(settings: Settings) -> str | None:
-    if settings.bearer_token is not None:
-        token = settings.bearer_token.get_secret_value()
-    elif settings.bearer_token_file is not None:
-        token = read_secret_file(settings.bearer_token_file)
-    else:
-        return None
-    # An empty or short token (an env line left as `IMAGEGATE_BEARER_TOKEN=`) is a
-    # mistake that would guard the server with nothing: refuse to start.
-    if len(token.strip()) < MIN_STATIC_TOKEN:
-        raise ConfigError(
-            f"bearer_token: must be at least {MIN_STATIC_TOKEN} characters; "
-            "make one with `imagegate token new --subject <name>`"
-        )
-    return token.strip()
+    token = configured_secret("bearer_token", settings.bearer_token, settings.bearer_token_file)
+    return None if token is None else token.strip()
 
 
 @dataclass

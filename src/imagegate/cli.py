@@ -15,15 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from imagegate import __version__
-from imagegate.access import DEV_TOKEN_FILE, build_acl, static_token
+from imagegate.access import DEV_TOKEN_FILE, build_acl, static_token, team_auth
 from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX
 from imagegate.auth.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
 from imagegate.config import Settings, load_settings
 from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
-from imagegate.relays.registry import build_relays
+from imagegate.images import ImageFormat
+from imagegate.keys import configured_secret
+from imagegate.relays.base import Relay
+from imagegate.relays.registry import build_relay
 from imagegate.scopes import check_scope
 from imagegate.server import App, build_app, http_asgi_app
+from imagegate.statedir import state_dir_problem
 from imagegate.store.blobs import StagedBlob
 
 EXIT_FAILURE = 1
@@ -164,6 +168,9 @@ def _listen(host: str, port: int) -> socket.socket:
 def _announce(app: App, settings: Settings) -> None:
     url = f"{settings.base_url()}{settings.mcp_path}"
     lines = [f"imagegate {__version__}: MCP over streamable HTTP at {url}"]
+    warning = settings.link_warning()
+    if warning is not None:
+        lines.append(f"warning: {warning}")
     if app.bearer_token is not None:
         token_file = settings.state_dir / DEV_TOKEN_FILE
         if sys.stderr.isatty():
@@ -181,7 +188,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     watch = Stopwatch()
-    relay = build_relays(settings).get(args.relay)
+    relay = _one_relay(settings, args.relay)
     request = build_request(
         GenerateArgs(
             args.prompt,
@@ -195,20 +202,24 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         relay,
         settings,
     )
-    out, directory, explicit_file = _output_target(args.out, request.n)
+    relay.capabilities.check(request, relay.name)
+    out, directory, explicit_file = _output_target(args.out, request.n, request.output_format)
 
     async def progress(fraction: float | None, message: str) -> None:
         percent = "" if fraction is None else f" {fraction * 100:3.0f}%"
         print(f"[{watch.elapsed():6.1f}s]{percent} {message}", file=sys.stderr, flush=True)
 
     await progress(0.0, f"relay {relay.name}: {request.n} image(s) at {request.size}")
-    produced = await produce(
-        relay,
-        request,
-        settings,
-        lambda: StagedBlob(directory, settings.max_image_bytes),
-        progress,
-    )
+    try:
+        produced = await produce(
+            relay,
+            request,
+            settings,
+            lambda: StagedBlob(directory, settings.max_image_bytes),
+            progress,
+        )
+    except OSError as err:
+        raise InvalidRequest(f"cannot write into {directory}: {err.strerror}") from None
     images = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
@@ -239,11 +250,26 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
     return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
 
 
-def _output_target(out: Path, n: int) -> tuple[Path, Path, bool]:
+def _one_relay(settings: Settings, name: str | None) -> Relay:
+    """Only the relay this command uses: the others' keys need not be set here."""
+    name = name or settings.default_relay
+    if name not in settings.relays:
+        known = ", ".join(settings.relays)
+        raise InvalidRequest(f"--relay: unknown relay {name!r}; configured: {known}")
+    return build_relay(name, settings.relays[name])
+
+
+def _output_target(out: Path, n: int, output_format: ImageFormat) -> tuple[Path, Path, bool]:
     """(target, directory, is_explicit_file) for --out, checked before any work."""
     explicit_file = not out.is_dir() and out.suffix != ""
     if explicit_file and n != 1:
         raise InvalidRequest("--out names a file, but -n is more than 1; give a directory")
+    suffix = out.suffix.lower().lstrip(".")
+    if explicit_file and suffix not in (output_format.value, output_format.extension):
+        raise InvalidRequest(
+            f"--out {out.name} does not end in .{output_format.extension}, the format of "
+            f"the image (--format {output_format.value})"
+        )
     directory = out.parent if explicit_file else out
     if not directory.is_dir():
         raise InvalidRequest(f"output directory does not exist: {directory}")
@@ -253,14 +279,53 @@ def _output_target(out: Path, n: int) -> tuple[Path, Path, bool]:
 
 
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
-    relays = build_relays(settings)
-    names = [relay.name for relay in relays.all()]
-    acl = build_acl(settings, names, http=True)
+    """Everything `serve` would refuse, found without serving or writing anything;
+    every problem at once, not only the first."""
+    relays: list[Relay] = []
+    problems: list[str] = []
+    for name, config in settings.relays.items():
+        try:
+            relays.append(build_relay(name, config))
+        except ConfigError as err:
+            problems.append(str(err))
+    names = list(settings.relays)
+    for check in (
+        lambda: build_acl(settings, names, http=True),
+        lambda: configured_secret("link_key", settings.link_key, settings.link_key_file),
+        lambda: configured_secret(
+            "request_state_key", settings.request_state_key, settings.request_state_key_file
+        ),
+        lambda: static_token(settings),
+        lambda: (
+            settings.tokens_file
+            and load_tokens_file(settings.tokens_file, names, settings.strict_permissions)
+        ),
+    ):
+        try:
+            check()
+        except ConfigError as err:
+            problems.append(str(err))
+    state = state_dir_problem(settings.state_dir)
+    if state is not None:
+        problems.append(state)
+    if problems:
+        if any("environment variable" in problem for problem in problems):
+            problems.append(
+                "(the service reads its secrets from its environment file; check with them: "
+                "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
+            )
+        raise ConfigError("\n".join(problems))
+    print("\n".join(_config_summary(settings, relays)))
+    return 0
+
+
+def _config_summary(settings: Settings, relays: list[Relay]) -> list[str]:
+    names = [relay.name for relay in relays]
     lines = [
         "configuration OK",
         "relays: "
-        + ", ".join(f"{r.name} ({r.kind})" for r in relays.all())
-        + f"; default {relays.default}",
+        + ", ".join(f"{r.name} ({r.kind})" for r in relays)
+        + f"; default {settings.default_relay}",
         f"state: {settings.state_dir}",
     ]
     auth = []
@@ -273,19 +338,27 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         auth.append(f"OIDC tokens from {settings.oidc.issuer} (not contacted by this check)")
     lines.append("authentication: " + ("; ".join(auth) or "generated development token"))
     if settings.acl_file is not None:
+        acl = build_acl(settings, names, http=True)
         lines.append(
             f"ACL: {settings.acl_file} ({len(acl.subjects)} subject(s), {len(acl.groups)} group(s))"
         )
+    elif team_auth(settings):
+        lines.append("ACL: none (acl_open); every caller may use every tool and relay, not admin")
     else:
-        lines.append("ACL: none; every authenticated caller has every scope")
-    print("\n".join(lines))
-    return 0
+        lines.append("ACL: none; one caller, who has every scope")
+    warning = settings.link_warning()
+    if warning is not None:
+        lines.append(f"warning: {warning}")
+    return lines
+
+
+MAX_TOKEN_DAYS = 3650
 
 
 def _token_new(settings: Settings, args: argparse.Namespace) -> int:
     if not re.fullmatch(SUBJECT_NAME, args.subject):
         raise InvalidRequest("--subject: 1-64 of letters, digits, '.', '_', '@', '-'")
-    names = [relay.name for relay in build_relays(settings).all()]
+    names = list(settings.relays)  # names only: relay keys are not needed to mint a token
     for scope in args.scope:
         try:
             check_scope(scope, names)
@@ -293,8 +366,8 @@ def _token_new(settings: Settings, args: argparse.Namespace) -> int:
             raise InvalidRequest(f"--scope: {err}") from None
     expires = None
     if args.expires_in_days is not None:
-        if args.expires_in_days < 1:
-            raise InvalidRequest("--expires-in-days must be at least 1")
+        if not 1 <= args.expires_in_days <= MAX_TOKEN_DAYS:
+            raise InvalidRequest(f"--expires-in-days must be between 1 and {MAX_TOKEN_DAYS}")
         expires = datetime.now(UTC) + timedelta(days=args.expires_in_days)
     token, entry = new_token_entry(args.subject, args.scope, expires, args.comment)
     print(

@@ -22,7 +22,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from imagegate.errors import ConfigError
 from imagegate.quota import QuotaSettings
@@ -245,6 +250,11 @@ class Settings(BaseSettings):
     public_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     bearer_token: SecretStr | None = None
     bearer_token_file: Path | None = None
     bearer_subject: str = Field(default="dev", pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -349,10 +359,22 @@ class Settings(BaseSettings):
         """Where clients reach this server: `public_url`, else the bind address."""
         if self.public_url:
             return self.public_url
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = "127.0.0.1" if self._binds_everywhere() else self.host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    def _binds_everywhere(self) -> bool:
+        return self.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognising it, not binding
+
+    def link_warning(self) -> str | None:
+        """Why download links would not work for other machines, if they wouldn't."""
+        if self._binds_everywhere() and not self.public_url:
+            return (
+                f"host {self.host!r} without public_url: download links name 127.0.0.1, "
+                "which other machines can't reach; set public_url to this server's address"
+            )
+        return None
 
 
 def config_path_from_env() -> Path | None:
@@ -384,6 +406,14 @@ def load_settings(config_path: Path | None = None) -> Settings:
     except ValidationError as err:
         raise ConfigError(
             describe(err, path, text, _env_origin(file_values), union_tags={"relays": RELAY_KINDS})
+        ) from None
+    except SettingsError as err:
+        # A complex setting (a table) from the environment that is not valid JSON.
+        field = re.search(r'field "([^"]+)"', str(err))
+        name = f"{ENV_PREFIX}{field[1].upper()}" if field else "an IMAGEGATE_* variable"
+        raise ConfigError(
+            f"environment {name}: not valid JSON; set tables such as this one in the "
+            "config file instead"
         ) from None
 
 

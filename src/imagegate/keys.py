@@ -9,6 +9,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from imagegate.errors import ConfigError
 
 _FORBIDDEN_BITS = stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP
@@ -56,3 +58,26 @@ def load_or_create_secret(path: Path) -> str:
         fh.flush()
         os.fsync(fh.fileno())
     return value
+
+
+SECRET_MINIMUMS = {"bearer_token": 16, "link_key": 16, "request_state_key": 32}
+"""Shortest accepted length of each configured secret, in characters."""
+
+
+def configured_secret(name: str, value: SecretStr | None, file: Path | None) -> str | None:
+    """The secret `name` from the environment, else from its file; None when neither is
+    set. Too short (an env line left as `IMAGEGATE_LINK_KEY=`) is a start-up error, not
+    a weak key: `serve` and `check-config` refuse it alike."""
+    if value is not None:
+        text, source = value.get_secret_value(), f"IMAGEGATE_{name.upper()}"
+    elif file is not None:
+        text, source = read_secret_file(file), str(file)
+    else:
+        return None
+    minimum = SECRET_MINIMUMS[name]
+    if len(text.strip()) < minimum:
+        raise ConfigError(
+            f"{name}: must be at least {minimum} characters (from {source}); "
+            "make one with: openssl rand -hex 32"
+        )
+    return text

@@ -30,12 +30,13 @@ from imagegate.clock import Clock, SystemClock
 from imagegate.config import Settings
 from imagegate.errors import ImagegateError, PermissionDenied
 from imagegate.inputs import InputResolver
-from imagegate.keys import load_or_create_secret, read_secret_file
+from imagegate.keys import configured_secret, load_or_create_secret
 from imagegate.middleware import AclMiddleware, AuditMiddleware, Forbidden, Refused
 from imagegate.quota import QuotaStore
 from imagegate.relays.registry import build_relays
 from imagegate.routes import Routes
 from imagegate.service import ImageService
+from imagegate.statedir import prepare_state_dir
 from imagegate.store.assets import DATABASE_FILE, AssetStore
 from imagegate.store.links import LinkSigner
 
@@ -104,13 +105,12 @@ class App:
 
 
 def resolve_secret(
-    value: SecretStr | None, file: Path | None, settings: Settings, generated: str
+    name: str, value: SecretStr | None, file: Path | None, settings: Settings, generated: str
 ) -> bytes:
     """A secret from the environment, else its file, else generated once (0600)."""
-    if value is not None:
-        return value.get_secret_value().encode()
-    if file is not None:
-        return read_secret_file(file).encode()
+    configured = configured_secret(name, value, file)
+    if configured is not None:
+        return configured.encode()
     return load_or_create_secret(settings.state_dir / generated).encode()
 
 
@@ -120,7 +120,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     relays = build_relays(settings)
     relay_names = [relay.name for relay in relays.all()]
     policy = AccessPolicy(build_acl(settings, relay_names, http))
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_state_dir(settings.state_dir)
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     authentication = (
         build_authentication(settings, relay_names, clock, http_client) if http else None
@@ -130,7 +130,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     signer = None
     if http or settings.public_url:
         key = resolve_secret(
-            settings.link_key, settings.link_key_file, settings, "link-signing.key"
+            "link_key", settings.link_key, settings.link_key_file, settings, "link-signing.key"
         )
         signer = LinkSigner(key, settings.base_url())
     inputs = InputResolver(
@@ -159,6 +159,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         request_state_security=RequestStateSecurity(
             keys=[
                 resolve_secret(
+                    "request_state_key",
                     settings.request_state_key,
                     settings.request_state_key_file,
                     settings,

@@ -219,15 +219,97 @@ def test_generate_to_a_named_file(tmp_path: Path) -> None:
         (["-n", "9"], "n must be between 1 and 4"),
         (["--relay", "dalle"], "unknown relay 'dalle'"),
         (["--out", "/nonexistent/dir/"], "output directory does not exist"),
+        (["--out", "x.png", "--format", "webp"], "--out x.png does not end in .webp"),
+        (["--quality", "high"], "relay 'placeholder' does not support quality"),
     ],
 )
 def test_generate_command_fails_clearly(tmp_path: Path, args: list[str], message: str) -> None:
     result = run("generate", "nope", *args, env=clean_env(), cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr
+    assert not re.search(r"^\[", result.stderr, re.MULTILINE)  # refused before any progress
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_needs_only_the_key_of_the_relay_it_uses(tmp_path: Path) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text(
+        'default_relay = "placeholder"\n[relays.placeholder]\nkind = "placeholder"\n'
+        '[relays.paid]\nkind = "openai-images"\nbase_url = "https://api.example/v1"\n'
+        'api_key_env = "UNSET_KEY_FOR_TEST"\n'
+    )
+    env = clean_env(IMAGEGATE_CONFIG=str(config))
+    result = run("generate", "keyless", "--size", "64x64", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    minted = run("token", "new", "--subject", "ci-bot", "--scope", "relay:paid", env=env)
+    assert minted.returncode == 0, minted.stderr
+    too_long = run("token", "new", "--subject", "x", "--expires-in-days", "99999999", env=env)
+    assert too_long.returncode == 1
+    assert "--expires-in-days must be between 1 and 3650" in too_long.stderr
+    assert "Traceback" not in too_long.stderr
+
+
+def test_generate_into_a_directory_it_cannot_write_fails_cleanly(tmp_path: Path) -> None:
+    result = run("generate", "nope", "--out", "/proc/x.png", env=clean_env(), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "/proc" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"IMAGEGATE_LINK_KEY": "changeme"}, "link_key: must be at least 16 characters"),
+        ({"IMAGEGATE_REQUEST_STATE_KEY": "x" * 31}, "request_state_key: must be at least 32"),
+        ({"IMAGEGATE_BEARER_TOKEN": "short"}, "bearer_token: must be at least 16 characters"),
+        ({"IMAGEGATE_QUOTAS": "{bad"}, "environment IMAGEGATE_QUOTAS: not valid JSON"),
+    ],
+)
+def test_what_serve_would_refuse_check_config_refuses_too(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    settings = clean_env(IMAGEGATE_STATE_DIR=str(tmp_path / "state"), **env)
+    for command in ("check-config", "serve"):
+        result = run(command, env=settings, timeout=30)
+        assert result.returncode == 2, (command, result.stderr)
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "changeme" not in result.stderr
+
+
+def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a directory")
+    env = clean_env(IMAGEGATE_STATE_DIR=str(tmp_path / "state"))
+    checked = run("check-config", env=env)
+    assert checked.returncode == 2
+    assert f"state_dir: {tmp_path / 'state'} is not a directory" in checked.stderr
+    served = run("serve", env=env, timeout=30)
+    assert served.returncode == 2
+    assert f"state_dir: cannot use {tmp_path / 'state'}" in served.stderr
+    assert "Traceback" not in served.stderr
+
+
+def test_an_open_state_dir_is_tightened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    with serving(state) as (_, process):
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        logs = process.stderr.read() if process.stderr else ""
+    assert "was mode 0755, open to others; tightened to 0700" in logs
+
+
+def test_a_wildcard_host_without_public_url_is_warned_about(tmp_path: Path) -> None:
+    env = clean_env(IMAGEGATE_STATE_DIR=str(tmp_path), IMAGEGATE_HOST="0.0.0.0")  # noqa: S104
+    result = run("check-config", env=env)
+    assert result.returncode == 0
+    assert "warning: host '0.0.0.0' without public_url" in result.stdout
+    quiet = run("check-config", env={**env, "IMAGEGATE_PUBLIC_URL": "https://img.example"})
+    assert "warning" not in quiet.stdout
 
 
 def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> None:
@@ -314,5 +396,6 @@ def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
         assert f"({kind})" in result.stdout
     missing_key = run("--config", str(config), "check-config", env=clean_env())
     assert missing_key.returncode == 2
-    assert "environment variable" in missing_key.stderr
-    assert "is not set" in missing_key.stderr
+    for variable in ("OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"):
+        assert f"environment variable {variable} is not set" in missing_key.stderr  # all at once
+    assert ". /etc/imagegate/env; exec imagegate check-config" in missing_key.stderr
