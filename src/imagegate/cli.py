@@ -118,6 +118,13 @@ def _setup_logging(settings: Settings) -> None:
     # a signature (S3, Azure SAS) that must not reach the log.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+    # FastMCP sets up its own (rich, multi-line) handler on import: one format, one
+    # level for the journal instead.
+    fastmcp_log = logging.getLogger("fastmcp")
+    for handler in fastmcp_log.handlers[:]:
+        fastmcp_log.removeHandler(handler)
+    fastmcp_log.propagate = True
+    fastmcp_log.setLevel(logging.NOTSET)
 
 
 def _indent(text: str) -> str:
@@ -149,6 +156,7 @@ async def _serve_http(app: App, settings: Settings) -> None:
         log_level=settings.log_level,
         # Access logs would record signed download URLs; we don't write them.
         access_log=False,
+        log_config=None,  # uvicorn's lines go through our handler and format too
         server_header=False,
         lifespan="on",
     )

@@ -11,10 +11,12 @@ from typing import Any
 
 import mcp_types as mt
 from fastmcp.exceptions import AuthorizationError, ToolError
+from fastmcp.exceptions import ValidationError as ArgumentsInvalid
 from fastmcp.server.context import Context
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.tools.base import InputRequiredToolResult
+from pydantic import ValidationError as PydanticValidationError
 
 from imagegate.acl import RELAY_TOOLS, AccessPolicy, Caller, decide
 from imagegate.audit import AuditLog, AuditRecord
@@ -27,9 +29,29 @@ log = logging.getLogger("imagegate.access")
 class Forbidden(ToolError):
     """The ACL said no."""
 
+    def __init__(self, message: str) -> None:
+        # Logged once by us, with the subject; FastMCP's own line only at debug level.
+        super().__init__(message, log_level=logging.DEBUG)
+
 
 class Refused(ToolError):
     """A domain error: the request was understood and declined (bad argument, not found)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, log_level=logging.DEBUG)
+
+
+def arguments_refusal(err: ArgumentsInvalid) -> Refused:
+    """Arguments the tool's schema rejects, one short clause per field: no pydantic
+    boilerplate or documentation links for the caller."""
+    cause = err.__cause__
+    if not isinstance(cause, PydanticValidationError):
+        return Refused(f"invalid arguments: {err}")
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'arguments'}: {problem['msg']}"
+        for problem in cause.errors()
+    ]
+    return Refused("invalid arguments: " + "; ".join(problems))
 
 
 def requested_relay(tool: str, arguments: dict[str, Any], default: str) -> str | None:
@@ -112,6 +134,10 @@ class AuditMiddleware(Middleware):
         except Refused as err:
             outcome, detail = "refused", str(err)
             raise
+        except ArgumentsInvalid as err:
+            refusal = arguments_refusal(err)
+            outcome, detail = "refused", str(refusal)
+            raise refusal from None
         finally:
             self._write(context, outcome, detail, images, started, structured)
 

@@ -32,6 +32,8 @@ async def test_serve_over_http_end_to_end(tmp_path: Path) -> None:
         token = token_file.read_text().strip()
         async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
             result = await client.call_tool("generate_image", {"prompt": "served", "size": "96x64"})
+            with pytest.raises(ToolError, match="image not found"):
+                await client.call_tool("get_image", {"asset_id": "img_" + "0" * 24})
         assert result.structured_content is not None
         url = result.structured_content["images"][0]["url"]
         async with httpx.AsyncClient() as http:
@@ -45,6 +47,13 @@ async def test_serve_over_http_end_to_end(tmp_path: Path) -> None:
         assert process.wait(timeout=15) in (0, -signal.SIGTERM)
         stderr = process.stderr.read() if process.stderr else ""
     assert "Application shutdown complete" in stderr
+    # One format in the journal: a line per record, ours; a refusal logged once by us.
+    announced = ("imagegate ", "bearer token file: ", "state: ", "{")
+    logged = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (DEBUG|INFO|WARNING|ERROR) [\w.]+: ")
+    for line in stderr.splitlines():
+        assert line.startswith(announced) or logged.match(line), line
+    assert "tool get_image refused: image not found" in stderr
+    assert "Error calling tool" not in stderr
     assert f"MCP over streamable HTTP at {base_url}/mcp" in stderr
     assert f"bearer token file: {token_file}" in stderr
     assert token not in stderr  # not a terminal: the token itself is not printed

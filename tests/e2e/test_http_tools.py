@@ -244,6 +244,11 @@ async def test_delete_keeps_bytes_another_asset_still_uses(server: RunningServer
         ({"prompt": "x", "n": 5}, "n must be between 1 and 4"),
         ({"prompt": "x", "relay": "nope"}, "unknown relay 'nope'; configured relays: placeholder"),
         ({"prompt": "x" * 4001}, "prompt is 4001 characters; the limit is 4000"),
+        ({"prompt": "x", "n": 0}, "invalid arguments: n: Input should be greater than or equal"),
+        (
+            {"prompt": "x", "output_format": "gif", "seed": "seven"},
+            "invalid arguments: output_format: Input should be 'png', 'jpeg' or 'webp'; seed: ",
+        ),
     ],
 )
 async def test_bad_arguments_get_clear_errors(
@@ -254,6 +259,8 @@ async def test_bad_arguments_get_clear_errors(
             await client.call_tool("generate_image", arguments)
     assert message in str(raised.value)
     assert "Traceback" not in str(raised.value)
+    assert "pydantic" not in str(raised.value)
+    assert "\n" not in str(raised.value)
     assert list((server.settings.state_dir / "blobs").rglob("*.*")) == []
 
 

@@ -266,12 +266,16 @@ async def test_audit_log_has_one_line_per_call_and_no_secrets(
     async with team.client(BOT_TOKEN) as client:
         with pytest.raises(ToolError):
             await client.call_tool("get_image", {"asset_id": "img_" + "1" * 24})
+        with pytest.raises(ToolError):
+            await client.call_tool("generate_image", {"prompt": "x", "n": 0})
     lines = audit_lines(team)
     calls = [(line["subject"], line["tool"], line["outcome"]) for line in lines]
     assert calls == [
         ("oidc:alice@example.test", "generate_image", "ok"),
         ("token:ci-bot", "get_image", "refused"),
+        ("token:ci-bot", "generate_image", "refused"),  # a bad argument is a refusal
     ]
+    assert lines[2]["detail"].startswith("invalid arguments: n: ")
     assert lines[0]["images"] == 2
     assert lines[0]["relay"] == "placeholder"
     assert lines[0]["duration_ms"] >= 0
