@@ -24,7 +24,7 @@ from starlette.middleware import Middleware as StarletteMiddleware
 from imagegate import __version__, tools
 from imagegate.access import build_acl, build_authentication
 from imagegate.acl import AccessPolicy
-from imagegate.asgi import ExplainMissingToken
+from imagegate.asgi import ExplainUnauthorized
 from imagegate.audit import AuditLog
 from imagegate.clock import Clock, SystemClock
 from imagegate.config import Settings
@@ -198,7 +198,12 @@ def http_asgi_app(app: App, settings: Settings) -> Starlette:
         path=settings.mcp_path,
         host_origin_protection="auto",
         allowed_hosts=allowed_hosts,
-        middleware=[StarletteMiddleware(ExplainMissingToken)],
+        middleware=[
+            StarletteMiddleware(
+                ExplainUnauthorized,
+                oauth_wording=settings.oidc is not None and settings.oidc.interactive_login,
+            )
+        ],
     )
 
 

@@ -312,6 +312,12 @@ async def test_tools_need_a_bearer_token(server: RunningServer) -> None:
     assert wrong.status_code == 401
     assert "invalid_token" in wrong.headers["www-authenticate"]
     assert "not-the-token" not in wrong.text
+    # Advice for this server's tokens, not the SDK's "re-register your OAuth client".
+    assert wrong.json()["error"] == "invalid_token"
+    assert "imagegate token new" in wrong.json()["error_description"]
+    assert "imagegate token new" in wrong.headers["www-authenticate"]
+    assert "re-register" not in wrong.text + wrong.headers["www-authenticate"]
+    assert int(wrong.headers["content-length"]) == len(wrong.content)
 
 
 async def test_health_and_readiness(server: RunningServer) -> None:

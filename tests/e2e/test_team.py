@@ -394,3 +394,8 @@ async def test_interactive_login_metadata(tmp_path: Path, provider: Provider) ->
         assert metadata.json()["authorization_servers"] == [provider.issuer]
         assert metadata.json()["resource"] == server.mcp_url
         assert (await mcp_initialize(server, provider.token("alice"))).status_code == 200
+        # With interactive login, a rejected token keeps the OAuth client's advice.
+        rejected = await mcp_initialize(server, "expired-or-foreign-token")
+        assert rejected.status_code == 401
+        assert "resource_metadata=" in rejected.headers["www-authenticate"]
+        assert "imagegate token new" not in rejected.text
