@@ -102,6 +102,11 @@ async def test_batch_with_every_item_failing_is_an_error(server: RunningServer) 
     [
         ({"images": [data_url(b"hello, not an image")]}, "images[0]: not a PNG, JPEG, WebP"),
         ({"images": ["data:image/png;base64,@@@@"]}, "images[0]: not valid base64"),
+        (
+            {"images": ["data:text/plain;base64,aGVsbG8="]},
+            "images[0]: not valid base64 image data (a data URL must start with "
+            "data:image/<type>;base64, not data:text/plain;base64)",
+        ),
         ({"images": ["img_" + "0" * 24]}, "image not found"),
         ({"images": ["/etc/passwd"]}, "local file paths are accepted only over stdio"),
         (

@@ -31,12 +31,17 @@ def decode_upstream_image(staged: StagedBlob, encoded: str, relay: str) -> None:
 def decode_into(staged: StagedBlob, encoded: str) -> None:
     """Decode `encoded` (bare base64 or a data: URL) into `staged`, slice by slice."""
     text = strip_data_url(encoded.strip())
+    if text.startswith("data:"):
+        kind = text[5:].partition(",")[0][:40]
+        raise Base64Error(f"a data URL must start with data:image/<type>;base64, not data:{kind}")
     if "\n" in text or "\r" in text or " " in text:
         text = re.sub(r"\s+", "", text)
     if not text:
         raise Base64Error("empty")
-    if len(text) % 4:
+    if len(text) % 4 == 1:
         raise Base64Error("truncated")
+    if len(text) % 4:
+        text += "=" * (-len(text) % 4)  # padding left out, as some encoders do
     try:
         for start in range(0, len(text), _SLICE_CHARS):
             # strict_mode validates in C; base64.b64decode(validate=True) runs a regex

@@ -1,0 +1,46 @@
+"""Base64 image data into a staged blob: what is accepted, and what each refusal says."""
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from imagegate.relays.b64 import Base64Error, decode_into
+from imagegate.store.blobs import BlobStore
+
+DATA = bytes(range(256)) * 5 + b"tail"
+
+
+def decoded(tmp_path: Path, text: str) -> bytes:
+    staged = BlobStore(tmp_path, max_bytes=10**6).stage()
+    decode_into(staged, text)
+    staged.finish()
+    return staged.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(DATA).decode(),
+        "data:image/png;base64," + base64.b64encode(DATA).decode(),
+        base64.b64encode(DATA).decode().rstrip("="),  # padding left out
+        base64.encodebytes(DATA).decode(),  # MIME line breaks
+    ],
+    ids=["bare", "data-url", "unpadded", "line-breaks"],
+)
+def test_accepted_forms(tmp_path: Path, text: str) -> None:
+    assert decoded(tmp_path, text) == DATA
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("QUJD" + "Q", "truncated"),
+        ("QU!D", "invalid characters"),
+        ("data:text/plain;base64,aGVsbG8=", "must start with data:image/<type>;base64,"),
+    ],
+)
+def test_refusals_say_why(tmp_path: Path, text: str, reason: str) -> None:
+    with pytest.raises(Base64Error, match=reason):
+        decoded(tmp_path, text)
