@@ -6,6 +6,7 @@ caller's business. Any failure discards everything staged: nothing half-made sur
 """
 
 import functools
+import re
 import time
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class Produced:
     info: ImageInfo
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
+
+
 def build_request(
     args: GenerateArgs,
     relay: Relay,
@@ -62,6 +66,8 @@ def build_request(
     prompt = args.prompt.strip()
     if not prompt:
         raise InvalidRequest("prompt must not be empty")
+    if _CONTROL.search(prompt):
+        raise InvalidRequest("prompt contains control characters (only newlines and tabs)")
     if len(prompt) > settings.max_prompt_chars:
         raise InvalidRequest(
             f"prompt is {len(prompt)} characters; the limit is {settings.max_prompt_chars}"

@@ -82,6 +82,11 @@ async def test_subject_and_groups_claims_are_configurable(idp: FakeIdP) -> None:
     assert isinstance(caller, CallerToken)
     assert caller.groups == ["a", "b"]
     assert await v.verify_token(idp.token()) is None  # no email claim: refused
+    # An address the provider marks unverified could be anyone's.
+    unverified = idp.token(email="alice@example.com", email_verified=False)
+    assert await v.verify_token(unverified) is None
+    verified = idp.token(email="alice@example.com", email_verified=True)
+    assert await v.verify_token(verified) is not None
 
 
 def hs256_with_public_key(idp: FakeIdP) -> str:

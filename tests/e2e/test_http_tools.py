@@ -245,6 +245,7 @@ async def test_delete_keeps_bytes_another_asset_still_uses(server: RunningServer
         ({"prompt": "x", "relay": "nope"}, "unknown relay 'nope'; configured relays: placeholder"),
         ({"prompt": "x" * 4001}, "prompt is 4001 characters; the limit is 4000"),
         ({"prompt": "x", "n": 0}, "invalid arguments: n: Input should be greater than or equal"),
+        ({"prompt": "a\x00b"}, "prompt contains control characters"),
         (
             {"prompt": "x", "output_format": "gif", "seed": "seven"},
             "invalid arguments: output_format: Input should be 'png', 'jpeg' or 'webp'; seed: ",

@@ -109,6 +109,10 @@ class OIDCVerifier(TokenVerifier):
         if not isinstance(value, str) or not value.strip():
             log.info("refused JWT without a %r claim", self._settings.subject_claim)
             return None
+        if self._settings.subject_claim == "email" and claims.get("email_verified") is False:
+            # An unverified address could be anyone's: it must not name a tenant.
+            log.info("refused JWT whose email is marked unverified")
+            return None
         raw_groups = claims.get(self._settings.groups_claim, [])
         if isinstance(raw_groups, str):
             raw_groups = raw_groups.split()

@@ -110,5 +110,17 @@ def is_loopback_host(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def is_public(address: IPAddress) -> bool:
+    """A global unicast address; IPv6 forms that carry an IPv4 address (6to4, NAT64)
+    are judged by that address, so they can't tunnel to a private one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.sixtofour is not None:
+            return is_public(address.sixtofour)
+        if address in _NAT64:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.teredo is not None:
+            return False
     return address.is_global and not address.is_multicast
