@@ -96,7 +96,7 @@ class InputResolver:
         if len(source) > self._max_bytes * 4 // 3 + 100:
             raise ImageRejected(f"{label}: image data is larger than {self._max_bytes} bytes")
         try:
-            decode_into(staged, source)
+            decode_into(staged, source, allow_unpadded=True)
         except Base64Error as err:
             raise InvalidRequest(f"{label}: not valid base64 image data ({err})") from None
         staged.finish()

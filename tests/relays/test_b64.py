@@ -8,12 +8,12 @@ import pytest
 from imagegate.relays.b64 import Base64Error, decode_into
 from imagegate.store.blobs import BlobStore
 
-DATA = bytes(range(256)) * 5 + b"tail"
+DATA = bytes(range(256)) * 5 + b"tail!"  # not a multiple of 3: its base64 is padded
 
 
-def decoded(tmp_path: Path, text: str) -> bytes:
+def decoded(tmp_path: Path, text: str, allow_unpadded: bool = True) -> bytes:
     staged = BlobStore(tmp_path, max_bytes=10**6).stage()
-    decode_into(staged, text)
+    decode_into(staged, text, allow_unpadded)
     staged.finish()
     return staged.path.read_bytes()
 
@@ -44,3 +44,8 @@ def test_accepted_forms(tmp_path: Path, text: str) -> None:
 def test_refusals_say_why(tmp_path: Path, text: str, reason: str) -> None:
     with pytest.raises(Base64Error, match=reason):
         decoded(tmp_path, text)
+
+
+def test_from_an_upstream_missing_padding_is_a_cut_off_answer(tmp_path: Path) -> None:
+    with pytest.raises(Base64Error, match="truncated"):
+        decoded(tmp_path, base64.b64encode(DATA).decode().rstrip("="), allow_unpadded=False)

@@ -28,8 +28,10 @@ def decode_upstream_image(staged: StagedBlob, encoded: str, relay: str) -> None:
         raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
 
 
-def decode_into(staged: StagedBlob, encoded: str) -> None:
-    """Decode `encoded` (bare base64 or a data: URL) into `staged`, slice by slice."""
+def decode_into(staged: StagedBlob, encoded: str, allow_unpadded: bool = False) -> None:
+    """Decode `encoded` (bare base64 or a data: URL) into `staged`, slice by slice.
+    `allow_unpadded` for what callers send (some encoders leave `=` out); from an
+    upstream, missing padding is a sign of a cut-off answer."""
     text = strip_data_url(encoded.strip())
     if text.startswith("data:"):
         kind = text[5:].partition(",")[0][:40]
@@ -38,10 +40,9 @@ def decode_into(staged: StagedBlob, encoded: str) -> None:
         text = re.sub(r"\s+", "", text)
     if not text:
         raise Base64Error("empty")
-    if len(text) % 4 == 1:
+    if len(text) % 4 == 1 or (len(text) % 4 and not allow_unpadded):
         raise Base64Error("truncated")
-    if len(text) % 4:
-        text += "=" * (-len(text) % 4)  # padding left out, as some encoders do
+    text += "=" * (-len(text) % 4)
     try:
         for start in range(0, len(text), _SLICE_CHARS):
             # strict_mode validates in C; base64.b64decode(validate=True) runs a regex
