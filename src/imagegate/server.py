@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from fastmcp import FastMCP
+from fastmcp.tools import FunctionTool
 from mcp.server.request_state import RequestStateSecurity
 from mcp_types import ToolAnnotations
 from pydantic import SecretStr
@@ -168,7 +169,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
             ]
         ),
     )
-    _register_tools(mcp)
+    _register_tools(mcp, settings.max_images_per_call)
     if signer is not None:
         routes = Routes(service, signer, clock)
         mcp.custom_route("/files/{name}", methods=["GET", "HEAD"])(routes.download)
@@ -230,13 +231,17 @@ _TOOL_TABLE: list[tuple[Callable[..., Awaitable[Any]], bool, ToolAnnotations]] =
 ]
 
 
-def _register_tools(mcp: FastMCP[Any]) -> None:
+def _register_tools(mcp: FastMCP[Any], max_images: int) -> None:
     for tool, returns_images, annotations in _TOOL_TABLE:
-        if returns_images:
-            mcp.tool(
-                domain_errors(tool),
-                output_schema=tools.IMAGES_OUTPUT_SCHEMA,
-                annotations=annotations,
-            )
-        else:
+        if not returns_images:
             mcp.tool(domain_errors(tool), annotations=annotations)
+            continue
+        registered = FunctionTool.from_function(
+            domain_errors(tool), output_schema=tools.IMAGES_OUTPUT_SCHEMA, annotations=annotations
+        )
+        # The signature's bound is the most any server allows; clients should see this
+        # server's, which the generation step enforces.
+        count = registered.parameters.get("properties", {}).get("n")
+        if count is not None:
+            count["maximum"] = max_images
+        mcp.add_tool(registered)

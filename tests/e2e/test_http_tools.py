@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from mcp_types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
 from tests.conftest import ManualClock
-from tests.e2e.harness import RunningServer, http_get, http_post
+from tests.e2e.harness import RunningServer, http_get, http_post, running_server
 
 
 async def generate(server: RunningServer, **arguments: Any) -> dict[str, Any]:
@@ -369,3 +370,14 @@ async def test_readiness_fails_when_the_store_does(server: RunningServer) -> Non
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "reason": "asset store unavailable"}
     assert (await http_get(f"{server.base_url}/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("max_images", [4, 7])
+async def test_tool_schemas_show_this_servers_image_limit(tmp_path: Path, max_images: int) -> None:
+    async with (
+        running_server(tmp_path / "state", max_images_per_call=max_images) as server,
+        server.client() as client,
+    ):
+        schemas = {tool.name: tool.input_schema for tool in await client.list_tools()}
+    for name in ("generate_image", "edit_image"):
+        assert schemas[name]["properties"]["n"]["maximum"] == max_images
