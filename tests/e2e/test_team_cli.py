@@ -1,6 +1,7 @@
 """Team set-up from the command line: token new, check-config and refusals at start."""
 
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,25 @@ def test_an_empty_or_short_static_token_stops_start_up(tmp_path: Path, token: st
     assert result.returncode == 2
     assert "bearer_token: must be at least 16 characters" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_mapped_token_sharing_the_static_tokens_subject_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[[tokens]]\nsubject = "dev"\nsha256 = "{"ab" * 32}"\n')
+    tokens.chmod(0o600)
+    settings = {
+        "IMAGEGATE_TOKENS_FILE": str(tokens),
+        "IMAGEGATE_ACL_OPEN": "true",
+        "IMAGEGATE_BEARER_TOKEN": "static-token-0123456789abcdef",
+    }
+    with serving(tmp_path / "s", **settings) as (_, process):
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        logs = process.stderr.read() if process.stderr else ""
+    assert "maps a token to token:dev, the static bearer token's subject" in logs
+    assert "static-token-0123456789abcdef" not in logs
 
 
 def test_several_callers_without_acl_refuse_to_start(tmp_path: Path) -> None:
