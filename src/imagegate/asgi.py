@@ -37,8 +37,11 @@ class ExplainUnauthorized:
         if has_token and self._oauth_wording:
             await self.app(scope, receive, send)
             return
-        body = _body("invalid_token", REJECTED_HELP) if has_token else None
-        body = body or _body("invalid_request", NO_TOKEN_HELP)
+        body = (
+            _body("invalid_token", REJECTED_HELP)
+            if has_token
+            else _body("invalid_request", NO_TOKEN_HELP)
+        )
         replacing = False
 
         async def send_explained(message: Message) -> None:

@@ -202,7 +202,7 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
             args.prompt,
             size=args.size,
             n=args.n,
-            output_format=args.output_format,
+            output_format=args.output_format or _format_of(args.out),
             seed=args.seed,
             relay=args.relay,
             quality=args.quality,
@@ -256,6 +256,12 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
             item.image.staged.discard()  # no-op for files already moved into place
     await progress(1.0, f"done: {len(images)} file(s)")
     return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
+
+
+def _format_of(out: Path) -> str | None:
+    """`--out picture.jpg` without --format asks for a JPEG."""
+    suffix = out.suffix.lower().lstrip(".")
+    return {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}.get(suffix)
 
 
 def _one_relay(settings: Settings, name: str | None) -> Relay:

@@ -211,13 +211,14 @@ def test_generate_command_writes_a_file_and_reports_json(tmp_path: Path) -> None
     assert not (tmp_path / "state").exists()  # no server, no state
 
 
-def test_generate_to_a_named_file(tmp_path: Path) -> None:
-    target = tmp_path / "out.png"
+@pytest.mark.parametrize(("name", "pillow"), [("out.png", "PNG"), ("out.JPG", "JPEG")])
+def test_generate_to_a_named_file(tmp_path: Path, name: str, pillow: str) -> None:
+    target = tmp_path / name  # without --format, the name's extension chooses it
     result = run("generate", "named", "--size", "64x64", "--out", str(target), env=clean_env())
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["images"][0]["path"] == str(target)
     with Image.open(target) as picture:
-        assert picture.format == "PNG"
+        assert picture.format == pillow
 
 
 @pytest.mark.parametrize(
