@@ -11,7 +11,6 @@
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from fastmcp.server.auth import AuthProvider, RemoteAuthProvider, TokenVerifier
@@ -19,7 +18,7 @@ from fastmcp.server.auth import AuthProvider, RemoteAuthProvider, TokenVerifier
 from imagegate.acl import OPEN_ACL, TEAM_OPEN_ACL, Acl, load_acl
 from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
 from imagegate.auth.oidc import OIDCVerifier
-from imagegate.auth.tokens import MappedTokensVerifier, load_tokens_file
+from imagegate.auth.tokens import MappedTokensVerifier
 from imagegate.auth.verifier import CompositeVerifier
 from imagegate.clock import Clock
 from imagegate.config import Settings
@@ -78,13 +77,18 @@ def build_authentication(
     if token is not None:
         verifiers.append(StaticBearerVerifier(token, bearer_subject))
     if settings.tokens_file is not None:
-        verifiers.append(
-            MappedTokensVerifier(
-                settings.tokens_file, relays, settings.strict_permissions, clock.now
-            )
+        mapped = MappedTokensVerifier(
+            settings.tokens_file, relays, settings.strict_permissions, clock.now
         )
-        if token is not None:
-            _warn_on_shared_subject(settings.tokens_file, relays, settings, bearer_subject)
+        verifiers.append(mapped)
+        if token is not None and any(e.subject == bearer_subject for e in mapped.entries()):
+            # Two credentials with one subject are one tenant: rarely meant.
+            log.warning(
+                "tokens_file %s maps a token to %s, the static bearer token's subject "
+                "(bearer_subject): both reach the same images and quotas",
+                settings.tokens_file,
+                bearer_subject,
+            )
     if settings.oidc is not None:
         verifiers.append(OIDCVerifier(settings.oidc, http, clock.now))
     if not verifiers:
@@ -110,17 +114,3 @@ def build_authentication(
             resource_name="imagegate",
         )
     return Authentication(provider=provider, dev_token=dev_token)
-
-
-def _warn_on_shared_subject(
-    tokens_file: Path, relays: Collection[str], settings: Settings, bearer_subject: Subject
-) -> None:
-    """Two credentials with one subject are one tenant: say so, it is rarely meant."""
-    entries = load_tokens_file(tokens_file, relays, settings.strict_permissions)
-    if any(entry.subject == bearer_subject for entry in entries):
-        log.warning(
-            "tokens_file %s maps a token to %s, the static bearer token's subject "
-            "(bearer_subject): both reach the same images and quotas",
-            tokens_file,
-            bearer_subject,
-        )

@@ -10,9 +10,11 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from imagegate import __version__
 from imagegate.access import DEV_TOKEN_FILE, build_acl, static_token, team_auth
@@ -29,6 +31,8 @@ from imagegate.scopes import check_scope
 from imagegate.server import App, build_app, http_asgi_app
 from imagegate.statedir import state_dir_problem
 from imagegate.store.blobs import StagedBlob
+
+T = TypeVar("T")
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -295,30 +299,32 @@ def _output_target(out: Path, n: int, output_format: ImageFormat) -> tuple[Path,
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     """Everything `serve` would refuse, found without serving or writing anything;
     every problem at once, not only the first."""
-    relays: list[Relay] = []
     problems: list[str] = []
-    for name, config in settings.relays.items():
+
+    def attempt(check: Callable[[], T]) -> T | None:
         try:
-            relays.append(build_relay(name, config))
+            return check()
         except ConfigError as err:
             problems.append(str(err))
+            return None
+
+    built = [attempt(partial(build_relay, name, c)) for name, c in settings.relays.items()]
+    relays = [relay for relay in built if relay is not None]
     names = list(settings.relays)
-    for check in (
-        lambda: build_acl(settings, names, http=True),
-        lambda: configured_secret("link_key", settings.link_key, settings.link_key_file),
+    acl = attempt(lambda: build_acl(settings, names, http=True))
+    attempt(lambda: configured_secret("link_key", settings.link_key, settings.link_key_file))
+    attempt(
         lambda: configured_secret(
             "request_state_key", settings.request_state_key, settings.request_state_key_file
-        ),
-        lambda: static_token(settings),
-        lambda: (
-            settings.tokens_file
-            and load_tokens_file(settings.tokens_file, names, settings.strict_permissions)
-        ),
-    ):
-        try:
-            check()
-        except ConfigError as err:
-            problems.append(str(err))
+        )
+    )
+    token = attempt(lambda: static_token(settings))
+    tokens_file = settings.tokens_file
+    mapped = (
+        attempt(lambda: load_tokens_file(tokens_file, names, settings.strict_permissions))
+        if tokens_file is not None
+        else None
+    )
     state = state_dir_problem(settings.state_dir)
     if state is not None:
         problems.append(state)
@@ -329,30 +335,22 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
                 "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
             )
         raise ConfigError("\n".join(problems))
-    print("\n".join(_config_summary(settings, relays)))
-    return 0
-
-
-def _config_summary(settings: Settings, relays: list[Relay]) -> list[str]:
-    names = [relay.name for relay in relays]
+    auth = []
+    if token is not None:
+        auth.append("static bearer token")
+    if mapped is not None:
+        auth.append(f"{len(mapped)} mapped token(s) from {tokens_file}")
+    if settings.oidc is not None:
+        auth.append(f"OIDC tokens from {settings.oidc.issuer} (not contacted by this check)")
     lines = [
         "configuration OK",
         "relays: "
         + ", ".join(f"{r.name} ({r.kind})" for r in relays)
         + f"; default {settings.default_relay}",
         f"state: {settings.state_dir}",
+        "authentication: " + ("; ".join(auth) or "generated development token"),
     ]
-    auth = []
-    if static_token(settings) is not None:
-        auth.append("static bearer token")
-    if settings.tokens_file is not None:
-        count = len(load_tokens_file(settings.tokens_file, names, settings.strict_permissions))
-        auth.append(f"{count} mapped token(s) from {settings.tokens_file}")
-    if settings.oidc is not None:
-        auth.append(f"OIDC tokens from {settings.oidc.issuer} (not contacted by this check)")
-    lines.append("authentication: " + ("; ".join(auth) or "generated development token"))
-    if settings.acl_file is not None:
-        acl = build_acl(settings, names, http=True)
+    if settings.acl_file is not None and acl is not None:
         lines.append(
             f"ACL: {settings.acl_file} ({len(acl.subjects)} subject(s), {len(acl.groups)} group(s))"
         )
@@ -363,7 +361,8 @@ def _config_summary(settings: Settings, relays: list[Relay]) -> list[str]:
     warning = settings.link_warning()
     if warning is not None:
         lines.append(f"warning: {warning}")
-    return lines
+    print("\n".join(lines))
+    return 0
 
 
 MAX_TOKEN_DAYS = 3650

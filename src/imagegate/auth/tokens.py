@@ -166,6 +166,10 @@ class MappedTokensVerifier(TokenVerifier):
                 log.error("mapped tokens disabled until the file is fixed: %s", err)
         return self._entries
 
+    def entries(self) -> list[MappedToken]:
+        """The entries in force now (the file is re-read when it changed)."""
+        return self._current()
+
     async def verify_token(self, token: str) -> AccessToken | None:
         digest = token_digest(token)
         match: MappedToken | None = None
