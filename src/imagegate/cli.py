@@ -23,7 +23,7 @@ from imagegate.auth.tokens import SUBJECT_NAME, load_tokens_file, new_token_entr
 from imagegate.config import Settings, load_settings
 from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
-from imagegate.images import ImageFormat
+from imagegate.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.keys import configured_secret
 from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
@@ -265,7 +265,8 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
 def _format_of(out: Path) -> str | None:
     """`--out picture.jpg` without --format asks for a JPEG."""
     suffix = out.suffix.lower().lstrip(".")
-    return {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}.get(suffix)
+    matches = [f.value for f in OUTPUT_FORMATS if suffix in (f.value, f.extension)]
+    return matches[0] if matches else None
 
 
 def _one_relay(settings: Settings, name: str | None) -> Relay:
