@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from imagegate.config import Settings, load_settings
-from imagegate.errors import ConfigError
+from imagegate.core.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from imagegate import __version__
-from imagegate.access import DEV_TOKEN_FILE, build_acl, static_token, team_auth
-from imagegate.auth.bearer import TOKEN_SUBJECT_PREFIX
-from imagegate.auth.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
-from imagegate.config import Settings, load_settings
-from imagegate.errors import ConfigError, ImagegateError, InvalidRequest
-from imagegate.generation import GenerateArgs, Stopwatch, build_request, produce
-from imagegate.images import OUTPUT_FORMATS, ImageFormat
-from imagegate.keys import configured_secret
+from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX
+from imagegate.access.scopes import check_scope
+from imagegate.access.setup import DEV_TOKEN_FILE, build_acl, static_token, team_auth
+from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
+from imagegate.config import Settings, load_settings, read_secret_env
+from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest
+from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.core.secrets import configured_secret
+from imagegate.core.staging import StagedBlob
+from imagegate.core.statedir import state_dir_problem
 from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
-from imagegate.scopes import check_scope
 from imagegate.server import App, build_app, http_asgi_app
-from imagegate.statedir import state_dir_problem
-from imagegate.store.blobs import StagedBlob
+from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
 
 T = TypeVar("T")
 
@@ -275,7 +275,7 @@ def _one_relay(settings: Settings, name: str | None) -> Relay:
     if name not in settings.relays:
         known = ", ".join(settings.relays)
         raise InvalidRequest(f"--relay: unknown relay {name!r}; configured: {known}")
-    return build_relay(name, settings.relays[name])
+    return build_relay(name, settings.relays[name], read_secret_env)
 
 
 def _output_target(out: Path, n: int, output_format: ImageFormat) -> tuple[Path, Path, bool]:
@@ -309,7 +309,10 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
             problems.append(str(err))
             return None
 
-    built = [attempt(partial(build_relay, name, c)) for name, c in settings.relays.items()]
+    built = [
+        attempt(partial(build_relay, name, c, read_secret_env))
+        for name, c in settings.relays.items()
+    ]
     relays = [relay for relay in built if relay is not None]
     names = list(settings.relays)
     acl = attempt(lambda: build_acl(settings, names, http=True))

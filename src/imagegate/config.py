@@ -8,10 +8,9 @@ restricted modes, never from the TOML file, which is usually world-readable.
 
 import os
 import re
-import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -29,9 +28,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from imagegate.errors import ConfigError
-from imagegate.quota import QuotaSettings
-from imagegate.tomlfile import describe, key_lines, line_of, read_toml
+from imagegate.core.errors import ConfigError
+from imagegate.core.tomlfile import describe, key_lines, line_of, read_toml
+from imagegate.relays.config import RelayConfig
+from imagegate.relays.registry import KINDS
 
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
@@ -44,149 +44,46 @@ def default_state_dir() -> Path:
     return Path(base) / "imagegate"
 
 
-class PriceTable(BaseModel):
-    """Estimated price per image, for confirmations and budgets; keys are `*`,
-    `<quality>`, `<WxH>` or `<WxH>:<quality>` (most specific wins)."""
+class Limits(BaseModel):
+    """Per-subject limits; a missing limit is no limit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    currency: str = "USD"
-    per_image: dict[str, float] = Field(default_factory=dict)
-
-    def estimate(self, size: str | None, quality: str | None) -> float | None:
-        """Price of one image, or None when the table doesn't say."""
-        for key in (f"{size}:{quality}", f"{size}", f"{quality}", "*"):
-            if key in self.per_image:
-                return self.per_image[key]
-        return None
+    images_per_day: int | None = Field(default=None, ge=0)
+    cooldown_seconds: float | None = Field(default=None, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    spend_per_day: float | None = Field(default=None, ge=0)
+    spend_per_month: float | None = Field(default=None, ge=0)
 
 
-class _RelayBase(BaseModel):
+class QuotaSettings(BaseModel):
+    """`[quotas]`: `default`, then groups (the most generous wins, per limit), then the
+    subject's own entry (wins outright)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str = ""
-    prompt_template: str = "{prompt}"
-    """How the caller's prompt is sent; must contain {prompt}."""
-    prompt_prefix: str = ""
-
-    @field_validator("prompt_template")
-    @classmethod
-    def _has_prompt(cls, value: str) -> str:
-        if "{prompt}" not in value:
-            raise ValueError("must contain {prompt}")
-        return value
-
-    def render_prompt(self, prompt: str) -> str:
-        # str.replace, not str.format: a caller's braces must not reach format().
-        return self.prompt_prefix + self.prompt_template.replace("{prompt}", prompt)
+    default: Limits = Limits()
+    subjects: dict[str, Limits] = Field(default_factory=dict)
+    groups: dict[str, Limits] = Field(default_factory=dict)
 
 
-class PlaceholderRelayConfig(_RelayBase):
-    """The offline relay: draws an image locally with Pillow; costs nothing."""
-
-    kind: Literal["placeholder"]
-    description: str = "Offline placeholder images drawn locally (free, no network)"
-    paid: Literal[False] = False
-    delay_seconds: float = Field(default=0.0, ge=0, le=60)
-    """Simulated generation time, reported as progress; for demos and benchmarks."""
-
-
-_ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
-
-
-class HttpRelayConfig(_RelayBase):
-    """What every upstream relay has: where it is, its key's variable, limits, price."""
-
-    base_url: str
-    api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
-    """The NAME of the environment variable that holds the key, never the key."""
-    model: str | None = None
-    paid: bool = True
-    price: PriceTable | None = None
-    request_policy: Literal["openai", "compat"] = "openai"
-    """openai: official fields only; compat: also seed, negative_prompt and similar."""
-    default_size: str | None = None
-    default_quality: Literal["low", "medium", "high", "auto"] | None = None
-    default_format: Literal["png", "jpeg", "webp"] | None = None
-    default_background: Literal["transparent", "opaque", "auto"] | None = None
-    default_compression: int | None = Field(default=None, ge=0, le=100)
-    connect_timeout: float = Field(default=10.0, gt=0, le=120)
-    first_byte_timeout: float = Field(default=120.0, gt=0, le=1800)
-    total_timeout: float = Field(default=300.0, gt=0, le=3600)
-    max_retries: int = Field(default=3, ge=1, le=10)
-    """Tries in all, for what may be retried (429, 5xx, connection errors)."""
-    retry_budget_seconds: float = Field(default=60.0, ge=0, le=600)
-    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s?#]+", value):
-            raise ValueError("must be an http:// or https:// URL without query or fragment")
-        return value.rstrip("/")
-
-
-class OpenAIResponsesRelayConfig(HttpRelayConfig):
-    kind: Literal["openai-responses"]
-    model: str | None = "gpt-5"
-    image_model: str | None = None
-    """The image_generation tool's model (e.g. gpt-image-1.5); None: the upstream's."""
-
-
-class OpenAIImagesRelayConfig(HttpRelayConfig):
-    kind: Literal["openai-images"]
-    model: str | None = "gpt-image-1.5"
-    stream: bool = False
-    """Use the streaming endpoint (partial images, progress)."""
-
-
-class GeminiRelayConfig(HttpRelayConfig):
-    kind: Literal["gemini"]
-    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
-    model: str | None = "gemini-2.5-flash-image"
-    image_size: Literal["1K", "2K", "4K"] | None = None
-
-
-class SDWebUIRelayConfig(HttpRelayConfig):
-    kind: Literal["sd-webui"]
-    paid: bool = False
-    request_policy: Literal["openai", "compat"] = "compat"
-    steps: int = Field(default=30, ge=1, le=150)
-    sampler: str | None = None
-    cfg_scale: float = Field(default=7.0, ge=1, le=30)
-    denoising_strength: float = Field(default=0.75, ge=0, le=1)
-    basic_auth_user: str | None = None
-    basic_auth_password_env: str | None = Field(default=None, pattern=_ENV_NAME)
-    progress_interval: float = Field(default=1.0, ge=0.05, le=30)
-
-
-class OpenRouterRelayConfig(HttpRelayConfig):
-    kind: Literal["openrouter"]
-    base_url: str = "https://openrouter.ai/api/v1"
-    model: str | None = "google/gemini-2.5-flash-image"
-
-
-UpstreamRelayConfig = (
-    OpenAIResponsesRelayConfig
-    | OpenAIImagesRelayConfig
-    | GeminiRelayConfig
-    | SDWebUIRelayConfig
-    | OpenRouterRelayConfig
-)
-RelayConfig = Annotated[PlaceholderRelayConfig | UpstreamRelayConfig, Field(discriminator="kind")]
-
-RELAY_KINDS = frozenset(
-    typing.get_args(cls.model_fields["kind"].annotation)[0]
-    for cls in typing.get_args(typing.get_args(RelayConfig)[0])
-)
+if TYPE_CHECKING:
+    AnyRelayConfig = RelayConfig
+else:
+    # Every kind's config model, told apart by `kind`: the registry found them.
+    AnyRelayConfig = Annotated[
+        Union[tuple(kind.config for kind in KINDS.values())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
 
 _DEFAULT_RELAYS: dict[str, RelayConfig] = {
-    "placeholder": PlaceholderRelayConfig(kind="placeholder"),
+    "placeholder": KINDS["placeholder"].config(kind="placeholder"),
 }
 
 
 def read_secret_env(name: str) -> str | None:
-    """The value of a secret environment variable named in the config (a relay key)."""
+    """The value of a secret environment variable named in the config (a relay key);
+    relays get this function, so that only this module reads the environment."""
     value = os.environ.get(name)
     return value.strip() if value and value.strip() else None
 
@@ -280,7 +177,7 @@ class Settings(BaseSettings):
     link_ttl_max_seconds: int = Field(default=7 * 86400, ge=1)
 
     default_relay: str = "placeholder"
-    relays: dict[str, RelayConfig] = Field(default_factory=lambda: dict(_DEFAULT_RELAYS))
+    relays: dict[str, AnyRelayConfig] = Field(default_factory=lambda: dict(_DEFAULT_RELAYS))
 
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     """Per-subject limits ([quotas.default], [quotas.subjects."..."], [quotas.groups.*])."""
@@ -323,7 +220,7 @@ class Settings(BaseSettings):
 
     @field_validator("relays")
     @classmethod
-    def _relay_names(cls, value: dict[str, RelayConfig]) -> dict[str, RelayConfig]:
+    def _relay_names(cls, value: dict[str, AnyRelayConfig]) -> dict[str, AnyRelayConfig]:
         for name in value:
             if not _RELAY_NAME.fullmatch(name):
                 raise ValueError(
@@ -405,7 +302,9 @@ def load_settings(config_path: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(
-            describe(err, path, text, _env_origin(file_values), union_tags={"relays": RELAY_KINDS})
+            describe(
+                err, path, text, _env_origin(file_values), union_tags={"relays": frozenset(KINDS)}
+            )
         ) from None
     except SettingsError as err:
         # A complex setting (a table) from the environment that is not valid JSON.

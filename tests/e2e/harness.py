@@ -13,8 +13,8 @@ import uvicorn
 from fastmcp import Client
 from fastmcp.client.auth import BearerAuth
 
-from imagegate.clock import Clock
 from imagegate.config import Settings
+from imagegate.core.clock import Clock
 from imagegate.server import App, build_app, http_asgi_app
 
 

@@ -344,7 +344,8 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
         ),
         (
             '[relays.x]\nkind = "dalle"\n',
-            r":2: relays\.x\.kind: unknown kind 'dalle'; expected one of: 'placeholder', ",
+            r":2: relays\.x\.kind: unknown kind 'dalle'; "
+            r"expected one of: 'gemini', 'openai-images', ",
         ),
         ('[relays.x]\nkind = "placeholder"\ncolour = 1\n', r":3: relays\.x\.colour: unknown"),
         ('link_key = "s3cret-value"\n', r"link_key: secrets are not read from the config file"),

@@ -16,8 +16,10 @@ import pytest
 from fastmcp.client.elicitation import ElicitResult
 from fastmcp.exceptions import ToolError
 
-from imagegate.config import OpenAIImagesRelayConfig, PlaceholderRelayConfig, PriceTable
-from imagegate.quota import Limits, QuotaSettings
+from imagegate.config import Limits, QuotaSettings
+from imagegate.relays.config import PriceTable
+from imagegate.relays.openai_images import OpenAIImagesRelayConfig
+from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, running_server
 from tests.fakes.upstream import (

@@ -12,7 +12,7 @@ import pytest
 from fastmcp.exceptions import ToolError
 from PIL import Image
 
-from imagegate.config import OpenAIImagesRelayConfig
+from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from tests.e2e.harness import RunningServer, http_get, running_server
 from tests.fakes.upstream import (
     FakeUpstream,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from fastmcp.exceptions import ToolError
 
-from imagegate.config import OpenAIResponsesRelayConfig, PlaceholderRelayConfig
+from imagegate.relays.openai_responses import OpenAIResponsesRelayConfig
+from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, http_get, running_server
 from tests.fakes.upstream import (
     FakeUpstream,

@@ -15,7 +15,8 @@ from fastmcp.exceptions import ToolError
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from imagegate.config import OIDCSettings, PlaceholderRelayConfig
+from imagegate.config import OIDCSettings
+from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, http_get, http_post, running_server
 from tests.e2e.idp import AUDIENCE, Provider, oidc_provider
 
@@ -399,3 +400,26 @@ async def test_interactive_login_metadata(tmp_path: Path, provider: Provider) ->
         assert rejected.status_code == 401
         assert "resource_metadata=" in rejected.headers["www-authenticate"]
         assert "imagegate token new" not in rejected.text
+
+
+async def test_usage_of_another_subject_is_for_admins(
+    team: RunningServer, provider: Provider
+) -> None:
+    await generate(team, BOT_TOKEN, n=2)
+    async with team.client(provider.token("root")) as admin:
+        seen = (await admin.call_tool("get_usage", {"subject": "token:ci-bot"})).structured_content
+        assert seen is not None
+        assert (seen["subject"], seen["usage"]["images_today"]) == ("token:ci-bot", 2)
+        reset = (
+            await admin.call_tool("reset_usage", {"subject": "token:ci-bot"})
+        ).structured_content
+        assert reset is not None
+        assert (reset["subject"], reset["usage"]["images_today"]) == ("token:ci-bot", 0)
+    async with team.client(BOT_TOKEN) as bot:
+        own = (await bot.call_tool("get_usage", {})).structured_content
+        assert own is not None
+        assert (own["subject"], own["usage"]["images_today"]) == ("token:ci-bot", 0)
+        with pytest.raises(ToolError, match="forbidden: needs scope admin to see others' usage"):
+            await bot.call_tool("get_usage", {"subject": "token:auditor"})
+        with pytest.raises(ToolError, match="forbidden: needs scope admin"):
+            await bot.call_tool("reset_usage", {"subject": "token:ci-bot"})

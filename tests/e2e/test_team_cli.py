@@ -2,13 +2,32 @@
 
 import re
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastmcp import Client
 from fastmcp.client.auth import BearerAuth
 
+from imagegate.access.tokens import load_tokens_file
 from tests.e2e.processes import clean_env, run, serving
+
+
+def test_token_new_writes_the_expiry_it_is_asked_for(tmp_path: Path) -> None:
+    before = datetime.now(UTC)
+    made = run("token", "new", "--subject", "ci-bot", "--expires-in-days", "30", env=clean_env())
+    assert made.returncode == 0, made.stderr
+    (line,) = [line for line in made.stdout.splitlines() if line.startswith("expires = ")]
+    expires = datetime.fromisoformat(line.removeprefix("expires = "))
+    assert expires.tzinfo is not None
+    assert before + timedelta(days=30, seconds=-2) <= expires
+    assert expires <= datetime.now(UTC) + timedelta(days=30)
+    # The entry is valid TOML that the tokens file loader takes with that expiry.
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(made.stdout[made.stdout.index("[[tokens]]") :])
+    tokens.chmod(0o600)
+    (entry,) = load_tokens_file(tokens, ["placeholder"], strict=True)
+    assert entry.expires_at == expires.timestamp()
 
 
 async def test_ci_bot_token_from_token_new_works_end_to_end(tmp_path: Path) -> None:

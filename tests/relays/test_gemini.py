@@ -10,12 +10,12 @@ import pytest
 import respx
 from PIL import Image
 
-from imagegate.config import GeminiRelayConfig
-from imagegate.errors import ConfigError, ContentRefused, InvalidRequest, RelayError
-from imagegate.images import ImageFormat
+from imagegate.config import read_secret_env
+from imagegate.core.errors import ConfigError, ContentRefused, InvalidRequest, RelayError
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.gemini import GeminiRelay
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.gemini import GeminiRelay, GeminiRelayConfig
+from imagegate.storage.files import FileBlobStore
 
 KEY = "AIzaSyTESTKEY-0123456789abcdefghijk"
 BASE = "https://gemini.test/v1beta"
@@ -56,8 +56,8 @@ def router() -> respx.Router:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path, max_bytes=10**7)
+def blobs(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path, max_bytes=10**7)
 
 
 def make_relay(
@@ -73,7 +73,7 @@ def make_relay(
         **overrides,
     }
     client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
-    return GeminiRelay("gem", GeminiRelayConfig(**settings), client)
+    return GeminiRelay("gem", GeminiRelayConfig(**settings), read_secret_env, client)
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def sent(route: respx.Route, index: int = 0) -> Any:
 
 
 async def test_generates_with_the_exact_request_and_decodes_the_image(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     picture = png()
     usage = {"promptTokenCount": 7, "candidatesTokenCount": 1290, "totalTokenCount": 1297}
@@ -124,7 +124,7 @@ async def test_generates_with_the_exact_request_and_decodes_the_image(
 
 
 async def test_edit_inlines_reference_images_as_base64_of_the_files(
-    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: BlobStore, tmp_path: Path
+    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     relay = make_relay(router, monkeypatch, image_size="2K")
     first, second = tmp_path / "first.png", tmp_path / "second.jpg"
@@ -167,7 +167,7 @@ async def test_edit_inlines_reference_images_as_base64_of_the_files(
 
 
 async def test_gif_inputs_are_refused_before_any_call(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     gif = tmp_path / "in.gif"
     gif.write_bytes(png(fmt="GIF"))
@@ -185,7 +185,7 @@ async def test_gif_inputs_are_refused_before_any_call(
 
 
 async def test_thought_parts_are_skipped(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     draft, final = png("gray"), png("purple")
     router.post(ENDPOINT).respond(
@@ -201,7 +201,7 @@ async def test_thought_parts_are_skipped(
 
 
 async def test_n_images_are_n_sequential_calls_with_progress_for_each(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     pictures = [png("red"), png("green")]
     route = router.post(ENDPOINT).mock(
@@ -223,7 +223,7 @@ async def test_n_images_are_n_sequential_calls_with_progress_for_each(
 
 
 async def test_a_failed_later_call_discards_the_images_already_made(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     router.post(ENDPOINT).mock(
         side_effect=[
@@ -250,7 +250,7 @@ async def test_a_failed_later_call_discards_the_images_already_made(
 async def test_safety_finish_reasons_are_content_refused(
     relay: GeminiRelay,
     router: respx.Router,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     tmp_path: Path,
     finish: str,
     reason: str,
@@ -263,7 +263,7 @@ async def test_safety_finish_reasons_are_content_refused(
 
 
 async def test_blocked_prompt_is_content_refused(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(json={"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})
     request = ImageRequest("x", Size(1024, 1024), 1, ImageFormat.PNG)
@@ -272,7 +272,7 @@ async def test_blocked_prompt_is_content_refused(
 
 
 async def test_prompt_blocked_for_another_reason_is_a_relay_error(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(json={"promptFeedback": {"blockReason": "OTHER"}})
     request = ImageRequest("x", Size(1024, 1024), 1, ImageFormat.PNG)
@@ -289,7 +289,7 @@ async def test_prompt_blocked_for_another_reason_is_a_relay_error(
     ],
 )
 async def test_no_image_is_a_relay_error_quoting_the_model(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, finish: str, expected: str
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, finish: str, expected: str
 ) -> None:
     router.post(ENDPOINT).respond(
         json=answer({"text": "I can only describe\n that scene."}, finish=finish)
@@ -302,7 +302,7 @@ async def test_no_image_is_a_relay_error_quoting_the_model(
 
 
 async def test_rate_limit_is_retried(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     exhausted = {
         "error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}
@@ -322,7 +322,7 @@ async def test_rate_limit_is_retried(
 
 
 async def test_server_error_is_retried(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     failure = {"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}
     route = router.post(ENDPOINT).mock(
@@ -337,7 +337,7 @@ async def test_server_error_is_retried(
 
 
 async def test_persistent_rate_limit_gives_up_after_max_retries(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     route = router.post(ENDPOINT).respond(
         429, json={"error": {"code": 429, "message": "slow down"}}, headers={"Retry-After": "0"}
@@ -351,7 +351,7 @@ async def test_persistent_rate_limit_gives_up_after_max_retries(
 
 @pytest.mark.parametrize("status", [400, 401, 403])
 async def test_rejected_key_is_a_relay_error_without_the_key(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, status: int
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, status: int
 ) -> None:
     body = {"error": {"code": status, "message": f"API key {KEY} not valid", "status": "X"}}
     route = router.post(ENDPOINT).respond(status, json=body)
@@ -363,7 +363,7 @@ async def test_rejected_key_is_a_relay_error_without_the_key(
 
 
 async def test_damaged_base64_is_a_relay_error_and_leaves_nothing(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     broken = {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo*not*base64!"}}
     router.post(ENDPOINT).respond(json=answer(broken))
@@ -374,7 +374,7 @@ async def test_damaged_base64_is_a_relay_error_and_leaves_nothing(
 
 
 async def test_answer_that_is_not_json_is_a_relay_error(
-    relay: GeminiRelay, router: respx.Router, blobs: BlobStore
+    relay: GeminiRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(200, text="<html>proxy error</html>")
     request = ImageRequest("x", Size(1024, 1024), 1, ImageFormat.PNG)
@@ -383,7 +383,7 @@ async def test_answer_that_is_not_json_is_a_relay_error(
 
 
 async def test_total_timeout_is_a_relay_error(
-    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: BlobStore, tmp_path: Path
+    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     relay = make_relay(router, monkeypatch, total_timeout=0.05)
 
@@ -402,14 +402,14 @@ def test_missing_key_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_GEMINI_KEY", raising=False)
     config = GeminiRelayConfig(kind="gemini", api_key_env="TEST_GEMINI_KEY")
     with pytest.raises(ConfigError, match="TEST_GEMINI_KEY is not set"):
-        GeminiRelay("gem", config)
+        GeminiRelay("gem", config, read_secret_env)
 
 
 def test_model_name_must_be_a_plain_gemini_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_GEMINI_KEY", KEY)
     config = GeminiRelayConfig(kind="gemini", api_key_env="TEST_GEMINI_KEY", model="../x?y")
     with pytest.raises(ConfigError, match=r"relays\.gem\.model"):
-        GeminiRelay("gem", config)
+        GeminiRelay("gem", config, read_secret_env)
 
 
 def test_capabilities_describe_an_aspect_ratio_relay(relay: GeminiRelay) -> None:

@@ -15,12 +15,12 @@ import pytest
 import respx
 from PIL import Image
 
-from imagegate.config import OpenAIImagesRelayConfig
-from imagegate.errors import ContentRefused, InvalidRequest, RelayError
-from imagegate.images import ImageFormat
+from imagegate.config import read_secret_env
+from imagegate.core.errors import ContentRefused, InvalidRequest, RelayError
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.openai_images import OpenAIImagesRelay
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.openai_images import OpenAIImagesRelay, OpenAIImagesRelayConfig
+from imagegate.storage.files import FileBlobStore
 
 BASE = "https://api.test/v1"
 LOCAL_BASE = "http://127.0.0.1:8931/v1"
@@ -57,7 +57,7 @@ def make_relay(base_url: str = BASE, **options: Any) -> OpenAIImagesRelay:
         retry_budget_seconds=5,
         **options,
     )
-    return OpenAIImagesRelay("images", config)
+    return OpenAIImagesRelay("images", config, read_secret_env)
 
 
 def make_request(**options: Any) -> ImageRequest:
@@ -123,8 +123,8 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path, max_bytes=10**7)
+def blobs(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path, max_bytes=10**7)
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def mock() -> Iterator[respx.MockRouter]:
 
 
 async def test_generation_sends_fields_and_stages_the_decoded_image(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     image = png("red")
     route = mock.post("/images/generations").respond(
@@ -195,7 +195,7 @@ async def test_generation_sends_fields_and_stages_the_decoded_image(
 
 
 async def test_png_leaves_out_compression_and_unset_options(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     route = mock.post("/images/generations").respond(json={"data": [{"b64_json": b64(png())}]})
     request = make_request(compression=50, user=None)
@@ -209,7 +209,7 @@ async def test_png_leaves_out_compression_and_unset_options(
     }
 
 
-async def test_several_images_in_one_call(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_several_images_in_one_call(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     first, second = png("red"), png("blue")
     mock.post("/images/generations").respond(
         json={
@@ -226,7 +226,7 @@ async def test_several_images_in_one_call(mock: respx.MockRouter, blobs: BlobSto
 
 
 async def test_more_images_than_asked_are_not_kept(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     items = [{"b64_json": b64(png(color))} for color in ("red", "green", "blue")]
     mock.post("/images/generations").respond(json={"data": items})
@@ -235,7 +235,7 @@ async def test_more_images_than_asked_are_not_kept(
     assert len(leftovers(tmp_path)) == 2
 
 
-async def test_revised_prompt_is_recorded(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_revised_prompt_is_recorded(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     mock.post("/images/generations").respond(
         json={"data": [{"b64_json": b64(png()), "revised_prompt": "a crimson square"}]}
     )
@@ -245,7 +245,7 @@ async def test_revised_prompt_is_recorded(mock: respx.MockRouter, blobs: BlobSto
 
 
 async def test_compat_sends_seed_and_negative_prompt(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     route = mock.post("/images/generations").respond(json={"data": [{"b64_json": b64(png())}]})
     relay = make_relay(request_policy="compat")
@@ -259,7 +259,7 @@ async def test_compat_sends_seed_and_negative_prompt(
 
 
 async def test_openai_policy_never_sends_compat_fields(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     route = mock.post("/images/generations").respond(json={"data": [{"b64_json": b64(png())}]})
     # Past the capability check (which would refuse them), the fields are still not sent.
@@ -302,7 +302,7 @@ def test_capabilities_follow_config() -> None:
 # --- image URLs --------------------------------------------------------------------------
 
 
-async def test_url_on_a_loopback_relay_is_fetched_without_the_key(blobs: BlobStore) -> None:
+async def test_url_on_a_loopback_relay_is_fetched_without_the_key(blobs: FileBlobStore) -> None:
     image = png("green")
     with respx.mock(base_url=LOCAL_BASE) as local:
         local.post("/images/generations").respond(
@@ -315,7 +315,7 @@ async def test_url_on_a_loopback_relay_is_fetched_without_the_key(blobs: BlobSto
 
 
 async def test_https_url_on_a_public_host_is_fetched(
-    mock: respx.MockRouter, blobs: BlobStore, monkeypatch: pytest.MonkeyPatch
+    mock: respx.MockRouter, blobs: FileBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resolved = fake_resolver(monkeypatch, "93.184.215.14")
     image = png("blue")
@@ -344,7 +344,7 @@ async def test_https_url_on_a_public_host_is_fetched(
     ],
 )
 async def test_url_to_a_private_address_is_refused(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path, url: str
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path, url: str
 ) -> None:
     mock.post("/images/generations").respond(json={"data": [{"url": url}]})
     # respx refuses any request without a route: a fetch attempt would fail the test.
@@ -354,7 +354,7 @@ async def test_url_to_a_private_address_is_refused(
 
 
 async def test_hostname_resolving_to_a_private_address_is_refused(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_resolver(monkeypatch, "93.184.215.14", "10.0.0.5")
     mock.post("/images/generations").respond(
@@ -366,7 +366,7 @@ async def test_hostname_resolving_to_a_private_address_is_refused(
     assert leftovers(tmp_path) == []
 
 
-async def test_oversized_url_download_is_refused(blobs: BlobStore, tmp_path: Path) -> None:
+async def test_oversized_url_download_is_refused(blobs: FileBlobStore, tmp_path: Path) -> None:
     with respx.mock(base_url=LOCAL_BASE) as local:
         local.post("/images/generations").respond(
             json={"data": [{"url": "http://127.0.0.1:8931/files/big.png"}]}
@@ -379,7 +379,7 @@ async def test_oversized_url_download_is_refused(blobs: BlobStore, tmp_path: Pat
 
 
 async def test_failed_url_download_discards_earlier_images(
-    blobs: BlobStore, tmp_path: Path
+    blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     with respx.mock(base_url=LOCAL_BASE) as local:
         local.post("/images/generations").respond(
@@ -414,7 +414,7 @@ def fake_resolver(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> list[str]
 
 
 async def test_stream_reports_partials_and_keeps_the_completed_image(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     final = png("purple")
     body = sse(
@@ -462,7 +462,7 @@ async def test_stream_reports_partials_and_keeps_the_completed_image(
 
 
 async def test_stream_without_partials_sends_no_partial_images(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     body = sse({"type": "image_generation.completed", "b64_json": b64(png())})
     route = mock.post("/images/generations").mock(return_value=sse_response(body))
@@ -472,7 +472,7 @@ async def test_stream_without_partials_sends_no_partial_images(
 
 
 async def test_stream_configured_but_answered_with_json(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     image = png("yellow")
     mock.post("/images/generations").respond(json={"data": [{"b64_json": b64(image)}]})
@@ -480,7 +480,7 @@ async def test_stream_configured_but_answered_with_json(
     assert images[0].staged.path.read_bytes() == image
 
 
-async def test_stream_of_several_images(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_stream_of_several_images(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     first, second = png("red"), png("blue")
     body = sse(
         {
@@ -503,7 +503,7 @@ async def test_stream_of_several_images(mock: respx.MockRouter, blobs: BlobStore
 
 
 async def test_stream_without_completed_event_keeps_nothing(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     body = sse({"type": "image_generation.partial_image", "b64_json": b64(png())})
     mock.post("/images/generations").mock(return_value=sse_response(body))
@@ -514,7 +514,7 @@ async def test_stream_without_completed_event_keeps_nothing(
 
 
 async def test_stream_cut_mid_line_discards_what_completed(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     done = sse({"type": "image_generation.completed", "b64_json": b64(png("red"))})
     cut = b'data: {"type": "image_generation.completed", "b64_json": "iVBOR'
@@ -525,7 +525,7 @@ async def test_stream_cut_mid_line_discards_what_completed(
 
 
 async def test_error_event_in_stream(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     body = sse(
         {"type": "image_generation.partial_image", "b64_json": b64(png())},
@@ -539,7 +539,7 @@ async def test_error_event_in_stream(
 
 
 async def test_moderation_error_event_is_content_refused(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     body = sse(
         {"type": "image_generation.completed", "b64_json": b64(png())},
@@ -552,7 +552,7 @@ async def test_moderation_error_event_is_content_refused(
 
 
 async def test_total_timeout_discards_everything(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     async def slow() -> AsyncIterator[bytes]:
         yield sse({"type": "image_generation.completed", "b64_json": b64(png())})
@@ -573,7 +573,9 @@ async def test_total_timeout_discards_everything(
 # --- errors ------------------------------------------------------------------------------
 
 
-async def test_429_with_retry_after_is_retried(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_429_with_retry_after_is_retried(
+    mock: respx.MockRouter, blobs: FileBlobStore
+) -> None:
     route = mock.post("/images/generations")
     route.side_effect = [
         httpx.Response(
@@ -588,7 +590,7 @@ async def test_429_with_retry_after_is_retried(mock: respx.MockRouter, blobs: Bl
     assert len(images) == 1
 
 
-async def test_500_is_retried(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_500_is_retried(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     route = mock.post("/images/generations")
     route.side_effect = [
         httpx.Response(500, headers={"retry-after-ms": "0"}, json={"error": {"message": "oops"}}),
@@ -600,7 +602,7 @@ async def test_500_is_retried(mock: respx.MockRouter, blobs: BlobStore) -> None:
 
 
 async def test_moderation_block_is_refused_without_retry(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     route = mock.post("/images/generations").respond(
         400,
@@ -620,7 +622,7 @@ async def test_moderation_block_is_refused_without_retry(
 
 
 async def test_moderation_inside_a_200_answer_is_refused(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     mock.post("/images/generations").respond(
         json={"data": [], "error": {"code": "content_policy_violation", "message": "no"}}
@@ -629,7 +631,9 @@ async def test_moderation_inside_a_200_answer_is_refused(
         await make_relay().generate(make_request(), blobs.stage, Progress())
 
 
-async def test_bad_key_error_never_shows_the_key(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_bad_key_error_never_shows_the_key(
+    mock: respx.MockRouter, blobs: FileBlobStore
+) -> None:
     route = mock.post("/images/generations").respond(
         401,
         json={
@@ -648,7 +652,7 @@ async def test_bad_key_error_never_shows_the_key(mock: respx.MockRouter, blobs: 
 
 
 async def test_error_text_inside_a_200_answer_is_cleaned(
-    mock: respx.MockRouter, blobs: BlobStore
+    mock: respx.MockRouter, blobs: FileBlobStore
 ) -> None:
     mock.post("/images/generations").respond(
         json={"error": {"code": "server_error", "message": f"failed for key {KEY}"}}
@@ -672,7 +676,7 @@ async def test_error_text_inside_a_200_answer_is_cleaned(
 )
 async def test_answer_without_a_usable_image(
     mock: respx.MockRouter,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     tmp_path: Path,
     answer: Any,
     message: str,
@@ -684,7 +688,7 @@ async def test_answer_without_a_usable_image(
 
 
 async def test_garbage_in_the_second_image_discards_the_first(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     mock.post("/images/generations").respond(
         json={"data": [{"b64_json": b64(png())}, {"b64_json": "@@@@"}]}
@@ -694,13 +698,13 @@ async def test_garbage_in_the_second_image_discards_the_first(
     assert leftovers(tmp_path) == []
 
 
-async def test_answer_that_is_not_json(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_answer_that_is_not_json(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     mock.post("/images/generations").respond(200, text="<html>gateway</html>")
     with pytest.raises(RelayError, match="not JSON"):
         await make_relay().generate(make_request(), blobs.stage, Progress())
 
 
-async def test_answer_over_the_size_cap(mock: respx.MockRouter, blobs: BlobStore) -> None:
+async def test_answer_over_the_size_cap(mock: respx.MockRouter, blobs: FileBlobStore) -> None:
     mock.post("/images/generations").respond(json={"data": [{"b64_json": "A" * 4096}]})
     with pytest.raises(RelayError, match="exceeds 2048 bytes"):
         await make_relay(max_response_bytes=2048).generate(make_request(), blobs.stage, Progress())
@@ -710,7 +714,7 @@ async def test_answer_over_the_size_cap(mock: respx.MockRouter, blobs: BlobStore
 
 
 async def test_edit_with_several_images_and_a_mask(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     inputs = tuple(
         input_image(tmp_path, f"in-{color}.png", color) for color in ("red", "green", "blue")
@@ -765,7 +769,7 @@ async def test_edit_with_several_images_and_a_mask(
 
 
 async def test_edit_of_one_image_uses_the_image_field(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     source = input_image(tmp_path, "in.png", "red")
     route = mock.post("/images/edits").respond(json={"data": [{"b64_json": b64(png())}]})
@@ -779,7 +783,7 @@ async def test_edit_of_one_image_uses_the_image_field(
 
 
 async def test_edit_retry_sends_the_files_again(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     source = input_image(tmp_path, "in.png", "red")
     route = mock.post("/images/edits")
@@ -795,7 +799,7 @@ async def test_edit_retry_sends_the_files_again(
 
 
 async def test_edit_stream_uses_edit_events(
-    mock: respx.MockRouter, blobs: BlobStore, tmp_path: Path
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     source = input_image(tmp_path, "in.png", "red")
     final = png("teal")

@@ -11,12 +11,12 @@ import pytest
 import respx
 from PIL import Image
 
-from imagegate.config import OpenAIResponsesRelayConfig
-from imagegate.errors import ContentRefused, RelayError
-from imagegate.images import ImageFormat
+from imagegate.config import read_secret_env
+from imagegate.core.errors import ContentRefused, RelayError
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.openai_responses import OpenAIResponsesRelay
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.openai_responses import OpenAIResponsesRelay, OpenAIResponsesRelayConfig
+from imagegate.storage.files import FileBlobStore
 
 KEY = "sk-responses-test-0123456789"
 
@@ -52,7 +52,7 @@ def relay(monkeypatch: pytest.MonkeyPatch) -> OpenAIResponsesRelay:
         image_model="gpt-image-1.5",
         max_retries=1,
     )
-    return OpenAIResponsesRelay("oa", config)
+    return OpenAIResponsesRelay("oa", config, read_secret_env)
 
 
 def request(**changes: Any) -> ImageRequest:
@@ -74,7 +74,7 @@ async def run(
     async def progress(fraction: float | None, message: str) -> None:
         messages.append(message)
 
-    blobs = BlobStore(tmp_path, max_bytes=10**7)
+    blobs = FileBlobStore(tmp_path, max_bytes=10**7)
     async with respx.mock(base_url="https://api.test/v1") as mock:
         route = mock.post("/responses").mock(
             return_value=httpx.Response(
@@ -203,5 +203,5 @@ async def test_an_error_event_that_echoes_the_key_does_not_pass_it_on(
     )
     body = sse({"type": "error", "message": f"invalid api key {key} for project"})
     with pytest.raises(RelayError, match="invalid api key") as failure:
-        await run(OpenAIResponsesRelay("gw", config), tmp_path, body)
+        await run(OpenAIResponsesRelay("gw", config, read_secret_env), tmp_path, body)
     assert key not in str(failure.value)

@@ -11,12 +11,12 @@ import pytest
 import respx
 from PIL import Image
 
-from imagegate.config import OpenRouterRelayConfig
-from imagegate.errors import ConfigError, ContentRefused, RelayError
-from imagegate.images import ImageFormat
+from imagegate.config import read_secret_env
+from imagegate.core.errors import ConfigError, ContentRefused, RelayError
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.openrouter import OpenRouterRelay
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.openrouter import OpenRouterRelay, OpenRouterRelayConfig
+from imagegate.storage.files import FileBlobStore
 
 KEY = "sk-or-v1-TESTKEY0123456789abcdef"
 BASE = "https://openrouter.test/api/v1"
@@ -89,8 +89,8 @@ def router() -> respx.Router:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path, max_bytes=10**7)
+def blobs(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path, max_bytes=10**7)
 
 
 def make_relay(
@@ -106,7 +106,7 @@ def make_relay(
         **overrides,
     }
     client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
-    return OpenRouterRelay("or", OpenRouterRelayConfig(**settings), client)
+    return OpenRouterRelay("or", OpenRouterRelayConfig(**settings), read_secret_env, client)
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def simple(n: int = 1) -> ImageRequest:
 
 
 async def test_generates_with_the_exact_request_and_records_usage_with_cost(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     picture = png()
     usage = {"prompt_tokens": 9, "completion_tokens": 1290, "total_tokens": 1299, "cost": 0.0387}
@@ -161,7 +161,7 @@ async def test_generates_with_the_exact_request_and_records_usage_with_cost(
 
 
 async def test_without_a_user_no_user_field_is_sent(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     route = router.post(ENDPOINT).respond(json=completion(data_url(png())))
     await relay.generate(simple(), blobs.stage, Progress())
@@ -169,7 +169,7 @@ async def test_without_a_user_no_user_field_is_sent(
 
 
 async def test_edit_sends_reference_images_as_data_urls_of_the_files(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     first, second = tmp_path / "first.png", tmp_path / "second.webp"
     first.write_bytes(png("blue", (60, 40)))
@@ -197,7 +197,7 @@ async def test_edit_sends_reference_images_as_data_urls_of_the_files(
 
 
 async def test_https_image_link_is_fetched_without_the_key(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     picture = png("orange")
     router.post(ENDPOINT).respond(json=completion("https://cdn.images.test/out/1.png"))
@@ -227,7 +227,7 @@ async def test_https_image_link_is_fetched_without_the_key(
     ],
 )
 async def test_other_image_links_are_never_fetched(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path, url: str
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path, url: str
 ) -> None:
     router.post(ENDPOINT).respond(json=completion(url))
     anything_else = router.route(method="GET").respond(content=png())
@@ -247,7 +247,7 @@ async def test_other_image_links_are_never_fetched(
 async def test_image_link_that_fails_is_a_relay_error(
     relay: OpenRouterRelay,
     router: respx.Router,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     tmp_path: Path,
     response: httpx.Response,
 ) -> None:
@@ -261,7 +261,7 @@ async def test_image_link_that_fails_is_a_relay_error(
 
 
 async def test_image_link_larger_than_the_cap_is_a_relay_error(
-    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: BlobStore, tmp_path: Path
+    router: respx.Router, monkeypatch: pytest.MonkeyPatch, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     relay = make_relay(router, monkeypatch, max_response_bytes=4096)
     router.post(ENDPOINT).respond(json=completion("https://cdn.images.test/big.png"))
@@ -272,7 +272,7 @@ async def test_image_link_larger_than_the_cap_is_a_relay_error(
 
 
 async def test_finish_reason_error_with_http_200_is_a_relay_error(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     body = completion(finish="error", native="ERROR")
     body["choices"][0]["error"] = {"code": 502, "message": "Provider returned error"}
@@ -285,7 +285,7 @@ async def test_finish_reason_error_with_http_200_is_a_relay_error(
 
 
 async def test_error_object_with_http_200_is_a_relay_error(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(
         json={"error": {"code": 502, "message": f"upstream said no to {KEY}"}}
@@ -296,7 +296,7 @@ async def test_error_object_with_http_200_is_a_relay_error(
 
 
 async def test_moderation_error_object_is_content_refused(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     error = {
         "code": 403,
@@ -314,7 +314,7 @@ async def test_moderation_error_object_is_content_refused(
 async def test_content_filter_is_content_refused(
     relay: OpenRouterRelay,
     router: respx.Router,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     tmp_path: Path,
     finish: str,
     native: str,
@@ -326,7 +326,7 @@ async def test_content_filter_is_content_refused(
 
 
 async def test_no_image_is_a_relay_error_quoting_the_model(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(json=completion(content="I can't draw that, sorry."))
     with pytest.raises(RelayError, match=r"returned no image \(finish reason STOP\)") as caught:
@@ -336,7 +336,7 @@ async def test_no_image_is_a_relay_error_quoting_the_model(
 
 
 async def test_answer_without_choices_is_a_relay_error(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     router.post(ENDPOINT).respond(json={"id": "gen-1", "choices": []})
     with pytest.raises(RelayError, match="answered without a result"):
@@ -344,7 +344,7 @@ async def test_answer_without_choices_is_a_relay_error(
 
 
 async def test_whitespace_keep_alives_before_the_json_are_fine(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     picture = png()
     body = b"\n\n\n" + json.dumps(completion(data_url(picture))).encode()
@@ -354,7 +354,7 @@ async def test_whitespace_keep_alives_before_the_json_are_fine(
 
 
 async def test_n_images_are_n_sequential_calls(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     pictures = [png("red"), png("green"), png("blue")]
     route = router.post(ENDPOINT).mock(
@@ -379,7 +379,7 @@ async def test_n_images_are_n_sequential_calls(
 
 
 async def test_a_failed_later_call_discards_the_images_already_made(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     router.post(ENDPOINT).mock(
         side_effect=[
@@ -393,7 +393,7 @@ async def test_a_failed_later_call_discards_the_images_already_made(
 
 
 async def test_rate_limit_is_retried(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     picture = png()
     route = router.post(ENDPOINT).mock(
@@ -412,7 +412,7 @@ async def test_rate_limit_is_retried(
 
 
 async def test_server_error_is_retried(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     route = router.post(ENDPOINT).mock(
         side_effect=[
@@ -425,7 +425,7 @@ async def test_server_error_is_retried(
 
 
 async def test_rejected_key_is_a_relay_error_without_the_key(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore
 ) -> None:
     body = {"error": {"code": 401, "message": f"No auth credentials found for {KEY}"}}
     route = router.post(ENDPOINT).respond(401, json=body)
@@ -436,7 +436,7 @@ async def test_rejected_key_is_a_relay_error_without_the_key(
 
 
 async def test_damaged_base64_is_a_relay_error_and_leaves_nothing(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, tmp_path: Path
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     router.post(ENDPOINT).respond(json=completion("data:image/png;base64,iVBOR*garbage*"))
     with pytest.raises(RelayError, match="damaged base64"):
@@ -448,7 +448,7 @@ def test_missing_key_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_OPENROUTER_KEY", raising=False)
     config = OpenRouterRelayConfig(kind="openrouter", api_key_env="TEST_OPENROUTER_KEY")
     with pytest.raises(ConfigError, match="TEST_OPENROUTER_KEY is not set"):
-        OpenRouterRelay("or", config)
+        OpenRouterRelay("or", config, read_secret_env)
 
 
 def test_capabilities(relay: OpenRouterRelay) -> None:
@@ -465,7 +465,7 @@ def test_capabilities(relay: OpenRouterRelay) -> None:
 
 
 async def test_a_name_that_resolves_to_a_private_address_is_refused(
-    relay: OpenRouterRelay, router: respx.Router, blobs: BlobStore, dns: dict[str, str]
+    relay: OpenRouterRelay, router: respx.Router, blobs: FileBlobStore, dns: dict[str, str]
 ) -> None:
     dns["cdn.sneaky.test"] = "10.0.0.5"
     router.post(ENDPOINT).respond(json=completion("https://cdn.sneaky.test/a.png"))

@@ -4,12 +4,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagegate.config import PlaceholderRelayConfig
-from imagegate.errors import InvalidRequest
-from imagegate.images import ImageFormat
+from imagegate.core.errors import InvalidRequest
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, Size
-from imagegate.relays.placeholder import PlaceholderRelay, draw_placeholder
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.placeholder import PlaceholderRelay, PlaceholderRelayConfig, draw_placeholder
+from imagegate.storage.files import FileBlobStore
 
 
 def test_draws_requested_size_and_format() -> None:
@@ -48,7 +47,7 @@ def test_long_prompt_is_shortened_to_fit() -> None:
 
 async def test_generate_stages_n_images_and_reports_progress(tmp_path: Path) -> None:
     relay = PlaceholderRelay("placeholder", PlaceholderRelayConfig(kind="placeholder"))
-    blobs = BlobStore(tmp_path, max_bytes=10**7)
+    blobs = FileBlobStore(tmp_path, max_bytes=10**7)
     messages: list[str] = []
 
     async def progress(fraction: float | None, message: str) -> None:

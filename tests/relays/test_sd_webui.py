@@ -12,12 +12,12 @@ import pytest
 import respx
 from PIL import Image
 
-from imagegate.config import SDWebUIRelayConfig
-from imagegate.errors import ConfigError, InvalidRequest, RelayError
-from imagegate.images import ImageFormat
+from imagegate.config import read_secret_env
+from imagegate.core.errors import ConfigError, InvalidRequest, RelayError
+from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.sd_webui import SDWebUIRelay, describe_progress
-from imagegate.store.blobs import BlobStore
+from imagegate.relays.sd_webui import SDWebUIRelay, SDWebUIRelayConfig, describe_progress
+from imagegate.storage.files import FileBlobStore
 
 BASE = "http://sd.test:7860"
 TXT2IMG = f"{BASE}/sdapi/v1/txt2img"
@@ -76,8 +76,8 @@ def router() -> respx.MockRouter:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path, max_bytes=10**7)
+def blobs(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path, max_bytes=10**7)
 
 
 MakeRelay = Callable[..., SDWebUIRelay]
@@ -96,7 +96,9 @@ async def make(router: respx.MockRouter) -> AsyncIterator[MakeRelay]:
             "retry_budget_seconds": 2,
         }
         client = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
-        relay = SDWebUIRelay("sd", SDWebUIRelayConfig(**(values | overrides)), client)
+        relay = SDWebUIRelay(
+            "sd", SDWebUIRelayConfig(**(values | overrides)), read_secret_env, client
+        )
         made.append(relay)
         return relay
 
@@ -110,7 +112,7 @@ def staged_files(tmp_path: Path) -> list[Path]:
 
 
 async def test_txt2img_sends_exact_json_and_stages_decoded_images(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     image = png()
     route = router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=answer([image])))
@@ -147,7 +149,7 @@ async def test_txt2img_sends_exact_json_and_stages_decoded_images(
 
 
 async def test_batch_of_two_without_seed_takes_seeds_from_info(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     red, blue = png((255, 0, 0)), png((0, 0, 255))
     reply = answer([red, blue], seeds=[41, 42])
@@ -163,7 +165,7 @@ async def test_batch_of_two_without_seed_takes_seeds_from_info(
 
 
 async def test_info_that_is_not_json_records_no_seed(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     reply = {"images": [b64(png())], "info": "not json"}
     router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=reply))
@@ -172,7 +174,7 @@ async def test_info_that_is_not_json_records_no_seed(
 
 
 async def test_model_is_sent_as_override_settings_only_when_configured(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     route = router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=answer([png()])))
 
@@ -185,7 +187,7 @@ async def test_model_is_sent_as_override_settings_only_when_configured(
 
 
 async def test_img2img_streams_init_image_and_mask_as_bare_base64(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     source, mask = tmp_path / "source.png", tmp_path / "mask.png"
     source.write_bytes(png((10, 120, 10), side=64))
@@ -211,7 +213,7 @@ async def test_img2img_streams_init_image_and_mask_as_bare_base64(
 
 
 async def test_img2img_without_mask_sends_no_mask_fields(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     source = tmp_path / "source.png"
     source.write_bytes(png(side=64))
@@ -228,7 +230,7 @@ async def test_img2img_without_mask_sends_no_mask_fields(
 async def test_basic_auth_header_sent_and_password_redacted_from_errors(
     router: respx.MockRouter,
     make: MakeRelay,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     password = "hunter2-correct-horse"
@@ -258,7 +260,7 @@ async def test_basic_auth_header_sent_and_password_redacted_from_errors(
 async def test_bearer_key_when_api_key_env_is_set(
     router: respx.MockRouter,
     make: MakeRelay,
-    blobs: BlobStore,
+    blobs: FileBlobStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SD_WEBUI_KEY", "proxy-key-123")
@@ -292,11 +294,11 @@ async def test_bearer_key_when_api_key_env_is_set(
 def test_unusable_config_stops_construction(settings: dict[str, Any], complaint: str) -> None:
     config = SDWebUIRelayConfig(kind="sd-webui", base_url=BASE, **settings)
     with pytest.raises(ConfigError, match=complaint):
-        SDWebUIRelay("sd", config, httpx.AsyncClient())
+        SDWebUIRelay("sd", config, read_secret_env, httpx.AsyncClient())
 
 
 def test_capabilities_png_only_and_seed_only_in_compat() -> None:
-    compat = SDWebUIRelay("sd", SDWebUIRelayConfig(kind="sd-webui", base_url=BASE))
+    compat = SDWebUIRelay("sd", SDWebUIRelayConfig(kind="sd-webui", base_url=BASE), read_secret_env)
     described = compat.capabilities.describe()
     assert described["output_formats"] == ["png"]
     assert (described["max_n"], described["min_side"], described["max_side"]) == (8, 64, 2048)
@@ -312,7 +314,9 @@ def test_capabilities_png_only_and_seed_only_in_compat() -> None:
     assert compat.upstream.timeouts.first_byte == compat.upstream.timeouts.total == 300
 
     strict = SDWebUIRelay(
-        "sd", SDWebUIRelayConfig(kind="sd-webui", base_url=BASE, request_policy="openai")
+        "sd",
+        SDWebUIRelayConfig(kind="sd-webui", base_url=BASE, request_policy="openai"),
+        read_secret_env,
     )
     assert not strict.capabilities.seed
     assert not strict.capabilities.negative_prompt
@@ -341,7 +345,7 @@ def test_describe_progress(data: Any, expected: tuple[float, str] | None) -> Non
 
 
 async def test_progress_reports_the_backends_percentages(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     states = [(0.2, 6, 4.2), (0.5, 15, 2.1), (0.8, 24, 0.7)]
     polls = 0
@@ -379,7 +383,7 @@ async def test_progress_reports_the_backends_percentages(
 
 
 async def test_failing_progress_endpoint_does_not_fail_the_job(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     bad_answers = [
         httpx.Response(500, json={"error": "RuntimeError"}, headers={"retry-after": "0"}),
@@ -409,7 +413,7 @@ async def test_failing_progress_endpoint_does_not_fail_the_job(
 
 
 async def test_concurrent_calls_take_turns_on_the_backend(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     order: list[str] = []
 
@@ -434,7 +438,7 @@ async def test_concurrent_calls_take_turns_on_the_backend(
 
 
 async def test_size_not_multiple_of_8_is_rejected_before_any_http(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     with pytest.raises(InvalidRequest, match="multiples of 8; got 1000x750, try 1000x752"):
         await make().generate(request(size=Size(1000, 750)), blobs.stage, Progress())
@@ -442,7 +446,7 @@ async def test_size_not_multiple_of_8_is_rejected_before_any_http(
 
 
 async def test_server_error_is_retried_then_succeeds(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
 ) -> None:
     route = router.post(TXT2IMG).mock(
         side_effect=[
@@ -456,7 +460,7 @@ async def test_server_error_is_retried_then_succeeds(
 
 
 async def test_persistent_server_error_is_a_relay_error(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     failing = httpx.Response(500, json={"error": "OutOfMemoryError"}, headers={"retry-after": "0"})
     router.post(TXT2IMG).mock(return_value=failing)
@@ -475,7 +479,7 @@ async def test_persistent_server_error_is_a_relay_error(
     ],
 )
 async def test_answer_without_images_is_a_relay_error(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path, reply: Any
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path, reply: Any
 ) -> None:
     router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=reply))
     with pytest.raises(RelayError, match="answered without images"):
@@ -484,7 +488,7 @@ async def test_answer_without_images_is_a_relay_error(
 
 
 async def test_fewer_images_than_asked_is_a_relay_error(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=answer([png()])))
     with pytest.raises(RelayError, match="sent 1 of 2 images"):
@@ -493,7 +497,7 @@ async def test_fewer_images_than_asked_is_a_relay_error(
 
 
 async def test_garbage_base64_is_a_relay_error_and_nothing_stays_staged(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     reply = answer([png()])
     reply["images"].append("this is not base64!")
@@ -504,7 +508,7 @@ async def test_garbage_base64_is_a_relay_error_and_nothing_stays_staged(
 
 
 async def test_total_timeout_is_a_relay_error_and_frees_the_backend(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     posts = 0
 
@@ -528,7 +532,7 @@ async def test_total_timeout_is_a_relay_error_and_frees_the_backend(
 
 
 async def test_a_failing_progress_report_after_staging_leaves_nothing_staged(
-    router: respx.MockRouter, make: MakeRelay, blobs: BlobStore, tmp_path: Path
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
 ) -> None:
     router.post(TXT2IMG).mock(return_value=httpx.Response(200, json=answer([png(), png()])))
 

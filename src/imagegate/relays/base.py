@@ -4,18 +4,22 @@ A relay writes each image it receives straight into a `StagedBlob` (a temp file)
 hands those back; it never stores, names or publishes anything. What a relay supports
 is declared in its `Capabilities` and checked centrally by `Capabilities.check` before
 any upstream call, so an unsupported option is a clear error, never silently dropped.
+
+A relay kind is one module of this package exporting `KIND = RelayKind(Config, Relay)`:
+its config model (the `[relays.<name>]` table) and the class built from it. The
+registry finds every such module; nothing else lists the kinds.
 """
 
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, get_args
 
-from imagegate.config import PriceTable
-from imagegate.errors import InvalidRequest
-from imagegate.images import ImageFormat
-from imagegate.store.blobs import StagedBlob
+from imagegate.core.errors import InvalidRequest
+from imagegate.core.images import ImageFormat
+from imagegate.core.staging import StagedBlob
+from imagegate.relays.config import PriceTable, RelayConfig
 
 _SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
 QUALITIES = ("low", "medium", "high", "auto")
@@ -238,7 +242,38 @@ class Relay(Protocol):
         """
         ...
 
+    async def aclose(self) -> None:
+        """Close the relay's connection pool, if it has one."""
+        ...
+
 
 def discard_all(images: list[RelayImage]) -> None:
     for image in images:
         image.staged.discard()
+
+
+SecretLookup = Callable[[str], str | None]
+"""The value of a secret environment variable named in a relay's config (its key), or
+None when unset. Given to relays by the composition root: relays never read the
+environment themselves."""
+
+ConfigT = TypeVar("ConfigT", bound=RelayConfig)
+
+
+@dataclass(frozen=True)
+class RelayKind(Generic[ConfigT]):
+    """What a relay module exports as `KIND`: its config model and how to build it."""
+
+    config: type[ConfigT]
+    build: Callable[[str, ConfigT, SecretLookup], Relay]
+
+    @property
+    def name(self) -> str:
+        """The `kind` its config tables name, from the model's `kind` Literal."""
+        (name,) = get_args(self.config.model_fields["kind"].annotation)
+        return str(name)
+
+    def create(self, name: str, config: RelayConfig, secrets: SecretLookup) -> Relay:
+        if not isinstance(config, self.config):
+            raise TypeError(f"relay {name!r}: a {type(config).__name__} is not a {self.name}")
+        return self.build(name, config, secrets)

@@ -18,30 +18,32 @@ commentary, not a rewritten prompt, so it never becomes `revised_prompt`.
 """
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-import anyio
 import httpx
 
-from imagegate.config import GeminiRelayConfig
-from imagegate.errors import ConfigError, ContentRefused, InvalidRequest, RelayError
-from imagegate.images import ImageFormat
-from imagegate.relays.b64 import decode_upstream_image
+from imagegate.core.errors import ConfigError, ContentRefused, InvalidRequest, RelayError
+from imagegate.core.images import ImageFormat
+from imagegate.relays.adapter import (
+    ConfiguredRelay,
+    json_object,
+    one_call_per_image,
+    required_api_key,
+    staged_from_base64,
+    upstream_for,
+)
 from imagegate.relays.base import (
     Capabilities,
     ImageRequest,
     ProgressFn,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     StageFn,
 )
-from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import (
-    ConfiguredRelay,
-    discarded_on_failure,
-    required_api_key,
-    upstream_for,
-)
-from imagegate.relays.http import Upstream, clean_message
+from imagegate.relays.config import HttpRelayConfig
+from imagegate.relays.wire.body import ImageData, json_body
+from imagegate.relays.wire.errors import clean_message
 
 MAX_N = 4
 """Images per request, made one call each; every call is billed."""
@@ -71,6 +73,13 @@ _BLOCKS = {
 }
 
 
+class GeminiRelayConfig(HttpRelayConfig):
+    kind: Literal["gemini"]
+    base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    model: str | None = "gemini-2.5-flash-image"
+    image_size: Literal["1K", "2K", "4K"] | None = None
+
+
 class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
     kind = "gemini"
 
@@ -78,6 +87,7 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
         self,
         name: str,
         config: GeminiRelayConfig,
+        secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         model = (config.model or "").removeprefix("models/")
@@ -97,10 +107,8 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
             edit=True,
             max_inputs=3,
         )
-        key = required_api_key(name, config)
-        self.upstream: Upstream = upstream_for(
-            name, config, {"x-goog-api-key": key}, (key,), client
-        )
+        key = required_api_key(name, config, secrets)
+        self.upstream = upstream_for(name, config, {"x-goog-api-key": key}, (key,), client)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": request.prompt}]
@@ -129,26 +137,18 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
                     f"relay {self.name!r} takes {allowed} input images, not {image.format.value}"
                 )
         body = json_body(self.request_body(request))
-        images: list[RelayImage] = []
-        async with discarded_on_failure(self.name, images, self.upstream.timeouts.total):
-            for index in range(request.n):
-                await progress(index / request.n, _step(index, request.n, done=False))
-                with anyio.fail_after(self.upstream.timeouts.total):
-                    answer = await self.upstream.request_json("POST", self._path, body)
-                    images.append(await self._image(answer, request, stage))
-                await progress((index + 1) / request.n, _step(index, request.n, done=True))
-        return images
+
+        async def one() -> RelayImage:
+            answer = await self.upstream.request_json("POST", self._path, body)
+            return await self._image(answer, request, stage)
+
+        return await one_call_per_image(
+            self.name, request.n, self.upstream.timeouts.total, progress, one
+        )
 
     async def _image(self, answer: Any, request: ImageRequest, stage: StageFn) -> RelayImage:
-        answer = _obj(answer)
-        encoded = self._find_image(answer)
-        staged = stage()
-        try:
-            await anyio.to_thread.run_sync(decode_upstream_image, staged, encoded, self.name)
-            staged.finish()
-        except BaseException:
-            staged.discard()
-            raise
+        answer = json_object(answer)
+        staged = await staged_from_base64(stage, self._find_image(answer), self.name)
         params: dict[str, Any] = {"aspect_ratio": request.size.aspect_ratio}
         if self._config.image_size:
             params["image_size"] = self._config.image_size
@@ -160,10 +160,12 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
     def _find_image(self, answer: dict[str, Any]) -> str:
         """The base64 of the answer's first final image, or the refusal or failure."""
         candidates = answer.get("candidates")
-        candidate = _obj(candidates[0] if isinstance(candidates, list) and candidates else None)
-        parts = _obj(candidate.get("content")).get("parts")
+        candidate = json_object(
+            candidates[0] if isinstance(candidates, list) and candidates else None
+        )
+        parts = json_object(candidate.get("content")).get("parts")
         texts: list[str] = []
-        for part in map(_obj, parts if isinstance(parts, list) else []):
+        for part in map(json_object, parts if isinstance(parts, list) else []):
             if part.get("thought"):
                 continue
             inline = part.get("inlineData") or part.get("inline_data")
@@ -175,7 +177,7 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
             elif isinstance(part.get("text"), str):
                 texts.append(part["text"])
         said = self._said(" ".join(texts) or candidate.get("finishMessage"))
-        block = _obj(answer.get("promptFeedback")).get("blockReason")
+        block = json_object(answer.get("promptFeedback")).get("blockReason")
         if block:
             reason = str(block)
             if reason in _BLOCKS:
@@ -195,11 +197,4 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
         return f"; the model said: {clean_message(text, self.upstream.secrets)}"
 
 
-def _step(index: int, n: int, done: bool) -> str:
-    if n == 1:
-        return "image received" if done else "generating"
-    return f"{'received' if done else 'generating'} image {index + 1} of {n}"
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+KIND = RelayKind(GeminiRelayConfig, GeminiRelay)

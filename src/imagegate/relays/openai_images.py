@@ -18,15 +18,23 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
 
-from imagegate.config import OpenAIImagesRelayConfig
-from imagegate.errors import ContentRefused, RelayError
-from imagegate.images import OUTPUT_FORMATS, ImageFormat
-from imagegate.relays.b64 import decode_upstream_image
+from imagegate.core.errors import RelayError
+from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.core.staging import StagedBlob
+from imagegate.relays.adapter import (
+    ConfiguredRelay,
+    discarded_on_failure,
+    http_client,
+    required_api_key,
+    staged_from_base64,
+    staged_from_url,
+    upstream_for,
+)
 from imagegate.relays.base import (
     BACKGROUNDS,
     QUALITIES,
@@ -34,20 +42,15 @@ from imagegate.relays.base import (
     ImageRequest,
     ProgressFn,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     StageFn,
 )
-from imagegate.relays.common import (
-    ConfiguredRelay,
-    discarded_on_failure,
-    http_client,
-    required_api_key,
-    upstream_for,
-)
-from imagegate.relays.http import Upstream, clean_message
-from imagegate.relays.links import ImageLinks
+from imagegate.relays.config import HttpRelayConfig
 from imagegate.relays.openai_responses import OPENAI_SIZES
-from imagegate.relays.sse import SSEEvent, SSEParser
-from imagegate.store.blobs import StagedBlob
+from imagegate.relays.wire.errors import reported_failure
+from imagegate.relays.wire.fetch import ImageFetcher
+from imagegate.relays.wire.sse import SSEEvent, SSEParser
 
 log = logging.getLogger("imagegate.relays")
 
@@ -58,6 +61,13 @@ _PARTIAL_EVENTS = frozenset({"image_generation.partial_image", "image_edit.parti
 _COMPLETED_EVENTS = frozenset({"image_generation.completed", "image_edit.completed"})
 
 
+class OpenAIImagesRelayConfig(HttpRelayConfig):
+    kind: Literal["openai-images"]
+    model: str | None = "gpt-image-1.5"
+    stream: bool = False
+    """Use the streaming endpoint (partial images, progress)."""
+
+
 class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
     kind = "openai-images"
 
@@ -65,6 +75,7 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
         self,
         name: str,
         config: OpenAIImagesRelayConfig,
+        secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(name, config, "OpenAI Images API (generations and edits)")
@@ -86,13 +97,13 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
             mask=True,
             input_fidelity=True,
         )
-        key = required_api_key(name, config)
+        key = required_api_key(name, config, secrets)
         client = client or http_client(config)
-        self.upstream: Upstream = upstream_for(
+        self.upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
         # Image URLs are fetched with the same pool but never with the key.
-        self._links = ImageLinks(name, client, self.upstream, config.base_url)
+        self._fetcher = ImageFetcher(name, client, self.upstream, config.base_url)
 
     def fields(self, request: ImageRequest) -> dict[str, Any]:
         """The request's fields, shared by the JSON body and the edit form."""
@@ -151,7 +162,7 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
                         stream = _ImageStream(self, request, stage, progress, images)
                         await stream.read(response, self._config.max_response_bytes)
                     else:
-                        payload = await self._read_json(response)
+                        payload = await self.upstream.read_json(response)
                 if not streamed:
                     await self._take_json(payload, request, stage, progress, images)
         return images
@@ -169,15 +180,6 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
             ) as response:
                 yield response
 
-    async def _read_json(self, response: httpx.Response) -> Any:
-        raw = await self.upstream.read_capped(response)
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise RelayError(
-                f"relay {self.name!r} answered with something that is not JSON"
-            ) from None
-
     async def _take_json(
         self,
         payload: Any,
@@ -189,7 +191,7 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
         if not isinstance(payload, dict):
             raise RelayError(f"relay {self.name!r} answered with unexpected JSON")
         if payload.get("error"):
-            self.fail(payload["error"])
+            raise reported_failure(self.name, payload["error"], self.upstream.secrets)
         data = payload.get("data")
         if not isinstance(data, list) or not data:
             raise RelayError(f"relay {self.name!r} answered without an image")
@@ -220,31 +222,13 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
         """One finished staged blob from an item's base64 or URL; nothing left on failure."""
         if not (isinstance(encoded, str) and encoded) and not (isinstance(url, str) and url):
             raise RelayError(f"relay {self.name!r} sent an image item without image data")
-        staged = stage()
-        try:
-            if isinstance(encoded, str) and encoded:
-                await anyio.to_thread.run_sync(decode_upstream_image, staged, encoded, self.name)
-            else:
-                await self._links.fetch(str(url), staged)
-            staged.finish()
-        except BaseException:
-            staged.discard()
-            raise
-        return staged
-
-    def fail(self, error: Any) -> None:
-        """Raise for an error the upstream reported inside a 200 answer."""
-        error = error if isinstance(error, dict) else {"message": str(error)}
-        code = str(error.get("code") or error.get("type") or "")
-        text = str(error.get("message") or code or "unknown error")
-        message = clean_message(text, self.upstream.secrets)
-        if "moderation" in code or code in ("content_policy_violation", "content_filter"):
-            raise ContentRefused(f"relay {self.name!r} refused the prompt or image: {message}")
-        raise RelayError(f"relay {self.name!r} failed: {message}")
+        if isinstance(encoded, str) and encoded:
+            return await staged_from_base64(stage, encoded, self.name)
+        return await staged_from_url(stage, str(url), self._fetcher)
 
 
 class _ImageStream:
-    """One Images API SSE stream: progress, the last partial (if asked), final images."""
+    """One Images API SSE stream: progress and the final images."""
 
     def __init__(
         self,
@@ -260,8 +244,6 @@ class _ImageStream:
         self._progress = progress
         self._images = images
         self.partials_seen = 0
-        self.last_partial: str | None = None
-        """Only the latest partial is kept (bounded memory), and only if asked for."""
 
     async def read(self, response: httpx.Response, max_line_bytes: int) -> None:
         parser = SSEParser(max_line_bytes)
@@ -290,17 +272,15 @@ class _ImageStream:
             raise RelayError(f"relay {self._relay.name!r} sent an event that is not an object")
         kind = event.get("type") or sse.event or ""
         if kind == "error" or kind.endswith(".failed"):
-            self._relay.fail(event.get("error") or event)
+            relay = self._relay
+            raise reported_failure(relay.name, event.get("error") or event, relay.upstream.secrets)
         elif kind in _PARTIAL_EVENTS:
-            await self._partial(event)
+            await self._partial()
         elif kind in _COMPLETED_EVENTS:
             await self._completed(event)
 
-    async def _partial(self, event: dict[str, Any]) -> None:
+    async def _partial(self) -> None:
         self.partials_seen += 1
-        if self._request.partial_images:
-            encoded = event.get("b64_json")
-            self.last_partial = encoded if isinstance(encoded, str) else None
         expected = max(self._request.partial_images, 1) * self._request.n
         fraction = min(0.1 + 0.8 * self.partials_seen / expected, 0.9)
         await self._progress(fraction, f"partial image {self.partials_seen}")
@@ -322,7 +302,6 @@ class _ImageStream:
                 usage=usage if isinstance(usage, dict) and usage else None,
             )
         )
-        self.last_partial = None
         number = len(self._images)
         await self._progress(min(0.9 + 0.1 * number / n, 1.0), f"image {number} of {n} received")
 
@@ -337,3 +316,6 @@ def _is_json(response: httpx.Response) -> bool:
     """A relay that ignores `stream: true` answers with plain JSON."""
     content_type = str(response.headers.get("content-type", ""))
     return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+KIND = RelayKind(OpenAIImagesRelayConfig, OpenAIImagesRelay)

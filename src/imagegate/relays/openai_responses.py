@@ -10,34 +10,46 @@ nothing is kept. A broken stream is never re-POSTed: the upstream may be billing
 """
 
 import json
-import time
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
 
-from imagegate.config import OpenAIResponsesRelayConfig
-from imagegate.errors import ContentRefused, RelayError
-from imagegate.images import OUTPUT_FORMATS, ImageFormat
-from imagegate.relays.b64 import decode_upstream_image
+from imagegate.core.errors import RelayError
+from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.relays.adapter import (
+    ConfiguredRelay,
+    data_url,
+    required_api_key,
+    staged_from_base64,
+    upstream_for,
+)
 from imagegate.relays.base import (
     BACKGROUNDS,
     QUALITIES,
     Capabilities,
     ImageRequest,
-    InputImage,
     ProgressFn,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     Size,
     StageFn,
     discard_all,
 )
-from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import ConfiguredRelay, required_api_key, upstream_for
-from imagegate.relays.http import Upstream, clean_message
-from imagegate.relays.sse import SSEParser
+from imagegate.relays.config import HttpRelayConfig
+from imagegate.relays.wire.body import json_body
+from imagegate.relays.wire.errors import reported_failure
+from imagegate.relays.wire.sse import SSEParser
 
 OPENAI_SIZES = (Size(1024, 1024), Size(1024, 1536), Size(1536, 1024))
+
+
+class OpenAIResponsesRelayConfig(HttpRelayConfig):
+    kind: Literal["openai-responses"]
+    model: str | None = "gpt-5"
+    image_model: str | None = None
+    """The image_generation tool's model (e.g. gpt-image-1.5); None: the upstream's."""
 
 
 class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
@@ -47,6 +59,7 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
         self,
         name: str,
         config: OpenAIResponsesRelayConfig,
+        secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(name, config, "OpenAI Responses API (image_generation tool)")
@@ -68,8 +81,8 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
             mask=True,
             input_fidelity=True,
         )
-        key = required_api_key(name, config)
-        self.upstream: Upstream = upstream_for(
+        key = required_api_key(name, config, secrets)
+        self.upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
 
@@ -94,9 +107,9 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
         }
         tool |= {key: value for key, value in optional.items() if value is not None}
         if request.mask is not None:
-            tool["input_image_mask"] = {"image_url": _data(request.mask)}
+            tool["input_image_mask"] = {"image_url": data_url(request.mask)}
         content: list[dict[str, Any]] = [{"type": "input_text", "text": request.prompt}]
-        content += [{"type": "input_image", "image_url": _data(i)} for i in request.images]
+        content += [{"type": "input_image", "image_url": data_url(i)} for i in request.images]
         body: dict[str, Any] = {
             "model": self.model,
             "input": [{"role": "user", "content": content}],
@@ -112,11 +125,8 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
     async def generate(
         self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
-        started = time.monotonic()
         body = json_body(self.request_body(request))
-        stream = _ResponseStream(
-            self.name, request.partial_images, progress, started, self.upstream.secrets
-        )
+        stream = _ResponseStream(self.name, request.partial_images, progress, self.upstream.secrets)
         try:
             with anyio.fail_after(self.upstream.timeouts.total):
                 async with self.upstream.stream("POST", "responses", body) as response:
@@ -141,23 +151,20 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
 
 
 class _ResponseStream:
-    """State of one Responses stream: progress, the last partial, the final image."""
+    """State of one Responses stream: progress, the final image, usage."""
 
     def __init__(
         self,
         relay: str,
         partials: int,
         progress: ProgressFn,
-        started: float,
         secrets: tuple[str, ...],
     ) -> None:
         self._relay = relay
         self._secrets = secrets
         self._partials_wanted = partials
         self._progress = progress
-        self._started = started
         self.image: RelayImage | None = None
-        self.last_partial: bytes | None = None
         self.partials_seen = 0
         self.completed = False
         self.usage: dict[str, Any] | None = None
@@ -174,16 +181,14 @@ class _ResponseStream:
     async def handle(self, event: dict[str, Any], stage: StageFn) -> None:
         kind = event.get("type", "")
         if kind == "error" or kind == "response.failed":
-            self._fail(event.get("error") or (event.get("response") or {}).get("error") or event)
+            error = event.get("error") or (event.get("response") or {}).get("error") or event
+            raise reported_failure(self._relay, error, self._secrets)
         elif kind == "response.image_generation_call.in_progress":
             await self._progress(0.05, "upstream accepted the request")
         elif kind == "response.image_generation_call.generating":
             await self._progress(0.1, "generating")
         elif kind == "response.image_generation_call.partial_image":
             self.partials_seen += 1
-            # Only the latest partial is kept (bounded memory), and only if asked for.
-            if self._partials_wanted:
-                self.last_partial = event.get("partial_image_b64", "").encode()
             fraction = 0.1 + 0.8 * self.partials_seen / max(self._partials_wanted, 1, 3)
             await self._progress(min(fraction, 0.9), f"partial image {self.partials_seen}")
         elif kind == "response.output_item.done":
@@ -199,30 +204,17 @@ class _ResponseStream:
         if item.get("type") != "image_generation_call":
             return
         if item.get("status") == "failed" or item.get("error"):
-            self._fail(item.get("error") or {"message": "image generation failed"})
+            error = item.get("error") or {"message": "image generation failed"}
+            raise reported_failure(self._relay, error, self._secrets)
         result = item.get("result")
         if not isinstance(result, str) or not result:
             raise RelayError(f"relay {self._relay!r} finished the image call without an image")
-        staged = stage()
-        try:
-            await anyio.to_thread.run_sync(decode_upstream_image, staged, result, self._relay)
-            staged.finish()
-        except BaseException:
-            staged.discard()
-            raise
+        staged = await staged_from_base64(stage, result, self._relay)
         self.discard()
         resolved = ("size", "quality", "output_format", "background")
         params: dict[str, Any] = {key: item[key] for key in resolved if key in item}
         self.image = RelayImage(staged, revised_prompt=item.get("revised_prompt"), params=params)
         await self._progress(0.95, "image received")
-
-    def _fail(self, error: Any) -> None:
-        error = error if isinstance(error, dict) else {"message": str(error)}
-        code = str(error.get("code") or "")
-        message = clean_message(str(error.get("message") or code or "unknown error"), self._secrets)
-        if "moderation" in code or code == "content_policy_violation":
-            raise ContentRefused(f"relay {self._relay!r} refused the prompt or image: {message}")
-        raise RelayError(f"relay {self._relay!r} failed: {message}")
 
     def result(self) -> list[RelayImage]:
         if self.image is None:
@@ -240,5 +232,4 @@ class _ResponseStream:
             self.image = None
 
 
-def _data(image: InputImage) -> ImageData:
-    return ImageData(image.path, image.format.mime_type)
+KIND = RelayKind(OpenAIResponsesRelayConfig, OpenAIResponsesRelay)

@@ -19,39 +19,48 @@ choice with `finish_reason: "error"`; both are RelayErrors, or ContentRefused wh
 carry moderation details. `finish_reason: "content_filter"` is ContentRefused.
 """
 
-from typing import Any
+from typing import Any, Literal
 
-import anyio
 import httpx
 
-from imagegate.config import OpenRouterRelayConfig
-from imagegate.errors import ConfigError, ContentRefused, RelayError
-from imagegate.images import ImageFormat
-from imagegate.relays.b64 import decode_upstream_image
+from imagegate.core.errors import ConfigError, ContentRefused, RelayError
+from imagegate.core.images import ImageFormat
+from imagegate.relays.adapter import (
+    ConfiguredRelay,
+    data_url,
+    http_client,
+    json_object,
+    one_call_per_image,
+    required_api_key,
+    staged_from_base64,
+    staged_from_url,
+    upstream_for,
+)
 from imagegate.relays.base import (
     Capabilities,
     ImageRequest,
-    InputImage,
     ProgressFn,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     StageFn,
 )
-from imagegate.relays.body import ImageData, json_body
-from imagegate.relays.common import (
-    ConfiguredRelay,
-    discarded_on_failure,
-    http_client,
-    required_api_key,
-    upstream_for,
-)
-from imagegate.relays.http import Upstream, clean_message
-from imagegate.relays.links import ImageLinks
+from imagegate.relays.config import HttpRelayConfig
+from imagegate.relays.wire.body import json_body
+from imagegate.relays.wire.errors import clean_message, reported_failure
+from imagegate.relays.wire.fetch import ImageFetcher
 
 MAX_N = 4
 """Images per request, made one call each; every call is billed."""
 _REFUSED_NATIVE = frozenset(
     {"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST"}
 )
+
+
+class OpenRouterRelayConfig(HttpRelayConfig):
+    kind: Literal["openrouter"]
+    base_url: str = "https://openrouter.ai/api/v1"
+    model: str | None = "google/gemini-2.5-flash-image"
 
 
 class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
@@ -61,6 +70,7 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
         self,
         name: str,
         config: OpenRouterRelayConfig,
+        secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not config.model:
@@ -77,17 +87,19 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
             edit=True,
             max_inputs=3,
         )
-        key = required_api_key(name, config)
+        key = required_api_key(name, config, secrets)
         client = client or http_client(config)
-        self.upstream: Upstream = upstream_for(
+        self.upstream = upstream_for(
             name, config, {"authorization": f"Bearer {key}"}, (key,), client
         )
         # Image links are fetched with the same pool but never with the key.
-        self._links = ImageLinks(name, client, self.upstream, config.base_url)
+        self._fetcher = ImageFetcher(name, client, self.upstream, config.base_url)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
-        content += [{"type": "image_url", "image_url": {"url": _data(i)}} for i in request.images]
+        content += [
+            {"type": "image_url", "image_url": {"url": data_url(i)}} for i in request.images
+        ]
         body: dict[str, Any] = {
             "model": self.model,
             "modalities": ["image", "text"],
@@ -103,32 +115,23 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
         self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
         body = json_body(self.request_body(request))
-        images: list[RelayImage] = []
-        async with discarded_on_failure(self.name, images, self.upstream.timeouts.total):
-            for index in range(request.n):
-                await progress(index / request.n, _step(index, request.n, done=False))
-                with anyio.fail_after(self.upstream.timeouts.total):
-                    answer = _obj(
-                        await self.upstream.request_json("POST", "chat/completions", body)
-                    )
-                    images.append(await self._image(answer, request, stage))
-                await progress((index + 1) / request.n, _step(index, request.n, done=True))
-        return images
+
+        async def one() -> RelayImage:
+            answer = await self.upstream.request_json("POST", "chat/completions", body)
+            return await self._image(json_object(answer), request, stage)
+
+        return await one_call_per_image(
+            self.name, request.n, self.upstream.timeouts.total, progress, one
+        )
 
     async def _image(
         self, answer: dict[str, Any], request: ImageRequest, stage: StageFn
     ) -> RelayImage:
         url = self._find_image(answer)
-        staged = stage()
-        try:
-            if url.startswith("data:"):
-                await anyio.to_thread.run_sync(decode_upstream_image, staged, url, self.name)
-            else:
-                await self._links.fetch(url, staged)
-            staged.finish()
-        except BaseException:
-            staged.discard()
-            raise
+        if url.startswith("data:"):
+            staged = await staged_from_base64(stage, url, self.name)
+        else:
+            staged = await staged_from_url(stage, url, self._fetcher)
         params: dict[str, Any] = {"aspect_ratio": request.size.aspect_ratio}
         if isinstance(answer.get("provider"), str):
             params["provider"] = answer["provider"]
@@ -140,55 +143,36 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
         if answer.get("error"):
             raise self._error(answer["error"])
         choices = answer.get("choices")
-        choice = _obj(choices[0] if isinstance(choices, list) and choices else None)
+        choice = json_object(choices[0] if isinstance(choices, list) and choices else None)
         if not choice:
             raise RelayError(f"relay {self.name!r} answered without a result")
         finish = str(choice.get("finish_reason") or "")
         if finish == "error" or choice.get("error"):
             raise self._error(choice.get("error") or "the model failed while generating")
-        message = _obj(choice.get("message"))
+        message = json_object(choice.get("message"))
         said = self._said(message.get("content") or message.get("refusal"))
         native = str(choice.get("native_finish_reason") or "")
         if finish == "content_filter" or native in _REFUSED_NATIVE:
             raise ContentRefused(f"relay {self.name!r} refused the prompt or image{said}")
         images = message.get("images")
-        for image in map(_obj, images if isinstance(images, list) else []):
-            url = _obj(image.get("image_url")).get("url")
+        for image in map(json_object, images if isinstance(images, list) else []):
+            url = json_object(image.get("image_url")).get("url")
             if isinstance(url, str) and url:
                 return url
         why = f" (finish reason {native or finish})" if native or finish else ""
         raise RelayError(f"relay {self.name!r} returned no image{why}{said}")
 
     def _error(self, value: object) -> RelayError:
-        error = _obj(value) or {"message": str(value)}
-        message = clean_message(str(error.get("message") or "unknown error"), self.upstream.secrets)
-        metadata = _obj(error.get("metadata"))
-        code = str(error.get("code") or "")
-        if (
-            code in ("403", "content_filter")
-            or "reasons" in metadata
-            or "flagged_input" in metadata
-        ):
-            return ContentRefused(f"relay {self.name!r} refused the prompt or image: {message}")
-        return RelayError(f"relay {self.name!r} failed: {message}")
+        # OpenRouter passes on a provider's moderation block as code 403.
+        error = json_object(value) or {"message": str(value)}
+        return reported_failure(self.name, error, self.upstream.secrets, refused_codes=("403",))
 
     def _said(self, text: object) -> str:
         if isinstance(text, list):
-            text = " ".join(str(_obj(part).get("text") or "") for part in text)
+            text = " ".join(str(json_object(part).get("text") or "") for part in text)
         if not isinstance(text, str) or not text.strip():
             return ""
         return f"; the model said: {clean_message(text, self.upstream.secrets)}"
 
 
-def _data(image: InputImage) -> ImageData:
-    return ImageData(image.path, image.format.mime_type)
-
-
-def _step(index: int, n: int, done: bool) -> str:
-    if n == 1:
-        return "image received" if done else "generating"
-    return f"{'received' if done else 'generating'} image {index + 1} of {n}"
-
-
-def _obj(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+KIND = RelayKind(OpenRouterRelayConfig, OpenRouterRelay)

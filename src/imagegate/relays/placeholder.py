@@ -7,28 +7,42 @@ it is the embedded default and the relay the test suite and benchmarks run again
 import hashlib
 import io
 import random
-import secrets
 import textwrap
 import time
 from pathlib import Path
+from secrets import randbelow
+from typing import Literal
 
 import anyio
 from PIL import Image, ImageDraw, ImageFont
+from pydantic import Field
 
-from imagegate.config import PlaceholderRelayConfig, PriceTable
-from imagegate.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.base import (
     Capabilities,
     ImageRequest,
     ProgressFn,
     RelayDefaults,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     Size,
     StageFn,
     discard_all,
 )
+from imagegate.relays.config import PriceTable, RelayConfig
 
 _PROGRESS_TICK_SECONDS = 0.25
+
+
+class PlaceholderRelayConfig(RelayConfig):
+    """The offline relay: draws an image locally with Pillow; costs nothing."""
+
+    kind: Literal["placeholder"]
+    description: str = "Offline placeholder images drawn locally (free, no network)"
+    paid: Literal[False] = False
+    delay_seconds: float = Field(default=0.0, ge=0, le=60)
+    """Simulated generation time, reported as progress; for demos and benchmarks."""
 
 
 class PlaceholderRelay:
@@ -49,7 +63,9 @@ class PlaceholderRelay:
         max_inputs=10,
     )
 
-    def __init__(self, name: str, config: PlaceholderRelayConfig) -> None:
+    def __init__(
+        self, name: str, config: PlaceholderRelayConfig, secrets: SecretLookup | None = None
+    ) -> None:
         self.name = name
         self.description = config.description
         self._config = config
@@ -58,10 +74,13 @@ class PlaceholderRelay:
     def render_prompt(self, prompt: str) -> str:
         return self._config.render_prompt(prompt)
 
+    async def aclose(self) -> None:
+        return None
+
     async def generate(
         self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
-        base_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        base_seed = request.seed if request.seed is not None else randbelow(2**31)
         base = request.images[0].path if request.images else None
         await self._simulate_work(progress)
         images: list[RelayImage] = []
@@ -93,6 +112,9 @@ class PlaceholderRelay:
         while (elapsed := time.monotonic() - started) < self._delay:
             await progress(min(elapsed / self._delay, 1.0) * 0.5, "generating")
             await anyio.sleep(min(_PROGRESS_TICK_SECONDS, self._delay - elapsed))
+
+
+KIND = RelayKind(PlaceholderRelayConfig, PlaceholderRelay)
 
 
 def draw_placeholder(

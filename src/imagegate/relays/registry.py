@@ -1,23 +1,34 @@
-"""Build the configured relays by name from settings."""
+"""Every relay kind, found by its module's `KIND`, and the relays of one server by name.
 
-from imagegate.config import (
-    GeminiRelayConfig,
-    OpenAIImagesRelayConfig,
-    OpenAIResponsesRelayConfig,
-    OpenRouterRelayConfig,
-    PlaceholderRelayConfig,
-    RelayConfig,
-    SDWebUIRelayConfig,
-    Settings,
-)
-from imagegate.errors import ConfigError, InvalidRequest
-from imagegate.relays.base import Relay
-from imagegate.relays.gemini import GeminiRelay
-from imagegate.relays.openai_images import OpenAIImagesRelay
-from imagegate.relays.openai_responses import OpenAIResponsesRelay
-from imagegate.relays.openrouter import OpenRouterRelay
-from imagegate.relays.placeholder import PlaceholderRelay
-from imagegate.relays.sd_webui import SDWebUIRelay
+Adding a kind is adding a module to this package: the settings loader and `build_relay`
+read `KINDS`, which is made here by importing each module that exports a `KIND`.
+"""
+
+import importlib
+import pkgutil
+
+from imagegate import relays as _package
+from imagegate.core.errors import ConfigError, InvalidRequest
+from imagegate.relays.base import Relay, RelayKind, SecretLookup
+from imagegate.relays.config import RelayConfig
+
+
+def _discover() -> dict[str, RelayKind[RelayConfig]]:
+    kinds: dict[str, RelayKind[RelayConfig]] = {}
+    for module_info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda m: m.name):
+        if module_info.ispkg:
+            continue
+        module = importlib.import_module(f"{_package.__name__}.{module_info.name}")
+        kind = getattr(module, "KIND", None)
+        if isinstance(kind, RelayKind):
+            if kind.name in kinds:
+                raise RuntimeError(f"relay kind {kind.name!r} is exported twice")
+            kinds[kind.name] = kind
+    return kinds
+
+
+KINDS = _discover()
+"""Relay kind name (`kind = "..."` in a relay's table) -> its RelayKind."""
 
 
 class Relays:
@@ -40,28 +51,17 @@ class Relays:
     async def aclose(self) -> None:
         """Close the relays' HTTP connection pools."""
         for relay in self._relays.values():
-            upstream = getattr(relay, "upstream", None)
-            if upstream is not None:
-                await upstream.aclose()
+            await relay.aclose()
 
 
-def build_relay(name: str, config: RelayConfig) -> Relay:
+def build_relay(name: str, config: RelayConfig, secrets: SecretLookup) -> Relay:
     """One relay from its config; the kind picks the module."""
-    if isinstance(config, PlaceholderRelayConfig):
-        return PlaceholderRelay(name, config)
-    if isinstance(config, OpenAIResponsesRelayConfig):
-        return OpenAIResponsesRelay(name, config)
-    if isinstance(config, OpenAIImagesRelayConfig):
-        return OpenAIImagesRelay(name, config)
-    if isinstance(config, GeminiRelayConfig):
-        return GeminiRelay(name, config)
-    if isinstance(config, SDWebUIRelayConfig):
-        return SDWebUIRelay(name, config)
-    if isinstance(config, OpenRouterRelayConfig):
-        return OpenRouterRelay(name, config)
-    raise ConfigError(f"relays.{name}.kind: {config.kind!r} is not available in this build")
+    kind = KINDS.get(config.kind)
+    if kind is None:
+        raise ConfigError(f"relays.{name}.kind: {config.kind!r} is not available in this build")
+    return kind.create(name, config, secrets)
 
 
-def build_relays(settings: Settings) -> Relays:
-    relays = {name: build_relay(name, config) for name, config in settings.relays.items()}
-    return Relays(relays, settings.default_relay)
+def build_relays(configs: dict[str, RelayConfig], default: str, secrets: SecretLookup) -> Relays:
+    relays = {name: build_relay(name, config, secrets) for name, config in configs.items()}
+    return Relays(relays, default)

@@ -18,27 +18,34 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 import anyio
 import httpx
+from pydantic import Field
 
-from imagegate.config import SDWebUIRelayConfig, read_secret_env
-from imagegate.errors import ConfigError, InvalidRequest, RelayError
-from imagegate.images import ImageFormat
-from imagegate.relays.b64 import decode_upstream_image
+from imagegate.core.errors import ConfigError, InvalidRequest, RelayError
+from imagegate.core.images import ImageFormat
+from imagegate.relays.adapter import (
+    ConfiguredRelay,
+    optional_api_key,
+    secret_from_env,
+    staged_from_base64,
+    upstream_for,
+)
 from imagegate.relays.base import (
     Capabilities,
     ImageRequest,
     ProgressFn,
     RelayImage,
+    RelayKind,
+    SecretLookup,
     Size,
     StageFn,
     discard_all,
 )
-from imagegate.relays.body import ImageData, JsonBody, json_body
-from imagegate.relays.common import ConfiguredRelay, optional_api_key, upstream_for
-from imagegate.relays.http import Upstream
+from imagegate.relays.config import ENV_NAME, HttpRelayConfig
+from imagegate.relays.wire.body import ImageData, JsonBody, json_body
 
 log = logging.getLogger("imagegate.relays")
 
@@ -51,6 +58,19 @@ _RECORDED = ("steps", "cfg_scale", "sampler_name")
 """Settings from `info` recorded with each image besides its seed (never model paths)."""
 
 
+class SDWebUIRelayConfig(HttpRelayConfig):
+    kind: Literal["sd-webui"]
+    paid: bool = False
+    request_policy: Literal["openai", "compat"] = "compat"
+    steps: int = Field(default=30, ge=1, le=150)
+    sampler: str | None = None
+    cfg_scale: float = Field(default=7.0, ge=1, le=30)
+    denoising_strength: float = Field(default=0.75, ge=0, le=1)
+    basic_auth_user: str | None = None
+    basic_auth_password_env: str | None = Field(default=None, pattern=ENV_NAME)
+    progress_interval: float = Field(default=1.0, ge=0.05, le=30)
+
+
 class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
     kind = "sd-webui"
 
@@ -58,6 +78,7 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
         self,
         name: str,
         config: SDWebUIRelayConfig,
+        secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(name, config, "Stable Diffusion WebUI (A1111 / Forge)")
@@ -74,13 +95,13 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
             mask=True,
         )
         self._check_defaults()
-        headers, secrets = _auth(name, config)
+        headers, redacted = _auth(name, config, secrets)
         # The POST's first byte is the finished job: a first-byte timeout shorter than the
         # total would abandon (and re-POST) jobs the backend is still running.
         patient = config.model_copy(
             update={"first_byte_timeout": max(config.first_byte_timeout, config.total_timeout)}
         )
-        self.upstream: Upstream = upstream_for(name, patient, headers, secrets, client)
+        self.upstream = upstream_for(name, patient, headers, redacted, client)
         self._backend = anyio.Lock()
         self._poll_timeout = max(5.0, 2 * config.progress_interval)
 
@@ -216,10 +237,8 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
             for value, used in zip(encoded[:n], params, strict=True):
                 if not isinstance(value, str):
                     raise RelayError(f"relay {self.name!r} sent an image that is not base64")
-                staged = stage()
+                staged = await staged_from_base64(stage, value, self.name)
                 images.append(RelayImage(staged, params=used))
-                await anyio.to_thread.run_sync(decode_upstream_image, staged, value, self.name)
-                staged.finish()
         except BaseException:
             discard_all(images)
             raise
@@ -311,7 +330,9 @@ def _round_side(side: int) -> int:
     return max(SIDE_STEP, round(side / SIDE_STEP) * SIDE_STEP)
 
 
-def _auth(name: str, config: SDWebUIRelayConfig) -> tuple[dict[str, str], tuple[str, ...]]:
+def _auth(
+    name: str, config: SDWebUIRelayConfig, secrets: SecretLookup
+) -> tuple[dict[str, str], tuple[str, ...]]:
     """The Authorization header (HTTP Basic or Bearer, or none) and the secrets to redact.
 
     Each is optional, but once configured it must be complete: a named variable that is
@@ -326,14 +347,13 @@ def _auth(name: str, config: SDWebUIRelayConfig) -> tuple[dict[str, str], tuple[
     if user is not None and config.api_key_env is not None:
         raise ConfigError(f"{prefix}: use HTTP Basic auth or api_key_env, not both")
     if user is None or password_env is None:
-        key = optional_api_key(name, config)
+        key = optional_api_key(name, config, secrets)
         return ({"authorization": f"Bearer {key}"}, (key,)) if key else ({}, ())
     if ":" in user:
         raise ConfigError(f"{prefix}.basic_auth_user: must not contain ':'")
-    password = read_secret_env(password_env)
-    if password is None:
-        raise ConfigError(
-            f"{prefix}.basic_auth_password_env: environment variable {password_env} is not set"
-        )
+    password = secret_from_env(f"{prefix}.basic_auth_password_env", password_env, secrets)
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     return {"authorization": f"Basic {token}"}, (password, token)
+
+
+KIND = RelayKind(SDWebUIRelayConfig, SDWebUIRelay)

@@ -1,1 +1,0 @@
-"""Authentication: who is calling, as a Subject."""

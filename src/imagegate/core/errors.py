@@ -1,0 +1,73 @@
+"""The one exception tree of imagegate.
+
+    ImagegateError            anything this package raises on purpose; its message is
+    │                         written for the caller and never holds a secret
+    ├── ConfigError           configuration is unusable; stops start-up (file, key, reason)
+    ├── InvalidRequest        a tool or CLI argument is wrong; says what is allowed
+    ├── NotFound              no such asset *for this caller* (another owner's looks the same)
+    ├── PermissionDenied      the caller lacks a scope the request needs
+    ├── QuotaExceeded         a per-subject limit is reached; says which, usage, retry after
+    ├── NotConfirmed          the user declined (or could not be asked about) a paid call
+    ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
+    ├── RelayError            the upstream failed; message cleaned of anything secret
+    │   └── ContentRefused    the upstream's moderation refused the prompt or image
+    └── StorageError          the asset store could not read or write
+
+Foreign exceptions (httpx, sqlite3, OSError, PIL) are translated at the boundary
+where they occur. Mapping to MCP errors happens in exactly one place:
+`imagegate.mcp.middleware.domain_errors`.
+"""
+
+
+class ImagegateError(Exception):
+    """Base of every deliberate error; `str(err)` is safe to show a client."""
+
+
+class ConfigError(ImagegateError):
+    """The configuration cannot be used; start-up stops with this message."""
+
+
+class InvalidRequest(ImagegateError):
+    """An argument is out of range or unsupported."""
+
+
+class NotFound(ImagegateError):
+    """The asset does not exist or belongs to someone else (indistinguishable)."""
+
+
+class PermissionDenied(ImagegateError):
+    """The caller lacks a scope; the message says which: `forbidden: needs scope X`."""
+
+
+class QuotaExceeded(ImagegateError):
+    """A limit is reached. Refused before any upstream request."""
+
+    def __init__(self, limit: str, usage: str, retry_after: int | None) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        when = (
+            f"retry after {retry_after} s"
+            if retry_after is not None
+            else "retry when one of your running calls finishes"
+        )
+        super().__init__(f"quota exceeded: {limit} ({usage}); {when}")
+
+
+class NotConfirmed(ImagegateError):
+    """A paid call the user did not confirm; no upstream request was made."""
+
+
+class ImageRejected(ImagegateError):
+    """Bytes that are not an image we accept."""
+
+
+class RelayError(ImagegateError):
+    """An upstream relay failed."""
+
+
+class ContentRefused(RelayError):
+    """The upstream's safety system refused; retrying the same request won't help."""
+
+
+class StorageError(ImagegateError):
+    """The asset store failed to read or write."""

@@ -1,0 +1,99 @@
+"""Image checks: the real format from magic bytes, byte and pixel caps, full decode.
+
+Everything stored or sent upstream passes `inspect_image` first. The pixel cap is
+checked from the header before any decode, which is the decompression-bomb guard.
+"""
+
+import io
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from imagegate.core.errors import ImageRejected
+
+
+class ImageFormat(Enum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+    GIF = "gif"
+
+    @property
+    def mime_type(self) -> str:
+        return f"image/{self.value}"
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self is ImageFormat.JPEG else self.value
+
+
+OUTPUT_FORMATS = (ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.WEBP)
+
+
+def sniff_format(head: bytes) -> ImageFormat | None:
+    """The format the bytes really are, whatever a label or file name claims."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ImageFormat.PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return ImageFormat.JPEG
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ImageFormat.WEBP
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return ImageFormat.GIF
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: ImageFormat
+    width: int
+    height: int
+    byte_size: int
+
+
+def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Check a file is a complete PNG, JPEG, WebP or GIF within the caps; say why not."""
+    byte_size = path.stat().st_size
+    if byte_size > max_bytes:
+        raise ImageRejected(f"image is {byte_size} bytes; the limit is {max_bytes}")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise ImageRejected("not a PNG, JPEG, WebP or GIF image (unrecognised magic bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                width, height = probe.size
+                if width * height > max_pixels:
+                    raise ImageRejected(
+                        f"image is {width}x{height} = {width * height} pixels; "
+                        f"the limit is {max_pixels}"
+                    )
+                probe.verify()
+            with Image.open(path) as full:
+                full.load()
+    except ImageRejected:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            f"image claims far more pixels than the limit of {max_pixels} (decompression bomb)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as err:
+        raise ImageRejected(
+            f"{fmt.value} image is damaged or truncated ({type(err).__name__})"
+        ) from None
+    return ImageInfo(format=fmt, width=width, height=height, byte_size=byte_size)
+
+
+def thumbnail_png(path: Path, max_px: int) -> bytes:
+    """A small PNG preview of a stored (already inspected) image."""
+    with Image.open(path) as img:
+        img.thumbnail((max_px, max_px))
+        out = io.BytesIO()
+        img.save(out, format="PNG", optimize=True)
+    return out.getvalue()

@@ -1,0 +1,119 @@
+"""Build the FastMCP server: tools from the table, middleware, auth and HTTP routes."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastmcp import FastMCP
+from fastmcp.server.auth import AuthProvider
+from fastmcp.tools import FunctionTool
+from mcp.server.request_state import RequestStateSecurity
+from starlette.applications import Starlette
+from starlette.middleware import Middleware as StarletteMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate import __version__
+from imagegate.access.audit import AuditLog
+from imagegate.access.policy import AccessPolicy
+from imagegate.config import Settings
+from imagegate.core.clock import Clock
+from imagegate.mcp import tools
+from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
+from imagegate.mcp.specs import RULES, TOOLS
+from imagegate.service.images import ImageService
+from imagegate.web.unauthorized import ExplainUnauthorized
+
+INSTRUCTIONS = (
+    "imagegate generates images and keeps them for you. Call generate_image with a "
+    "prompt; each result has an asset id, a download URL with an expiry and a Markdown "
+    "line to show it. list_relays tells which relays and options exist; list_images, "
+    "get_image, create_download_link and delete_image manage your own images."
+)
+
+Handler = Callable[[Request], Awaitable[Response]]
+Route = tuple[str, list[str], Handler]
+"""An HTTP route outside MCP: path, methods, handler."""
+
+
+class _ServiceLifespan:
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    @asynccontextmanager
+    async def __call__(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
+        yield self._context
+
+
+def build_mcp(
+    settings: Settings,
+    service: ImageService,
+    policy: AccessPolicy,
+    audit: AuditLog,
+    clock: Clock,
+    auth: AuthProvider | None,
+    request_state_key: bytes,
+    routes: Sequence[Route] = (),
+) -> FastMCP[Any]:
+    default_relay = service.relays.default
+    mcp: FastMCP[Any] = FastMCP(
+        "imagegate",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        auth=auth,
+        middleware=[
+            AuditMiddleware(audit, policy, RULES, default_relay, clock, settings.audit_prompts),
+            AclMiddleware(policy, RULES, default_relay),
+        ],
+        lifespan=_ServiceLifespan({tools.SERVICE_KEY: service, tools.POLICY_KEY: policy}),
+        mask_error_details=True,
+        # The confirmation state of 2026-07-28 calls is sealed with a key that survives
+        # restarts and that replicas share (with the same server name, "imagegate").
+        request_state_security=RequestStateSecurity(keys=[request_state_key]),
+    )
+    _register_tools(mcp, settings.max_images_per_call)
+    for path, methods, handler in routes:
+        mcp.custom_route(path, methods=methods)(handler)
+    return mcp
+
+
+def _register_tools(mcp: FastMCP[Any], max_images: int) -> None:
+    for spec in TOOLS:
+        if not spec.returns_images:
+            mcp.tool(domain_errors(spec.function), annotations=spec.annotations)
+            continue
+        registered = FunctionTool.from_function(
+            domain_errors(spec.function),
+            output_schema=tools.IMAGES_OUTPUT_SCHEMA,
+            annotations=spec.annotations,
+        )
+        # The signature's bound is the most any server allows; clients should see this
+        # server's, which the generation step enforces.
+        count = registered.parameters.get("properties", {}).get("n")
+        if count is not None:
+            count["maximum"] = max_images
+        mcp.add_tool(registered)
+
+
+def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
+    """The ASGI app for uvicorn: MCP at `mcp_path` plus the routes outside MCP.
+
+    Host/Origin checking guards against DNS rebinding when bound to loopback; the
+    public_url's host is allowed too, for servers behind a reverse proxy.
+    """
+    allowed_hosts = None
+    if settings.public_url:
+        public_host = urlsplit(settings.public_url).netloc
+        allowed_hosts = [public_host, public_host.split(":")[0]]
+    return mcp.http_app(
+        path=settings.mcp_path,
+        host_origin_protection="auto",
+        allowed_hosts=allowed_hosts,
+        middleware=[
+            StarletteMiddleware(
+                ExplainUnauthorized,
+                oauth_wording=settings.oidc is not None and settings.oidc.interactive_login,
+            )
+        ],
+    )

@@ -1,0 +1,133 @@
+"""Asking the user to confirm a paid call, over MCP, in both protocol eras.
+
+Handshake era (2025-11-25 and older): a server-initiated elicitation request
+(`ctx.elicit`) that the client answers while the call waits.
+2026-07-28: the tool answers the call with an input-required result carrying the
+question and a request state; the client answers and sends the call again with the
+response, and the state, sealed by the server's key, proves the answer belongs to
+this very question (any replica with the key can check it, after a restart too).
+
+A client that can't answer elicitation gets a clear refusal telling how an operator
+can grant `paid:auto`; it is never taken as a yes.
+"""
+
+import json
+
+import mcp_types
+from fastmcp import Context
+from fastmcp.server.elicitation import (
+    AcceptedElicitation,
+    handle_elicit_accept,
+    parse_elicit_response_type,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from imagegate.core.errors import NotConfirmed
+from imagegate.service.confirm import PaidCall
+
+NO_ELICITATION = (
+    "not confirmed: relay {relay!r} costs money and your MCP client cannot answer a "
+    "confirmation question (elicitation); no request was made. An operator can let this "
+    "caller spend without asking by granting the scope paid:auto in the ACL."
+)
+
+
+class Confirmer:
+    """Asks through the MCP connection of one tool call and remembers the outcome, for
+    the result and the audit log: paid:auto, accepted, declined (a "no" or a decline),
+    cancelled or unsupported (the client can't be asked)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.outcome: str | None = None
+        self.call: PaidCall | None = None
+
+    async def __call__(self, call: PaidCall, ask: bool) -> None:
+        self.call = call
+        if not ask:
+            self.outcome = "paid:auto"
+            return
+        if not _client_can_elicit(self._ctx):
+            self.outcome = "unsupported"
+            raise NotConfirmed(NO_ELICITATION.format(relay=call.relay))
+        if _modern(self._ctx):
+            self.outcome = self._answer_from_retry(call)
+        else:
+            self.outcome = await self._ask_now(call)
+        if self.outcome != "accepted":
+            raise NotConfirmed(
+                f"not confirmed ({self.outcome}): no image was made and nothing was spent"
+            )
+
+    async def _ask_now(self, call: PaidCall) -> str:
+        """Handshake era: ask over the back-channel while the call waits."""
+        answer = await self._ctx.elicit(call.question(), bool, response_title="Confirm")
+        if isinstance(answer, AcceptedElicitation):
+            return "accepted" if answer.data is True else "declined"
+        return _OUTCOMES[answer.action]
+
+    def _answer_from_retry(self, call: PaidCall) -> str:
+        """2026-07-28: the answer comes with the call sent again. Without one, or when
+        the sealed state belongs to another question, ask (raise NeedsInput)."""
+        answers = self._ctx.input_responses or {}
+        answer = answers.get(_ANSWER_KEY)
+        state = self._ctx.request_state  # unsealed by the server; None if absent
+        if answer is None or state is None or _asked_about(state) != call.fingerprint():
+            raise NeedsInput(_question(call))
+        if not isinstance(answer, mcp_types.ElicitResult):
+            raise NeedsInput(_question(call))
+        if answer.action != "accept":
+            return _OUTCOMES.get(answer.action, "declined")
+        accepted = handle_elicit_accept(_CONFIRM, answer.content)
+        return "accepted" if accepted.data is True else "declined"
+
+
+class NeedsInput(Exception):
+    """The tool must answer with this input-required result (2026-07-28 era)."""
+
+    def __init__(self, result: mcp_types.InputRequiredResult) -> None:
+        super().__init__("input required")
+        self.result = result
+
+
+_ANSWER_KEY = "confirm_paid_call"
+_OUTCOMES = {"decline": "declined", "cancel": "cancelled"}
+_CONFIRM = parse_elicit_response_type(bool, response_title="Confirm")
+
+
+def _question(call: PaidCall) -> mcp_types.InputRequiredResult:
+    return mcp_types.InputRequiredResult(
+        input_requests={
+            _ANSWER_KEY: mcp_types.ElicitRequest(
+                params=mcp_types.ElicitRequestFormParams(
+                    message=call.question(), requested_schema=_CONFIRM.schema
+                )
+            )
+        },
+        # Sealed by the server (RequestStateSecurity): the answer that comes back with
+        # it is bound to this question, this caller and these arguments.
+        request_state=json.dumps({"asked": call.fingerprint()}),
+    )
+
+
+def _asked_about(state: str) -> str | None:
+    try:
+        data = json.loads(state)
+    except ValueError:
+        return None
+    asked = data.get("asked") if isinstance(data, dict) else None
+    return asked if isinstance(asked, str) else None
+
+
+def _modern(ctx: Context) -> bool:
+    context = ctx.request_context
+    return context is not None and context.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+def _client_can_elicit(ctx: Context) -> bool:
+    """The client declared elicitation and, in the handshake era, the transport has a
+    back-channel for the question (not so with stateless or JSON-response HTTP)."""
+    capabilities = ctx.session.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return False
+    return _modern(ctx) or bool(ctx.session.can_send_request)

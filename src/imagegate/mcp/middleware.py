@@ -1,0 +1,227 @@
+"""FastMCP glue for authorization, audit and errors. The decisions live in
+`access.policy`; this only applies them to each call and writes the audit line.
+
+Order (outermost first): AuditMiddleware, AclMiddleware, then the tool, whose domain
+errors `domain_errors` turns into MCP tool errors.
+"""
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import mcp_types as mt
+from fastmcp.exceptions import AuthorizationError, ToolError
+from fastmcp.exceptions import ValidationError as ArgumentsInvalid
+from fastmcp.server.context import Context
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import Tool, ToolResult
+from fastmcp.tools.base import InputRequiredToolResult
+from pydantic import ValidationError as PydanticValidationError
+
+from imagegate.access.audit import AuditLog, AuditRecord
+from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
+from imagegate.core.clock import Clock
+from imagegate.core.errors import ImagegateError, PermissionDenied
+from imagegate.mcp.auth import current_identity
+
+log = logging.getLogger("imagegate.access")
+
+
+class Forbidden(ToolError):
+    """The ACL said no."""
+
+    def __init__(self, message: str) -> None:
+        # Logged once by us, with the subject; FastMCP's own line only at debug level.
+        super().__init__(message, log_level=logging.DEBUG)
+
+
+class Refused(ToolError):
+    """A domain error: the request was understood and declined (bad argument, not found)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, log_level=logging.DEBUG)
+
+
+ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])
+
+
+def domain_errors(fn: ToolFn) -> ToolFn:
+    """The one place where domain errors become MCP tool errors carrying their message.
+
+    Applied to every tool at registration. Raising ToolError (rather than letting
+    FastMCP mask the exception) keeps the caller's message and keeps expected
+    refusals out of the error log; anything else is still masked by FastMCP.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except PermissionDenied as err:
+            raise Forbidden(str(err)) from None
+        except ImagegateError as err:
+            log.info("tool %s refused: %s", fn.__name__, err)
+            raise Refused(str(err)) from None
+
+    return cast(ToolFn, wrapper)
+
+
+def arguments_refusal(err: ArgumentsInvalid) -> Refused:
+    """Arguments the tool's schema rejects, one short clause per field: no pydantic
+    boilerplate or documentation links for the caller."""
+    cause = err.__cause__
+    if not isinstance(cause, PydanticValidationError):
+        return Refused(f"invalid arguments: {err}")
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'arguments'}: {problem['msg']}"
+        for problem in cause.errors()
+    ]
+    return Refused("invalid arguments: " + "; ".join(problems))
+
+
+def requested_relay(rule: ToolRule | None, arguments: dict[str, Any], default: str) -> str | None:
+    """The relay a call would use, for tools that take one."""
+    if rule is None or not rule.takes_relay:
+        return None
+    relay = arguments.get("relay")
+    return relay if isinstance(relay, str) and relay else default
+
+
+def _caller(policy: AccessPolicy, ctx: Context | None) -> Caller:
+    if ctx is None:
+        raise Forbidden("forbidden: no request context")
+    return policy.caller(current_identity(ctx))
+
+
+class AclMiddleware(Middleware):
+    def __init__(
+        self, policy: AccessPolicy, rules: Mapping[str, ToolRule], default_relay: str
+    ) -> None:
+        self._policy = policy
+        self._rules = rules
+        self._default_relay = default_relay
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        caller = _caller(self._policy, context.fastmcp_context)
+        name = context.message.name
+        rule = self._rules.get(name)
+        relay = requested_relay(rule, context.message.arguments or {}, self._default_relay)
+        decision = decide(caller.scopes, rule, relay)
+        if not decision.allowed:
+            # %r: the tool and relay names come from the client and may hold newlines.
+            log.warning("denied %r to %s: needs %r", name, caller.subject, decision.missing)
+            raise Forbidden(decision.message)
+        return await call_next(context)
+
+    async def on_list_tools(
+        self,
+        context: MiddlewareContext[mt.ListToolsRequest],
+        call_next: CallNext[mt.ListToolsRequest, Sequence[Tool]],
+    ) -> Sequence[Tool]:
+        tools = await call_next(context)
+        caller = _caller(self._policy, context.fastmcp_context)
+        return [
+            tool
+            for tool in tools
+            if decide(caller.scopes, self._rules.get(tool.name), None).allowed
+        ]
+
+
+class AuditMiddleware(Middleware):
+    def __init__(
+        self,
+        audit: AuditLog,
+        policy: AccessPolicy,
+        rules: Mapping[str, ToolRule],
+        default_relay: str,
+        clock: Clock,
+        record_prompts: bool,
+    ) -> None:
+        self._audit = audit
+        self._policy = policy
+        self._rules = rules
+        self._default_relay = default_relay
+        self._clock = clock
+        self._record_prompts = record_prompts
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        started = time.perf_counter()
+        outcome, detail, images = "error", None, 0
+        structured: dict[str, Any] = {}
+        try:
+            result = await call_next(context)
+            structured = result.structured_content or {}
+            outcome = _outcome(structured)
+            if isinstance(result, InputRequiredToolResult):
+                outcome, structured = "input_required", {"confirmation": "asked"}
+            images = _images_made(self._rules.get(context.message.name), result)
+            return result
+        except Forbidden as err:
+            outcome, detail = "denied", str(err)
+            raise
+        except Refused as err:
+            outcome, detail = "refused", str(err)
+            raise
+        except ArgumentsInvalid as err:
+            refusal = arguments_refusal(err)
+            outcome, detail = "refused", str(refusal)
+            raise refusal from None
+        finally:
+            self._write(context, outcome, detail, images, started, structured)
+
+    def _write(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        outcome: str,
+        detail: str | None,
+        images: int,
+        started: float,
+        structured: dict[str, Any],
+    ) -> None:
+        arguments = context.message.arguments or {}
+        subject: str
+        try:
+            subject = _caller(self._policy, context.fastmcp_context).subject
+        except (ToolError, AuthorizationError):
+            subject = "(unauthenticated)"
+        prompt = arguments.get("prompt") if self._record_prompts else None
+        rule = self._rules.get(context.message.name)
+        self._audit.write(
+            AuditRecord(
+                time=self._clock.now(),
+                subject=subject,
+                tool=context.message.name,
+                relay=requested_relay(rule, arguments, self._default_relay),
+                outcome=outcome,
+                images=images,
+                estimated_cost=structured.get("estimated_cost"),
+                confirmation=structured.get("confirmation"),
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                detail=detail,
+                prompt=prompt if isinstance(prompt, str) else None,
+            )
+        )
+
+
+def _outcome(structured: dict[str, Any]) -> str:
+    if structured.get("confirmation") in ("declined", "cancelled", "unsupported"):
+        return "not_confirmed"
+    return "ok"
+
+
+def _images_made(rule: ToolRule | None, result: ToolResult) -> int:
+    """Images a call made: the relay tools' results; listing images makes none."""
+    if rule is None or not rule.takes_relay:
+        return 0
+    images = (result.structured_content or {}).get("images")
+    return len(images) if isinstance(images, list) else 0

@@ -1,0 +1,346 @@
+"""What the image tools do, without MCP: generate, edit (one, combined, or a batch),
+list, get, link and delete owned images, and report usage."""
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from imagegate.access.identity import Identity
+from imagegate.access.policy import (
+    Caller,
+    listing_owner,
+    needs_confirmation,
+    reach,
+    usage_subject,
+)
+from imagegate.config import Settings
+from imagegate.core.clock import Clock
+from imagegate.core.errors import ImagegateError, InvalidRequest, NotConfirmed
+from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
+from imagegate.core.images import thumbnail_png
+from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
+from imagegate.relays.registry import Relays
+from imagegate.service.confirm import ConfirmFn, PaidCall, ask_once, batch_total, paid_call
+from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
+from imagegate.service.inputs import InputResolver
+from imagegate.service.links import LinkSigner
+from imagegate.service.quota import (
+    check_limits,
+    limits_for,
+    reported_cost,
+    seconds_to_next_day,
+    seconds_to_next_month,
+)
+from imagegate.storage.assets import AssetStore
+from imagegate.storage.interfaces import Asset, AssetMeta, Page, QuotaLedger
+
+
+def safety_identifier(owner: Subject) -> str:
+    """What upstreams get to tell callers apart for abuse handling: a hash, never the
+    subject (which may be an e-mail address)."""
+    return hashlib.sha256(f"imagegate-safety:{owner}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Published:
+    """How a caller reaches an image: a signed HTTP link, or a local file (stdio)."""
+
+    url: str
+    expires_at: int | None
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """One input of a batch edit that produced no image, and why."""
+
+    index: int
+    source: str
+    error: str
+
+
+@dataclass
+class Made:
+    assets: list[Asset]
+    failures: list[BatchFailure] = field(default_factory=list)
+
+
+class ImageService:
+    def __init__(
+        self,
+        settings: Settings,
+        assets: AssetStore,
+        quotas: QuotaLedger,
+        relays: Relays,
+        signer: LinkSigner | None,
+        clock: Clock,
+        inputs: InputResolver,
+    ) -> None:
+        self.settings = settings
+        self.assets = assets
+        self.quotas = quotas
+        self.relays = relays
+        self.inputs = inputs
+        self._signer = signer
+        self._clock = clock
+
+    async def generate(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        progress: ProgressFn,
+        confirm: ConfirmFn,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+    ) -> list[Asset]:
+        """Generate (or, with input images, edit) and store the results for the caller.
+
+        Order: check the request, reserve quota, confirm a paid call, call the relay,
+        store; a refusal at any step happens before any upstream request, and a
+        failure or a no releases the reservation (nothing is consumed).
+        """
+        owner = caller.subject
+        relay = self.relays.get(args.relay)
+        request = build_request(
+            args, relay, self.settings, images=images, mask=mask, user=safety_identifier(owner)
+        )
+        relay.capabilities.check(request, relay.name)
+        call = paid_call(relay, request, request.n)
+        limits = limits_for(caller.identity, self.settings.quotas)
+        now = self._clock.now()
+        spend = call.estimate or 0.0
+        reservation = await self.quotas.reserve(
+            owner,
+            request.n,
+            spend,
+            now,
+            lambda usage: check_limits(limits, usage, request.n, spend, now),
+        )
+        try:
+            if relay.paid:
+                await confirm(call, needs_confirmation(caller, relay.paid))
+            produced = await produce(relay, request, self.settings, self.assets.stage, progress)
+            assets = await self._store(owner, relay.name, args, request, produced, len(images))
+        except BaseException:
+            await self.quotas.release(reservation)
+            raise
+        reported = reported_cost([item.image.usage for item in produced])
+        await self.quotas.commit(
+            reservation,
+            len(assets),
+            reported if reported is not None else spend,
+            self._clock.now(),
+        )
+        return assets
+
+    async def edit(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        sources: list[str],
+        mask: str | None,
+        batch: bool,
+        progress: ProgressFn,
+        confirm: ConfirmFn,
+    ) -> Made:
+        """Edit the `sources` (asset ids or image data) with one call, or with `batch`
+        each on its own: then a failed item is reported, not fatal, and a paid relay
+        asks once for the whole batch's price."""
+        if batch and mask is not None:
+            raise InvalidRequest("a mask fits one image; edit with a mask without batch")
+        inputs = await self.inputs.resolve(reach(caller), sources, mask)
+        try:
+            if not batch:
+                images = tuple(inputs.images)
+                return Made(
+                    await self.generate(caller, args, progress, confirm, images, inputs.mask)
+                )
+            return await self._batch(caller, args, inputs.images, sources, progress, confirm)
+        finally:
+            await inputs.aclose()
+
+    async def _batch(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        images: list[InputImage],
+        sources: list[str],
+        progress: ProgressFn,
+        confirm: ConfirmFn,
+    ) -> Made:
+        made = Made([])
+        # One question for the whole batch, with its total: every item is priced first,
+        # since an edit's size (and so its price) defaults to its own input's.
+        quotes = [self._quote_item(args, image) for image in images]
+        paid = [quote for quote in quotes if quote is not None]
+        ask = ask_once(confirm, batch_total(paid)) if paid else confirm
+        for index, image in enumerate(images):
+            label = f"image {index + 1} of {len(images)}: "
+            try:
+                made.assets += await self.generate(
+                    caller, args, _labelled(progress, label), ask, (image,)
+                )
+            except NotConfirmed:
+                raise
+            except ImagegateError as err:
+                source = source_label(sources[index])
+                made.failures.append(BatchFailure(index=index, source=source, error=str(err)))
+        if not made.assets:
+            reasons = "; ".join(f"{f.source}: {f.error}" for f in made.failures)
+            raise InvalidRequest(f"every edit in the batch failed: {reasons}")
+        return made
+
+    def quote(self, args: GenerateArgs, images: tuple[InputImage, ...] = ()) -> PaidCall | None:
+        """What a call would ask to confirm, without any effect; None for a free relay."""
+        relay = self.relays.get(args.relay)
+        if not relay.paid:
+            return None
+        request = build_request(args, relay, self.settings, images=images)
+        return paid_call(relay, request, request.n)
+
+    def _quote_item(self, args: GenerateArgs, image: InputImage) -> PaidCall | None:
+        """A batch item's price; an item that can't be built fails on its own later."""
+        try:
+            return self.quote(args, (image,))
+        except ImagegateError:
+            return None
+
+    async def _store(
+        self,
+        owner: Subject,
+        relay: str,
+        args: GenerateArgs,
+        request: ImageRequest,
+        produced: list[Produced],
+        inputs: int,
+    ) -> list[Asset]:
+        assets: list[Asset] = []
+        try:
+            for item in produced:
+                params: dict[str, object] = {
+                    "requested_size": str(request.size),
+                    "requested_format": request.output_format.value,
+                    **{k: v for k, v in _options(request).items() if v is not None},
+                    **item.image.params,
+                }
+                if inputs:
+                    params["inputs"] = inputs
+                if item.image.usage:
+                    params["usage"] = item.image.usage
+                meta = AssetMeta(
+                    relay=relay,
+                    prompt=args.prompt.strip(),
+                    revised_prompt=item.image.revised_prompt,
+                    params=params,
+                )
+                asset = await self.assets.add(
+                    owner, item.image.staged, item.info, meta, self._clock.now()
+                )
+                assets.append(asset)
+        finally:
+            for item in produced:
+                item.image.staged.discard()  # no-op for committed blobs
+        return assets
+
+    async def usage(self, caller: Caller, requested: str | None = None) -> dict[str, object]:
+        """Usage and limits of the caller, or (admin) of the `requested` subject."""
+        subject = usage_subject(caller, requested)
+        identity = caller.identity if subject == caller.subject else Identity(subject)
+        limits = limits_for(identity, self.settings.quotas)
+        now = self._clock.now()
+        usage = await self.quotas.usage(subject, now)
+        return {
+            "subject": subject,
+            "limits": limits.model_dump(),
+            "usage": {
+                "images_today": usage.images_today,
+                "spend_today": round(usage.spend_today, 6),
+                "spend_month": round(usage.spend_month, 6),
+                "calls_today": usage.calls_today,
+                "running": usage.in_flight,
+            },
+            "resets_in_seconds": {
+                "day": seconds_to_next_day(now),
+                "month": seconds_to_next_month(now),
+            },
+        }
+
+    async def reset_usage(self, subject: str) -> None:
+        await self.quotas.reset(subject, self._clock.now())
+
+    async def get(self, caller: Caller, asset_id: str) -> Asset:
+        """One of the caller's images (admin: anyone's); another's answers as missing."""
+        return await self.assets.get(reach(caller), parse_asset_id(asset_id))
+
+    async def list_page(
+        self, caller: Caller, owner: str | None, limit: int, cursor: str | None
+    ) -> Page:
+        whose = listing_owner(caller, owner)
+        if not 1 <= limit <= self.settings.max_page_size:
+            raise InvalidRequest(f"limit must be between 1 and {self.settings.max_page_size}")
+        return await self.assets.list(whose, limit, cursor)
+
+    async def delete(self, caller: Caller, asset_id: str) -> Asset:
+        return await self.assets.delete(reach(caller), parse_asset_id(asset_id))
+
+    def publish(self, asset: Asset, ttl_seconds: int | None = None) -> Published:
+        """A fresh link with the given TTL (default from settings, capped by the maximum)."""
+        ttl = self.settings.link_ttl_seconds if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= self.settings.link_ttl_max_seconds:
+            raise InvalidRequest(
+                f"ttl_seconds must be between 1 and {self.settings.link_ttl_max_seconds}"
+            )
+        if self._signer is None:
+            path = self.assets.local_path(asset)
+            if path is None:
+                raise InvalidRequest(
+                    "this storage keeps no local files; set public_url to an imagegate "
+                    "HTTP server sharing this state for download links"
+                )
+            return Published(url=path.as_uri(), expires_at=None, path=path)
+        expires_at = int(self._clock.now()) + ttl
+        link = self._signer.sign(asset.id, asset.format.extension, expires_at)
+        return Published(url=link.url, expires_at=link.expires_at)
+
+    @property
+    def links_enabled(self) -> bool:
+        return self._signer is not None
+
+    async def thumbnails(self, assets: list[Asset]) -> list[bytes]:
+        """A small PNG preview of each asset."""
+        previews = []
+        for asset in assets:
+            async with self.assets.as_file(asset) as path:
+                previews.append(
+                    await anyio.to_thread.run_sync(thumbnail_png, path, self.settings.thumbnail_px)
+                )
+        return previews
+
+
+def _options(request: ImageRequest) -> dict[str, object]:
+    return {
+        "quality": request.quality,
+        "background": request.background,
+        "compression": request.compression,
+        "negative_prompt": request.negative_prompt,
+        "input_fidelity": request.input_fidelity,
+    }
+
+
+def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
+    async def labelled(fraction: float | None, message: str) -> None:
+        await progress(fraction, f"{label}{message}")
+
+    return labelled
+
+
+def source_label(source: str) -> str:
+    """How a batch failure names its input, without echoing megabytes of base64."""
+    source = source.strip()
+    if is_asset_id(source):
+        return source
+    if source.startswith("data:") or len(source) > 200:
+        return "(image data)"
+    return source

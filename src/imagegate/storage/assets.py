@@ -1,0 +1,103 @@
+"""Assets: an index record plus content-addressed bytes, kept consistent.
+
+Built on the Protocols only, so it works the same over every backend. Equal bytes are
+stored once; deleting an asset removes its bytes when no other asset uses them, and the
+index's `references` make that safe against a concurrent add of the same bytes.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from imagegate.core.ids import AssetId, Subject, new_asset_id
+from imagegate.core.images import ImageInfo
+from imagegate.core.staging import StagedBlob
+from imagegate.storage.interfaces import (
+    Asset,
+    AssetIndex,
+    AssetMeta,
+    BlobKey,
+    BlobReader,
+    BlobStore,
+    Page,
+)
+
+
+class AssetStore:
+    def __init__(self, index: AssetIndex, blobs: BlobStore) -> None:
+        self._index = index
+        self._blobs = blobs
+
+    def stage(self) -> StagedBlob:
+        return self._blobs.stage()
+
+    async def add(
+        self, owner: Subject, staged: StagedBlob, info: ImageInfo, meta: AssetMeta, now: float
+    ) -> Asset:
+        """Commit a finished, inspected staging file as a new asset of `owner`."""
+        asset = Asset(
+            id=new_asset_id(),
+            owner=owner,
+            sha256=staged.sha256,
+            format=info.format,
+            width=info.width,
+            height=info.height,
+            byte_size=info.byte_size,
+            relay=meta.relay,
+            prompt=meta.prompt,
+            revised_prompt=meta.revised_prompt,
+            params=meta.params,
+            created_at=now,
+        )
+        async with self._index.references(asset.blob) as references:
+            await self._blobs.commit(staged, asset.blob)
+            await references.add(asset)
+        return asset
+
+    async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        """`owner` None: any owner's (admin, or a checked download link)."""
+        return await self._index.get(owner, asset_id)
+
+    async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
+        return await self._index.list(owner, limit, cursor)
+
+    async def delete(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        """Forget the asset; remove its bytes when no other asset has the same ones."""
+        asset = await self._index.get(owner, asset_id)
+        async with self._index.references(asset.blob) as references:
+            if await references.remove(asset) == 0:
+                await self._blobs.remove(asset.blob)
+        return asset
+
+    def open(self, asset: Asset) -> AbstractAsyncContextManager[BlobReader]:
+        return self._blobs.open(asset.blob)
+
+    def local_path(self, asset: Asset) -> Path | None:
+        return self._blobs.local_path(asset.blob)
+
+    @asynccontextmanager
+    async def as_file(self, asset: Asset) -> AsyncIterator[Path]:
+        """The asset's bytes as a local file for work that needs one (Pillow, request
+        bodies): the backend's own file where it keeps one, else a staged copy that is
+        removed when the block ends."""
+        path = self.local_path(asset)
+        if path is not None:
+            yield path
+            return
+        with self.stage() as staged:
+            await copy_into(self._blobs, asset.blob, staged)
+            try:
+                yield staged.path
+            finally:
+                staged.discard()
+
+    async def ready(self) -> bool:
+        return await self._index.ready() and await self._blobs.ready()
+
+
+async def copy_into(blobs: BlobStore, key: BlobKey, staged: StagedBlob) -> None:
+    """Copy a blob into a staging file and finish it."""
+    async with blobs.open(key) as reader:
+        async for chunk in reader.chunks():
+            staged.write(chunk)
+    staged.finish()

@@ -1,0 +1,99 @@
+"""Content-addressed blob files on the local disk, written crash-safe.
+
+A blob is staged in `tmp/`, fsynced, then renamed to `blobs/<aa>/<sha256>.<ext>` and the
+directory fsynced. A crash at any point leaves at most a stray temp file (swept when
+the store opens), never a partial file under a real name. Blobs are read-only (0440).
+"""
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from imagegate.core.errors import NotFound, StorageError
+from imagegate.core.staging import StagedBlob
+from imagegate.storage.interfaces import BlobKey
+
+STALE_TEMP_SECONDS = 3600
+CHUNK_BYTES = 1 << 16
+
+
+class _FileReader:
+    def __init__(self, file: anyio.AsyncFile[bytes], size: int) -> None:
+        self._file = file
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while chunk := await self._file.read(CHUNK_BYTES):
+            yield chunk
+
+
+class FileBlobStore:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._max_bytes = max_bytes
+        for directory in (root, self._blobs, self._tmp):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.sweep_stale_temp()
+
+    def stage(self) -> StagedBlob:
+        return StagedBlob(self._tmp, self._max_bytes)
+
+    def _path(self, key: BlobKey) -> Path:
+        # BlobKey validated both parts: this is a path under blobs/, and nothing else.
+        return self._blobs / key.sha256[:2] / str(key)
+
+    async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
+        await anyio.to_thread.run_sync(self._commit, staged, key)
+
+    def _commit(self, staged: StagedBlob, key: BlobKey) -> None:
+        target = self._path(key)
+        try:
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            os.chmod(staged.path, 0o440)
+            os.replace(staged.path, target)
+            _fsync_directory(target.parent)
+        except OSError as err:
+            staged.discard()
+            raise StorageError(f"could not store image: {err.strerror}") from None
+
+    async def remove(self, key: BlobKey) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    @asynccontextmanager
+    async def open(self, key: BlobKey) -> AsyncIterator[_FileReader]:
+        try:
+            file = await anyio.open_file(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"image bytes not found: {key}") from None
+        async with file:
+            size = os.fstat(file.wrapped.fileno()).st_size
+            yield _FileReader(file, size)
+
+    def local_path(self, key: BlobKey) -> Path:
+        return self._path(key)
+
+    async def ready(self) -> bool:
+        return os.access(self._tmp, os.W_OK) and os.access(self._blobs, os.W_OK)
+
+    def sweep_stale_temp(self, now: float | None = None) -> int:
+        """Remove temp files left by a crash; recent ones may belong to a live writer."""
+        cutoff = (now if now is not None else time.time()) - STALE_TEMP_SECONDS
+        removed = 0
+        for entry in self._tmp.iterdir():
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,218 @@
+"""The storage seam: what the layers above may ask of a backend, and the values it returns.
+
+Three Protocols, each implemented by every backend and tested by one contract suite
+(tests/storage/test_contract.py):
+
+- `AssetIndex`: asset metadata by owner, and the references from assets to blobs;
+- `QuotaLedger`: per-subject usage counters and reservations, checked atomically;
+- `BlobStore`: content-addressed image bytes, written through local staging files.
+
+Every read and write of an asset names its owner; another owner's asset answers exactly
+like a missing one. `owner=None` is for admins and for the download route, which has
+already checked a signed link. Blobs are named by a `BlobKey`, never by a path; a backend
+that keeps a blob as a local file may say where (`local_path`), for zero-copy serving.
+"""
+
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from imagegate.core.errors import StorageError
+from imagegate.core.ids import AssetId, Subject
+from imagegate.core.images import ImageFormat
+from imagegate.core.staging import StagedBlob
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_EXTENSION = re.compile(r"[a-z]{2,4}")
+
+
+@dataclass(frozen=True)
+class BlobKey:
+    """The name of a blob: its SHA-256 and its file extension, both validated, so that a
+    key can become a file or object name without ever carrying a path."""
+
+    sha256: str
+    extension: str
+
+    def __post_init__(self) -> None:
+        if not _SHA256.fullmatch(self.sha256) or not _EXTENSION.fullmatch(self.extension):
+            raise StorageError("invalid blob reference")
+
+    def __str__(self) -> str:
+        return f"{self.sha256}.{self.extension}"
+
+
+@dataclass(frozen=True)
+class AssetMeta:
+    """What the generation pipeline knows about an image besides its bytes."""
+
+    relay: str
+    prompt: str
+    revised_prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Asset:
+    id: AssetId
+    owner: Subject
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    byte_size: int
+    relay: str
+    prompt: str
+    revised_prompt: str | None
+    params: dict[str, Any]
+    created_at: float
+
+    @property
+    def blob(self) -> BlobKey:
+        return BlobKey(self.sha256, self.format.extension)
+
+
+@dataclass(frozen=True)
+class Page:
+    assets: list[Asset]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    subject: str
+    images: int
+    spend: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A subject's counters now: what is committed plus what running calls reserved."""
+
+    images_today: int
+    spend_today: float
+    spend_month: float
+    calls_today: int
+    in_flight: int
+    last_call_at: float | None = None
+    """When the subject last reserved, for cooldowns."""
+
+
+class BlobReader(Protocol):
+    size: int
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The blob's bytes, in order, in pieces of a bounded size."""
+        ...
+
+
+class BlobStore(Protocol):
+    def stage(self) -> StagedBlob:
+        """A new local staging file, on the same file system as this store's own
+        files where it has any, so that committing it is a rename."""
+        ...
+
+    async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
+        """Keep a finished staging file's bytes under `key` (idempotent for equal
+        content). The staging file is gone afterwards, whether this succeeds or not."""
+        ...
+
+    async def remove(self, key: BlobKey) -> None:
+        """Forget the bytes of `key`; removing a missing blob is not an error."""
+        ...
+
+    def open(self, key: BlobKey) -> AbstractAsyncContextManager[BlobReader]:
+        """Read a blob; NotFound when it is missing."""
+        ...
+
+    def local_path(self, key: BlobKey) -> Path | None:
+        """The blob as a local file this process may read, when the backend keeps one
+        (zero-copy serving, stdio results); None for a remote store."""
+        ...
+
+    async def ready(self) -> bool:
+        """Can blobs be written now?"""
+        ...
+
+
+class BlobReferences(Protocol):
+    """Changes to the assets that use one blob, made while its `references` are held."""
+
+    async def add(self, asset: Asset) -> None: ...
+
+    async def remove(self, asset: Asset) -> int:
+        """Delete the asset's record; return how many assets still use its blob."""
+        ...
+
+
+class AssetIndex(Protocol):
+    def references(self, key: BlobKey) -> AbstractAsyncContextManager[BlobReferences]:
+        """Hold the references to one blob while its bytes are committed or removed
+        with them: a delete of the last asset using some bytes can't remove them
+        between another add's commit and its record. Holds across every process that
+        shares this index. Changes are kept only when the block ends without error."""
+        ...
+
+    async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        """NotFound for a missing asset and for another owner's alike."""
+        ...
+
+    async def list(self, owner: Subject | None, limit: int, cursor: str | None) -> Page:
+        """The owner's assets (None: everyone's), newest first; `cursor` continues a
+        page; a malformed cursor is InvalidRequest."""
+        ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+LimitCheck = Callable[[Usage], None]
+"""Raises QuotaExceeded when a call that would add to `Usage` must be refused."""
+
+
+class QuotaLedger(Protocol):
+    """Per-subject counters. A call first reserves (checked and recorded atomically, so
+    two calls can't both take the last slot), then commits what it made or releases
+    the reservation, which consumes nothing. Days and months are UTC. Reservations
+    carry a lease, so a crashed process can't hold a slot forever."""
+
+    async def reserve(
+        self, subject: str, images: int, spend: float, now: float, check: LimitCheck
+    ) -> Reservation:
+        """Run `check` on the subject's usage (reservations included) and, if it
+        passes, hold `images` and `spend` and record the call time, all atomically."""
+        ...
+
+    async def commit(self, reservation: Reservation, images: int, spend: float, now: float) -> None:
+        """Record what the call really made; the reservation ends."""
+        ...
+
+    async def release(self, reservation: Reservation) -> None:
+        """The call failed or was declined: it consumes nothing."""
+        ...
+
+    async def usage(self, subject: str, now: float) -> Usage: ...
+
+    async def reset(self, subject: str, now: float) -> None:
+        """Forget today's and this month's usage and the last call (not running calls)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Storage:
+    """One backend's three parts, as the composition root wires them."""
+
+    index: AssetIndex
+    quotas: QuotaLedger
+    blobs: BlobStore
+
+    async def aclose(self) -> None:
+        await self.quotas.aclose()
+        await self.index.aclose()

@@ -1,0 +1,1 @@
+"""The embedded database: the asset index and the quota ledger in one SQLite file."""

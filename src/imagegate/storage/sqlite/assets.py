@@ -1,0 +1,159 @@
+"""The asset index in SQLite: metadata of every image, by owner, newest first."""
+
+import base64
+import binascii
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from imagegate.core.errors import InvalidRequest, NotFound, StorageError
+from imagegate.core.ids import AssetId, Subject, is_asset_id
+from imagegate.core.images import ImageFormat
+from imagegate.storage.interfaces import Asset, BlobKey, Page
+from imagegate.storage.sqlite.database import Database, Transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    format TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    byte_size INTEGER NOT NULL,
+    relay TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    revised_prompt TEXT,
+    params TEXT NOT NULL,
+    created_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assets_by_owner ON assets (owner, created_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS assets_by_blob ON assets (sha256);
+"""
+
+
+class _References:
+    """The assets of one blob, changed inside the transaction `references` holds."""
+
+    def __init__(self, transaction: Transaction) -> None:
+        self._transaction = transaction
+
+    async def add(self, asset: Asset) -> None:
+        row = (
+            asset.id,
+            asset.owner,
+            asset.sha256,
+            asset.format.value,
+            asset.width,
+            asset.height,
+            asset.byte_size,
+            asset.relay,
+            asset.prompt,
+            asset.revised_prompt,
+            json.dumps(asset.params, sort_keys=True),
+            int(asset.created_at * 1_000_000),
+        )
+        try:
+            await self._transaction.run(
+                lambda db: db.execute("INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            )
+        except sqlite3.Error as err:
+            raise StorageError(f"could not record the image: {err}") from None
+
+    async def remove(self, asset: Asset) -> int:
+        def remove(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM assets WHERE id = ?", (asset.id,))
+            (remaining,) = db.execute(
+                "SELECT COUNT(*) FROM assets WHERE sha256 = ?", (asset.sha256,)
+            ).fetchone()
+            return int(remaining)
+
+        return await self._transaction.run(remove)
+
+
+class SqliteAssetIndex:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @asynccontextmanager
+    async def references(self, key: BlobKey) -> AsyncIterator[_References]:
+        # One IMMEDIATE transaction holds SQLite's write lock, which is stricter than a
+        # lock on this one blob and covers other processes sharing the file.
+        async with self._db.transaction() as transaction:
+            yield _References(transaction)
+
+    async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        query = "SELECT * FROM assets WHERE id = ?"
+        args: tuple[str, ...] = (asset_id,)
+        if owner is not None:
+            query += " AND owner = ?"
+            args += (owner,)
+        rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
+        if not rows:
+            raise NotFound(f"image not found: {asset_id}")
+        return _asset_from_row(rows[0])
+
+    async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
+        query = "SELECT * FROM assets WHERE 1 = 1"
+        args: list[Any] = []
+        if owner is not None:
+            query += " AND owner = ?"  # keeps the (owner, created_us) index usable
+            args.append(owner)
+        if cursor:
+            created_us, last_id = _decode_cursor(cursor)
+            query += " AND (created_us < ? OR (created_us = ? AND id < ?))"
+            args += [created_us, created_us, last_id]
+        query += " ORDER BY created_us DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
+        assets = [_asset_from_row(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return Page(assets, next_cursor)
+
+    async def ready(self) -> bool:
+        try:
+            await self._db.read(lambda db: db.execute("SELECT 1 FROM assets LIMIT 1").fetchall())
+        except sqlite3.Error:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+
+def _asset_from_row(row: tuple[Any, ...]) -> Asset:
+    (asset_id, owner, sha256, fmt, width, height, size, relay, prompt, revised, params, created) = (
+        row
+    )
+    return Asset(
+        id=AssetId(asset_id),
+        owner=Subject(owner),
+        sha256=sha256,
+        format=ImageFormat(fmt),
+        width=width,
+        height=height,
+        byte_size=size,
+        relay=relay,
+        prompt=prompt,
+        revised_prompt=revised,
+        params=json.loads(params),
+        created_at=created / 1_000_000,
+    )
+
+
+def _encode_cursor(row: tuple[Any, ...]) -> str:
+    raw = f"{row[11]}:{row[0]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, last_id = raw.split(":", 1)
+        if not is_asset_id(last_id):
+            raise ValueError(last_id)
+        return int(created), last_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidRequest("invalid cursor; pass the next_cursor of a previous page") from None

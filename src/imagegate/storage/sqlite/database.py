@@ -1,0 +1,76 @@
+"""The embedded SQLite database: one connection, WAL, IMMEDIATE writes, async access.
+
+Statements run in worker threads so that the event loop never waits for the disk. One
+async lock serialises use of the connection inside this process; waiting callers hold
+no thread. IMMEDIATE transactions take SQLite's write lock at BEGIN, so a
+check-then-write inside one is atomic across processes that share the file too.
+"""
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from imagegate.core.errors import StorageError
+
+T = TypeVar("T")
+
+
+class Transaction:
+    """Statements inside one open IMMEDIATE transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(work, self._connection)
+
+
+class Database:
+    def __init__(self, path: Path, schema: str) -> None:
+        self._lock = anyio.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(schema)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot open the database {path}: {err}") from None
+        self._closed = False
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` (reads, no transaction) on the connection."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(work, self._db)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` inside one IMMEDIATE transaction."""
+        async with self.transaction() as transaction:
+            return await transaction.run(work)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """An IMMEDIATE transaction, committed when the block ends without error and
+        rolled back otherwise (also when the caller is cancelled)."""
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._db.execute, "BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._db)
+                await anyio.to_thread.run_sync(self._db.execute, "COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._rollback)
+                raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._db.close()

@@ -1,0 +1,126 @@
+"""The quota ledger in SQLite: daily counters per subject, reservations with a lease."""
+
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+
+from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
+from imagegate.storage.sqlite.database import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_daily (
+    subject TEXT NOT NULL,
+    day TEXT NOT NULL,
+    images INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (subject, day)
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    day TEXT NOT NULL,
+    images INTEGER NOT NULL,
+    spend REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_subject ON reservations (subject);
+CREATE TABLE IF NOT EXISTS last_call (
+    subject TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+"""
+
+LEASE_SECONDS = 3600.0
+
+
+def day_of(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+class SqliteQuotaLedger:
+    def __init__(self, database: Database, lease_seconds: float = LEASE_SECONDS) -> None:
+        self._db = database
+        self._lease = lease_seconds
+
+    async def reserve(
+        self, subject: str, images: int, spend: float, now: float, check: LimitCheck
+    ) -> Reservation:
+        reservation = Reservation(uuid.uuid4().hex, subject, images, spend)
+
+        def reserve(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            check(_usage(db, subject, now))
+            db.execute(
+                "INSERT INTO reservations VALUES (?,?,?,?,?,?)",
+                (reservation.id, subject, day_of(now), images, spend, now + self._lease),
+            )
+            db.execute(
+                "INSERT INTO last_call VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET at = ?",
+                (subject, now, now),
+            )
+
+        await self._db.write(reserve)
+        return reservation
+
+    async def commit(self, reservation: Reservation, images: int, spend: float, now: float) -> None:
+        def commit(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+            db.execute(
+                "INSERT INTO usage_daily (subject, day, images, spend, calls) VALUES (?,?,?,?,1) "
+                "ON CONFLICT(subject, day) DO UPDATE SET images = images + excluded.images, "
+                "spend = spend + excluded.spend, calls = calls + 1",
+                (reservation.subject, day_of(now), images, spend),
+            )
+
+        await self._db.write(commit)
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._db.write(
+            lambda db: db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        )
+
+    async def usage(self, subject: str, now: float) -> Usage:
+        return await self._db.read(lambda db: _usage(db, subject, now))
+
+    async def reset(self, subject: str, now: float) -> None:
+        def reset(db: sqlite3.Connection) -> None:
+            db.execute(
+                "DELETE FROM usage_daily WHERE subject = ? AND day LIKE ?",
+                (subject, day_of(now)[:7] + "-%"),
+            )
+            db.execute("DELETE FROM last_call WHERE subject = ?", (subject,))
+
+        await self._db.write(reset)
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+
+def _usage(db: sqlite3.Connection, subject: str, now: float) -> Usage:
+    today = day_of(now)
+    images, spend, calls = db.execute(
+        "SELECT COALESCE(SUM(images),0), COALESCE(SUM(spend),0), COALESCE(SUM(calls),0) "
+        "FROM usage_daily WHERE subject = ? AND day = ?",
+        (subject, today),
+    ).fetchone()
+    (month_spend,) = db.execute(
+        "SELECT COALESCE(SUM(spend),0) FROM usage_daily WHERE subject = ? AND day LIKE ?",
+        (subject, today[:7] + "-%"),
+    ).fetchone()
+    held_images, held_spend, held_month, in_flight = db.execute(
+        "SELECT COALESCE(SUM(CASE WHEN day = ? THEN images END),0), "
+        "COALESCE(SUM(CASE WHEN day = ? THEN spend END),0), "
+        "COALESCE(SUM(spend),0), COUNT(*) FROM reservations "
+        "WHERE subject = ? AND expires >= ?",
+        (today, today, subject, now),
+    ).fetchone()
+    last = db.execute("SELECT at FROM last_call WHERE subject = ?", (subject,)).fetchone()
+    return Usage(
+        images_today=images + held_images,
+        spend_today=spend + held_spend,
+        spend_month=month_spend + held_month,
+        calls_today=calls,
+        in_flight=in_flight,
+        last_call_at=last[0] if last else None,
+    )

@@ -1,1 +1,0 @@
-"""Asset storage (blobs + metadata) and signed download links."""

@@ -1,0 +1,1 @@
+"""HTTP outside MCP: signed downloads, health and readiness, 401 explanations."""

@@ -1,0 +1,119 @@
+"""HTTP routes outside MCP: signed downloads, liveness and readiness.
+
+These routes are not behind MCP auth on purpose: a download link carries its own
+signature. The bytes served are found through the asset record; nothing in the URL is
+ever used as a path. A blob the storage keeps as a local file is sent from it (zero
+copy); any other is streamed from the store.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from email.utils import formatdate
+
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
+
+from imagegate import __version__
+from imagegate.core.clock import Clock
+from imagegate.core.errors import NotFound
+from imagegate.core.ids import parse_asset_id
+from imagegate.service.images import ImageService
+from imagegate.service.links import LinkCheck, LinkSigner
+from imagegate.storage.interfaces import Asset
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+def _plain(status: int, text: str) -> Response:
+    return PlainTextResponse(
+        text + "\n", status_code=status, headers={"Cache-Control": "no-store", **_SECURITY_HEADERS}
+    )
+
+
+class Routes:
+    def __init__(self, service: ImageService, signer: LinkSigner, clock: Clock) -> None:
+        self._service = service
+        self._signer = signer
+        self._clock = clock
+
+    async def download(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        raw_id, _, extension = name.partition(".")
+        now = self._clock.now()
+        check = self._signer.check(
+            raw_id, request.query_params.get("exp", ""), request.query_params.get("sig", ""), now
+        )
+        if check is LinkCheck.BAD_SIGNATURE:
+            return _plain(403, "forbidden: this download link is not valid (bad signature)")
+        expires_at = int(request.query_params["exp"])
+        if check is LinkCheck.EXPIRED:
+            return _plain(
+                410,
+                f"gone: this download link expired at {formatdate(expires_at, usegmt=True)}; "
+                "ask for a new one with get_image or create_download_link",
+            )
+        try:
+            asset = await self._service.assets.get(None, parse_asset_id(raw_id))
+        except NotFound:
+            return _plain(404, "not found: this image was deleted")
+        path = self._service.assets.local_path(asset)
+        if extension != asset.format.extension or (path is not None and not path.is_file()):
+            return _plain(404, "not found: this image was deleted")
+        etag = f'"{asset.sha256}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": f"private, max-age={max(0, expires_at - int(now))}",
+            "Content-Disposition": f'inline; filename="imagegate-{asset.id}.{extension}"',
+            **_SECURITY_HEADERS,
+        }
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        if path is not None:
+            return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
+        return await self._stream(asset, headers)
+
+    async def _stream(self, asset: Asset, headers: dict[str, str]) -> Response:
+        """Send a blob that is not a local file; the store is opened before the status
+        line, so a missing blob is a 404, not a broken 200."""
+        held = AsyncExitStack()
+        try:
+            reader = await held.enter_async_context(self._service.assets.open(asset))
+        except NotFound:
+            await held.aclose()
+            return _plain(404, "not found: this image was deleted")
+
+        async def body() -> AsyncIterator[bytes]:
+            async with held:
+                async for chunk in reader.chunks():
+                    yield chunk
+
+        headers = {**headers, "Content-Length": str(reader.size)}
+        return StreamingResponse(body(), media_type=asset.format.mime_type, headers=headers)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(self, request: Request) -> Response:
+        if await self._service.assets.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": "asset store unavailable"}, 503)
+
+    def table(self) -> list[tuple[str, list[str], Handler]]:
+        """(path, methods, handler) of every route, for the HTTP app."""
+        return [
+            ("/files/{name}", ["GET", "HEAD"], self.download),
+            ("/healthz", ["GET"], self.healthz),
+            ("/readyz", ["GET"], self.readyz),
+        ]

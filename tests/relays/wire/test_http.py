@@ -1,0 +1,71 @@
+import httpx
+import pytest
+import respx
+
+from imagegate.core.errors import RelayError
+from imagegate.relays.wire.http import RetryPolicy, Timeouts, Upstream, retry_delay
+
+SECRET = "sk-live-abcdefghijklmnop"
+
+
+def test_retry_delay_prefers_the_upstream_hint() -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=8)
+    request = httpx.Request("GET", "https://x")
+    ms = httpx.Response(429, headers={"retry-after-ms": "250"}, request=request)
+    seconds = httpx.Response(429, headers={"retry-after": "3"}, request=request)
+    assert retry_delay(ms, 0, policy) == 0.25
+    assert retry_delay(seconds, 0, policy) == 3
+    gemini = b'{"error": {"details": [{"retryDelay": "36s"}]}}'
+    assert retry_delay(None, 0, policy, gemini) == 36
+    for attempt in range(6):
+        assert 0 < retry_delay(None, attempt, policy) <= 8
+
+
+def upstream(client: httpx.AsyncClient, attempts: int = 3) -> Upstream:
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    return Upstream(
+        "r",
+        client,
+        "https://up.test/v1",
+        headers={"authorization": f"Bearer {SECRET}"},
+        timeouts=Timeouts(first_byte=5),
+        retry=RetryPolicy(attempts=attempts, budget_seconds=100),
+        max_response_bytes=1000,
+        secrets=[SECRET],
+        sleep=no_sleep,
+    )
+
+
+async def test_retries_then_succeeds() -> None:
+    async with respx.mock(base_url="https://up.test/v1") as mock:
+        route = mock.post("/x").mock(
+            side_effect=[
+                httpx.ConnectError("refused"),
+                httpx.Response(503, json={"error": {"message": "busy"}}),
+                httpx.Response(200, json={"ok": True}),
+            ]
+        )
+        async with httpx.AsyncClient() as client:
+            assert await upstream(client).request_json("POST", "x", {"a": 1}) == {"ok": True}
+        assert route.call_count == 3
+
+
+async def test_gives_up_after_the_attempts() -> None:
+    async with respx.mock(base_url="https://up.test/v1") as mock:
+        route = mock.post("/x").mock(return_value=httpx.Response(500, text="boom"))
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(RelayError, match=r"failed \(HTTP 500\): boom"):
+                await upstream(client, attempts=2).request_json("POST", "x")
+        assert route.call_count == 2
+
+
+async def test_response_cap() -> None:
+    async with respx.mock(base_url="https://up.test/v1") as mock:
+        mock.post("/x").mock(return_value=httpx.Response(200, content=b"x" * 2000))
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(RelayError, match="exceeds 1000 bytes"):
+                await upstream(client).request_json("POST", "x")

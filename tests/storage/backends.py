@@ -1,0 +1,52 @@
+"""Every storage backend the contract suite runs against, opened on a directory of the
+test's own. A new backend adds one entry here (and what it needs to run).
+
+`embedded` is the shipped default. `sqlite+memory-blobs` is a test backend that stands
+in for a remote object store (no blob is a local file), so the suite also covers the
+paths that copy or stream bytes instead of handing out a file.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagegate.storage.embedded import DATABASE_FILE, open_embedded
+from imagegate.storage.interfaces import BlobKey, Storage
+from imagegate.storage.sqlite.assets import SCHEMA as ASSETS_SCHEMA
+from imagegate.storage.sqlite.assets import SqliteAssetIndex
+from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite.quotas import SCHEMA as QUOTAS_SCHEMA
+from imagegate.storage.sqlite.quotas import SqliteQuotaLedger
+from tests.storage.memory import MemoryBlobStore
+
+MAX_BLOB_BYTES = 10**7
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    open: Callable[[Path], Storage]
+    """Open the backend whose state lives under the directory; opening it again gives
+    a second handle on the same state (another process or replica)."""
+
+
+def _embedded(root: Path) -> Storage:
+    root.mkdir(mode=0o700, exist_ok=True)
+    return open_embedded(root, MAX_BLOB_BYTES)
+
+
+_MEMORY: dict[Path, dict[BlobKey, bytes]] = {}
+
+
+def sqlite_with_memory_blobs(root: Path) -> Storage:
+    """The SQLite index and ledger with blobs that are never local files."""
+    root.mkdir(mode=0o700, exist_ok=True)
+    database = Database(root / DATABASE_FILE, ASSETS_SCHEMA + QUOTAS_SCHEMA)
+    blobs = MemoryBlobStore(root / "staging", MAX_BLOB_BYTES, _MEMORY.setdefault(root, {}))
+    return Storage(SqliteAssetIndex(database), SqliteQuotaLedger(database), blobs)
+
+
+BACKENDS = [
+    Backend("embedded", _embedded),
+    Backend("sqlite+memory-blobs", sqlite_with_memory_blobs),
+]

@@ -1,0 +1,359 @@
+"""The storage contract: what every backend promises the layers above, run against each
+backend in tests/storage/backends.py through the Protocols only."""
+
+import io
+from pathlib import Path
+
+import anyio
+import pytest
+from PIL import Image
+
+from imagegate.config import Limits
+from imagegate.core.errors import ImageRejected, InvalidRequest, NotFound, QuotaExceeded
+from imagegate.core.ids import AssetId, Subject
+from imagegate.core.images import inspect_image
+from imagegate.service.quota import check_limits, seconds_to_next_month
+from imagegate.storage.assets import AssetStore
+from imagegate.storage.interfaces import (
+    Asset,
+    AssetMeta,
+    BlobKey,
+    QuotaLedger,
+    Reservation,
+    Storage,
+    Usage,
+)
+from tests.storage.backends import Backend
+
+ALICE = Subject("token:alice")
+BOB = Subject("token:bob")
+NOON = 1_800_014_400.0  # 2027-01-15T12:00:00Z
+NEW_YEARS_EVE = 1_830_254_400.0  # 2027-12-31T12:00:00Z
+BOT = "token:bot"
+
+
+def png(colour: str = "red", size: tuple[int, int] = (8, 8)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def store(storage: Storage) -> AssetStore:
+    return AssetStore(storage.index, storage.blobs)
+
+
+async def add(store: AssetStore, owner: Subject, data: bytes, now: float = 1000.0) -> Asset:
+    with store.stage() as staged:
+        staged.write(data)
+        staged.finish()
+        info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+        return await store.add(owner, staged, info, AssetMeta(relay="placeholder", prompt="p"), now)
+
+
+async def read(store: AssetStore, asset: Asset) -> bytes:
+    async with store.open(asset) as reader:
+        chunks = [chunk async for chunk in reader.chunks()]
+        assert reader.size == sum(map(len, chunks))
+    return b"".join(chunks)
+
+
+# --- assets: index and blobs together -------------------------------------------------
+
+
+async def test_add_get_and_read_back(store: AssetStore) -> None:
+    asset = await add(store, ALICE, png())
+    assert await store.get(ALICE, asset.id) == asset
+    assert (asset.width, asset.height, asset.byte_size) == (8, 8, len(png()))
+    assert await read(store, asset) == png()
+    path = store.local_path(asset)
+    assert path is None or path.read_bytes() == png()
+    async with store.as_file(asset) as file:
+        assert file.read_bytes() == png()
+
+
+async def test_other_owner_sees_nothing(store: AssetStore) -> None:
+    asset = await add(store, ALICE, png())
+    with pytest.raises(NotFound, match=f"image not found: {asset.id}"):
+        await store.get(BOB, asset.id)
+    with pytest.raises(NotFound):
+        await store.delete(BOB, asset.id)
+    assert (await store.list(BOB, 10)).assets == []
+    assert await store.get(None, asset.id) == asset
+
+
+async def test_list_pages_newest_first(store: AssetStore) -> None:
+    made = [
+        await add(store, ALICE, png(c), now=float(i))
+        for i, c in enumerate(["red", "blue", "green"])
+    ]
+    await add(store, BOB, png("white"))
+    first = await store.list(ALICE, 2)
+    assert [a.id for a in first.assets] == [made[2].id, made[1].id]
+    assert first.next_cursor is not None
+    second = await store.list(ALICE, 2, first.next_cursor)
+    assert [a.id for a in second.assets] == [made[0].id]
+    assert second.next_cursor is None
+    assert len((await store.list(None, 10)).assets) == 4
+
+
+async def test_same_timestamp_pages_without_loss(store: AssetStore) -> None:
+    colours = ["red", "blue", "green", "black"]
+    made = {(await add(store, ALICE, png(c), now=5.0)).id for c in colours}
+    seen: list[AssetId] = []
+    cursor = None
+    while True:
+        page = await store.list(ALICE, 1, cursor)
+        seen += [a.id for a in page.assets]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(made)
+
+
+@pytest.mark.parametrize("cursor", ["garbage!", "AAAA", "MTox"])
+async def test_bad_cursor(store: AssetStore, cursor: str) -> None:
+    with pytest.raises(InvalidRequest, match="invalid cursor"):
+        await store.list(ALICE, 1, cursor)
+
+
+async def test_delete_keeps_shared_bytes_until_the_last_reference(store: AssetStore) -> None:
+    first = await add(store, ALICE, png())
+    second = await add(store, BOB, png())
+    assert first.blob == second.blob
+    await store.delete(ALICE, first.id)
+    assert await read(store, second) == png()
+    await store.delete(BOB, second.id)
+    with pytest.raises(NotFound):
+        await read(store, second)
+    with pytest.raises(NotFound):
+        await store.get(BOB, second.id)
+
+
+async def test_adds_and_deletes_of_equal_bytes_race_safely(store: AssetStore) -> None:
+    """A delete of the last asset with some bytes, while another add of the same bytes
+    runs, must never leave that add's asset without its bytes."""
+    kept: list[Asset] = []
+
+    async def churn() -> None:
+        for _ in range(10):
+            await store.delete(ALICE, (await add(store, ALICE, png())).id)
+
+    async def keep() -> None:
+        for _ in range(10):
+            kept.append(await add(store, BOB, png()))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(churn)
+        tasks.start_soon(keep)
+    for asset in kept:
+        assert await read(store, asset) == png()
+
+
+async def test_an_oversize_staging_write_is_refused(storage: Storage) -> None:
+    staged = storage.blobs.stage()
+    with pytest.raises(ImageRejected, match="larger than the limit"), staged:
+        staged.write(b"x" * (10**7 + 1))
+    assert not staged.path.exists()
+
+
+async def test_state_survives_a_reopen(backend: Backend, state_dir: Path) -> None:
+    first = backend.open(state_dir)
+    store = AssetStore(first.index, first.blobs)
+    asset = await add(store, ALICE, png())
+    assert await store.ready()
+    await first.aclose()
+    second = backend.open(state_dir)
+    try:
+        again = AssetStore(second.index, second.blobs)
+        assert await again.get(ALICE, asset.id) == asset
+        assert await read(again, asset) == png()
+    finally:
+        await second.aclose()
+
+
+# --- blobs -----------------------------------------------------------------------------
+
+
+async def test_blobs_commit_open_and_remove(storage: Storage) -> None:
+    blobs = storage.blobs
+    data = png("blue")
+    for _ in range(2):  # committing equal content again is fine
+        with blobs.stage() as staged:
+            staged.write(data)
+            staged.finish()
+            key = BlobKey(staged.sha256, "png")
+            await blobs.commit(staged, key)
+        assert not staged.path.exists()
+    async with blobs.open(key) as reader:
+        assert b"".join([chunk async for chunk in reader.chunks()]) == data
+    await blobs.remove(key)
+    await blobs.remove(key)  # removing what is gone is not an error
+    with pytest.raises(NotFound):
+        async with blobs.open(key):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("sha256", "extension"),
+    [("../" * 10 + "etc/passwd", "png"), ("a" * 64, "png/../x"), ("A" * 64, "png"), ("a" * 63, "")],
+)
+def test_a_blob_key_is_never_a_path(sha256: str, extension: str) -> None:
+    with pytest.raises(Exception, match="invalid blob reference"):
+        BlobKey(sha256, extension)
+
+
+# --- quota ledger ---------------------------------------------------------------------
+
+
+async def reserve(
+    ledger: QuotaLedger, limits: Limits, images: int, spend: float, now: float
+) -> Reservation:
+    return await ledger.reserve(
+        BOT, images, spend, now, lambda usage: check_limits(limits, usage, images, spend, now)
+    )
+
+
+async def test_images_per_day_and_reset_at_midnight(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(images_per_day=3)
+    await ledger.commit(await reserve(ledger, limits, 2, 0.0, NOON), 2, 0.0, NOON)
+    with pytest.raises(QuotaExceeded) as refused:
+        await reserve(ledger, limits, 2, 0.0, NOON + 1)
+    assert refused.value.limit == "images_per_day"
+    assert refused.value.retry_after == 12 * 3600 - 1
+    assert "2 of 3 images used today, 2 asked" in str(refused.value)
+    await ledger.commit(await reserve(ledger, limits, 1, 0.0, NOON + 2), 1, 0.0, NOON + 2)
+    next_day = NOON + 12 * 3600
+    assert (await ledger.usage(BOT, next_day)).images_today == 0
+    await reserve(ledger, limits, 3, 0.0, next_day)
+
+
+async def test_a_refused_check_records_nothing(storage: Storage) -> None:
+    def refuse(usage: Usage) -> None:
+        raise QuotaExceeded("images_per_day", "test", 1)
+
+    with pytest.raises(QuotaExceeded):
+        await storage.quotas.reserve(BOT, 1, 0.5, NOON, refuse)
+    usage = await storage.quotas.usage(BOT, NOON)
+    assert (usage.in_flight, usage.images_today, usage.last_call_at) == (0, 0, None)
+
+
+async def test_failed_or_declined_calls_consume_nothing(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(images_per_day=1)
+    for _ in range(5):
+        await ledger.release(await reserve(ledger, limits, 1, 0.0, NOON))
+    assert (await ledger.usage(BOT, NOON)).images_today == 0
+    await reserve(ledger, limits, 1, 0.0, NOON)
+
+
+async def test_cooldown(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(cooldown_seconds=10)
+    await ledger.release(await reserve(ledger, limits, 1, 0.0, NOON))
+    assert (await ledger.usage(BOT, NOON)).last_call_at == NOON
+    with pytest.raises(QuotaExceeded, match="cooldown_seconds") as refused:
+        await reserve(ledger, limits, 1, 0.0, NOON + 3)
+    assert refused.value.retry_after == 7
+    await reserve(ledger, limits, 1, 0.0, NOON + 10)
+
+
+async def test_spend_per_day_and_month(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(spend_per_day=0.5, spend_per_month=0.6)
+    await ledger.commit(await reserve(ledger, limits, 1, 0.4, NOON), 1, 0.4, NOON)
+    with pytest.raises(QuotaExceeded, match="spend_per_day"):
+        await reserve(ledger, limits, 1, 0.2, NOON)
+    tomorrow = NOON + 86400
+    with pytest.raises(QuotaExceeded, match="spend_per_month") as refused:
+        await reserve(ledger, limits, 1, 0.3, tomorrow)
+    assert refused.value.retry_after == seconds_to_next_month(tomorrow)
+
+
+async def test_running_calls_hold_their_spend(storage: Storage) -> None:
+    """Reservations not yet committed count against the budgets: two parallel calls
+    can't both spend the last of a day's money."""
+    ledger = storage.quotas
+    limits = Limits(spend_per_day=1.0, spend_per_month=10.0)
+    first = await reserve(ledger, limits, 1, 0.4, NOON)
+    await reserve(ledger, limits, 1, 0.4, NOON)
+    usage = await ledger.usage(BOT, NOON)
+    assert (usage.in_flight, usage.spend_today, usage.spend_month) == (2, 0.8, 0.8)
+    with pytest.raises(QuotaExceeded, match="spend_per_day"):
+        await reserve(ledger, limits, 1, 0.4, NOON)
+    await ledger.release(first)
+    await reserve(ledger, limits, 1, 0.4, NOON)
+
+
+async def test_the_month_rolls_over_in_december(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(spend_per_month=1.0)
+    reservation = await reserve(ledger, limits, 1, 0.9, NEW_YEARS_EVE)
+    await ledger.commit(reservation, 1, 0.9, NEW_YEARS_EVE)
+    with pytest.raises(QuotaExceeded, match="spend_per_month") as refused:
+        await reserve(ledger, limits, 1, 0.2, NEW_YEARS_EVE)
+    assert refused.value.retry_after == 12 * 3600
+    new_year = NEW_YEARS_EVE + 12 * 3600
+    assert (await ledger.usage(BOT, new_year)).spend_month == 0
+    await reserve(ledger, limits, 1, 0.2, new_year)
+
+
+async def test_concurrency_limit_and_lease(storage: Storage) -> None:
+    ledger = storage.quotas
+    limits = Limits(max_concurrent=1)
+    await reserve(ledger, limits, 1, 0.0, NOON)
+    with pytest.raises(QuotaExceeded, match="1 of 1 calls running") as refused:
+        await reserve(ledger, limits, 1, 0.0, NOON + 1)
+    assert refused.value.retry_after is None
+    # A crashed process's reservation expires with its lease.
+    await reserve(ledger, limits, 1, 0.0, NOON + 3601)
+
+
+async def test_handles_race_for_the_last_slot(backend: Backend, state_dir: Path) -> None:
+    """Separate handles on one state, like replicas: exactly one call gets the slot."""
+    handles = [backend.open(state_dir) for _ in range(4)]
+    try:
+        setup = handles[0].quotas
+        await setup.commit(await reserve(setup, Limits(), 9, 0.0, NOON), 9, 0.0, NOON)
+        won: list[int] = []
+        refused: list[int] = []
+
+        async def attempt(index: int) -> None:
+            try:
+                await reserve(handles[index % 4].quotas, Limits(images_per_day=10), 1, 0.0, NOON)
+                won.append(index)
+            except QuotaExceeded:
+                refused.append(index)
+
+        async with anyio.create_task_group() as tasks:
+            for index in range(16):
+                tasks.start_soon(attempt, index)
+        assert (len(won), len(refused)) == (1, 15)
+    finally:
+        for handle in handles:
+            await handle.aclose()
+
+
+async def test_counters_survive_a_restart(backend: Backend, state_dir: Path) -> None:
+    first = backend.open(state_dir)
+    ledger = first.quotas
+    await ledger.commit(await reserve(ledger, Limits(), 4, 0.25, NOON), 4, 0.25, NOON)
+    await first.aclose()
+    second = backend.open(state_dir)
+    try:
+        usage = await second.quotas.usage(BOT, NOON)
+    finally:
+        await second.aclose()
+    assert (usage.images_today, usage.spend_today, usage.calls_today) == (4, 0.25, 1)
+
+
+async def test_admin_reset_clears_usage_and_cooldown(storage: Storage) -> None:
+    ledger = storage.quotas
+    await ledger.commit(await reserve(ledger, Limits(), 4, 1.0, NOON), 4, 1.0, NOON)
+    running = await reserve(ledger, Limits(), 1, 0.0, NOON)
+    await ledger.reset(BOT, NOON)
+    usage = await ledger.usage(BOT, NOON)
+    assert (usage.images_today, usage.spend_month, usage.last_call_at) == (1, 0, None)
+    assert usage.in_flight == 1  # running calls are not forgotten
+    await ledger.release(running)
