@@ -25,6 +25,7 @@ from tests.e2e.harness import RunningServer, running_server
 from tests.fakes.upstream import (
     FakeUpstream,
     error_reply,
+    held,
     images_reply,
     png_bytes,
     running_upstream,
@@ -514,3 +515,65 @@ async def test_counters_survive_a_restart(
         with pytest.raises(ToolError, match="images_per_day"):
             await c.call_tool("generate_image", {"prompt": "x"})
     assert len(upstream.calls(PATH)) == 1
+
+
+async def running_count(server: RunningServer) -> int:
+    async with server.client() as c:
+        usage = (await c.call_tool("get_usage", {})).structured_content
+    assert usage is not None
+    running: int = usage["usage"]["running"]
+    return running
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_call_the_client_gives_up_on_frees_its_slot_at_once(
+    state_dir: Path,
+    upstream: FakeUpstream,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    era: str,
+) -> None:
+    """The client stops waiting (its timeout); the server cancels the call and its
+    reservation is released then, not when its one-hour lease runs out."""
+    monkeypatch.setenv("FAKE_PAID_KEY", KEY)
+    working = asyncio.Event()
+    upstream.script(PATH, held(working, images_reply(png_bytes((1024, 1024)))))
+    limits = Limits(max_concurrent=1, images_per_day=5)
+    try:
+        async with await quota_server(state_dir, upstream, clock, limits) as server:
+            async with client(server, era, None) as c:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(c.call_tool("generate_image", {"prompt": "x"}), 1)
+            for _ in range(50):
+                if await running_count(server) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await running_count(server) == 0
+            async with server.client() as c:
+                result = await c.call_tool("generate_image", {"prompt": "next"})
+                usage = (await c.call_tool("get_usage", {})).structured_content
+            assert len(result.structured_content["images"]) == 1
+            assert usage is not None
+            assert usage["usage"]["images_today"] == 1
+    finally:
+        working.set()
+
+
+async def test_a_client_that_leaves_a_paid_question_open_frees_its_slot(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    """A handshake-era client asked to confirm goes away without answering."""
+    never = asyncio.Event()
+
+    async def hang(message: str, response_type: Any, params: Any, ctx: Any) -> Any:
+        await never.wait()
+
+    async with server.client(mode="legacy", elicitation_handler=hang) as c:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.call_tool("generate_image", {"prompt": "x"}), 1)
+    for _ in range(50):
+        if await running_count(server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await running_count(server) == 0
+    assert upstream.requests == []

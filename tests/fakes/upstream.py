@@ -154,6 +154,16 @@ def slow(seconds: float, then: Responder) -> Responder:
     return respond
 
 
+def held(until: asyncio.Event, then: Responder) -> Responder:
+    """Answer only once the test sets `until`: an upstream that is still working."""
+
+    async def respond(request: Request, body: bytes) -> Response:
+        await until.wait()
+        return await then(request, body)
+
+    return respond
+
+
 def images_reply(*images: bytes, revised: str | None = None) -> Responder:
     data = [
         {"b64_json": b64(image), **({"revised_prompt": revised} if revised else {})}

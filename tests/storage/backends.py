@@ -12,11 +12,9 @@ from pathlib import Path
 
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded
 from imagegate.storage.interfaces import BlobKey, Storage
-from imagegate.storage.sqlite.assets import SCHEMA as ASSETS_SCHEMA
-from imagegate.storage.sqlite.assets import SqliteAssetIndex
+from imagegate.storage.processes import this_process
+from imagegate.storage.sqlite import assets, quotas
 from imagegate.storage.sqlite.database import Database
-from imagegate.storage.sqlite.quotas import SCHEMA as QUOTAS_SCHEMA
-from imagegate.storage.sqlite.quotas import SqliteQuotaLedger
 from tests.storage.memory import MemoryBlobStore
 
 MAX_BLOB_BYTES = 10**7
@@ -41,9 +39,10 @@ _MEMORY: dict[Path, dict[BlobKey, bytes]] = {}
 def sqlite_with_memory_blobs(root: Path) -> Storage:
     """The SQLite index and ledger with blobs that are never local files."""
     root.mkdir(mode=0o700, exist_ok=True)
-    database = Database(root / DATABASE_FILE, ASSETS_SCHEMA + QUOTAS_SCHEMA)
+    database = Database(root / DATABASE_FILE, [assets.prepare, quotas.prepare])
     blobs = MemoryBlobStore(root / "staging", MAX_BLOB_BYTES, _MEMORY.setdefault(root, {}))
-    return Storage(SqliteAssetIndex(database), SqliteQuotaLedger(database), blobs)
+    ledger = quotas.SqliteQuotaLedger(database, this_process())
+    return Storage(assets.SqliteAssetIndex(database), ledger, blobs)
 
 
 BACKENDS = [

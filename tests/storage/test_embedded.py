@@ -2,6 +2,7 @@
 
 import io
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from imagegate.core.errors import ImageRejected
 from imagegate.core.ids import Subject
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
-from imagegate.storage.embedded import open_embedded
+from imagegate.storage.embedded import DATABASE_FILE, open_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
 from imagegate.storage.interfaces import AssetMeta
 
@@ -98,3 +99,63 @@ def test_a_process_killed_mid_write_leaves_no_asset(state_dir: Path) -> None:
     later = leftovers[0].stat().st_mtime + STALE_TEMP_SECONDS + 1
     assert blobs.sweep_stale_temp(now=later) == 1
     assert list((state_dir / "tmp").iterdir()) == []
+
+
+def test_a_killed_process_releases_its_reservations_at_the_next_start(state_dir: Path) -> None:
+    """A call's process dies mid-call: its slot comes back when the store opens again,
+    not an hour later; a live process's reservation stays."""
+    now = 1_800_014_400.0
+    state_dir.mkdir(mode=0o700)
+
+    async def reserve_here() -> None:
+        storage = open_embedded(state_dir, 10**7)
+        await storage.quotas.reserve("token:bot", 1, 0.25, now, lambda usage: None)
+        await storage.aclose()
+
+    anyio.run(reserve_here)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("crash_reserver.py")),
+            str(state_dir),
+            str(now),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "RESERVED"
+
+    async def running() -> tuple[int, float]:
+        storage = open_embedded(state_dir, 10**7)
+        usage = await storage.quotas.usage("token:bot", now)
+        await storage.aclose()
+        return usage.in_flight, usage.spend_today
+
+    assert anyio.run(running) == (2, 0.75)  # the other process lives: its slot is held
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    assert anyio.run(running) == (1, 0.25)  # only this live process's own remains
+
+
+def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    old = sqlite3.connect(state_dir / DATABASE_FILE)
+    old.executescript(
+        "CREATE TABLE reservations (id TEXT PRIMARY KEY, subject TEXT NOT NULL, "
+        "day TEXT NOT NULL, images INTEGER NOT NULL, spend REAL NOT NULL, expires REAL NOT NULL);"
+        "INSERT INTO reservations VALUES ('r1', 'token:bot', '2027-01-15', 1, 0.5, 1800018000.0);"
+    )
+    old.commit()
+    old.close()
+
+    async def usage() -> int:
+        storage = open_embedded(state_dir, 10**7)
+        reservation = await storage.quotas.reserve("token:bot", 1, 0, 1_800_014_400, lambda u: None)
+        held = (await storage.quotas.usage("token:bot", 1_800_014_400)).in_flight
+        await storage.quotas.release(reservation)
+        await storage.aclose()
+        return held
+
+    assert anyio.run(usage) == 2  # the old reservation is kept until its lease ends

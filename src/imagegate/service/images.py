@@ -34,7 +34,7 @@ from imagegate.service.quota import (
     seconds_to_next_month,
 )
 from imagegate.storage.assets import AssetStore
-from imagegate.storage.interfaces import Asset, AssetMeta, Page, QuotaLedger
+from imagegate.storage.interfaces import Asset, AssetMeta, Page, QuotaLedger, Reservation
 
 
 def safety_identifier(owner: Subject) -> str:
@@ -98,8 +98,10 @@ class ImageService:
         """Generate (or, with input images, edit) and store the results for the caller.
 
         Order: check the request, reserve quota, confirm a paid call, call the relay,
-        store; a refusal at any step happens before any upstream request, and a
-        failure or a no releases the reservation (nothing is consumed).
+        store; a refusal at any step happens before any upstream request. The
+        reservation ends exactly once: committed with what was stored, or released
+        (nothing consumed) on a failure, a no, or a cancelled call. Both are shielded
+        from cancellation, and so is storing what the upstream already made.
         """
         owner = caller.subject
         relay = self.relays.get(args.relay)
@@ -122,18 +124,25 @@ class ImageService:
             if relay.paid:
                 await confirm(call, needs_confirmation(caller, relay.paid))
             produced = await produce(relay, request, self.settings, self.assets.stage, progress)
-            assets = await self._store(owner, relay.name, args, request, produced, len(images))
         except BaseException:
-            await self.quotas.release(reservation)
+            await self._release(reservation)
             raise
-        reported = reported_cost([item.image.usage for item in produced])
-        await self.quotas.commit(
-            reservation,
-            len(assets),
-            reported if reported is not None else spend,
-            self._clock.now(),
-        )
+        with anyio.CancelScope(shield=True):
+            try:
+                assets = await self._store(owner, relay.name, args, request, produced, len(images))
+            except BaseException:
+                await self.quotas.release(reservation)
+                raise
+            reported = reported_cost([item.image.usage for item in produced])
+            charged = reported if reported is not None else spend
+            await self.quotas.commit(reservation, len(assets), charged, self._clock.now())
         return assets
+
+    async def _release(self, reservation: Reservation) -> None:
+        # Also when the call was cancelled: an await in a cancelled scope would fail
+        # at once and leave the slot held until its lease ran out.
+        with anyio.CancelScope(shield=True):
+            await self.quotas.release(reservation)
 
     async def edit(
         self,

@@ -7,11 +7,9 @@ from pathlib import Path
 
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Storage
-from imagegate.storage.sqlite.assets import SCHEMA as ASSETS_SCHEMA
-from imagegate.storage.sqlite.assets import SqliteAssetIndex
+from imagegate.storage.processes import this_process
+from imagegate.storage.sqlite import assets, quotas
 from imagegate.storage.sqlite.database import Database
-from imagegate.storage.sqlite.quotas import SCHEMA as QUOTAS_SCHEMA
-from imagegate.storage.sqlite.quotas import SqliteQuotaLedger
 
 DATABASE_FILE = "imagegate.sqlite3"
 
@@ -19,9 +17,9 @@ DATABASE_FILE = "imagegate.sqlite3"
 def open_embedded(state_dir: Path, max_blob_bytes: int) -> Storage:
     """The index, ledger and blobs of `state_dir` (which must exist, mode 0700)."""
     blobs = FileBlobStore(state_dir, max_blob_bytes)
-    database = Database(state_dir / DATABASE_FILE, ASSETS_SCHEMA + QUOTAS_SCHEMA)
+    database = Database(state_dir / DATABASE_FILE, [assets.prepare, quotas.prepare])
     return Storage(
-        index=SqliteAssetIndex(database),
-        quotas=SqliteQuotaLedger(database),
+        index=assets.SqliteAssetIndex(database),
+        quotas=quotas.SqliteQuotaLedger(database, this_process()),
         blobs=blobs,
     )

@@ -34,6 +34,10 @@ CREATE INDEX IF NOT EXISTS assets_by_blob ON assets (sha256);
 """
 
 
+def prepare(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+
+
 class _References:
     """The assets of one blob, changed inside the transaction `references` holds."""
 

@@ -7,7 +7,7 @@ check-then-write inside one is atomic across processes that share the file too.
 """
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -29,15 +29,20 @@ class Transaction:
         return await anyio.to_thread.run_sync(work, self._connection)
 
 
+Prepare = Callable[[sqlite3.Connection], None]
+"""Run once when the database opens: create tables, upgrade them, clean up."""
+
+
 class Database:
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, prepare: Sequence[Prepare]) -> None:
         self._lock = anyio.Lock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(schema)
+            for step in prepare:
+                step(self._db)
         except sqlite3.Error as err:
             raise StorageError(f"cannot open the database {path}: {err}") from None
         self._closed = False

@@ -1,10 +1,16 @@
-"""The quota ledger in SQLite: daily counters per subject, reservations with a lease."""
+"""The quota ledger in SQLite: daily counters per subject, reservations with a lease.
+
+Each reservation names the process that holds it. When the database opens, the
+reservations of processes of this host that are gone (killed, crashed) are released at
+once; any other stale one ends with its lease.
+"""
 
 import sqlite3
 import uuid
 from datetime import UTC, datetime
 
 from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
+from imagegate.storage.processes import is_gone
 from imagegate.storage.sqlite.database import Database
 
 SCHEMA = """
@@ -22,7 +28,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     day TEXT NOT NULL,
     images INTEGER NOT NULL,
     spend REAL NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    holder TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS reservations_by_subject ON reservations (subject);
 CREATE TABLE IF NOT EXISTS last_call (
@@ -34,13 +41,31 @@ CREATE TABLE IF NOT EXISTS last_call (
 LEASE_SECONDS = 3600.0
 
 
+def prepare(db: sqlite3.Connection) -> None:
+    db.executescript(SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
+    if "holder" not in columns:  # a database from before holders were recorded
+        try:
+            db.execute("ALTER TABLE reservations ADD COLUMN holder TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as err:
+            if "duplicate column" not in str(err):  # another process was quicker
+                raise
+    holders = db.execute("SELECT DISTINCT holder FROM reservations WHERE holder != ''")
+    for (holder,) in holders.fetchall():
+        if is_gone(holder):
+            db.execute("DELETE FROM reservations WHERE holder = ?", (holder,))
+
+
 def day_of(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
 class SqliteQuotaLedger:
-    def __init__(self, database: Database, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self, database: Database, holder: str, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
         self._db = database
+        self._holder = holder
         self._lease = lease_seconds
 
     async def reserve(
@@ -52,8 +77,17 @@ class SqliteQuotaLedger:
             db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
             check(_usage(db, subject, now))
             db.execute(
-                "INSERT INTO reservations VALUES (?,?,?,?,?,?)",
-                (reservation.id, subject, day_of(now), images, spend, now + self._lease),
+                "INSERT INTO reservations (id, subject, day, images, spend, expires, holder) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    reservation.id,
+                    subject,
+                    day_of(now),
+                    images,
+                    spend,
+                    now + self._lease,
+                    self._holder,
+                ),
             )
             db.execute(
                 "INSERT INTO last_call VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET at = ?",
