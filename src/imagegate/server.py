@@ -87,7 +87,9 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         input_root=settings.input_root,
         local=not http,
     )
-    service = ImageService(settings, assets, storage.quotas, relays, signer, clock, inputs)
+    service = ImageService(
+        settings, assets, storage.quotas, storage.nonces, relays, signer, clock, inputs
+    )
     request_state_key = resolve_secret(
         "request_state_key",
         settings.request_state_key,

@@ -365,7 +365,7 @@ async def test_dns_rebinding_is_refused(
 
 
 async def test_readiness_fails_when_the_store_does(server: RunningServer) -> None:
-    await server.app.storage.index.aclose()
+    await server.app.storage.aclose()
     response = await http_get(f"{server.base_url}/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "reason": "asset store unavailable"}

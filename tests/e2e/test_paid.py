@@ -577,3 +577,51 @@ async def test_a_client_that_leaves_a_paid_question_open_frees_its_slot(
         await asyncio.sleep(0.1)
     assert await running_count(server) == 0
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_a_cooldown_lets_a_confirmed_paid_call_through(
+    state_dir: Path,
+    upstream: FakeUpstream,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    era: str,
+) -> None:
+    """Asking the question is not a call: the answered retry is not in its cooldown."""
+    monkeypatch.setenv("FAKE_PAID_KEY", KEY)
+    async with running_server(
+        state_dir,
+        clock,
+        relays=relays(upstream),
+        default_relay="paid",
+        quotas=QuotaSettings(default=Limits(cooldown_seconds=30)),
+    ) as server:
+        result = await generate(server, era, Answers(True))
+        assert result.structured_content["confirmation"] == "accepted"
+        assert len(result.structured_content["images"]) == 1
+        with pytest.raises(ToolError, match="cooldown_seconds"):
+            await generate(server, era, Answers(True))
+    assert len(upstream.calls(PATH)) == 1
+
+
+async def test_a_yes_pays_for_one_call_only(server: RunningServer, upstream: FakeUpstream) -> None:
+    """The same sealed state with the same accepting answer, sent again: asked anew."""
+    arguments = {"prompt": "one picture"}
+    async with server.client(elicitation_handler=Answers(True)) as c:
+        asked = await c.session.call_tool("generate_image", arguments, allow_input_required=True)
+        assert isinstance(asked, mcp_types.InputRequiredResult)
+        (answer_key,) = asked.input_requests or {}
+        yes = {answer_key: mcp_types.ElicitResult(action="accept", content={"value": True})}
+        results = [
+            await c.session.call_tool(
+                "generate_image",
+                arguments,
+                input_responses=yes,
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+            for _ in range(3)
+        ]
+    assert isinstance(results[0], mcp_types.CallToolResult)
+    assert all(isinstance(again, mcp_types.InputRequiredResult) for again in results[1:])
+    assert len(upstream.calls(PATH)) == 1

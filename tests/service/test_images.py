@@ -73,7 +73,9 @@ async def service(state_dir: Path, clock: ManualClock) -> AsyncIterator[ImageSer
         input_root=None,
         local=False,
     )
-    yield ImageService(settings, assets, storage.quotas, relays, None, clock, inputs)
+    yield ImageService(
+        settings, assets, storage.quotas, storage.nonces, relays, None, clock, inputs
+    )
     await storage.aclose()
 
 

@@ -12,12 +12,14 @@ from imagegate.config import Limits
 from imagegate.core.errors import ImageRejected, InvalidRequest, NotFound, QuotaExceeded
 from imagegate.core.ids import AssetId, Subject
 from imagegate.core.images import inspect_image
+from imagegate.core.staging import StagedBlob
 from imagegate.service.quota import check_limits, seconds_to_next_month
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import (
     Asset,
     AssetMeta,
     BlobKey,
+    BlobStore,
     QuotaLedger,
     Reservation,
     Storage,
@@ -357,3 +359,45 @@ async def test_admin_reset_clears_usage_and_cooldown(storage: Storage) -> None:
     assert (usage.images_today, usage.spend_month, usage.last_call_at) == (1, 0, None)
     assert usage.in_flight == 1  # running calls are not forgotten
     await ledger.release(running)
+
+
+class CancelsAfter:
+    """A blob store that cancels its caller right after one operation: the moment
+    between the bytes changing and their record changing."""
+
+    def __init__(self, blobs: BlobStore, operation: str, scope: anyio.CancelScope) -> None:
+        self._blobs = blobs
+        self._operation = operation
+        self._scope = scope
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._blobs, name)
+
+    async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
+        await self._blobs.commit(staged, key)
+        if self._operation == "commit":
+            self._scope.cancel()
+
+    async def remove(self, key: BlobKey) -> None:
+        await self._blobs.remove(key)
+        if self._operation == "remove":
+            self._scope.cancel()
+
+
+async def test_a_cancelled_add_or_delete_keeps_records_and_bytes_together(
+    storage: Storage,
+) -> None:
+    plain = AssetStore(storage.index, storage.blobs)
+    with anyio.CancelScope() as scope:
+        store = AssetStore(storage.index, CancelsAfter(storage.blobs, "commit", scope))
+        added = await add(store, ALICE, png("red"))
+    assert await read(plain, added) == png("red")  # recorded, with its bytes
+
+    kept = await add(plain, ALICE, png("blue"))
+    with anyio.CancelScope() as scope:
+        store = AssetStore(storage.index, CancelsAfter(storage.blobs, "remove", scope))
+        await store.delete(ALICE, kept.id)
+    with pytest.raises(NotFound):  # deleted, record and bytes alike
+        await plain.get(ALICE, kept.id)
+    with pytest.raises(NotFound):
+        await read(plain, kept)

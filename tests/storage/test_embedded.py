@@ -11,7 +11,7 @@ import anyio
 import pytest
 from PIL import Image
 
-from imagegate.core.errors import ImageRejected
+from imagegate.core.errors import ImageRejected, StorageError
 from imagegate.core.ids import Subject
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
@@ -159,3 +159,17 @@ def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> No
         return held
 
     assert anyio.run(usage) == 2  # the old reservation is kept until its lease ends
+
+
+async def test_a_database_failure_is_a_storage_error(state_dir: Path) -> None:
+    """Driver errors stop at the backend: the caller gets a StorageError it can report."""
+    state_dir.mkdir(mode=0o700)
+    storage = open_embedded(state_dir, 10**7)
+    database = storage.index._db  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="the database failed: no such table"):
+        await database.read(lambda db: db.execute("SELECT * FROM nowhere"))
+    with pytest.raises(StorageError, match="the database failed"):
+        await database.write(lambda db: db.execute("INSERT INTO nowhere VALUES (1)"))
+    await storage.aclose()
+    with pytest.raises(StorageError, match="the database is closed"):
+        await storage.quotas.usage("token:bot", 0)

@@ -45,10 +45,10 @@ async def served(
     relay = PlaceholderRelay("placeholder", PlaceholderRelayConfig(kind="placeholder"))
     inputs = InputResolver(assets, max_bytes=10**7, max_pixels=10**7, input_root=None, local=False)
     signer = LinkSigner(b"k" * 32, "http://imagegate.test")
+    relays = Relays({"placeholder": relay}, "placeholder")
     service = ImageService(
-        settings, assets, storage.quotas, Relays({"placeholder": relay}, "placeholder"),
-        signer, clock, inputs,
-    )  # fmt: skip
+        settings, assets, storage.quotas, storage.nonces, relays, signer, clock, inputs
+    )
     routes = Routes(service, signer, clock)
     app = Starlette(
         routes=[Route(path, handler, methods=methods) for path, methods, handler in routes.table()]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imagegate.core.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("imagegate.statedir")
 
 
 def prepare_state_dir(path: Path) -> None:

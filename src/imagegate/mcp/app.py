@@ -20,6 +20,7 @@ from imagegate.access.policy import AccessPolicy
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
 from imagegate.mcp import tools
+from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
 from imagegate.mcp.specs import RULES, TOOLS
 from imagegate.service.images import ImageService
@@ -70,7 +71,9 @@ def build_mcp(
         mask_error_details=True,
         # The confirmation state of 2026-07-28 calls is sealed with a key that survives
         # restarts and that replicas share (with the same server name, "imagegate").
-        request_state_security=RequestStateSecurity(keys=[request_state_key]),
+        request_state_security=RequestStateSecurity(
+            keys=[request_state_key], ttl=QUESTION_TTL_SECONDS
+        ),
     )
     _register_tools(mcp, settings.max_images_per_call)
     for path, methods, handler in routes:

@@ -5,13 +5,17 @@ Handshake era (2025-11-25 and older): a server-initiated elicitation request
 2026-07-28: the tool answers the call with an input-required result carrying the
 question and a request state; the client answers and sends the call again with the
 response, and the state, sealed by the server's key, proves the answer belongs to
-this very question (any replica with the key can check it, after a restart too).
+this very question (any replica with the key can check it, after a restart too). The
+state carries a nonce, and a yes is spent with it: the same sealed yes sent again is
+asked anew, so one confirmation pays for one call.
 
 A client that can't answer elicitation gets a clear refusal telling how an operator
 can grant `paid:auto`; it is never taken as a yes.
 """
 
 import json
+import secrets
+from collections.abc import Awaitable, Callable
 
 import mcp_types
 from fastmcp import Context
@@ -32,13 +36,21 @@ NO_ELICITATION = (
 )
 
 
+SpendOnce = Callable[[str, float], Awaitable[bool]]
+"""Use a nonce, valid for the given seconds: True the first time only."""
+
+QUESTION_TTL_SECONDS = 600.0
+"""How long a sealed question can be answered (the request state's TTL)."""
+
+
 class Confirmer:
     """Asks through the MCP connection of one tool call and remembers the outcome, for
     the result and the audit log: paid:auto, accepted, declined (a "no" or a decline),
     cancelled or unsupported (the client can't be asked)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, spend_once: SpendOnce) -> None:
         self._ctx = ctx
+        self._spend_once = spend_once
         self.outcome: str | None = None
         self.call: PaidCall | None = None
 
@@ -51,7 +63,7 @@ class Confirmer:
             self.outcome = "unsupported"
             raise NotConfirmed(NO_ELICITATION.format(relay=call.relay))
         if _modern(self._ctx):
-            self.outcome = self._answer_from_retry(call)
+            self.outcome = await self._answer_from_retry(call)
         else:
             self.outcome = await self._ask_now(call)
         if self.outcome != "accepted":
@@ -66,20 +78,26 @@ class Confirmer:
             return "accepted" if answer.data is True else "declined"
         return _OUTCOMES[answer.action]
 
-    def _answer_from_retry(self, call: PaidCall) -> str:
-        """2026-07-28: the answer comes with the call sent again. Without one, or when
-        the sealed state belongs to another question, ask (raise NeedsInput)."""
+    async def _answer_from_retry(self, call: PaidCall) -> str:
+        """2026-07-28: the answer comes with the call sent again. Without one, when
+        the sealed state belongs to another question, or when its yes was already
+        spent, ask (raise NeedsInput)."""
         answers = self._ctx.input_responses or {}
         answer = answers.get(_ANSWER_KEY)
         state = self._ctx.request_state  # unsealed by the server; None if absent
-        if answer is None or state is None or _asked_about(state) != call.fingerprint():
+        asked, nonce = _asked_about(state) if state is not None else (None, None)
+        if answer is None or asked != call.fingerprint() or nonce is None:
             raise NeedsInput(_question(call))
         if not isinstance(answer, mcp_types.ElicitResult):
             raise NeedsInput(_question(call))
         if answer.action != "accept":
             return _OUTCOMES.get(answer.action, "declined")
         accepted = handle_elicit_accept(_CONFIRM, answer.content)
-        return "accepted" if accepted.data is True else "declined"
+        if accepted.data is not True:
+            return "declined"
+        if not await self._spend_once(nonce, QUESTION_TTL_SECONDS):
+            raise NeedsInput(_question(call))
+        return "accepted"
 
 
 class NeedsInput(Exception):
@@ -106,17 +124,23 @@ def _question(call: PaidCall) -> mcp_types.InputRequiredResult:
         },
         # Sealed by the server (RequestStateSecurity): the answer that comes back with
         # it is bound to this question, this caller and these arguments.
-        request_state=json.dumps({"asked": call.fingerprint()}),
+        request_state=json.dumps({"asked": call.fingerprint(), "nonce": secrets.token_urlsafe(18)}),
     )
 
 
-def _asked_about(state: str) -> str | None:
+def _asked_about(state: str) -> tuple[str | None, str | None]:
+    """The question's fingerprint and nonce from a sealed state."""
     try:
         data = json.loads(state)
     except ValueError:
-        return None
-    asked = data.get("asked") if isinstance(data, dict) else None
-    return asked if isinstance(asked, str) else None
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    asked, nonce = data.get("asked"), data.get("nonce")
+    return (
+        asked if isinstance(asked, str) else None,
+        nonce if isinstance(nonce, str) and nonce else None,
+    )
 
 
 def _modern(ctx: Context) -> bool:

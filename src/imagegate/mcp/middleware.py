@@ -27,6 +27,7 @@ from imagegate.core.errors import ImagegateError, PermissionDenied
 from imagegate.mcp.auth import current_identity
 
 log = logging.getLogger("imagegate.access")
+refusals = logging.getLogger("imagegate")
 
 
 class Forbidden(ToolError):
@@ -62,7 +63,7 @@ def domain_errors(fn: ToolFn) -> ToolFn:
         except PermissionDenied as err:
             raise Forbidden(str(err)) from None
         except ImagegateError as err:
-            log.info("tool %s refused: %s", fn.__name__, err)
+            refusals.info("tool %s refused: %s", fn.__name__, err)
             raise Refused(str(err)) from None
 
     return cast(ToolFn, wrapper)

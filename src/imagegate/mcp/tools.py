@@ -165,7 +165,9 @@ async def get_usage(
 
 
 async def reset_usage(
-    subject: Annotated[str, Field(description="The subject whose counters to reset.")],
+    subject: Annotated[
+        str, Field(description="The subject whose counters to reset.", min_length=1)
+    ],
     ctx: Context,
 ) -> dict[str, Any]:
     """Admin: reset a subject's image and spend counters for today and this month."""
@@ -192,7 +194,7 @@ async def _making(
     it made, or the question a 2026-07-28 client must answer, or the user's no."""
     service = service_of(ctx)
     watch = Stopwatch()
-    confirm = Confirmer(ctx)
+    confirm = Confirmer(ctx, service.spend_once)
     try:
         made = await make(service, _progress(ctx, watch), confirm)
     except NotConfirmed as refusal:

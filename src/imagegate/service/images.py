@@ -34,7 +34,15 @@ from imagegate.service.quota import (
     seconds_to_next_month,
 )
 from imagegate.storage.assets import AssetStore
-from imagegate.storage.interfaces import Asset, AssetMeta, Page, QuotaLedger, Reservation
+from imagegate.storage.interfaces import (
+    Asset,
+    AssetMeta,
+    NonceLedger,
+    Page,
+    QuotaLedger,
+    Reservation,
+    Usage,
+)
 
 
 def safety_identifier(owner: Subject) -> str:
@@ -73,6 +81,7 @@ class ImageService:
         settings: Settings,
         assets: AssetStore,
         quotas: QuotaLedger,
+        nonces: NonceLedger,
         relays: Relays,
         signer: LinkSigner | None,
         clock: Clock,
@@ -81,6 +90,7 @@ class ImageService:
         self.settings = settings
         self.assets = assets
         self.quotas = quotas
+        self._nonces = nonces
         self.relays = relays
         self.inputs = inputs
         self._signer = signer
@@ -97,8 +107,9 @@ class ImageService:
     ) -> list[Asset]:
         """Generate (or, with input images, edit) and store the results for the caller.
 
-        Order: check the request, reserve quota, confirm a paid call, call the relay,
-        store; a refusal at any step happens before any upstream request. The
+        Order: check the request and the quota, confirm a paid call, reserve quota,
+        call the relay, store; a refusal at any step happens before any upstream
+        request. The
         reservation ends exactly once: committed with what was stored, or released
         (nothing consumed) on a failure, a no, or a cancelled call. Both are shielded
         from cancellation, and so is storing what the upstream already made.
@@ -111,18 +122,19 @@ class ImageService:
         relay.capabilities.check(request, relay.name)
         call = paid_call(relay, request, request.n)
         limits = limits_for(caller.identity, self.settings.quotas)
-        now = self._clock.now()
         spend = call.estimate or 0.0
-        reservation = await self.quotas.reserve(
-            owner,
-            request.n,
-            spend,
-            now,
-            lambda usage: check_limits(limits, usage, request.n, spend, now),
-        )
+
+        def fits(usage: Usage) -> None:
+            check_limits(limits, usage, request.n, spend, self._clock.now())
+
+        if relay.paid:
+            # Refuse what the quota would refuse before asking anyone to pay for it;
+            # asking is not a call (no slot, no cooldown): the answer may come back in
+            # another request (2026-07-28), or never.
+            fits(await self.quotas.usage(owner, self._clock.now()))
+            await confirm(call, needs_confirmation(caller, relay.paid))
+        reservation = await self.quotas.reserve(owner, request.n, spend, self._clock.now(), fits)
         try:
-            if relay.paid:
-                await confirm(call, needs_confirmation(caller, relay.paid))
             produced = await produce(relay, request, self.settings, self.assets.stage, progress)
         except BaseException:
             await self._release(reservation)
@@ -200,6 +212,10 @@ class ImageService:
             reasons = "; ".join(f"{f.source}: {f.error}" for f in made.failures)
             raise InvalidRequest(f"every edit in the batch failed: {reasons}")
         return made
+
+    async def spend_once(self, nonce: str, valid_for: float) -> bool:
+        """Use a single-use token (a confirmation's): True the first time only."""
+        return await self._nonces.spend(nonce, self._clock.now(), valid_for)
 
     def quote(self, args: GenerateArgs, images: tuple[InputImage, ...] = ()) -> PaidCall | None:
         """What a call would ask to confirm, without any effect; None for a free relay."""

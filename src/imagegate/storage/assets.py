@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+import anyio
+
 from imagegate.core.ids import AssetId, Subject, new_asset_id
 from imagegate.core.images import ImageInfo
 from imagegate.core.staging import StagedBlob
@@ -49,9 +51,12 @@ class AssetStore:
             params=meta.params,
             created_at=now,
         )
-        async with self._index.references(asset.blob) as references:
-            await self._blobs.commit(staged, asset.blob)
-            await references.add(asset)
+        # Shielded: a cancel between the bytes and their record would leave bytes no
+        # asset uses, or (below) a record whose bytes are gone.
+        with anyio.CancelScope(shield=True):
+            async with self._index.references(asset.blob) as references:
+                await self._blobs.commit(staged, asset.blob)
+                await references.add(asset)
         return asset
 
     async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
@@ -64,9 +69,10 @@ class AssetStore:
     async def delete(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """Forget the asset; remove its bytes when no other asset has the same ones."""
         asset = await self._index.get(owner, asset_id)
-        async with self._index.references(asset.blob) as references:
-            if await references.remove(asset) == 0:
-                await self._blobs.remove(asset.blob)
+        with anyio.CancelScope(shield=True):
+            async with self._index.references(asset.blob) as references:
+                if await references.remove(asset) == 0:
+                    await self._blobs.remove(asset.blob)
         return asset
 
     def open(self, asset: Asset) -> AbstractAsyncContextManager[BlobReader]:
@@ -99,5 +105,5 @@ async def copy_into(blobs: BlobStore, key: BlobKey, staged: StagedBlob) -> None:
     """Copy a blob into a staging file and finish it."""
     async with blobs.open(key) as reader:
         async for chunk in reader.chunks():
-            staged.write(chunk)
-    staged.finish()
+            await anyio.to_thread.run_sync(staged.write, chunk)
+    await anyio.to_thread.run_sync(staged.finish)

@@ -8,7 +8,7 @@ from pathlib import Path
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, quotas
+from imagegate.storage.sqlite import assets, nonces, quotas
 from imagegate.storage.sqlite.database import Database
 
 DATABASE_FILE = "imagegate.sqlite3"
@@ -17,9 +17,11 @@ DATABASE_FILE = "imagegate.sqlite3"
 def open_embedded(state_dir: Path, max_blob_bytes: int) -> Storage:
     """The index, ledger and blobs of `state_dir` (which must exist, mode 0700)."""
     blobs = FileBlobStore(state_dir, max_blob_bytes)
-    database = Database(state_dir / DATABASE_FILE, [assets.prepare, quotas.prepare])
+    database = Database(state_dir / DATABASE_FILE, [assets.prepare, quotas.prepare, nonces.prepare])
     return Storage(
         index=assets.SqliteAssetIndex(database),
         quotas=quotas.SqliteQuotaLedger(database, this_process()),
+        nonces=nonces.SqliteNonceLedger(database),
         blobs=blobs,
+        closing=database.aclose,
     )

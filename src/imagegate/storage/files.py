@@ -62,7 +62,7 @@ class FileBlobStore:
             raise StorageError(f"could not store image: {err.strerror}") from None
 
     async def remove(self, key: BlobKey) -> None:
-        self._path(key).unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
 
     @asynccontextmanager
     async def open(self, key: BlobKey) -> AsyncIterator[_FileReader]:

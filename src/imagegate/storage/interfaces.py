@@ -1,10 +1,11 @@
 """The storage seam: what the layers above may ask of a backend, and the values it returns.
 
-Three Protocols, each implemented by every backend and tested by one contract suite
+Protocols, each implemented by every backend and tested by one contract suite
 (tests/storage/test_contract.py):
 
 - `AssetIndex`: asset metadata by owner, and the references from assets to blobs;
 - `QuotaLedger`: per-subject usage counters and reservations, checked atomically;
+- `NonceLedger`: single-use tokens, such as a confirmation's;
 - `BlobStore`: content-addressed image bytes, written through local staging files.
 
 Every read and write of an asset names its owner; another owner's asset answers exactly
@@ -14,7 +15,7 @@ that keeps a blob as a local file may say where (`local_path`), for zero-copy se
 """
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +155,9 @@ class AssetIndex(Protocol):
         """Hold the references to one blob while its bytes are committed or removed
         with them: a delete of the last asset using some bytes can't remove them
         between another add's commit and its record. Holds across every process that
-        shares this index. Changes are kept only when the block ends without error."""
+        shares this index. Changes are kept only when the block ends without error.
+        Make no other call to this index inside the block (the hold is not
+        re-entrant)."""
         ...
 
     async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
@@ -167,8 +170,6 @@ class AssetIndex(Protocol):
         ...
 
     async def ready(self) -> bool: ...
-
-    async def aclose(self) -> None: ...
 
 
 LimitCheck = Callable[[Usage], None]
@@ -202,17 +203,26 @@ class QuotaLedger(Protocol):
         """Forget today's and this month's usage and the last call (not running calls)."""
         ...
 
-    async def aclose(self) -> None: ...
+
+class NonceLedger(Protocol):
+    """Single-use tokens (the nonce of a confirmed paid call): each is good once."""
+
+    async def spend(self, nonce: str, now: float, valid_for: float) -> bool:
+        """Record `nonce` as used: True the first time, False every time after. The
+        record is kept `valid_for` seconds, as long as the nonce can be presented."""
+        ...
 
 
 @dataclass(frozen=True)
 class Storage:
-    """One backend's three parts, as the composition root wires them."""
+    """One backend's parts, as the composition root wires them."""
 
     index: AssetIndex
     quotas: QuotaLedger
+    nonces: NonceLedger
     blobs: BlobStore
+    closing: Callable[[], Awaitable[None]]
+    """Release what the parts share (connections); after it, they fail cleanly."""
 
     async def aclose(self) -> None:
-        await self.quotas.aclose()
-        await self.index.aclose()
+        await self.closing()

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from email.utils import formatdate
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -100,7 +101,14 @@ class Routes:
                     yield chunk
 
         headers = {**headers, "Content-Length": str(reader.size)}
-        return StreamingResponse(body(), media_type=asset.format.mime_type, headers=headers)
+        # The background task closes the store when the body was never read (HEAD, a
+        # client that left); after a full read it finds it closed already.
+        return StreamingResponse(
+            body(),
+            media_type=asset.format.mime_type,
+            headers=headers,
+            background=BackgroundTask(held.aclose),
+        )
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})

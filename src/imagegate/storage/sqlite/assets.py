@@ -63,7 +63,7 @@ class _References:
             await self._transaction.run(
                 lambda db: db.execute("INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
             )
-        except sqlite3.Error as err:
+        except StorageError as err:
             raise StorageError(f"could not record the image: {err}") from None
 
     async def remove(self, asset: Asset) -> int:
@@ -119,12 +119,9 @@ class SqliteAssetIndex:
     async def ready(self) -> bool:
         try:
             await self._db.read(lambda db: db.execute("SELECT 1 FROM assets LIMIT 1").fetchall())
-        except sqlite3.Error:
+        except StorageError:
             return False
         return True
-
-    async def aclose(self) -> None:
-        self._db.close()
 
 
 def _asset_from_row(row: tuple[Any, ...]) -> Asset:

@@ -26,7 +26,16 @@ class Transaction:
         self._connection = connection
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(work, self._connection)
+        return await _in_thread(work, self._connection)
+
+
+async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite3.Connection) -> T:
+    """Run `work` in a worker thread; a database failure is a StorageError (which the
+    caller can report), not a driver exception."""
+    try:
+        return await anyio.to_thread.run_sync(work, connection)
+    except sqlite3.Error as err:
+        raise StorageError(f"the database failed: {err}") from None
 
 
 Prepare = Callable[[sqlite3.Connection], None]
@@ -50,7 +59,8 @@ class Database:
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` (reads, no transaction) on the connection."""
         async with self._lock:
-            return await anyio.to_thread.run_sync(work, self._db)
+            self._check_open()
+            return await _in_thread(work, self._db)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` inside one IMMEDIATE transaction."""
@@ -60,12 +70,14 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """An IMMEDIATE transaction, committed when the block ends without error and
-        rolled back otherwise (also when the caller is cancelled)."""
+        rolled back otherwise (also when the caller is cancelled). The lock is not
+        re-entrant: make no other call on this database inside the block."""
         async with self._lock:
-            await anyio.to_thread.run_sync(self._db.execute, "BEGIN IMMEDIATE")
+            self._check_open()
+            await _in_thread(lambda db: db.execute("BEGIN IMMEDIATE"), self._db)
             try:
                 yield Transaction(self._db)
-                await anyio.to_thread.run_sync(self._db.execute, "COMMIT")
+                await _in_thread(lambda db: db.execute("COMMIT"), self._db)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._rollback)
@@ -75,7 +87,13 @@ class Database:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._db.close()
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the database is closed")
+
+    async def aclose(self) -> None:
+        """Close once no statement runs; later calls fail with StorageError."""
+        async with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()

@@ -127,9 +127,6 @@ class SqliteQuotaLedger:
 
         await self._db.write(reset)
 
-    async def aclose(self) -> None:
-        self._db.close()
-
 
 def _usage(db: sqlite3.Connection, subject: str, now: float) -> Usage:
     today = day_of(now)
