@@ -625,3 +625,30 @@ async def test_a_yes_pays_for_one_call_only(server: RunningServer, upstream: Fak
     assert isinstance(results[0], mcp_types.CallToolResult)
     assert all(isinstance(again, mcp_types.InputRequiredResult) for again in results[1:])
     assert len(upstream.calls(PATH)) == 1
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_an_accept_without_a_value_is_not_a_yes(
+    server: RunningServer, upstream: FakeUpstream, era: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = await generate(server, era, Answers(ElicitResult(action="accept")))
+    assert result.structured_content["images"] == []
+    assert result.structured_content["confirmation"] == "declined"
+    assert "not confirmed (declined)" in result.content[0].text
+    assert upstream.requests == []
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_client_whose_question_handler_fails_is_not_confirmed(
+    server: RunningServer, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(message: str, response_type: Any, params: Any, ctx: Any) -> Any:
+        raise RuntimeError("the client's own bug")
+
+    async with server.client(mode="legacy", elicitation_handler=broken) as c:
+        result = await c.call_tool("generate_image", {"prompt": "x"})
+    assert result.structured_content["images"] == []
+    assert result.structured_content["confirmation"] == "cancelled"
+    assert "could not answer" in result.content[0].text
+    assert upstream.requests == []
+    assert "Traceback" not in caplog.text

@@ -2,6 +2,7 @@
 Responses upstream on 127.0.0.1 speaking SSE."""
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,6 +110,21 @@ async def test_generation_with_partials_and_progress(
     assert body["input"][0]["content"] == [{"type": "input_text", "text": "a teal square"}]
     assert len(body["safety_identifier"]) == 32
     assert "token:dev" not in call.body.decode()
+
+
+async def test_a_prompt_with_a_literal_escape_reaches_the_upstream_as_typed(
+    server: RunningServer, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The six characters backslash-u-0000 in a prompt once broke the streamed body
+    and sent a traceback with the request body, prompt included, to the log."""
+    upstream.script(PATH, sse(responses_events(png_bytes((1024, 1024)))))
+    prompt = "draw \\u0000 as text, and \\u0000 again"
+    async with server.client() as client:
+        result = await client.call_tool("generate_image", {"prompt": prompt})
+    assert len(result.structured_content["images"]) == 1
+    (call,) = upstream.calls(PATH)
+    assert call.json()["input"][0]["content"] == [{"type": "input_text", "text": prompt}]
+    assert "as text" not in caplog.text
 
 
 async def test_edit_sends_images_as_data_urls(
@@ -244,6 +260,28 @@ async def test_persistent_500_gives_up_after_max_retries(
             await client.call_tool("generate_image", {"prompt": "x"})
     assert len(upstream.calls(PATH)) == 3
     assert stored_files(server) == []
+
+
+async def test_the_audit_log_tells_upstream_failures_from_refusals(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_UPSTREAM_KEY", KEY)
+    audit = tmp_path / "audit.jsonl"
+    upstream.script(PATH, error_reply(500, "server_error", "broken", {"retry-after": "0"}))
+    upstream.script(PATH, error_reply(400, "moderation_blocked", "no"))
+    relays = {"oa": relay_config(upstream, max_retries=1)}
+    async with (
+        running_server(tmp_path / "state", relays=relays, audit_log=str(audit)) as server,
+        server.client() as client,
+    ):
+        for _ in range(2):
+            with pytest.raises(ToolError):
+                await client.call_tool("generate_image", {"prompt": "x"})
+        with pytest.raises(ToolError):
+            await client.call_tool("generate_image", {"prompt": "x", "size": "13x7"})
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["outcome"] for line in lines] == ["upstream_error", "refused", "refused"]
+    assert "HTTP 500" in lines[0]["detail"]
 
 
 async def test_insufficient_quota_is_not_retried(

@@ -80,6 +80,11 @@ def test_a_process_killed_mid_write_leaves_no_asset(state_dir: Path) -> None:
     )
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "WROTE"
+    (partial,) = (state_dir / "tmp").iterdir()
+    assert partial.name.endswith(".part")  # a temp file, never under a real name
+    # While its writer lives, another process opening the store leaves it alone.
+    FileBlobStore(state_dir, 10**7)
+    assert partial.exists()
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=10)
 
@@ -91,14 +96,20 @@ def test_a_process_killed_mid_write_leaves_no_asset(state_dir: Path) -> None:
 
     assert anyio.run(listed) == 0
     assert list((state_dir / "blobs").rglob("*.*")) == []
-    leftovers = list((state_dir / "tmp").iterdir())
-    assert len(leftovers) == 1  # the partial temp file, never under a real name
-    assert leftovers[0].name.endswith(".part")
-    blobs = FileBlobStore(state_dir, 10**7)
-    assert blobs.sweep_stale_temp(now=leftovers[0].stat().st_mtime + 1) == 0
-    later = leftovers[0].stat().st_mtime + STALE_TEMP_SECONDS + 1
+    assert list((state_dir / "tmp").iterdir()) == []  # the dead writer's file is swept
+
+
+def test_unnamed_temp_files_are_swept_after_an_hour(tmp_path: Path) -> None:
+    blobs = FileBlobStore(tmp_path, 10**7)
+    old = tmp_path / "tmp" / "stage-abc.part"  # written before staging files had owners
+    old.write_bytes(b"x")
+    mine = blobs.stage()
+    assert blobs.sweep_stale_temp(now=old.stat().st_mtime + 1) == 0
+    later = old.stat().st_mtime + STALE_TEMP_SECONDS + 1
     assert blobs.sweep_stale_temp(now=later) == 1
-    assert list((state_dir / "tmp").iterdir()) == []
+    assert not old.exists()
+    assert mine.path.exists()  # a live process's file, however old
+    mine.discard()
 
 
 def test_a_killed_process_releases_its_reservations_at_the_next_start(state_dir: Path) -> None:

@@ -22,8 +22,10 @@ class AuditRecord:
     tool: str
     relay: str | None
     outcome: str
-    """ok | denied (ACL) | refused (bad request, not found, quota, ...) | not_confirmed
-    (a paid call the user declined or couldn't be asked about) | error (unexpected)"""
+    """ok | denied (ACL) | refused (bad request, not found, quota, moderation, ...) |
+    not_confirmed (a paid call the user declined or couldn't be asked about) |
+    input_required (a 2026-07-28 client was asked to confirm) | upstream_error (the
+    relay's upstream failed) | error (unexpected)"""
     images: int
     estimated_cost: float | None
     duration_ms: float

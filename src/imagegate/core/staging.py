@@ -15,10 +15,12 @@ from imagegate.core.errors import ImageRejected
 
 
 class StagedBlob:
-    """A blob being written. Write chunks, then `finish()`; or `discard()` on failure."""
+    """A blob being written. Write chunks, then `finish()`; or `discard()` on failure.
+    `owner` goes into the file's name, so that a sweep can tell whose it is."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix="stage-", suffix=".part")
+    def __init__(self, directory: Path, max_bytes: int, owner: str = "") -> None:
+        prefix = f"stage-{owner}-" if owner else "stage-"
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()

@@ -14,6 +14,7 @@ can grant `paid:auto`; it is never taken as a yes.
 """
 
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -24,10 +25,14 @@ from fastmcp.server.elicitation import (
     handle_elicit_accept,
     parse_elicit_response_type,
 )
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from imagegate.core.errors import NotConfirmed
 from imagegate.service.confirm import PaidCall
+
+log = logging.getLogger("imagegate.confirm")
 
 NO_ELICITATION = (
     "not confirmed: relay {relay!r} costs money and your MCP client cannot answer a "
@@ -72,8 +77,21 @@ class Confirmer:
             )
 
     async def _ask_now(self, call: PaidCall) -> str:
-        """Handshake era: ask over the back-channel while the call waits."""
-        answer = await self._ctx.elicit(call.question(), bool, response_title="Confirm")
+        """Handshake era: ask over the back-channel while the call waits. An answer
+        that is not a clear yes or no is a no; a client that fails to answer
+        (its handler raised) has cancelled."""
+        try:
+            answer = await self._ctx.elicit(call.question(), bool, response_title="Confirm")
+        except ValidationError:
+            log.info("a confirmation answer without a yes or no value; not confirmed")
+            return "declined"
+        except MCPError as err:
+            log.info("the client could not answer the confirmation question: %s", err.error.code)
+            self.outcome = "cancelled"
+            raise NotConfirmed(
+                "not confirmed (cancelled): your client could not answer the confirmation "
+                "question; no image was made and nothing was spent"
+            ) from None
         if isinstance(answer, AcceptedElicitation):
             return "accepted" if answer.data is True else "declined"
         return _OUTCOMES[answer.action]
@@ -92,7 +110,10 @@ class Confirmer:
             raise NeedsInput(_question(call))
         if answer.action != "accept":
             return _OUTCOMES.get(answer.action, "declined")
-        accepted = handle_elicit_accept(_CONFIRM, answer.content)
+        try:
+            accepted = handle_elicit_accept(_CONFIRM, answer.content)
+        except ValidationError:
+            return "declined"  # an accept without a yes or no value is not a yes
         if accepted.data is not True:
             return "declined"
         if not await self._spend_once(nonce, QUESTION_TTL_SECONDS):

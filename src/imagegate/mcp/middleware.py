@@ -8,22 +8,24 @@ errors `domain_errors` turns into MCP tool errors.
 import functools
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import mcp_types as mt
-from fastmcp.exceptions import AuthorizationError, ToolError
+from fastmcp.exceptions import AuthorizationError, FastMCPError, ToolError
 from fastmcp.exceptions import ValidationError as ArgumentsInvalid
 from fastmcp.server.context import Context
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.tools.base import InputRequiredToolResult
+from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError as PydanticValidationError
 
 from imagegate.access.audit import AuditLog, AuditRecord
 from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
 from imagegate.core.clock import Clock
-from imagegate.core.errors import ImagegateError, PermissionDenied
+from imagegate.core.errors import ContentRefused, ImagegateError, PermissionDenied, RelayError
 from imagegate.mcp.auth import current_identity
 
 log = logging.getLogger("imagegate.access")
@@ -45,15 +47,48 @@ class Refused(ToolError):
         super().__init__(message, log_level=logging.DEBUG)
 
 
+class UpstreamFailed(ToolError):
+    """The relay's upstream failed (unreachable, 5xx, timed out, broke its answer)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, log_level=logging.DEBUG)
+
+
+class Failed(ToolError):
+    """A bug or an unforeseen failure: logged once by us, without its message."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "internal error: the server could not complete this call; its log says where",
+            log_level=logging.DEBUG,
+        )
+
+
+def where(err: BaseException) -> str:
+    """An unexpected error's type and innermost frames, never its message: a message
+    can quote what it failed on (a request body, a prompt, a path)."""
+    frames = traceback.extract_tb(err.__traceback__)[-3:]
+    trail = " < ".join(f"{_short(frame.filename)}:{frame.lineno}" for frame in reversed(frames))
+    return f"{type(err).__name__} at {trail or 'an unknown place'}"
+
+
+def _short(filename: str) -> str:
+    for root in ("/site-packages/", "/src/"):
+        if root in filename:
+            return filename.rsplit(root, 1)[1]
+    return filename
+
+
 ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])
 
 
 def domain_errors(fn: ToolFn) -> ToolFn:
-    """The one place where domain errors become MCP tool errors carrying their message.
+    """The one place where errors become MCP tool errors.
 
-    Applied to every tool at registration. Raising ToolError (rather than letting
-    FastMCP mask the exception) keeps the caller's message and keeps expected
-    refusals out of the error log; anything else is still masked by FastMCP.
+    Applied to every tool at registration. A domain error keeps its message, written
+    for the caller; an upstream failure is told apart from a refusal (for the audit
+    log); anything unexpected is one log line with its type and place but not its
+    message, and a generic error for the caller.
     """
 
     @functools.wraps(fn)
@@ -62,9 +97,20 @@ def domain_errors(fn: ToolFn) -> ToolFn:
             return await fn(*args, **kwargs)
         except PermissionDenied as err:
             raise Forbidden(str(err)) from None
+        except RelayError as err:
+            if isinstance(err, ContentRefused):
+                refusals.info("tool %s refused: %s", fn.__name__, err)
+                raise Refused(str(err)) from None
+            refusals.warning("tool %s: upstream failed: %s", fn.__name__, err)
+            raise UpstreamFailed(str(err)) from None
         except ImagegateError as err:
             refusals.info("tool %s refused: %s", fn.__name__, err)
             raise Refused(str(err)) from None
+        except (FastMCPError, MCPError):
+            raise  # FastMCP's own, raised on purpose (and mapped by it)
+        except Exception as err:
+            refusals.error("tool %s failed: %s", fn.__name__, where(err))
+            raise Failed() from None
 
     return cast(ToolFn, wrapper)
 
@@ -172,6 +218,9 @@ class AuditMiddleware(Middleware):
             raise
         except Refused as err:
             outcome, detail = "refused", str(err)
+            raise
+        except UpstreamFailed as err:
+            outcome, detail = "upstream_error", str(err)
             raise
         except ArgumentsInvalid as err:
             refusal = arguments_refusal(err)

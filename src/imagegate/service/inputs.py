@@ -110,6 +110,8 @@ class InputResolver:
                 f"{label}: not an asset id or image data; local file paths are accepted "
                 "only over stdio with input_root set"
             )
+        if "\x00" in source:
+            raise InvalidRequest(f"{label}: a file path can't contain a NUL character")
         path = Path(source).expanduser()
         if not path.is_absolute():
             path = self._input_root / path

@@ -1,11 +1,15 @@
 """Content-addressed blob files on the local disk, written crash-safe.
 
 A blob is staged in `tmp/`, fsynced, then renamed to `blobs/<aa>/<sha256>.<ext>` and the
-directory fsynced. A crash at any point leaves at most a stray temp file (swept when
-the store opens), never a partial file under a real name. Blobs are read-only (0440).
+directory fsynced. A crash at any point leaves at most a stray temp file, never a
+partial file under a real name. Staging files are named after their process: when the
+store opens, those of processes that are gone are removed at once (other processes
+sharing the directory keep theirs), and any unnamed one after an hour. Blobs are
+read-only (0440).
 """
 
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,8 +20,10 @@ import anyio
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.staging import StagedBlob
 from imagegate.storage.interfaces import BlobKey
+from imagegate.storage.processes import local_tag, local_tag_is_gone
 
 STALE_TEMP_SECONDS = 3600
+_OWNED = re.compile(r"stage-(\d+\.\d*)-.*\.part")
 CHUNK_BYTES = 1 << 16
 
 
@@ -36,12 +42,13 @@ class FileBlobStore:
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
         self._max_bytes = max_bytes
+        self._owner = local_tag()
         for directory in (root, self._blobs, self._tmp):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.sweep_stale_temp()
 
     def stage(self) -> StagedBlob:
-        return StagedBlob(self._tmp, self._max_bytes)
+        return StagedBlob(self._tmp, self._max_bytes, self._owner)
 
     def _path(self, key: BlobKey) -> Path:
         # BlobKey validated both parts: this is a path under blobs/, and nothing else.
@@ -81,11 +88,16 @@ class FileBlobStore:
         return os.access(self._tmp, os.W_OK) and os.access(self._blobs, os.W_OK)
 
     def sweep_stale_temp(self, now: float | None = None) -> int:
-        """Remove temp files left by a crash; recent ones may belong to a live writer."""
+        """Remove temp files left by a crash: those of a process that is gone, and
+        unnamed ones older than an hour (a younger one may have a live writer)."""
         cutoff = (now if now is not None else time.time()) - STALE_TEMP_SECONDS
         removed = 0
         for entry in self._tmp.iterdir():
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
+            if not entry.is_file():
+                continue
+            owned = _OWNED.fullmatch(entry.name)
+            stale = local_tag_is_gone(owned[1]) if owned else entry.stat().st_mtime < cutoff
+            if stale:
                 entry.unlink(missing_ok=True)
                 removed += 1
         return removed

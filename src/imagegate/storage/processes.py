@@ -25,6 +25,18 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
 
+def local_tag() -> str:
+    """This process among the processes of this host, for names of its own files."""
+    pid = os.getpid()
+    return f"{pid}.{_start_time(pid)}"
+
+
+def local_tag_is_gone(tag: str) -> bool:
+    """True when the process of this host that `local_tag` named no longer runs."""
+    pid, _, started = tag.partition(".")
+    return pid.isdigit() and is_gone(f"{socket.gethostname()}:{pid}:{started}")
+
+
 def is_gone(holder: str) -> bool:
     """True only for a holder of this host whose process no longer runs."""
     parts = holder.rsplit(":", 2)

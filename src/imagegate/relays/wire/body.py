@@ -8,6 +8,8 @@ upstream gets a Content-Length, not chunked encoding.
 
 import base64
 import json
+import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +52,22 @@ class JsonBody:
 
 
 def json_body(obj: Any) -> JsonBody:
+    """`obj` as a streamed JSON body; each ImageData in it becomes its base64 string.
+
+    Each ImageData is first serialised as a marker string, `NUL nonce:index NUL`, and
+    found again in the JSON text by its exact encoding, quotes included. Text from a
+    caller can't forge one: real NULs are removed from strings first, and a literal
+    backslash-u-0000 typed by a caller is encoded with its backslash escaped.
+    """
     images: list[ImageData] = []
+    nonce = secrets.token_hex(8)
 
     def mark(value: Any) -> Any:
         if isinstance(value, ImageData):
             images.append(value)
-            return f"\x00{len(images) - 1}\x00"
+            return f"\x00{nonce}:{len(images) - 1}\x00"
         if isinstance(value, str):
-            return value.replace("\x00", "")  # NUL is the marker; it means nothing in text
+            return value.replace("\x00", "")
         if isinstance(value, dict):
             return {key: mark(item) for key, item in value.items()}
         if isinstance(value, list | tuple):
@@ -65,13 +75,13 @@ def json_body(obj: Any) -> JsonBody:
         return value
 
     text = json.dumps(mark(obj), separators=(",", ":")).encode()
+    marker = re.compile(rb'"\\u0000' + nonce.encode() + rb":(\d+)\\u0000\"")
     parts: list[bytes | ImageData] = []
-    pieces = text.split(b"\\u0000")
-    # pieces alternate: text, index, text, index, ..., text
-    for position, piece in enumerate(pieces):
-        if position % 2:
-            parts.append(images[int(piece)])
-        else:
-            parts.append(piece)
+    start = 0
+    for found in marker.finditer(text):
+        parts.append(text[start : found.start() + 1])  # up to and with the opening quote
+        parts.append(images[int(found[1])])
+        start = found.end() - 1  # from the closing quote
+    parts.append(text[start:])
     length = sum(len(p) if isinstance(p, bytes) else p.encoded_length() for p in parts)
     return JsonBody(parts, length)
