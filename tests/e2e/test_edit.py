@@ -78,14 +78,25 @@ async def test_several_references_make_one_image(server: RunningServer) -> None:
 async def test_batch_reports_failures_per_image(server: RunningServer) -> None:
     good = data_url(png((100, 100)))
     too_wide = data_url(png((4100, 64)))  # over the placeholder's 4096 side when kept as is
+    unknown = "img_" + "0" * 24
+    not_an_image = "data:image/png;base64," + base64.b64encode(b"hello, world").decode()
     result = await call(
-        server, "edit_image", prompt="sepia", images=[good, too_wide, good], batch=True
+        server,
+        "edit_image",
+        prompt="sepia",
+        images=[good, too_wide, unknown, not_an_image, good],
+        batch=True,
     )
     assert len(result["images"]) == 2
-    (failure,) = result["failures"]
-    assert failure["index"] == 1
-    assert failure["source"] == "(image data)"
-    assert "sides from 64 to 4096" in failure["error"]
+    failures = result["failures"]
+    assert [(f["index"], f["source"]) for f in failures] == [
+        (1, "(image data)"),
+        (2, unknown),
+        (3, "(image data)"),
+    ]
+    assert "sides from 64 to 4096" in failures[0]["error"]
+    assert failures[1]["error"] == f"image not found: {unknown}"
+    assert "images[3]: not a PNG, JPEG, WebP or GIF" in failures[2]["error"]
 
 
 async def test_batch_with_every_item_failing_is_an_error(server: RunningServer) -> None:

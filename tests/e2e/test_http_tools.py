@@ -11,8 +11,10 @@ from fastmcp.exceptions import ToolError
 from mcp_types import ImageContent, ResourceLink, TextContent
 from PIL import Image
 
+from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, http_get, http_post, running_server
+from tests.fakes.upstream import png_bytes
 
 
 async def generate(server: RunningServer, **arguments: Any) -> dict[str, Any]:
@@ -112,6 +114,32 @@ async def test_progress_notifications_arrive(server: RunningServer) -> None:
     assert any(m.startswith("drawing image 2 of 2") for m in messages)
     assert seen[-1][0] == 100
     assert all(re.search(r"\(\d+\.\ds\)$", m) for m in messages)
+
+
+async def test_progress_only_goes_forward(tmp_path: Path) -> None:
+    """MCP wants every progress value above the one before: through a simulated delay
+    (0 to 50 %), the drawing of each image, a batch of edits, and the end."""
+    relays = {"slow": PlaceholderRelayConfig(kind="placeholder", delay_seconds=0.6)}
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with (
+        running_server(tmp_path / "state", relays=relays) as server,
+        server.client(progress_handler=on_progress) as client,
+    ):
+        await client.call_tool("generate_image", {"prompt": "wait", "size": "64x64", "n": 2})
+        assert len(seen) > 3
+        assert seen == sorted(set(seen)), seen
+        assert seen[-1] == 100
+        seen.clear()
+        image = "data:image/png;base64," + base64.b64encode(png_bytes((64, 64))).decode()
+        await client.call_tool(
+            "edit_image", {"prompt": "each", "images": [image] * 3, "batch": True}
+        )
+        assert len(seen) > 6
+        assert seen == sorted(set(seen)), seen
 
 
 async def test_list_images_newest_first_and_paginated(

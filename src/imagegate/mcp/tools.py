@@ -176,9 +176,22 @@ async def reset_usage(
     return await service.usage(caller_of(ctx), subject)
 
 
+PROGRESS_STEP = 0.1
+
+
 def _progress(ctx: Context, watch: Stopwatch) -> ProgressFn:
+    """Progress notifications in percent. MCP wants every value above the one before:
+    a relay that goes back, or doesn't know, still moves forward by a step, and its
+    message goes out; 100 is kept for the end."""
+    last = -PROGRESS_STEP
+
     async def progress(fraction: float | None, message: str) -> None:
-        value = 0.0 if fraction is None else round(fraction * 100, 1)
+        nonlocal last
+        value = -1.0 if fraction is None else round(fraction * 100, 1)
+        value = min(max(value, round(last + PROGRESS_STEP, 1)), 99.9)
+        if value <= last:
+            return
+        last = value
         await ctx.report_progress(value, 100, f"{message} ({watch.elapsed():.1f}s)")
 
     return progress

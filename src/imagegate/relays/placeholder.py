@@ -83,11 +83,13 @@ class PlaceholderRelay:
         base_seed = request.seed if request.seed is not None else randbelow(2**31)
         base = request.images[0].path if request.images else None
         await self._simulate_work(progress)
+        drawn = 0.5 if self._delay > 0 else 0.0  # the simulated work took the first half
         images: list[RelayImage] = []
         try:
             for index in range(request.n):
                 seed = base_seed + index
-                await progress(index / request.n, f"drawing image {index + 1} of {request.n}")
+                fraction = drawn + (1 - drawn) * index / request.n
+                await progress(fraction, f"drawing image {index + 1} of {request.n}")
                 data = await anyio.to_thread.run_sync(
                     draw_placeholder,
                     request.prompt,

@@ -24,7 +24,7 @@ from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
 from imagegate.relays.registry import Relays
 from imagegate.service.confirm import ConfirmFn, PaidCall, ask_once, batch_total, paid_call
 from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
-from imagegate.service.inputs import InputResolver
+from imagegate.service.inputs import InputResolver, Inputs
 from imagegate.service.links import LinkSigner
 from imagegate.service.quota import (
     check_limits,
@@ -171,14 +171,12 @@ class ImageService:
         asks once for the whole batch's price."""
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
+        if batch:
+            return await self._batch(caller, args, sources, progress, confirm)
         inputs = await self.inputs.resolve(reach(caller), sources, mask)
         try:
-            if not batch:
-                images = tuple(inputs.images)
-                return Made(
-                    await self.generate(caller, args, progress, confirm, images, inputs.mask)
-                )
-            return await self._batch(caller, args, inputs.images, sources, progress, confirm)
+            images = tuple(inputs.images)
+            return Made(await self.generate(caller, args, progress, confirm, images, inputs.mask))
         finally:
             await inputs.aclose()
 
@@ -186,28 +184,44 @@ class ImageService:
         self,
         caller: Caller,
         args: GenerateArgs,
-        images: list[InputImage],
         sources: list[str],
         progress: ProgressFn,
         confirm: ConfirmFn,
     ) -> Made:
         made = Made([])
-        # One question for the whole batch, with its total: every item is priced first,
-        # since an edit's size (and so its price) defaults to its own input's.
-        quotes = [self._quote_item(args, image) for image in images]
-        paid = [quote for quote in quotes if quote is not None]
-        ask = ask_once(confirm, batch_total(paid)) if paid else confirm
-        for index, image in enumerate(images):
-            label = f"image {index + 1} of {len(images)}: "
-            try:
-                made.assets += await self.generate(
-                    caller, args, _labelled(progress, label), ask, (image,)
-                )
-            except NotConfirmed:
-                raise
-            except ImagegateError as err:
-                source = source_label(sources[index])
-                made.failures.append(BatchFailure(index=index, source=source, error=str(err)))
+        failures: dict[int, str] = {}
+        held = Inputs()
+        try:
+            # An input that can't be read (an unknown id, data that is no image) is
+            # that item's failure, not the batch's.
+            images: dict[int, InputImage] = {}
+            for index, source in enumerate(sources):
+                try:
+                    images[index] = await self.inputs.one(
+                        reach(caller), source, f"images[{index}]", held
+                    )
+                except ImagegateError as err:
+                    failures[index] = str(err)
+            # One question for the whole batch, with its total: every item is priced
+            # first, since an edit's size (and so its price) defaults to its input's.
+            quotes = [self._quote_item(args, image) for image in images.values()]
+            paid = [quote for quote in quotes if quote is not None]
+            ask = ask_once(confirm, batch_total(paid)) if paid else confirm
+            for index, image in images.items():
+                label = f"image {index + 1} of {len(sources)}: "
+                item_progress = _item_of(progress, label, index, len(sources))
+                try:
+                    made.assets += await self.generate(caller, args, item_progress, ask, (image,))
+                except NotConfirmed:
+                    raise
+                except ImagegateError as err:
+                    failures[index] = str(err)
+        finally:
+            await held.aclose()
+        made.failures = [
+            BatchFailure(index=index, source=source_label(sources[index]), error=error)
+            for index, error in sorted(failures.items())
+        ]
         if not made.assets:
             reasons = "; ".join(f"{f.source}: {f.error}" for f in made.failures)
             raise InvalidRequest(f"every edit in the batch failed: {reasons}")
@@ -354,11 +368,14 @@ def _options(request: ImageRequest) -> dict[str, object]:
     }
 
 
-def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
-    async def labelled(fraction: float | None, message: str) -> None:
-        await progress(fraction, f"{label}{message}")
+def _item_of(progress: ProgressFn, label: str, index: int, count: int) -> ProgressFn:
+    """Progress of one batch item as progress of the whole batch."""
 
-    return labelled
+    async def item(fraction: float | None, message: str) -> None:
+        overall = None if fraction is None else (index + fraction) / count
+        await progress(overall, f"{label}{message}")
+
+    return item
 
 
 def source_label(source: str) -> str:
