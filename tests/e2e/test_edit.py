@@ -141,6 +141,15 @@ async def test_bad_inputs_are_refused_and_leave_nothing(
     assert list((server.settings.state_dir / "blobs").rglob("*.*")) == []
 
 
+@pytest.mark.parametrize("url", ["https://example.com/cat.png", "http://127.0.0.1/x.png"])
+async def test_an_image_url_is_refused_with_what_to_send_instead(
+    server: RunningServer, url: str
+) -> None:
+    async with server.client() as client:
+        with pytest.raises(ToolError, match=r"images\[0\]: image URLs are not fetched"):
+            await client.call_tool("edit_image", {"prompt": "x", "images": [url]})
+
+
 async def test_mask_is_refused_by_a_relay_without_masks(server: RunningServer) -> None:
     image = data_url(png((64, 64)))
     mask = data_url(png((64, 64), mode="RGBA", colour=(0, 0, 0, 0)))  # type: ignore[arg-type]

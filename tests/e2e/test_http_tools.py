@@ -236,6 +236,14 @@ async def test_tampered_link_is_403(server: RunningServer, tamper: Any) -> None:
     assert "image/" not in response.headers["content-type"]
 
 
+async def test_a_link_with_another_extension_says_so(server: RunningServer) -> None:
+    (image,) = (await generate(server, prompt="ext", size="64x64"))["images"]
+    response = await http_get(image["url"].replace(".png?", ".jpg?"))
+    assert response.status_code == 404
+    assert "another file type" in response.text
+    assert "deleted" not in response.text
+
+
 async def test_delete_removes_image_and_its_links(server: RunningServer) -> None:
     (image,) = (await generate(server, prompt="to delete", size="64x64"))["images"]
     asset_id = image["asset_id"]
@@ -269,6 +277,8 @@ async def test_delete_keeps_bytes_another_asset_still_uses(server: RunningServer
         ({"prompt": "   "}, "prompt must not be empty"),
         ({"prompt": "x", "size": "huge"}, "size must look like 1024x1024"),
         ({"prompt": "x", "size": "10x10"}, "sides from 64 to 4096"),
+        ({"prompt": "x", "size": "13x7"}, "sides from 64 to 4096 pixels; got 13x7"),
+        ({"prompt": "x", "size": "0x64"}, "size must look like 1024x1024"),
         ({"prompt": "x", "size": "5000x5000"}, "exceeds the server's limit"),
         ({"prompt": "x", "n": 5}, "n must be between 1 and 4"),
         ({"prompt": "x", "relay": "nope"}, "unknown relay 'nope'; configured relays: placeholder"),

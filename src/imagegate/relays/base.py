@@ -21,7 +21,7 @@ from imagegate.core.images import ImageFormat
 from imagegate.core.staging import StagedBlob
 from imagegate.relays.config import PriceTable, RelayConfig
 
-_SIZE = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 QUALITIES = ("low", "medium", "high", "auto")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 

@@ -27,6 +27,7 @@ from imagegate.relays.base import InputImage
 from imagegate.storage.assets import AssetStore
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+_URL = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")
 
 
 @dataclass
@@ -80,6 +81,11 @@ class InputResolver:
             return InputImage(path, asset.format, asset.width, asset.height)
         staged = self._store.stage()
         inputs.held.callback(staged.discard)
+        if _URL.match(source):
+            raise InvalidRequest(
+                f"{label}: image URLs are not fetched; give one of your asset ids "
+                "(list_images) or the image as a data:image/...;base64 URL"
+            )
         if source.startswith("data:") or (len(source) > 64 and _BASE64.fullmatch(source[:256])):
             await anyio.to_thread.run_sync(self._decode, staged, source, label)
         else:

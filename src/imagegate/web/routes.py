@@ -69,8 +69,12 @@ class Routes:
             asset = await self._service.assets.get(None, parse_asset_id(raw_id))
         except NotFound:
             return _plain(404, "not found: this image was deleted")
+        if extension != asset.format.extension:
+            return _plain(
+                404, "not found: the link names another file type; use it as it was given"
+            )
         path = self._service.assets.local_path(asset)
-        if extension != asset.format.extension or (path is not None and not path.is_file()):
+        if path is not None and not path.is_file():
             return _plain(404, "not found: this image was deleted")
         etag = f'"{asset.sha256}"'
         headers = {
