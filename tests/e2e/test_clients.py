@@ -40,4 +40,4 @@ async def test_modern_era_client(server: RunningServer) -> None:
         result = await client.call_tool("list_images", {})
     assert result.structured_content is not None
     assert result.structured_content["images"] == []
-    assert result.structured_content["next_cursor"] is None
+    assert "next_cursor" not in result.structured_content

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,17 @@ async def test_generate_image_returns_everything_a_client_needs(server: RunningS
     assert image["expires_at"].endswith("Z")
     assert image["url"].startswith(f"{server.base_url}/files/{image['asset_id']}.webp?")
     assert image["bytes"] > 0
-    assert "revised_prompt" in image
-    links = [block for block in result.content if isinstance(block, ResourceLink)]
-    assert [link.uri for link in links] == [image["url"]]
-    assert links[0].mime_type == "image/webp"
-    text = next(block for block in result.content if isinstance(block, TextContent)).text
+    assert image["params"]["requested_size"] == "640x480"
+    # Compact: what is unknown is left out, not sent as null.
+    assert "revised_prompt" not in image
+    assert "path" not in image
+    assert None not in data.values()
+    assert "failures" not in data
+    # The text is a fallback for clients without structured content: the link once.
+    (text,) = [block.text for block in result.content if isinstance(block, TextContent)]
+    assert text.count(image["url"]) == 1
     assert f"![a lighthouse at dusk]({image['url']})" in text
-    assert not any(isinstance(block, ImageContent) for block in result.content)
+    assert not any(isinstance(block, ResourceLink | ImageContent) for block in result.content)
 
     download = await http_get(image["url"])
     assert download.status_code == 200
@@ -162,9 +167,9 @@ async def test_list_images_newest_first_and_paginated(
         assert third is not None
     listed = [image["asset_id"] for page in (first, second, third) for image in page["images"]]
     assert listed == [image["asset_id"] for image in reversed(made)]
-    assert third["next_cursor"] is None
+    assert "next_cursor" not in third
     assert first["images"][0]["prompt"] == "number 4"
-    assert first["images"][0]["url"] is None
+    assert "url" not in first["images"][0]  # listings carry no links
 
 
 async def test_get_image_gives_a_fresh_working_link(
@@ -419,3 +424,52 @@ async def test_tool_schemas_show_this_servers_image_limit(tmp_path: Path, max_im
         schemas = {tool.name: tool.input_schema for tool in await client.list_tools()}
     for name in ("generate_image", "edit_image"):
         assert schemas[name]["properties"]["n"]["maximum"] == max_images
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_only_what_is_served_is_advertised(server: RunningServer, mode: str) -> None:
+    async with server.client(mode=mode) as client:
+        capabilities = client.session.server_capabilities
+    assert capabilities is not None
+    assert capabilities.tools is not None
+    assert capabilities.prompts is None
+    assert capabilities.resources is None
+    assert "io.modelcontextprotocol/ui" not in (capabilities.extensions or {})
+
+
+async def test_tools_list_is_compact_and_exact(server: RunningServer) -> None:
+    async with server.client() as client:
+        tools = {tool.name: tool for tool in await client.list_tools()}
+    listed = [
+        tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools.values()
+    ]
+    assert len(json.dumps(listed, separators=(",", ":"))) <= 8 * 1024
+    generate = tools["generate_image"].input_schema["properties"]
+    edit = tools["edit_image"].input_schema["properties"]
+    for name in ("quality", "background", "size", "relay", "seed"):
+        assert generate[name]["description"], name
+    assert "asset id or data:image/png;base64" in edit["mask"]["description"]
+    assert edit["images"]["maxItems"] == 10  # the placeholder's max_inputs
+    assert generate["partial_images"]["maximum"] == 0  # the placeholder streams none
+    assert tools["list_images"].input_schema["properties"]["limit"]["maximum"] == 100
+    assert all(tool.output_schema is None for tool in tools.values())
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "text"),
+    [
+        ("server_info", {}, "imagegate 0.1.0 over streamable-http; you are token:dev"),
+        ("list_relays", {}, "Relays you may use (default placeholder): placeholder"),
+        ("get_usage", {}, "token:dev: 0 image(s) and 0 call(s) today, 0 running"),
+    ],
+)
+async def test_text_is_a_short_fallback_not_a_copy(
+    server: RunningServer, tool: str, arguments: dict[str, Any], text: str
+) -> None:
+    async with server.client() as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.structured_content is not None
+    (block,) = result.content
+    assert isinstance(block, TextContent)
+    assert block.text.startswith(text)
+    assert "{" not in block.text

@@ -69,14 +69,3 @@ def test_every_tool_function_is_in_the_table_once() -> None:
     }
     names = [spec.name for spec in TOOLS]
     assert sorted(names) == sorted(set(names)) == sorted(functions)
-
-
-def test_only_image_tools_have_the_images_schema() -> None:
-    image_tools = {spec.name for spec in TOOLS if spec.returns_images}
-    assert image_tools == {
-        "generate_image",
-        "edit_image",
-        "list_images",
-        "get_image",
-        "create_download_link",
-    }

@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import mcp_types
 from fastmcp import FastMCP
+from fastmcp.apps.config import UI_EXTENSION_ID
 from fastmcp.server.auth import AuthProvider
 from fastmcp.tools import FunctionTool
 from mcp.server.request_state import RequestStateSecurity
@@ -23,6 +25,7 @@ from imagegate.mcp import tools
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
 from imagegate.mcp.specs import RULES, TOOLS
+from imagegate.relays.registry import Relays
 from imagegate.service.images import ImageService
 from imagegate.web.unauthorized import ExplainUnauthorized
 
@@ -75,28 +78,76 @@ def build_mcp(
             keys=[request_state_key], ttl=QUESTION_TTL_SECONDS
         ),
     )
-    _register_tools(mcp, settings.max_images_per_call)
+    _register_tools(mcp, schema_bounds(settings, service.relays))
+    _advertise_only_tools(mcp)
     for path, methods, handler in routes:
         mcp.custom_route(path, methods=methods)(handler)
     return mcp
 
 
-def _register_tools(mcp: FastMCP[Any], max_images: int) -> None:
+def _register_tools(mcp: FastMCP[Any], bounds: dict[str, dict[str, int]]) -> None:
     for spec in TOOLS:
-        if not spec.returns_images:
-            mcp.tool(domain_errors(spec.function), annotations=spec.annotations)
-            continue
         registered = FunctionTool.from_function(
             domain_errors(spec.function),
-            output_schema=tools.IMAGES_OUTPUT_SCHEMA,
+            output_schema=None,
             annotations=spec.annotations,
         )
-        # The signature's bound is the most any server allows; clients should see this
-        # server's, which the generation step enforces.
-        count = registered.parameters.get("properties", {}).get("n")
-        if count is not None:
-            count["maximum"] = max_images
+        properties = registered.parameters.get("properties", {})
+        for argument, bound in bounds.items():
+            if argument in properties:
+                properties[argument].update(bound)
+        registered.parameters = compact_schema(registered.parameters)
         mcp.add_tool(registered)
+
+
+def compact_schema(node: Any) -> Any:
+    """A JSON schema without titles, and with `X or null, default null` as just an
+    optional `X`: the same contract for a caller, at half the size."""
+    if isinstance(node, list):
+        return [compact_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: compact_schema(value) for key, value in node.items() if key != "title"}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
+        (kept,) = [option for option in options if option != {"type": "null"}]
+        node = {key: value for key, value in node.items() if key != "anyOf"} | kept
+    if "default" in node and node["default"] in (None, []):
+        del node["default"]
+    return node
+
+
+def schema_bounds(settings: Settings, relays: Relays) -> dict[str, dict[str, int]]:
+    """The signatures' bounds are the most any server allows; clients see this server's
+    (which the requests are checked against anyway)."""
+    capabilities = [relay.capabilities for relay in relays.all()]
+    return {
+        "n": {"maximum": settings.max_images_per_call},
+        "limit": {"maximum": settings.max_page_size},
+        "images": {"maxItems": max(max(c.max_inputs for c in capabilities), 1)},
+        "partial_images": {"maximum": max(c.partial_images for c in capabilities)},
+    }
+
+
+def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
+    """FastMCP advertises prompts, resources and the MCP Apps extension whether a server
+    has any or not; clients then ask for them and find nothing. imagegate serves tools
+    (and its own HTTP routes), so its capabilities say just that, in both eras."""
+    server = mcp._mcp_server
+    advertised = server.get_capabilities
+
+    def get_capabilities(*args: Any, **kwargs: Any) -> mcp_types.ServerCapabilities:
+        capabilities = advertised(*args, **kwargs)
+        extensions = {
+            name: value
+            for name, value in (capabilities.extensions or {}).items()
+            if name != UI_EXTENSION_ID
+        }
+        return capabilities.model_copy(
+            update={"prompts": None, "resources": None, "extensions": extensions or None}
+        )
+
+    setattr(server, "get_capabilities", get_capabilities)  # noqa: B010 - an instance override
 
 
 def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:

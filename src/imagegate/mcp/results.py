@@ -1,11 +1,18 @@
-"""Shape tool results: structured content, a resource link and a Markdown line per image."""
+"""Shape tool results: the structured content models read, and a short text fallback.
+
+Codex and Claude Code hand a model the structured content and little else, so it holds
+everything, compactly: fields that are empty or unknown are left out. The text block is
+for clients without structured content: a heading and one line per image, with a
+Markdown image where there is a link. Download links are not also resource links:
+`resources/read` can't read them (the Exchange work adds readable image resources).
+"""
 
 import base64
 import re
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_types import ImageContent, ResourceLink, TextContent
+from mcp_types import ImageContent, TextContent
 from pydantic import BaseModel
 
 from imagegate.service.images import Published
@@ -16,18 +23,20 @@ _ALT_UNSAFE = re.compile(r"[\[\]\(\)\\\r\n`*_<>!]+")
 
 class ImageRecord(BaseModel):
     asset_id: str
-    url: str | None
-    expires_at: str | None
-    path: str | None
+    url: str | None = None
+    """A signed download link (HTTP), or a file:// URL (stdio); none in listings."""
+    expires_at: str | None = None
+    path: str | None = None
+    """stdio: the image's local file."""
     width: int
     height: int
     mime_type: str
     bytes: int
     relay: str
     prompt: str
-    revised_prompt: str | None
+    revised_prompt: str | None = None
     created_at: str
-    params: dict[str, Any]
+    params: dict[str, Any] = {}
 
 
 class Failure(BaseModel):
@@ -46,6 +55,10 @@ class ImagesResult(BaseModel):
     confirmation: str | None = None
     """For paid relays: paid:auto, accepted, declined, cancelled, unsupported."""
     estimated_cost: float | None = None
+
+    def structured(self) -> dict[str, Any]:
+        """The structured content: what is unknown or empty is left out."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -82,33 +95,14 @@ def markdown_image(record: ImageRecord) -> str:
 
 def image_content(
     records: list[ImageRecord], heading: str, thumbnails: list[bytes] | None = None
-) -> list[TextContent | ResourceLink | ImageContent]:
-    """Human-readable blocks for images that have a URL: text, links, optional thumbnails."""
+) -> list[TextContent | ImageContent]:
+    """The text fallback (a line per image, its Markdown image when it has a link) and
+    the optional thumbnails."""
     lines = [heading]
     for record in records:
-        expiry = f", link expires {record.expires_at}" if record.expires_at else ""
-        lines.append(
-            f"- {record.asset_id}: {record.width}x{record.height} {record.mime_type}, "
-            f"{record.bytes} bytes, relay {record.relay}{expiry}"
-        )
-        if record.url is not None:
-            lines.append(f"  {markdown_image(record)}")
-    blocks: list[TextContent | ResourceLink | ImageContent] = [
-        TextContent(type="text", text="\n".join(lines))
-    ]
-    for record in records:
-        if record.url is None:
-            continue
-        blocks.append(
-            ResourceLink(
-                type="resource_link",
-                uri=record.url,
-                name=f"{record.asset_id}.{_extension(record.mime_type)}",
-                mime_type=record.mime_type,
-                size=record.bytes,
-                description=f"{record.width}x{record.height} image from relay {record.relay}",
-            )
-        )
+        line = f"- {record.asset_id}, {record.width}x{record.height} {_format(record.mime_type)}"
+        lines.append(f"{line}: {markdown_image(record)}" if record.url else line)
+    blocks: list[TextContent | ImageContent] = [TextContent(type="text", text="\n".join(lines))]
     for thumb in thumbnails or []:
         blocks.append(
             ImageContent(type="image", data=base64.b64encode(thumb).decode(), mime_type="image/png")
@@ -116,6 +110,5 @@ def image_content(
     return blocks
 
 
-def _extension(mime_type: str) -> str:
-    sub = mime_type.split("/", 1)[1]
-    return "jpg" if sub == "jpeg" else sub
+def _format(mime_type: str) -> str:
+    return mime_type.split("/", 1)[1]

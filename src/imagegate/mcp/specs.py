@@ -2,8 +2,11 @@
 
 Each entry names the function (its name, signature and docstring are the tool's), the
 scope calling it needs, whether it takes a relay (then `relay:<name>` is needed too),
-its MCP annotations, and whether it returns images (then it has the images output
-schema). The ACL middleware and the registration both read this table.
+and its MCP annotations. The ACL middleware and the registration both read this table.
+
+No tool declares an output schema: the image record's schema, copied onto the five
+tools that return images, was more than half of tools/list. Results still carry
+structured content (what models read); the README describes it.
 """
 
 from collections.abc import Awaitable, Callable
@@ -26,7 +29,6 @@ class ToolSpec:
     """None: any authenticated caller (the tool touches no image data)."""
     takes_relay: bool
     annotations: ToolAnnotations
-    returns_images: bool
 
     @property
     def name(self) -> str:
@@ -42,16 +44,16 @@ _READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _DESTROYS = ToolAnnotations(destructive_hint=True, idempotent_hint=True)
 
 TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec(tools.generate_image, GENERATE, True, _MAKES, returns_images=True),
-    ToolSpec(tools.edit_image, EDIT, True, _MAKES, returns_images=True),
-    ToolSpec(tools.list_images, READ, False, _READS, returns_images=True),
-    ToolSpec(tools.get_image, READ, False, _READS, returns_images=True),
-    ToolSpec(tools.create_download_link, SHARE, False, _READS, returns_images=True),
-    ToolSpec(tools.delete_image, DELETE, False, _DESTROYS, returns_images=False),
-    ToolSpec(tools.get_usage, None, False, _READS, returns_images=False),
-    ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS, returns_images=False),
-    ToolSpec(tools.list_relays, None, False, _READS, returns_images=False),
-    ToolSpec(tools.server_info, None, False, _READS, returns_images=False),
+    ToolSpec(tools.generate_image, GENERATE, True, _MAKES),
+    ToolSpec(tools.edit_image, EDIT, True, _MAKES),
+    ToolSpec(tools.list_images, READ, False, _READS),
+    ToolSpec(tools.get_image, READ, False, _READS),
+    ToolSpec(tools.create_download_link, SHARE, False, _READS),
+    ToolSpec(tools.delete_image, DELETE, False, _DESTROYS),
+    ToolSpec(tools.get_usage, None, False, _READS),
+    ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS),
+    ToolSpec(tools.list_relays, None, False, _READS),
+    ToolSpec(tools.server_info, None, False, _READS),
 )
 
 RULES: dict[str, ToolRule] = {spec.name: spec.rule for spec in TOOLS}

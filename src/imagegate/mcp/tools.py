@@ -24,7 +24,7 @@ SERVICE_KEY = "imagegate.service"
 POLICY_KEY = "imagegate.policy"
 
 Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
-AssetIdArg = Annotated[str, Field(description="An asset id such as img_0123456789abcdef01234567.")]
+AssetIdArg = Annotated[str, Field(description="One of your asset ids (img_...).")]
 
 
 def service_of(ctx: Context) -> ImageService:
@@ -47,8 +47,14 @@ SizeArg = Annotated[
 FormatArg = Annotated[
     Literal["png", "jpeg", "webp"] | None, Field(description="Default: the relay's (png).")
 ]
-QualityArg = Annotated[Literal["low", "medium", "high", "auto"] | None, Field()]
-BackgroundArg = Annotated[Literal["transparent", "opaque", "auto"] | None, Field()]
+QualityArg = Annotated[
+    Literal["low", "medium", "high", "auto"] | None,
+    Field(description="Rendering quality, if the relay has it (list_relays: qualities)."),
+]
+BackgroundArg = Annotated[
+    Literal["transparent", "opaque", "auto"] | None,
+    Field(description="transparent needs png or webp (list_relays: backgrounds)."),
+]
 CompressionArg = Annotated[int | None, Field(description="0-100, for jpeg and webp.")]
 SeedArg = Annotated[int | None, Field(description="Same seed, same image (if supported).")]
 NegativeArg = Annotated[str | None, Field(description="What to avoid (if supported).")]
@@ -69,7 +75,8 @@ async def generate_image(
     seed: SeedArg = None,
     negative_prompt: NegativeArg = None,
     partial_images: Annotated[
-        int, Field(description="Ask the relay to stream up to 3 partial images.", ge=0, le=3)
+        int,
+        Field(description="Partial images to stream as progress (list_relays).", ge=0, le=3),
     ] = 0,
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
@@ -103,9 +110,9 @@ async def edit_image(
         list[str],
         Field(
             description=(
-                "Images to edit or to combine (2-10 references into one result): your asset "
-                "ids, or data:image/...;base64 URLs; over stdio also file paths under the "
-                "server's input_root."
+                "Images to edit, or several references to combine into one result (up to "
+                "the relay's max_inputs, list_relays): your asset ids, or "
+                "data:image/...;base64 URLs; over stdio also file paths under input_root."
             ),
             min_length=1,
             max_length=16,
@@ -114,7 +121,12 @@ async def edit_image(
     ctx: Context,
     mask: Annotated[
         str | None,
-        Field(description="PNG, same size as the first image; transparent = edit here."),
+        Field(
+            description=(
+                "An asset id or data:image/png;base64 URL of a PNG the size of the first "
+                "image: its transparent pixels mark where to edit."
+            )
+        ),
     ] = None,
     batch: Annotated[
         bool,
@@ -125,7 +137,9 @@ async def edit_image(
     output_format: FormatArg = None,
     quality: QualityArg = None,
     background: BackgroundArg = None,
-    input_fidelity: Annotated[Literal["low", "high"] | None, Field()] = None,
+    input_fidelity: Annotated[
+        Literal["low", "high"] | None, Field(description="How closely to keep the inputs.")
+    ] = None,
     seed: SeedArg = None,
     negative_prompt: NegativeArg = None,
     relay: RelayArg = None,
@@ -159,9 +173,9 @@ async def get_usage(
     subject: Annotated[
         str | None, Field(description="Admins only: another subject's usage.")
     ] = None,
-) -> dict[str, Any]:
+) -> ToolResult:
     """Your usage today and this month, your limits, and when they reset."""
-    return await service_of(ctx).usage(caller_of(ctx), subject)
+    return _usage_result(await service_of(ctx).usage(caller_of(ctx), subject))
 
 
 async def reset_usage(
@@ -169,11 +183,11 @@ async def reset_usage(
         str, Field(description="The subject whose counters to reset.", min_length=1)
     ],
     ctx: Context,
-) -> dict[str, Any]:
+) -> ToolResult:
     """Admin: reset a subject's image and spend counters for today and this month."""
     service = service_of(ctx)
     await service.reset_usage(subject)
-    return await service.usage(caller_of(ctx), subject)
+    return _usage_result(await service.usage(caller_of(ctx), subject))
 
 
 PROGRESS_STEP = 0.1
@@ -254,7 +268,7 @@ def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
         confirmation=confirm.outcome,
         estimated_cost=confirm.call.estimate if confirm.call else None,
     )
-    return ToolResult(content=str(refusal), structured_content=result.model_dump(mode="json"))
+    return ToolResult(content=str(refusal), structured_content=result.structured())
 
 
 async def list_images(
@@ -268,13 +282,9 @@ async def list_images(
     """List your images, newest first. Use get_image for a download link."""
     page = await service_of(ctx).list_page(caller_of(ctx), owner, limit, cursor)
     records = [image_record(asset, None) for asset in page.assets]
-    lines = [f"{len(records)} image(s)" + (", more with next_cursor" if page.next_cursor else "")]
-    lines += [
-        f"- {r.asset_id}: {r.width}x{r.height} {r.mime_type}, {r.created_at}, {r.prompt[:60]!r}"
-        for r in records
-    ]
+    heading = f"{len(records)} image(s)" + (", more with next_cursor" if page.next_cursor else "")
     result = ImagesResult(images=records, next_cursor=page.next_cursor)
-    return ToolResult(content="\n".join(lines), structured_content=result.model_dump(mode="json"))
+    return _images_result(result, heading + ":")
 
 
 async def get_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
@@ -311,45 +321,55 @@ async def create_download_link(
     return _images_result(result, f"Download link for {asset.id}:")
 
 
-async def delete_image(asset_id: AssetIdArg, ctx: Context) -> dict[str, str]:
+async def delete_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     """Delete one of your images; its download links stop working."""
     asset = await service_of(ctx).delete(caller_of(ctx), asset_id)
-    return {"deleted": asset.id}
+    return ToolResult(content=f"Deleted {asset.id}.", structured_content={"deleted": asset.id})
 
 
-async def list_relays(ctx: Context) -> dict[str, Any]:
-    """The relays you may use: name, kind, what they support, and whether they cost money."""
+async def list_relays(ctx: Context) -> ToolResult:
+    """The relays you may use: name, kind, model, whether they cost money (with their
+    price table), their defaults, and what they support (an option not listed is not)."""
     relays = service_of(ctx).relays
     caller = caller_of(ctx)
-    return {
-        "default": relays.default,
-        "relays": [
+    usable = [relay for relay in relays.all() if may_use_relay(caller, relay.name)]
+    listed = [
+        _without_none(
             {
                 "name": relay.name,
                 "kind": relay.kind,
-                "description": relay.description,
+                "description": relay.description or None,
                 "paid": relay.paid,
                 "model": relay.model,
                 "price": relay.price.model_dump() if relay.price else None,
-                "defaults": {
-                    "size": str(relay.defaults.size),
-                    "output_format": relay.defaults.output_format.value,
-                    "quality": relay.defaults.quality,
-                },
+                "defaults": _without_none(
+                    {
+                        "size": str(relay.defaults.size),
+                        "output_format": relay.defaults.output_format.value,
+                        "quality": relay.defaults.quality,
+                    }
+                ),
                 "capabilities": relay.capabilities.describe(),
             }
-            for relay in relays.all()
-            if may_use_relay(caller, relay.name)
-        ],
-    }
+        )
+        for relay in usable
+    ]
+    text = f"Relays you may use (default {relays.default}): " + "; ".join(
+        f"{relay.name} ({relay.kind}{', ' + relay.model if relay.model else ''}, "
+        f"{'paid' if relay.paid else 'free'})"
+        for relay in usable
+    )
+    return ToolResult(
+        content=text, structured_content={"default": relays.default, "relays": listed}
+    )
 
 
-async def server_info(ctx: Context) -> dict[str, Any]:
+async def server_info(ctx: Context) -> ToolResult:
     """Version, transports and limits of this server, and who you are to it."""
     service = service_of(ctx)
     settings = service.settings
     caller = caller_of(ctx)
-    return {
+    info: dict[str, Any] = {
         "name": "imagegate",
         "version": __version__,
         "transport": ctx.transport,
@@ -367,6 +387,26 @@ async def server_info(ctx: Context) -> dict[str, Any]:
             "link_ttl_max_seconds": settings.link_ttl_max_seconds,
         },
     }
+    text = (
+        f"imagegate {__version__} over {ctx.transport}; you are {caller.subject} "
+        f"(scopes: {', '.join(sorted(caller.scopes))}); download links "
+        f"{'on' if service.links_enabled else 'off'}"
+    )
+    return ToolResult(content=text, structured_content=info)
+
+
+def _usage_result(usage: dict[str, Any]) -> ToolResult:
+    counts = usage["usage"]
+    text = (
+        f"{usage['subject']}: {counts['images_today']} image(s) and {counts['calls_today']} "
+        f"call(s) today, {counts['running']} running; spent {counts['spend_today']} today, "
+        f"{counts['spend_month']} this month"
+    )
+    return ToolResult(content=text, structured_content=usage)
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _images_result(
@@ -374,8 +414,5 @@ def _images_result(
 ) -> ToolResult:
     return ToolResult(
         content=image_content(result.images, heading, thumbnails),
-        structured_content=result.model_dump(mode="json"),
+        structured_content=result.structured(),
     )
-
-
-IMAGES_OUTPUT_SCHEMA = ImagesResult.model_json_schema()

@@ -168,7 +168,9 @@ class Capabilities:
             raise InvalidRequest("a transparent background needs png or webp, not jpeg")
 
     def describe(self) -> dict[str, Any]:
-        return {
+        """What the relay supports, for list_relays: limits, and only the options it
+        takes (an option left out is not supported)."""
+        described: dict[str, Any] = {
             "output_formats": [f.value for f in self.output_formats],
             "max_n": self.max_n,
             "sizes": [str(s) for s in self.sizes] if self.sizes else None,
@@ -185,6 +187,7 @@ class Capabilities:
             "mask": self.mask,
             "input_fidelity": self.input_fidelity,
         }
+        return {key: value for key, value in described.items() if value not in (None, False, [], 0)}
 
 
 def _check_choice(prefix: str, name: str, value: str | None, allowed: tuple[str, ...]) -> None:
