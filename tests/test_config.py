@@ -38,6 +38,20 @@ def test_environment_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert load_settings(write(tmp_path, "port = 9000\n")).port == 9100
 
 
+@pytest.mark.parametrize("in_file", [True, False])
+def test_a_bad_value_from_the_environment_is_blamed_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_file: bool
+) -> None:
+    """The environment wins over the file, so its value is the one that is wrong,
+    whether the file also sets the key or not."""
+    monkeypatch.setenv("IMAGEGATE_PORT", "70000")
+    path = write(tmp_path, "max_page_size = 7\n" + ("port = 8765\n" if in_file else ""))
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(error.value).startswith("environment IMAGEGATE_PORT: port: ")
+    assert "imagegate.toml:" not in str(error.value)
+
+
 def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEGATE_CONFIG", str(write(tmp_path, "max_page_size = 7\n")))
     assert load_settings().max_page_size == 7

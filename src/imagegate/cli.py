@@ -128,7 +128,10 @@ def _setup_logging(settings: Settings) -> None:
     for handler in fastmcp_log.handlers[:]:
         fastmcp_log.removeHandler(handler)
     fastmcp_log.propagate = True
-    fastmcp_log.setLevel(logging.NOTSET)
+    # Their debug lines quote whole requests ("call_tool edit_image with {...}":
+    # prompts, images as base64); ours at debug don't.
+    for library in ("fastmcp", "mcp"):
+        logging.getLogger(library).setLevel(max(logging.INFO, logging.root.level))
 
 
 def _indent(text: str) -> str:

@@ -8,7 +8,7 @@ restricted modes, never from the TOML file, which is usually world-readable.
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -303,7 +303,7 @@ def load_settings(config_path: Path | None = None) -> Settings:
     except ValidationError as err:
         raise ConfigError(
             describe(
-                err, path, text, _env_origin(file_values), union_tags={"relays": frozenset(KINDS)}
+                err, path, text, _env_origin(), union_tags={"relays": frozenset(KINDS)}
             )
         ) from None
     except SettingsError as err:
@@ -316,9 +316,11 @@ def load_settings(config_path: Path | None = None) -> Settings:
         ) from None
 
 
-def _env_origin(file_values: Mapping[str, Any]) -> Callable[[list[str | int]], str | None]:
+def _env_origin() -> Callable[[list[str | int]], str | None]:
     def origin(loc: list[str | int]) -> str | None:
-        if loc and loc[0] not in file_values and _from_env(str(loc[0])):
+        # The environment wins over the file: when both set a key, the value that
+        # failed is the environment's.
+        if loc and _from_env(str(loc[0])):
             return f"environment {ENV_PREFIX}{str(loc[0]).upper()}"
         return None
 

@@ -1,5 +1,6 @@
 """The `imagegate` command as a user runs it: serve (HTTP and stdio), generate, check-config."""
 
+import base64
 import json
 import re
 import signal
@@ -74,12 +75,17 @@ async def test_link_key_and_token_survive_a_restart(tmp_path: Path) -> None:
         assert (state / "bearer-token").read_text().strip() == token
 
 
-async def test_debug_logs_hold_no_token(tmp_path: Path) -> None:
+async def test_debug_logs_hold_no_token_prompt_or_image(tmp_path: Path) -> None:
     state = tmp_path / "state"
+    prompt = "the secret project codename"
+    image = base64.b64encode(png_bytes((64, 64), "teal")).decode()
     with serving(state, IMAGEGATE_LOG_LEVEL="debug") as (base_url, process):
         token = (state / "bearer-token").read_text().strip()
         async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
-            result = await client.call_tool("generate_image", {"prompt": "logs", "size": "64x64"})
+            result = await client.call_tool("generate_image", {"prompt": prompt, "size": "64x64"})
+            await client.call_tool(
+                "edit_image", {"prompt": prompt, "images": [f"data:image/png;base64,{image}"]}
+            )
         assert result.structured_content is not None
         url = result.structured_content["images"][0]["url"]
         httpx.get(url)
@@ -94,6 +100,8 @@ async def test_debug_logs_hold_no_token(tmp_path: Path) -> None:
         logs = process.stderr.read() if process.stderr else ""
     assert "DEBUG" in logs  # the level took effect, so the check below means something
     assert token not in logs
+    assert prompt not in logs
+    assert image[:40] not in logs
     assert url.split("sig=")[1] not in logs
     key = (state / "link-signing.key").read_text().strip()
     assert key not in logs
