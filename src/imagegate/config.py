@@ -302,9 +302,7 @@ def load_settings(config_path: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as err:
         raise ConfigError(
-            describe(
-                err, path, text, _env_origin(), union_tags={"relays": frozenset(KINDS)}
-            )
+            describe(err, path, text, _env_origin(), union_tags={"relays": frozenset(KINDS)})
         ) from None
     except SettingsError as err:
         # A complex setting (a table) from the environment that is not valid JSON.

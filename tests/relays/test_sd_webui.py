@@ -16,7 +16,12 @@ from imagegate.config import read_secret_env
 from imagegate.core.errors import ConfigError, InvalidRequest, RelayError
 from imagegate.core.images import ImageFormat
 from imagegate.relays.base import ImageRequest, InputImage, Size
-from imagegate.relays.sd_webui import SDWebUIRelay, SDWebUIRelayConfig, describe_progress
+from imagegate.relays.sd_webui import (
+    JobWatch,
+    SDWebUIRelay,
+    SDWebUIRelayConfig,
+    describe_progress,
+)
 from imagegate.storage.files import FileBlobStore
 
 BASE = "http://sd.test:7860"
@@ -543,3 +548,68 @@ async def test_a_failing_progress_report_after_staging_leaves_nothing_staged(
     with pytest.raises(RuntimeError, match="client went away"):
         await make().generate(request(n=2), blobs.stage, progress)
     assert staged_files(tmp_path) == []
+
+
+def running(fraction: float, step: int) -> dict[str, Any]:
+    state = {"job_count": 1, "sampling_step": step, "sampling_steps": 30}
+    return {"progress": fraction, "eta_relative": 3.0, "state": state, "current_image": None}
+
+
+async def test_a_stalled_job_is_abandoned_and_not_sent_again(
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore, tmp_path: Path
+) -> None:
+    """The backend's progress stops at 30 %: the job is given up after stall_seconds,
+    not when the upstream finally errs (then retried) or the total timeout ends."""
+    router["progress"].mock(return_value=httpx.Response(200, json=running(0.3, 9)))
+
+    posts = 0
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        posts += 1
+        await anyio.sleep(30)
+        return httpx.Response(500, json={"error": "stuck"})
+
+    router.post(TXT2IMG).mock(side_effect=hanging)
+    with anyio.fail_after(5), pytest.raises(RelayError, match=r"no progress for 0\.3 s"):
+        await make(stall_seconds=0.3).generate(request(), blobs.stage, Progress())
+    assert posts == 1
+    assert staged_files(tmp_path) == []
+
+
+async def test_a_job_that_started_is_not_sent_again_after_a_failure(
+    router: respx.MockRouter, make: MakeRelay, blobs: FileBlobStore
+) -> None:
+    polls = 0
+
+    def moving(request: httpx.Request) -> httpx.Response:
+        nonlocal polls
+        polls += 1
+        return httpx.Response(200, json=running(min(polls / 10, 0.9), polls))
+
+    async def fails_after_running(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.3)  # a few polls see the job run
+        return httpx.Response(500, json={"error": "OutOfMemoryError"}, headers={"retry-after": "0"})
+
+    router["progress"].side_effect = moving
+    route = router.post(TXT2IMG).mock(side_effect=fails_after_running)
+    with pytest.raises(RelayError, match="HTTP 500"):
+        await make().generate(request(), blobs.stage, Progress())
+    assert route.call_count == 1
+
+
+def test_job_watch() -> None:
+    now = [0.0]
+    watch = JobWatch(10, clock=lambda: now[0])
+    watch.saw(IDLE)  # queued, or another client's job: not ours yet
+    now[0] = 100
+    assert not watch.is_stalled()
+    watch.saw(running(0.1, 3))
+    now[0] = 105
+    watch.saw(running(0.1, 3))  # the same numbers: no progress
+    assert watch.started
+    assert not watch.is_stalled()
+    now[0] = 110.5
+    assert watch.is_stalled()
+    watch.saw(running(0.1, 4))  # a step moved
+    assert not watch.is_stalled()

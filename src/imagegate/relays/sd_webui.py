@@ -16,7 +16,8 @@ with transparency; the WebUI reads an RGBA mask's alpha the other way round
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeGuard
 
@@ -69,6 +70,8 @@ class SDWebUIRelayConfig(HttpRelayConfig):
     basic_auth_user: str | None = None
     basic_auth_password_env: str | None = Field(default=None, pattern=ENV_NAME)
     progress_interval: float = Field(default=1.0, ge=0.05, le=30)
+    stall_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """Abandon a job whose progress has not moved for this long."""
 
 
 class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
@@ -183,33 +186,50 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
             self._backend.release()
 
     async def _post_while_polling(self, path: str, body: JsonBody, progress: ProgressFn) -> Any:
+        """POST the job and report progress while it runs. A job whose progress stops
+        moving for `stall_seconds` is abandoned; a job that started is never POSTed
+        again (a retry would run it again, on a backend that is struggling)."""
+        job = JobWatch(self._config.stall_seconds)
         failure: Exception | None = None
         answer: Any = None
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._poll, progress)
+            tasks.start_soon(self._poll, progress, job, tasks.cancel_scope)
             try:
-                answer = await self.upstream.request_json("POST", path, body)
+                answer = await self.upstream.request_json(
+                    "POST", path, body, may_retry=lambda: not job.started
+                )
             except Exception as err:  # re-raised below, not wrapped in an ExceptionGroup
                 failure = err
             tasks.cancel_scope.cancel()
+        if job.stalled:
+            raise RelayError(
+                f"relay {self.name!r}: the SD backend's job made no progress for "
+                f"{job.stall_seconds:g} s; it was abandoned, not sent again"
+            )
         if failure is not None:
             raise failure
         return answer
 
-    async def _poll(self, progress: ProgressFn) -> None:
-        """Report the backend's progress until cancelled; a failed poll never fails the job."""
+    async def _poll(self, progress: ProgressFn, job: "JobWatch", scope: anyio.CancelScope) -> None:
+        """Report the backend's progress until cancelled; a failed poll never fails the
+        job. A stalled job cancels `scope`, the POST's."""
         reported = 0.0
         failures = 0
         while True:
             await anyio.sleep(self._config.progress_interval)
             try:
-                reported = await self._poll_once(progress, reported)
+                reported = await self._poll_once(progress, reported, job)
             except Exception as err:  # best effort: the job goes on without progress
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "relay %s: progress poll failed (%s); job continues", self.name, err)
+            if job.is_stalled():
+                job.stalled = True
+                log.warning("relay %s: job stalled; abandoning it", self.name)
+                scope.cancel()
+                return
 
-    async def _poll_once(self, progress: ProgressFn, reported: float) -> float:
+    async def _poll_once(self, progress: ProgressFn, reported: float, job: "JobWatch") -> float:
         data: Any = None
         with anyio.move_on_after(self._poll_timeout):
             data = await self.upstream.request_json(
@@ -218,6 +238,7 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
         step = describe_progress(data)
         if step is None:
             raise RelayError(f"relay {self.name!r} sent a progress answer it can't read")
+        job.saw(data)
         fraction, message = step
         if fraction < reported or (fraction == 0 and reported > 0):
             return reported  # another job's numbers or the backend resetting: never go back
@@ -268,6 +289,33 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
                 f"{prefix}.default_size: needs sides that are multiples of {SIDE_STEP} "
                 f"between {caps.min_side} and {caps.max_side}; got {size}"
             )
+
+
+class JobWatch:
+    """Whether the backend's job has started, and whether its progress has stopped
+    moving (the same fraction and sampling step) for `stall_seconds`."""
+
+    def __init__(self, stall_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_seconds = stall_seconds
+        self.started = False
+        self.stalled = False
+        self._clock = clock
+        self._seen: tuple[object, ...] | None = None
+        self._moved_at = clock()
+
+    def saw(self, data: dict[str, Any]) -> None:
+        """Take one (readable) progress answer."""
+        state = data.get("state")
+        state = state if isinstance(state, dict) else {}
+        if state.get("job_count") or data.get("progress"):
+            self.started = True
+        seen = (data.get("progress"), state.get("sampling_step"), state.get("job_no"))
+        if seen != self._seen:
+            self._seen = seen
+            self._moved_at = self._clock()
+
+    def is_stalled(self) -> bool:
+        return self.started and self._clock() - self._moved_at > self.stall_seconds
 
 
 def describe_progress(data: Any) -> tuple[float, str] | None:

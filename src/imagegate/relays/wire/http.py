@@ -132,9 +132,10 @@ class Upstream:
         body: JsonBody | dict[str, Any] | None = None,
         *,
         params: dict[str, str] | None = None,
+        may_retry: Callable[[], bool] | None = None,
     ) -> Any:
         """Send, retrying what may be retried; return the parsed JSON body."""
-        async with self.stream(method, path, body, params=params) as response:
+        async with self.stream(method, path, body, params=params, may_retry=may_retry) as response:
             return await self.read_json(response)
 
     async def read_json(self, response: httpx.Response) -> Any:
@@ -156,11 +157,13 @@ class Upstream:
         *,
         params: dict[str, str] | None = None,
         multipart: Callable[[], dict[str, Any]] | None = None,
+        may_retry: Callable[[], bool] | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """Open a response whose status is 2xx; retries happen only before that.
 
         `multipart` returns fresh `data`/`files` arguments for each try (files are
-        consumed by a send)."""
+        consumed by a send). `may_retry`, asked before each retry, can forbid it (a
+        job the upstream already started must not run twice)."""
 
         def request_kwargs() -> dict[str, Any]:
             kwargs: dict[str, Any] = {"params": params, "headers": dict(self._headers)}
@@ -174,7 +177,7 @@ class Upstream:
                 kwargs.update(multipart())
             return kwargs
 
-        response = await self._open(method, path, request_kwargs)
+        response = await self._open(method, path, request_kwargs, may_retry)
         try:
             yield response
         except (httpx.TransportError, httpx.StreamError) as err:
@@ -185,7 +188,11 @@ class Upstream:
             await response.aclose()
 
     async def _open(
-        self, method: str, path: str, request_kwargs: Callable[[], dict[str, Any]]
+        self,
+        method: str,
+        path: str,
+        request_kwargs: Callable[[], dict[str, Any]],
+        may_retry: Callable[[], bool] | None,
     ) -> httpx.Response:
         waited = 0.0
         attempt = 0
@@ -217,6 +224,8 @@ class Upstream:
             attempt += 1
             delay = retry_delay(response, attempt - 1, self._retry, body)
             if attempt >= self._retry.attempts or waited + delay > self._retry.budget_seconds:
+                raise failure
+            if may_retry is not None and not may_retry():
                 raise failure
             log.info(
                 "relay %s: try %d failed (%s); retrying in %.1f s",
