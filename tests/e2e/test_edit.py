@@ -150,12 +150,45 @@ async def test_an_image_url_is_refused_with_what_to_send_instead(
             await client.call_tool("edit_image", {"prompt": "x", "images": [url]})
 
 
-async def test_mask_is_refused_by_a_relay_without_masks(server: RunningServer) -> None:
-    image = data_url(png((64, 64)))
-    mask = data_url(png((64, 64), mode="RGBA", colour=(0, 0, 0, 0)))  # type: ignore[arg-type]
-    async with server.client() as client:
-        with pytest.raises(ToolError, match="relay 'placeholder' does not support mask"):
-            await client.call_tool("edit_image", {"prompt": "x", "images": [image], "mask": mask})
+async def test_the_offline_relay_keeps_outside_the_mask(server: RunningServer) -> None:
+    """The mask's transparent left half is edited; its opaque right half is not."""
+    image = png((128, 96), "navy")
+    mask_image = Image.new("RGBA", (128, 96), (0, 0, 0, 255))
+    mask_image.paste((0, 0, 0, 0), (0, 0, 64, 96))
+    out = io.BytesIO()
+    mask_image.save(out, format="PNG")
+    result = await call(
+        server, "edit_image", prompt="sky", images=[data_url(image)], mask=data_url(out.getvalue())
+    )
+    with await picture(server, result["images"][0]["url"]) as edited:
+        rgb = edited.convert("RGB")
+        right = {rgb.getpixel((x, y)) for x in range(64, 128) for y in range(96)}
+        assert right == {(0, 0, 128)}  # untouched: not even the caption or the footer
+        assert rgb.getpixel((10, 50)) != (0, 0, 128)  # changed where the mask said so
+
+
+async def test_the_offline_relay_shows_every_reference(server: RunningServer) -> None:
+    first, second, third = png((64, 64), "navy"), png((64, 64), "red"), png((64, 64), "lime")
+    result = await call(
+        server,
+        "edit_image",
+        prompt="combine",
+        images=[data_url(first), data_url(second), data_url(third)],
+        size="192x128",
+    )
+    with await picture(server, result["images"][0]["url"]) as combined:
+        colours = {colour for _, colour in combined.convert("RGB").getcolors(1 << 16) or []}
+    assert {(255, 0, 0), (0, 255, 0), (0, 0, 128)} <= colours
+
+
+async def test_an_edit_of_an_edit_has_one_readable_footer(server: RunningServer) -> None:
+    first = (await call(server, "generate_image", prompt="one", size="256x160", seed=1))["images"]
+    again = await call(server, "edit_image", prompt="two", images=[first[0]["asset_id"]], seed=2)
+    with await picture(server, again["images"][0]["url"]) as edited:
+        rgb = edited.convert("RGB")
+        band = [rgb.getpixel((x, 159)) for x in range(256)]  # the bottom row
+    # One opaque band under the new footer: the old footer's text does not show through.
+    assert set(band) == {(20, 20, 20)}
 
 
 async def test_oversize_upload_is_refused_before_decoding(state_dir: Path) -> None:

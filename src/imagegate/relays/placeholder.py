@@ -9,6 +9,7 @@ import io
 import random
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from secrets import randbelow
 from typing import Literal
@@ -61,6 +62,7 @@ class PlaceholderRelay:
         seed=True,
         edit=True,
         max_inputs=10,
+        mask=True,
     )
 
     def __init__(
@@ -81,7 +83,8 @@ class PlaceholderRelay:
         self, request: ImageRequest, stage: StageFn, progress: ProgressFn
     ) -> list[RelayImage]:
         base_seed = request.seed if request.seed is not None else randbelow(2**31)
-        base = request.images[0].path if request.images else None
+        inputs = tuple(image.path for image in request.images)
+        mask = request.mask.path if request.mask else None
         await self._simulate_work(progress)
         drawn = 0.5 if self._delay > 0 else 0.0  # the simulated work took the first half
         images: list[RelayImage] = []
@@ -96,7 +99,8 @@ class PlaceholderRelay:
                     request.size,
                     request.output_format,
                     seed,
-                    base,
+                    inputs,
+                    mask,
                 )
                 staged = stage()
                 images.append(RelayImage(staged, params={"seed": seed}))
@@ -120,17 +124,34 @@ KIND = RelayKind(PlaceholderRelayConfig, PlaceholderRelay)
 
 
 def draw_placeholder(
-    prompt: str, size: Size, fmt: ImageFormat, seed: int, base: Path | None = None
+    prompt: str,
+    size: Size,
+    fmt: ImageFormat,
+    seed: int,
+    inputs: Sequence[Path] = (),
+    mask: Path | None = None,
 ) -> bytes:
-    """Render one image; deterministic in its arguments. With `base`, the caption is
-    drawn over that image (resized), which is how the placeholder "edits"."""
-    if base is not None:
-        with Image.open(base) as source:
-            image = source.convert("RGB").resize((size.width, size.height))
-        draw = ImageDraw.Draw(image)
-    else:
+    """Render one image; deterministic in its arguments.
+
+    Without inputs: the caption on a striped canvas. An edit shows every edit
+    feature: the first input (resized) with the caption, the other inputs
+    (references) as a row of thumbnails, and with a mask the change stays where the
+    mask is transparent (tinted there, so the masked area visibly changed)."""
+    if not inputs:
         image, draw = _striped_canvas(prompt, size, seed)
+    else:
+        with Image.open(inputs[0]) as source:
+            original = source.convert("RGB").resize((size.width, size.height))
+        image = original.copy()
+        if mask is not None:
+            image = Image.blend(image, Image.new("RGB", image.size, _colour(prompt, seed)), 0.4)
+        _draw_references(image, inputs[1:])
+        draw = ImageDraw.Draw(image)
     _draw_caption(draw, prompt, size, f"placeholder · seed {seed} · {size}")
+    if inputs and mask is not None:
+        with Image.open(mask) as mask_image:
+            keep = mask_image.convert("RGBA").getchannel("A").resize(image.size)
+        image = Image.composite(original, image, keep)  # opaque mask: the original stays
     out = io.BytesIO()
     if fmt is ImageFormat.JPEG:
         image.save(out, format="JPEG", quality=90)
@@ -139,6 +160,28 @@ def draw_placeholder(
     else:
         image.save(out, format="PNG")
     return out.getvalue()
+
+
+def _colour(prompt: str, seed: int) -> tuple[int, int, int]:
+    digest = hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()
+    return digest[0], digest[1], digest[2]
+
+
+def _draw_references(image: Image.Image, references: Sequence[Path]) -> None:
+    """Each reference as a framed thumbnail, in a row above the footer, from the right."""
+    if not references:
+        return
+    width, height = image.size
+    side = max(8, min(height // 4, width // (len(references) + 1)))
+    margin = max(2, side // 8)
+    bottom = height - max(12, height // 12) - margin
+    for number, reference in enumerate(references, 1):
+        with Image.open(reference) as source:
+            thumb = source.convert("RGB").resize((side, side))
+        left = width - number * (side + margin)
+        frame = (left - 1, bottom - side - 1, left + side, bottom)
+        ImageDraw.Draw(image).rectangle(frame, outline=(255, 255, 255))
+        image.paste(thumb, (left, bottom - side))
 
 
 def _striped_canvas(prompt: str, size: Size, seed: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -178,4 +221,9 @@ def _draw_caption(draw: ImageDraw.ImageDraw, prompt: str, size: Size, footer: st
     pad = max(2, font_px // 3)
     draw.rectangle((box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad), fill=(255, 255, 255))
     draw.multiline_text((margin, margin), text, font=font, fill=(20, 20, 20), spacing=font_px // 4)
-    draw.text((margin, size.height - margin), footer, font=small, fill=(255, 255, 255), anchor="ls")
+    # The footer on an opaque band: an edit of a placeholder image covers the old one.
+    band = max(12, size.height // 12)
+    draw.rectangle((0, size.height - band, size.width, size.height), fill=(20, 20, 20))
+    draw.text(
+        (margin, size.height - band // 2), footer, font=small, fill=(255, 255, 255), anchor="lm"
+    )
