@@ -191,6 +191,18 @@ async def test_an_edit_of_an_edit_has_one_readable_footer(server: RunningServer)
     assert set(band) == {(20, 20, 20)}
 
 
+async def test_an_image_too_large_for_one_message_says_what_to_do(
+    server: RunningServer,
+) -> None:
+    big = "data:image/png;base64," + "A" * 5_000_000
+    async with server.client() as client:
+        info = (await client.call_tool("server_info", {})).structured_content
+        with pytest.raises(Exception, match=r"at most 4 MiB.*asset id"):
+            await client.call_tool("edit_image", {"prompt": "x", "images": [big]})
+    assert info is not None
+    assert info["limits"]["max_request_bytes"] == 4 * 1024 * 1024
+
+
 async def test_oversize_upload_is_refused_before_decoding(state_dir: Path) -> None:
     async with running_server(state_dir, max_image_bytes=2048) as server:
         big = "data:image/png;base64," + "A" * 10_000

@@ -27,6 +27,7 @@ from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_erro
 from imagegate.mcp.specs import RULES, TOOLS
 from imagegate.relays.registry import Relays
 from imagegate.service.images import ImageService
+from imagegate.web.too_large import ExplainTooLarge
 from imagegate.web.unauthorized import ExplainUnauthorized
 
 INSTRUCTIONS = (
@@ -168,6 +169,7 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
             StarletteMiddleware(
                 ExplainUnauthorized,
                 oauth_wording=settings.oidc is not None and settings.oidc.interactive_login,
-            )
+            ),
+            StarletteMiddleware(ExplainTooLarge),
         ],
     )

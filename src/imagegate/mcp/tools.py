@@ -19,6 +19,7 @@ from imagegate.mcp.results import Failure, ImagesResult, image_content, image_re
 from imagegate.relays.base import ProgressFn
 from imagegate.service.generation import GenerateArgs, Stopwatch
 from imagegate.service.images import ImageService, Made
+from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
 
 SERVICE_KEY = "imagegate.service"
 POLICY_KEY = "imagegate.policy"
@@ -387,6 +388,8 @@ async def server_info(ctx: Context) -> ToolResult:
             "link_ttl_max_seconds": settings.link_ttl_max_seconds,
         },
     }
+    if ctx.transport != "stdio":
+        info["limits"]["max_request_bytes"] = MCP_MAX_REQUEST_BYTES  # base64 images count
     text = (
         f"imagegate {__version__} over {ctx.transport}; you are {caller.subject} "
         f"(scopes: {', '.join(sorted(caller.scopes))}); download links "

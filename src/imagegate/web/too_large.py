@@ -1,0 +1,56 @@
+"""A request body over the MCP SDK's limit gets a JSON-RPC error that says what to do.
+
+The SDK answers 413 with a plain-text body, which clients report as "Server returned
+an error response". A JSON-RPC error body at the same status reaches the caller (and
+its model) as the error message instead.
+"""
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MCP_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+"""The MCP SDK's limit on one request body (streamable HTTP); FastMCP keeps it."""
+
+TOO_LARGE = (
+    "request too large: one MCP message to this server can be at most 4 MiB, so an image "
+    "sent as base64 in a tool argument can be about 3 MB. Send it smaller (JPEG or WebP, "
+    "fewer pixels), or name a stored image by its asset id; over stdio, a file under "
+    "input_root."
+)
+
+
+class ExplainTooLarge:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": TOO_LARGE}}
+        ).encode()
+        replacing = False
+
+        async def send_explained(message: Message) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replacing = True
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in (b"content-length", b"content-type")
+                ]
+                headers += [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({**message, "headers": headers})
+            elif message["type"] == "http.response.body" and replacing:
+                if not message.get("more_body", False):
+                    await send({"type": "http.response.body", "body": body})
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_explained)
