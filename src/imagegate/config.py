@@ -188,6 +188,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64)
     max_prompt_chars: int = Field(default=4000, ge=1)
     max_page_size: int = Field(default=100, ge=1, le=1000)
+    max_sessions_per_subject: int = Field(default=16, ge=1, le=10_000)
+    """Open handshake-era MCP sessions one subject may hold."""
+    unused_session_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A session that makes no request after its handshake ends after this long."""
     thumbnail_px: int = Field(default=256, ge=16, le=1024)
 
     @classmethod

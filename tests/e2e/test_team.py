@@ -1,6 +1,7 @@
 """A team deployment end to end: people through a real OpenID provider, bots through
 mapped tokens, one ACL, isolated tenants, an audit log."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -423,3 +424,55 @@ async def test_usage_of_another_subject_is_for_admins(
             await bot.call_tool("get_usage", {"subject": "token:auditor"})
         with pytest.raises(ToolError, match="forbidden: needs scope admin"):
             await bot.call_tool("reset_usage", {"subject": "token:ci-bot"})
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "bare", "version": "1"},
+    },
+}
+
+
+async def open_bare_session(server: RunningServer, token: str) -> Any:
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
+    return await http_post(server.mcp_url, json=INITIALIZE, headers=headers)
+
+
+async def test_one_subject_cannot_hold_every_session(tmp_path: Path, provider: Provider) -> None:
+    """Bare initialize calls (no tool call ever) from one token: a cap for that subject,
+    others unaffected, and the unused sessions end after unused_session_seconds."""
+    settings = team_settings(
+        tmp_path, provider, max_sessions_per_subject=3, unused_session_seconds=1
+    )
+    async with running_server(tmp_path / "state", **settings) as team:
+        opened = [await open_bare_session(team, READER_TOKEN) for _ in range(3)]
+        assert [response.status_code for response in opened] == [200, 200, 200]
+        refused = await open_bare_session(team, READER_TOKEN)
+        assert refused.status_code == 429
+        assert "too many open sessions: you already have 3" in refused.json()["error"]["message"]
+        assert (await open_bare_session(team, BOT_TOKEN)).status_code == 200  # another subject
+        async with team.client(BOT_TOKEN, mode="legacy") as busy:
+            await busy.call_tool("server_info", {})
+            await asyncio.sleep(2.5)  # the reaper ran: bare sessions end, used ones stay
+            await busy.call_tool("server_info", {})
+            stale = await http_post(
+                team.mcp_url,
+                json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                headers={
+                    "authorization": f"Bearer {READER_TOKEN}",
+                    "accept": "application/json, text/event-stream",
+                    "mcp-session-id": opened[0].headers["mcp-session-id"],
+                    "mcp-protocol-version": "2025-11-25",
+                },
+            )
+            assert stale.status_code == 404
+            assert (await open_bare_session(team, READER_TOKEN)).status_code == 200

@@ -24,6 +24,7 @@ from imagegate.core.clock import Clock
 from imagegate.mcp import tools
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
+from imagegate.mcp.sessions import SessionGuard, SessionRegistry
 from imagegate.mcp.specs import RULES, TOOLS
 from imagegate.relays.registry import Relays
 from imagegate.service.images import ImageService
@@ -161,7 +162,11 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
     if settings.public_url:
         public_host = urlsplit(settings.public_url).netloc
         allowed_hosts = [public_host, public_host.split(":")[0]]
-    return mcp.http_app(
+    sessions = SessionRegistry(
+        max_per_subject=settings.max_sessions_per_subject,
+        unused_seconds=settings.unused_session_seconds,
+    )
+    app = mcp.http_app(
         path=settings.mcp_path,
         host_origin_protection="auto",
         allowed_hosts=allowed_hosts,
@@ -171,5 +176,8 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
                 oauth_wording=settings.oidc is not None and settings.oidc.interactive_login,
             ),
             StarletteMiddleware(ExplainTooLarge),
+            StarletteMiddleware(SessionGuard, registry=sessions),
         ],
     )
+    sessions.attach(app, settings.mcp_path)
+    return app
