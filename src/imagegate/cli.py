@@ -31,6 +31,7 @@ from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
 from imagegate.server import App, build_app, http_asgi_app
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
+from imagegate.web.connections import guarded_protocol
 
 T = TypeVar("T")
 
@@ -166,6 +167,7 @@ async def _serve_http(app: App, settings: Settings) -> None:
         log_config=None,  # uvicorn's lines go through our handler and format too
         server_header=False,
         lifespan="on",
+        http=guarded_protocol(settings.request_header_timeout, settings.max_connections_per_peer),
     )
     _announce(app, settings)
     await uvicorn.Server(config).serve(sockets=[sock])

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     """Open handshake-era MCP sessions one subject may hold."""
     unused_session_seconds: float = Field(default=30.0, gt=0, le=3600)
     """A session that makes no request after its handshake ends after this long."""
+    request_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    """A connection must send complete request headers within this many seconds."""
+    max_connections_per_peer: int = Field(default=256, ge=0)
+    """Open connections one address may hold; 0: no cap (behind a reverse proxy)."""
     thumbnail_px: int = Field(default=256, ge=16, le=1024)
 
     @classmethod

@@ -4,6 +4,7 @@ import base64
 import json
 import re
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -415,3 +416,36 @@ def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
     for variable in ("OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"):
         assert f"environment variable {variable} is not set" in missing_key.stderr  # all at once
     assert ". /etc/imagegate/env; exec imagegate check-config" in missing_key.stderr
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_peer_cannot_hold_connections_with_half_sent_headers(tmp_path: Path) -> None:
+    settings = {
+        "IMAGEGATE_REQUEST_HEADER_TIMEOUT": "1",
+        "IMAGEGATE_MAX_CONNECTIONS_PER_PEER": "8",
+    }
+    with serving(tmp_path / "state", **settings) as (base_url, _):
+        port = int(base_url.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        # The ninth connection from the same address is refused at once...
+        ninth = socket.create_connection(("127.0.0.1", port))
+        assert _closed_by_server(ninth, within=2)
+        # ...and the half-sent ones are closed once their headers are late.
+        assert all(_closed_by_server(sock, within=3) for sock in slow)
+        for sock in [*slow, ninth]:
+            sock.close()
+        # A complete request in time is served, on a kept-alive connection too.
+        with httpx.Client() as client:
+            assert client.get(f"{base_url}/healthz").status_code == 200
+            assert client.get(f"{base_url}/healthz").status_code == 200
