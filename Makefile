@@ -29,6 +29,7 @@ unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_relay.py
+	$(BIN)/python bench/bench_fairness.py
 	$(BIN)/python bench/bench_slow_headers.py
 
 $(STAMP): pyproject.toml constraints.txt

@@ -192,6 +192,8 @@ class Settings(BaseSettings):
     """Open handshake-era MCP sessions one subject may hold."""
     unused_session_seconds: float = Field(default=30.0, gt=0, le=3600)
     """A session that makes no request after its handshake ends after this long."""
+    cpu_slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=256)
+    """CPU-bound image steps at once, shared round-robin between callers; 0: unshared."""
     request_header_timeout: float = Field(default=10.0, gt=0, le=300)
     """A connection must send complete request headers within this many seconds."""
     max_connections_per_peer: int = Field(default=256, ge=0)

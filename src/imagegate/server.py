@@ -18,6 +18,7 @@ from imagegate.access.policy import AccessPolicy
 from imagegate.access.setup import build_acl, build_token_checks
 from imagegate.config import Settings, read_secret_env
 from imagegate.core.clock import Clock, SystemClock
+from imagegate.core.cpu import FairShare
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
 from imagegate.mcp.app import build_mcp, http_app
@@ -87,8 +88,9 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         input_root=settings.input_root,
         local=not http,
     )
+    fair = FairShare(settings.cpu_slots) if settings.cpu_slots else None
     service = ImageService(
-        settings, assets, storage.quotas, storage.nonces, relays, signer, clock, inputs
+        settings, assets, storage.quotas, storage.nonces, relays, signer, clock, inputs, fair
     )
     request_state_key = resolve_secret(
         "request_state_key",

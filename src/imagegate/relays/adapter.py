@@ -9,6 +9,7 @@ import anyio
 import httpx
 
 from imagegate.core.base64data import Base64Error, decode_into
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import ConfigError, RelayError
 from imagegate.core.images import ImageFormat
 from imagegate.core.staging import StagedBlob
@@ -147,7 +148,7 @@ async def staged_from_base64(stage: StageFn, encoded: str, relay: str) -> Staged
         except Base64Error as err:
             raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
 
-    return await _staged(stage, lambda staged: anyio.to_thread.run_sync(decode, staged))
+    return await _staged(stage, lambda staged: run_cpu(decode, staged))
 
 
 async def staged_from_url(stage: StageFn, url: str, fetcher: ImageFetcher) -> StagedBlob:

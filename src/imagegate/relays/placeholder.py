@@ -18,6 +18,7 @@ import anyio
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import Field
 
+from imagegate.core.cpu import run_cpu
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.base import (
     Capabilities,
@@ -93,7 +94,7 @@ class PlaceholderRelay:
                 seed = base_seed + index
                 fraction = drawn + (1 - drawn) * index / request.n
                 await progress(fraction, f"drawing image {index + 1} of {request.n}")
-                data = await anyio.to_thread.run_sync(
+                data = await run_cpu(
                     draw_placeholder,
                     request.prompt,
                     request.size,

@@ -10,9 +10,8 @@ import re
 import time
 from dataclasses import dataclass
 
-import anyio
-
 from imagegate.config import Settings
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat, ImageInfo, inspect_image
 from imagegate.relays.base import (
@@ -143,7 +142,7 @@ async def produce(
     produced: list[Produced] = []
     try:
         for image in images:
-            info = await anyio.to_thread.run_sync(
+            info = await run_cpu(
                 functools.partial(
                     inspect_image,
                     image.staged.path,

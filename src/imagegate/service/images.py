@@ -2,6 +2,8 @@
 list, get, link and delete owned images, and report usage."""
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from imagegate.access.policy import (
 )
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
+from imagegate.core.cpu import FairShare, run_cpu
 from imagegate.core.errors import ImagegateError, InvalidRequest, NotConfirmed
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import thumbnail_png
@@ -86,6 +89,7 @@ class ImageService:
         signer: LinkSigner | None,
         clock: Clock,
         inputs: InputResolver,
+        fair: FairShare | None = None,
     ) -> None:
         self.settings = settings
         self.assets = assets
@@ -95,8 +99,31 @@ class ImageService:
         self.inputs = inputs
         self._signer = signer
         self._clock = clock
+        self._fair = fair
+
+    @contextmanager
+    def _acting_for(self, subject: str) -> Iterator[None]:
+        if self._fair is None:
+            yield
+            return
+        with self._fair.acting_for(subject):
+            yield
 
     async def generate(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        progress: ProgressFn,
+        confirm: ConfirmFn,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+    ) -> list[Asset]:
+        """Generate (or, with input images, edit) and store the results for the caller;
+        its CPU-bound steps take their turns with other callers'."""
+        with self._acting_for(caller.subject):
+            return await self._generate(caller, args, progress, confirm, images, mask)
+
+    async def _generate(
         self,
         caller: Caller,
         args: GenerateArgs,
@@ -169,6 +196,19 @@ class ImageService:
         """Edit the `sources` (asset ids or image data) with one call, or with `batch`
         each on its own: then a failed item is reported, not fatal, and a paid relay
         asks once for the whole batch's price."""
+        with self._acting_for(caller.subject):
+            return await self._edit(caller, args, sources, mask, batch, progress, confirm)
+
+    async def _edit(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        sources: list[str],
+        mask: str | None,
+        batch: bool,
+        progress: ProgressFn,
+        confirm: ConfirmFn,
+    ) -> Made:
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
         if batch:
@@ -351,10 +391,9 @@ class ImageService:
         """A small PNG preview of each asset."""
         previews = []
         for asset in assets:
-            async with self.assets.as_file(asset) as path:
-                previews.append(
-                    await anyio.to_thread.run_sync(thumbnail_png, path, self.settings.thumbnail_px)
-                )
+            with self._acting_for(asset.owner):
+                async with self.assets.as_file(asset) as path:
+                    previews.append(await run_cpu(thumbnail_png, path, self.settings.thumbnail_px))
         return previews
 
 

@@ -16,9 +16,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
-
 from imagegate.core.base64data import Base64Error, decode_into
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import ImageRejected, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat, inspect_image
@@ -87,11 +86,11 @@ class InputResolver:
                 "(list_images) or the image as a data:image/...;base64 URL"
             )
         if source.startswith("data:") or (len(source) > 64 and _BASE64.fullmatch(source[:256])):
-            await anyio.to_thread.run_sync(self._decode, staged, source, label)
+            await run_cpu(self._decode, staged, source, label)
         else:
-            await anyio.to_thread.run_sync(self._copy_local, staged, source, label)
+            await run_cpu(self._copy_local, staged, source, label)
         try:
-            info = await anyio.to_thread.run_sync(
+            info = await run_cpu(
                 lambda: inspect_image(
                     staged.path, max_bytes=self._max_bytes, max_pixels=self._max_pixels
                 )

@@ -1,0 +1,98 @@
+"""CPU-bound steps (drawing, encoding, decoding and checking images) in worker threads,
+shared fairly between callers.
+
+A call runs its steps through `run_cpu`. While a `FairShare` acts for a subject (the
+service sets it around each call), a step waits for one of the share's slots, and
+freed slots go round-robin to the subjects that wait: one caller with sixteen large
+images in flight gets a turn, then the next caller does, instead of the others queueing
+behind all sixteen. Outside a share (the command line, tests) a step just runs.
+"""
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class FairShare:
+    """`slots` CPU-bound steps at once, granted round-robin by subject."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("a fair share needs at least one slot")
+        self._free = slots
+        self._waiting: dict[str, deque[anyio.Event]] = {}
+        self._turns: deque[str] = deque()
+        """Subjects with waiting steps, in the order their turn comes."""
+
+    @contextmanager
+    def acting_for(self, subject: str) -> Iterator[None]:
+        """Steps run through `run_cpu` in this block count for `subject`."""
+        token = _current.set((self, subject))
+        try:
+            yield
+        finally:
+            _current.reset(token)
+
+    @asynccontextmanager
+    async def slot(self, subject: str) -> AsyncIterator[None]:
+        if self._free > 0 and not self._turns:
+            self._free -= 1
+        else:
+            await self._wait_turn(subject)
+        try:
+            yield
+        finally:
+            self._pass_on()
+
+    async def _wait_turn(self, subject: str) -> None:
+        granted = anyio.Event()
+        self._waiting.setdefault(subject, deque()).append(granted)
+        if subject not in self._turns:
+            self._turns.append(subject)
+        try:
+            await granted.wait()
+        except BaseException:
+            if granted.is_set():
+                self._pass_on()  # the slot came with the cancel: give it to the next
+            else:
+                self._forget(subject, granted)
+            raise
+
+    def _pass_on(self) -> None:
+        if not self._turns:
+            self._free += 1
+            return
+        subject = self._turns.popleft()
+        waiting = self._waiting[subject]
+        granted = waiting.popleft()
+        if waiting:
+            self._turns.append(subject)  # its next step waits for its next turn
+        else:
+            del self._waiting[subject]
+        granted.set()
+
+    def _forget(self, subject: str, granted: anyio.Event) -> None:
+        waiting = self._waiting[subject]
+        waiting.remove(granted)
+        if not waiting:
+            del self._waiting[subject]
+            self._turns.remove(subject)
+
+
+_current: ContextVar[tuple[FairShare, str] | None] = ContextVar("fair_share", default=None)
+
+
+async def run_cpu(work: Callable[..., T], *args: object) -> T:
+    """Run `work(*args)` in a worker thread, through the fair share acting here."""
+    acting = _current.get()
+    if acting is None:
+        return await anyio.to_thread.run_sync(work, *args)
+    share, subject = acting
+    async with share.slot(subject):
+        return await anyio.to_thread.run_sync(work, *args)
