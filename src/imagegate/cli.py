@@ -21,7 +21,7 @@ from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX
 from imagegate.access.scopes import check_scope
 from imagegate.access.setup import DEV_TOKEN_FILE, build_acl, static_token, team_auth
 from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
-from imagegate.config import Settings, load_settings, read_secret_env
+from imagegate.config import Settings, config_path_from_env, load_settings, read_secret_env
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.core.secrets import configured_secret
@@ -220,7 +220,9 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         settings,
     )
     relay.capabilities.check(request, relay.name)
-    out, directory, explicit_file = _output_target(args.out, request.n, request.output_format)
+    out, directory, explicit_file = _output_target(
+        args.out, request.n, request.output_format, format_given=args.output_format is not None
+    )
 
     async def progress(fraction: float | None, message: str) -> None:
         percent = "" if fraction is None else f" {fraction * 100:3.0f}%"
@@ -267,6 +269,9 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
     return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
 
 
+_EXTENSIONS = ", ".join(f".{fmt.extension}" for fmt in OUTPUT_FORMATS)
+
+
 def _format_of(out: Path) -> str | None:
     """`--out picture.jpg` without --format asks for a JPEG."""
     suffix = out.suffix.lower().lstrip(".")
@@ -283,18 +288,26 @@ def _one_relay(settings: Settings, name: str | None) -> Relay:
     return build_relay(name, settings.relays[name], read_secret_env)
 
 
-def _output_target(out: Path, n: int, output_format: ImageFormat) -> tuple[Path, Path, bool]:
+def _output_target(
+    out: Path, n: int, output_format: ImageFormat, format_given: bool
+) -> tuple[Path, Path, bool]:
     """(target, directory, is_explicit_file) for --out, checked before any work."""
     explicit_file = not out.is_dir() and out.suffix != ""
     if explicit_file and n != 1:
         raise InvalidRequest("--out names a file, but -n is more than 1; give a directory")
     suffix = out.suffix.lower().lstrip(".")
     if explicit_file and suffix not in (output_format.value, output_format.extension):
-        raise InvalidRequest(
-            f"--out {out.name} does not end in .{output_format.extension}, the format of "
-            f"the image (--format {output_format.value})"
+        why = (
+            f"the format --format {output_format.value} asks for"
+            if format_given
+            else f"the relay's default format; end it in {_EXTENSIONS} or pass --format"
         )
+        raise InvalidRequest(f"--out {out.name} does not end in .{output_format.extension}, {why}")
     directory = out.parent if explicit_file else out
+    if not explicit_file and not out.exists() and out.parent.is_dir():
+        raise InvalidRequest(
+            f"--out {out}: no such directory; to write one file, end its name in {_EXTENSIONS}"
+        )
     if not directory.is_dir():
         raise InvalidRequest(f"output directory does not exist: {directory}")
     if not os.access(directory, os.W_OK):
@@ -339,10 +352,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         problems.append(state)
     if problems:
         if any("environment variable" in problem for problem in problems):
-            problems.append(
-                "(the service reads its secrets from its environment file; check with them: "
-                "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
-            )
+            problems.append(_where_secrets_are(args.config or config_path_from_env()))
         raise ConfigError("\n".join(problems))
     auth = []
     if token is not None:
@@ -372,6 +382,20 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         lines.append(f"warning: {warning}")
     print("\n".join(lines))
     return 0
+
+
+PACKAGED_CONFIG_DIR = Path("/etc/imagegate")
+
+
+def _where_secrets_are(config: Path | None) -> str:
+    """Where a missing secret's variable should be set: the packaged service reads
+    them from its environment file; anything else, from the environment it runs in."""
+    if config is not None and config.resolve().is_relative_to(PACKAGED_CONFIG_DIR):
+        return (
+            "(the service reads its secrets from its environment file; check with them: "
+            "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
+        )
+    return "(set them in the environment that runs imagegate, as for `imagegate serve`)"
 
 
 MAX_TOKEN_DAYS = 3650

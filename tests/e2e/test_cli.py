@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -235,7 +236,9 @@ def test_generate_to_a_named_file(tmp_path: Path, name: str, pillow: str) -> Non
         (["-n", "9"], "n must be between 1 and 4"),
         (["--relay", "dalle"], "unknown relay 'dalle'"),
         (["--out", "/nonexistent/dir/"], "output directory does not exist"),
-        (["--out", "x.png", "--format", "webp"], "--out x.png does not end in .webp"),
+        (["--out", "x.png", "--format", "webp"], "--out x.png does not end in .webp, the format"),
+        (["--out", "pic.gif"], "does not end in .png, the relay's default format; end it in .png"),
+        (["--out", "pic"], "--out pic: no such directory; to write one file, end its name in"),
         (["--quality", "high"], "relay 'placeholder' does not support quality"),
     ],
 )
@@ -415,7 +418,9 @@ def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
     assert missing_key.returncode == 2
     for variable in ("OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"):
         assert f"environment variable {variable} is not set" in missing_key.stderr  # all at once
-    assert ". /etc/imagegate/env; exec imagegate check-config" in missing_key.stderr
+    # Not the packaged config: no advice about the package's environment file.
+    assert "set them in the environment that runs imagegate" in missing_key.stderr
+    assert "/etc/imagegate/env" not in missing_key.stderr
 
 
 def _closed_by_server(sock: socket.socket, within: float) -> bool:
@@ -449,3 +454,20 @@ def test_a_peer_cannot_hold_connections_with_half_sent_headers(tmp_path: Path) -
         with httpx.Client() as client:
             assert client.get(f"{base_url}/healthz").status_code == 200
             assert client.get(f"{base_url}/healthz").status_code == 200
+
+
+def test_the_readmes_python_example_runs_as_shown(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("```python\n", readme.index("From Python")) + len("```python\n")
+    example = readme[start : readme.index("```", start)]
+    state = tmp_path / "state"
+    with serving(state) as (base_url, _):
+        script = tmp_path / "example.py"
+        script.write_text(example.replace("http://127.0.0.1:8765", base_url))
+        token = (state / "bearer-token").read_text().strip()
+        env = clean_env(IMAGEGATE_TOKEN=token)
+        result = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{base_url}/files/img_")
