@@ -2,10 +2,11 @@
 list, get, link and delete owned images, and report usage."""
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import anyio
 
@@ -78,6 +79,24 @@ class Made:
     failures: list[BatchFailure] = field(default_factory=list)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _for_caller(
+    method: Callable[Concatenate["ImageService", Caller, P], Awaitable[T]],
+) -> Callable[Concatenate["ImageService", Caller, P], Awaitable[T]]:
+    """The method's CPU-bound steps take their turns with other callers' (core.cpu)."""
+
+    async def acting(
+        self: "ImageService", caller: Caller, /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self._acting_for(caller.subject):
+            return await method(self, caller, *args, **kwargs)
+
+    return acting
+
+
 class ImageService:
     def __init__(
         self,
@@ -109,21 +128,8 @@ class ImageService:
         with self._fair.acting_for(subject):
             yield
 
+    @_for_caller
     async def generate(
-        self,
-        caller: Caller,
-        args: GenerateArgs,
-        progress: ProgressFn,
-        confirm: ConfirmFn,
-        images: tuple[InputImage, ...] = (),
-        mask: InputImage | None = None,
-    ) -> list[Asset]:
-        """Generate (or, with input images, edit) and store the results for the caller;
-        its CPU-bound steps take their turns with other callers'."""
-        with self._acting_for(caller.subject):
-            return await self._generate(caller, args, progress, confirm, images, mask)
-
-    async def _generate(
         self,
         caller: Caller,
         args: GenerateArgs,
@@ -183,6 +189,7 @@ class ImageService:
         with anyio.CancelScope(shield=True):
             await self.quotas.release(reservation)
 
+    @_for_caller
     async def edit(
         self,
         caller: Caller,
@@ -196,19 +203,6 @@ class ImageService:
         """Edit the `sources` (asset ids or image data) with one call, or with `batch`
         each on its own: then a failed item is reported, not fatal, and a paid relay
         asks once for the whole batch's price."""
-        with self._acting_for(caller.subject):
-            return await self._edit(caller, args, sources, mask, batch, progress, confirm)
-
-    async def _edit(
-        self,
-        caller: Caller,
-        args: GenerateArgs,
-        sources: list[str],
-        mask: str | None,
-        batch: bool,
-        progress: ProgressFn,
-        confirm: ConfirmFn,
-    ) -> Made:
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
         if batch:

@@ -7,7 +7,9 @@ its model) as the error message instead.
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from imagegate.web.rewrite import json_body_for
 
 MCP_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 """The MCP SDK's limit on one request body (streamable HTTP); FastMCP keeps it."""
@@ -31,26 +33,4 @@ class ExplainTooLarge:
         body = json.dumps(
             {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": TOO_LARGE}}
         ).encode()
-        replacing = False
-
-        async def send_explained(message: Message) -> None:
-            nonlocal replacing
-            if message["type"] == "http.response.start" and message["status"] == 413:
-                replacing = True
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() not in (b"content-length", b"content-type")
-                ]
-                headers += [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({**message, "headers": headers})
-            elif message["type"] == "http.response.body" and replacing:
-                if not message.get("more_body", False):
-                    await send({"type": "http.response.body", "body": body})
-            else:
-                await send(message)
-
-        await self.app(scope, receive, send_explained)
+        await self.app(scope, receive, json_body_for(send, 413, body))

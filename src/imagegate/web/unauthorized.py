@@ -3,7 +3,9 @@
 import json
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from imagegate.web.rewrite import json_body_for
 
 NO_TOKEN_HELP = "no bearer token: send the header 'Authorization: Bearer <token>'"  # noqa: S105 - help text
 REJECTED_HELP = (
@@ -42,34 +44,15 @@ class ExplainUnauthorized:
             if has_token
             else _body("invalid_request", NO_TOKEN_HELP)
         )
-        replacing = False
-
-        async def send_explained(message: Message) -> None:
-            nonlocal replacing
-            if message["type"] == "http.response.start" and message["status"] == 401:
-                replacing = True
-                headers = [
-                    (
-                        name,
-                        _explained_challenge(value)
-                        if name.lower() == b"www-authenticate"
-                        else value,
-                    )
-                    for name, value in message.get("headers", [])
-                    if name.lower() not in (b"content-length", b"content-type")
-                ]
-                headers += [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({**message, "headers": headers})
-            elif message["type"] == "http.response.body" and replacing:
-                if not message.get("more_body", False):
-                    await send({"type": "http.response.body", "body": body})
-            else:
-                await send(message)
-
-        await self.app(scope, receive, send_explained)
+        explained = json_body_for(
+            send,
+            401,
+            body,
+            lambda name, value: (
+                _explained_challenge(value) if name == b"www-authenticate" else value
+            ),
+        )
+        await self.app(scope, receive, explained)
 
 
 def _explained_challenge(value: bytes) -> bytes:
