@@ -168,6 +168,9 @@ async def _serve_http(app: App, settings: Settings) -> None:
         server_header=False,
         lifespan="on",
         http=guarded_protocol(settings.request_header_timeout, settings.max_connections_per_peer),
+        # No WebSockets are served; an upgrade would move the connection to another
+        # protocol object, past the per-peer count.
+        ws="none",
     )
     _announce(app, settings)
     await uvicorn.Server(config).serve(sockets=[sock])

@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1, le=1000)
     max_sessions_per_subject: int = Field(default=16, ge=1, le=10_000)
     """Open handshake-era MCP sessions one subject may hold."""
-    unused_session_seconds: float = Field(default=30.0, gt=0, le=3600)
+    unused_session_seconds: float = Field(default=300.0, gt=0, le=3600)
     """A session that makes no request after its handshake ends after this long."""
     cpu_slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, le=256)
     """CPU-bound image steps at once, shared round-robin between callers; 0: unshared."""

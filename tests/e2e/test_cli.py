@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -471,3 +472,20 @@ def test_the_readmes_python_example_runs_as_shown(tmp_path: Path) -> None:
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{base_url}/files/img_")
+
+
+def test_upgrade_requests_do_not_use_up_a_peers_connections(tmp_path: Path) -> None:
+    settings = {"IMAGEGATE_MAX_CONNECTIONS_PER_PEER": "3"}
+    upgrade = (
+        b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with serving(tmp_path / "state", **settings) as (base_url, _):
+        port = int(base_url.rsplit(":", 1)[1])
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(upgrade)
+                sock.settimeout(5)
+                assert sock.recv(1024).startswith(b"HTTP/1.1 ")  # answered, not upgraded
+        time.sleep(0.2)
+        assert httpx.get(f"{base_url}/healthz").status_code == 200

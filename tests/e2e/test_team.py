@@ -447,32 +447,55 @@ async def open_bare_session(server: RunningServer, token: str) -> Any:
     return await http_post(server.mcp_url, json=INITIALIZE, headers=headers)
 
 
-async def test_one_subject_cannot_hold_every_session(tmp_path: Path, provider: Provider) -> None:
-    """Bare initialize calls (no tool call ever) from one token: a cap for that subject,
-    others unaffected, and the unused sessions end after unused_session_seconds."""
-    settings = team_settings(
-        tmp_path, provider, max_sessions_per_subject=3, unused_session_seconds=1
+async def session_answers(team: RunningServer, token: str, session_id: str) -> int:
+    response = await http_post(
+        team.mcp_url,
+        json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        headers={
+            "authorization": f"Bearer {token}",
+            "accept": "application/json, text/event-stream",
+            "mcp-session-id": session_id,
+            "mcp-protocol-version": "2025-11-25",
+        },
     )
+    return response.status_code
+
+
+async def test_one_subject_cannot_hold_every_session(tmp_path: Path, provider: Provider) -> None:
+    """Bare initialize calls (no tool call ever) from one token, one by one and all at
+    once: that subject never holds more than its cap, and others are unaffected."""
+    settings = team_settings(tmp_path, provider, max_sessions_per_subject=3)
     async with running_server(tmp_path / "state", **settings) as team:
         opened = [await open_bare_session(team, READER_TOKEN) for _ in range(3)]
         assert [response.status_code for response in opened] == [200, 200, 200]
+        # At the cap, a new one ends the subject's oldest unused session.
+        fourth = await open_bare_session(team, READER_TOKEN)
+        assert fourth.status_code == 200
+        first = opened[0].headers["mcp-session-id"]
+        assert await session_answers(team, READER_TOKEN, first) == 404
+        # A burst can't slip past the cap while its sessions are opening.
+        burst = await asyncio.gather(*(open_bare_session(team, READER_TOKEN) for _ in range(20)))
+        ids = [r.headers["mcp-session-id"] for r in burst if r.status_code == 200]
+        ids += [fourth.headers["mcp-session-id"]] + [r.headers["mcp-session-id"] for r in opened]
+        alive = [sid for sid in ids if await session_answers(team, READER_TOKEN, sid) == 200]
+        assert len(alive) <= 3
+        # Probing used them: sessions in use are not ended, so with the cap in use one
+        # more is refused, for this subject only.
+        for _ in range(3 - len(alive)):
+            opening = await open_bare_session(team, READER_TOKEN)
+            assert await session_answers(team, READER_TOKEN, opening.headers["mcp-session-id"])
         refused = await open_bare_session(team, READER_TOKEN)
         assert refused.status_code == 429
-        assert "too many open sessions: you already have 3" in refused.json()["error"]["message"]
-        assert (await open_bare_session(team, BOT_TOKEN)).status_code == 200  # another subject
+        assert "too many open sessions: you already have 3 in use" in refused.text
+        assert (await open_bare_session(team, BOT_TOKEN)).status_code == 200
+
+
+async def test_unused_sessions_end_after_a_while(tmp_path: Path, provider: Provider) -> None:
+    settings = team_settings(tmp_path, provider, unused_session_seconds=1)
+    async with running_server(tmp_path / "state", **settings) as team:
+        bare = (await open_bare_session(team, READER_TOKEN)).headers["mcp-session-id"]
         async with team.client(BOT_TOKEN, mode="legacy") as busy:
             await busy.call_tool("server_info", {})
-            await asyncio.sleep(2.5)  # the reaper ran: bare sessions end, used ones stay
+            await asyncio.sleep(2.5)  # the reaper ran: the bare session ends, used ones stay
             await busy.call_tool("server_info", {})
-            stale = await http_post(
-                team.mcp_url,
-                json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-                headers={
-                    "authorization": f"Bearer {READER_TOKEN}",
-                    "accept": "application/json, text/event-stream",
-                    "mcp-session-id": opened[0].headers["mcp-session-id"],
-                    "mcp-protocol-version": "2025-11-25",
-                },
-            )
-            assert stale.status_code == 404
-            assert (await open_bare_session(team, READER_TOKEN)).status_code == 200
+        assert await session_answers(team, READER_TOKEN, bare) == 404

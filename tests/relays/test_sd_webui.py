@@ -571,9 +571,11 @@ async def test_a_stalled_job_is_abandoned_and_not_sent_again(
         return httpx.Response(500, json={"error": "stuck"})
 
     router.post(TXT2IMG).mock(side_effect=hanging)
+    interrupt = router.post(f"{BASE}/sdapi/v1/interrupt").mock(return_value=httpx.Response(200))
     with anyio.fail_after(5), pytest.raises(RelayError, match=r"no progress for 0\.3 s"):
         await make(stall_seconds=0.3).generate(request(), blobs.stage, Progress())
     assert posts == 1
+    assert interrupt.call_count == 1  # the backend is told to stop the job
     assert staged_files(tmp_path) == []
 
 
@@ -612,4 +614,7 @@ def test_job_watch() -> None:
     now[0] = 110.5
     assert watch.is_stalled()
     watch.saw(running(0.1, 4))  # a step moved
+    assert not watch.is_stalled()
+    watch.saw(IDLE)  # the job is done; the answer is still on its way
+    now[0] = 200
     assert not watch.is_stalled()

@@ -99,15 +99,24 @@ def test_a_process_killed_mid_write_leaves_no_asset(state_dir: Path) -> None:
     assert list((state_dir / "tmp").iterdir()) == []  # the dead writer's file is swept
 
 
-def test_unnamed_temp_files_are_swept_after_an_hour(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "stage-abc.part",  # written before staging files had owners
+        "stage-0123456789ab.1.42-x.part",  # another machine or container: not ours to judge
+    ],
+)
+def test_files_of_unknown_writers_are_swept_after_an_hour(tmp_path: Path, name: str) -> None:
     blobs = FileBlobStore(tmp_path, 10**7)
-    old = tmp_path / "tmp" / "stage-abc.part"  # written before staging files had owners
-    old.write_bytes(b"x")
+    other = tmp_path / "tmp" / name
+    other.write_bytes(b"x")
     mine = blobs.stage()
-    assert blobs.sweep_stale_temp(now=old.stat().st_mtime + 1) == 0
-    later = old.stat().st_mtime + STALE_TEMP_SECONDS + 1
+    FileBlobStore(tmp_path, 10**7)  # another start: a fresh file of unknown owner stays
+    assert other.exists()
+    assert blobs.sweep_stale_temp(now=other.stat().st_mtime + 1) == 0
+    later = other.stat().st_mtime + STALE_TEMP_SECONDS + 1
     assert blobs.sweep_stale_temp(now=later) == 1
-    assert not old.exists()
+    assert not other.exists()
     assert mine.path.exists()  # a live process's file, however old
     mine.discard()
 

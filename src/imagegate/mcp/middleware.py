@@ -98,10 +98,13 @@ def domain_errors(fn: ToolFn) -> ToolFn:
         except PermissionDenied as err:
             raise Forbidden(str(err)) from None
         except RelayError as err:
+            # Only our part of the message: the upstream's text after it may quote
+            # the prompt back.
+            ours = str(err).split(": ", 1)[0]
             if isinstance(err, ContentRefused):
-                refusals.info("tool %s refused: %s", fn.__name__, err)
+                refusals.info("tool %s refused: %s", fn.__name__, ours)
                 raise Refused(str(err)) from None
-            refusals.warning("tool %s: upstream failed: %s", fn.__name__, err)
+            refusals.warning("tool %s: upstream failed: %s", fn.__name__, ours)
             raise UpstreamFailed(str(err)) from None
         except ImagegateError as err:
             refusals.info("tool %s refused: %s", fn.__name__, err)

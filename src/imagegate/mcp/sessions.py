@@ -4,11 +4,14 @@ The MCP SDK keeps a session (a task and its buffers) for every `initialize`, up 
 10,000 for the whole server, each until 30 minutes without a request. Any caller with
 a token could open them all and lock every other tenant out. So:
 
-- a subject may hold `max_sessions_per_subject` open sessions; one more is refused
-  with a JSON-RPC error (HTTP 429) that says why, and no other subject is affected;
-- a session that made no request after its handshake (anything but
-  `notifications/initialized`) within `unused_session_seconds` is ended, as a DELETE
-  would end it: its id answers 404 and a real client opens a new one.
+- a subject may hold `max_sessions_per_subject` open sessions (opening ones
+  included, so a burst can't slip past). One more ends the subject's oldest unused
+  session, a session that made no request after its handshake (anything but
+  `notifications/initialized`; a GET stream counts as use); with none unused it is
+  refused with a JSON-RPC error (HTTP 429) that says why. No other subject is
+  affected;
+- an unused session also ends after `unused_session_seconds`. Ending is what a
+  DELETE does: its id answers 404, and the client must open a new session.
 
 2026-07-28 requests carry no session and pass untouched. The guard sits inside
 authentication (it reads the caller from `scope["user"]`) and ends sessions through
@@ -18,6 +21,7 @@ the SDK's session manager, which it finds on the app's MCP route.
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +56,26 @@ class SessionRegistry:
     unused_seconds: float
     clock: Callable[[], float] = time.monotonic
     sessions: dict[str, _Session] = field(default_factory=dict)
+    opening: Counter[str] = field(default_factory=Counter)
     manager: Callable[[], StreamableHTTPSessionManager | None] = lambda: None
 
-    def open_for(self, subject: str) -> int:
+    def held_by(self, subject: str) -> int:
+        """Sessions open or opening for `subject`."""
         self._forget_ended()
-        return sum(1 for session in self.sessions.values() if session.subject == subject)
+        open_ = sum(1 for session in self.sessions.values() if session.subject == subject)
+        return open_ + self.opening[subject]
+
+    async def end_oldest_unused(self, subject: str) -> bool:
+        """Make room for `subject` by ending its oldest unused session, if it has one."""
+        unused = [
+            (session.opened, session_id)
+            for session_id, session in self.sessions.items()
+            if session.subject == subject and not session.used
+        ]
+        if not unused:
+            return False
+        await self._end([min(unused)[1]])
+        return True
 
     def _forget_ended(self) -> None:
         manager = self.manager()
@@ -68,9 +87,6 @@ class SessionRegistry:
 
     async def end_unused(self) -> int:
         """End the sessions that made no request since their handshake, in time."""
-        manager = self.manager()
-        if manager is None:
-            return 0
         self._forget_ended()
         now = self.clock()
         stale = [
@@ -78,14 +94,21 @@ class SessionRegistry:
             for session_id, session in self.sessions.items()
             if not session.used and now - session.opened > self.unused_seconds
         ]
-        for session_id in stale:
-            del self.sessions[session_id]
-            transport = manager._server_instances.get(session_id)
-            if transport is not None:
-                await manager._discard_session(session_id, transport)
+        await self._end(stale)
         if stale:
             log.info("ended %d session(s) unused since their handshake", len(stale))
         return len(stale)
+
+    async def _end(self, session_ids: list[str]) -> None:
+        manager = self.manager()
+        for session_id in session_ids:
+            self.sessions.pop(session_id, None)  # before any await: one end per session
+        if manager is None:
+            return
+        for session_id in session_ids:
+            transport = manager._server_instances.get(session_id)
+            if transport is not None:
+                await manager._discard_session(session_id, transport)
 
     def attach(self, app: Starlette, mcp_path: str) -> None:
         """Find the session manager on the app's MCP route, once the app runs."""
@@ -122,16 +145,19 @@ class SessionGuard:
             await self._open(subject, scope, receive, send)
             return
         session = self._registry.sessions.get(session_id or "")
-        if session is not None and not session.used and scope["method"] == "POST":
-            receive, session.used = await _peek(scope, receive)
+        if session is not None and not session.used:
+            if scope["method"] == "POST":
+                receive, session.used = await _peek(scope, receive)
+            elif scope["method"] == "GET":
+                session.used = True  # the client's stream for server messages
         await self.app(scope, receive, send)
 
     async def _open(self, subject: str, scope: Scope, receive: Receive, send: Send) -> None:
         registry = self._registry
-        if registry.open_for(subject) >= registry.max_per_subject:
-            log.warning(
-                "refused a new session to %s: %d already open", subject, registry.max_per_subject
-            )
+        if registry.held_by(subject) >= registry.max_per_subject and not (
+            await registry.end_oldest_unused(subject)
+        ):
+            log.warning("refused a new session to %s: %d in use", subject, registry.max_per_subject)
             await _refuse(send, registry.max_per_subject)
             return
 
@@ -144,7 +170,13 @@ class SessionGuard:
                     )
             await send(message)
 
-        await self.app(scope, receive, recorded)
+        registry.opening[subject] += 1
+        try:
+            await self.app(scope, receive, recorded)
+        finally:
+            registry.opening[subject] -= 1
+            if registry.opening[subject] <= 0:
+                del registry.opening[subject]
 
     async def _reap(self) -> None:
         period = max(0.2, min(5.0, self._registry.unused_seconds / 2))
@@ -205,8 +237,8 @@ async def _peek(scope: Scope, receive: Receive) -> tuple[Receive, bool]:
 
 async def _refuse(send: Send, limit: int) -> None:
     message = (
-        f"too many open sessions: you already have {limit}; end the ones you no longer "
-        "use (an MCP client does so when it closes) or wait for them to expire"
+        f"too many open sessions: you already have {limit} in use; end the ones you no "
+        "longer need (an MCP client does so when it closes)"
     )
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}})
     await send(

@@ -53,6 +53,7 @@ log = logging.getLogger("imagegate.relays")
 TXT2IMG = "sdapi/v1/txt2img"
 IMG2IMG = "sdapi/v1/img2img"
 PROGRESS = "sdapi/v1/progress"
+INTERRUPT = "sdapi/v1/interrupt"
 SIDE_STEP = 8
 """SD works in latents of 1/8 the pixel size: width and height must be multiples of 8."""
 _RECORDED = ("steps", "cfg_scale", "sampler_name")
@@ -202,6 +203,7 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
                 failure = err
             tasks.cancel_scope.cancel()
         if job.stalled:
+            await self._interrupt()
             raise RelayError(
                 f"relay {self.name!r}: the SD backend's job made no progress for "
                 f"{job.stall_seconds:g} s; it was abandoned, not sent again"
@@ -209,6 +211,14 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
         if failure is not None:
             raise failure
         return answer
+
+    async def _interrupt(self) -> None:
+        """Ask the backend to stop the abandoned job, so that the next one can run."""
+        try:
+            with anyio.move_on_after(self._poll_timeout):
+                await self.upstream.request_json("POST", INTERRUPT)
+        except Exception as err:  # best effort: the backend may be hung for good
+            log.warning("relay %s: could not interrupt the stalled job (%s)", self.name, err)
 
     async def _poll(self, progress: ProgressFn, job: "JobWatch", scope: anyio.CancelScope) -> None:
         """Report the backend's progress until cancelled; a failed poll never fails the
@@ -298,6 +308,7 @@ class JobWatch:
     def __init__(self, stall_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stall_seconds = stall_seconds
         self.started = False
+        self.finished = False
         self.stalled = False
         self._clock = clock
         self._seen: tuple[object, ...] | None = None
@@ -307,15 +318,19 @@ class JobWatch:
         """Take one (readable) progress answer."""
         state = data.get("state")
         state = state if isinstance(state, dict) else {}
-        if state.get("job_count") or data.get("progress"):
+        running = bool(state.get("job_count") or data.get("progress"))
+        if running:
             self.started = True
+        elif self.started:
+            self.finished = True  # the backend is idle again: the answer is on its way
         seen = (data.get("progress"), state.get("sampling_step"), state.get("job_no"))
         if seen != self._seen:
             self._seen = seen
             self._moved_at = self._clock()
 
     def is_stalled(self) -> bool:
-        return self.started and self._clock() - self._moved_at > self.stall_seconds
+        moving_for = self._clock() - self._moved_at
+        return self.started and not self.finished and moving_for > self.stall_seconds
 
 
 def describe_progress(data: Any) -> tuple[float, str] | None:

@@ -94,6 +94,7 @@ def _for_caller(
         with self._acting_for(caller.subject):
             return await method(self, caller, *args, **kwargs)
 
+    acting.__name__, acting.__doc__ = method.__name__, method.__doc__
     return acting
 
 

@@ -3,9 +3,9 @@
 A blob is staged in `tmp/`, fsynced, then renamed to `blobs/<aa>/<sha256>.<ext>` and the
 directory fsynced. A crash at any point leaves at most a stray temp file, never a
 partial file under a real name. Staging files are named after their process: when the
-store opens, those of processes that are gone are removed at once (other processes
-sharing the directory keep theirs), and any unnamed one after an hour. Blobs are
-read-only (0440).
+store opens, those of processes of this machine that are gone are removed at once
+(live processes sharing the directory keep theirs), and any other after an hour.
+Blobs are read-only (0440).
 """
 
 import os
@@ -20,10 +20,10 @@ import anyio
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.staging import StagedBlob
 from imagegate.storage.interfaces import BlobKey
-from imagegate.storage.processes import local_tag, local_tag_is_gone
+from imagegate.storage.processes import local_tag, local_tag_is_gone, machine
 
 STALE_TEMP_SECONDS = 3600
-_OWNED = re.compile(r"stage-(\d+\.\d*)-.*\.part")
+_OWNED = re.compile(r"stage-([0-9a-f]{12}\.\d+\.\d*)-.*\.part")
 CHUNK_BYTES = 1 << 16
 
 
@@ -88,15 +88,18 @@ class FileBlobStore:
         return os.access(self._tmp, os.W_OK) and os.access(self._blobs, os.W_OK)
 
     def sweep_stale_temp(self, now: float | None = None) -> int:
-        """Remove temp files left by a crash: those of a process that is gone, and
-        unnamed ones older than an hour (a younger one may have a live writer)."""
+        """Remove temp files left by a crash: those of a process of this machine that is
+        gone, and others older than an hour (a younger one may have a live writer)."""
         cutoff = (now if now is not None else time.time()) - STALE_TEMP_SECONDS
         removed = 0
         for entry in self._tmp.iterdir():
             if not entry.is_file():
                 continue
             owned = _OWNED.fullmatch(entry.name)
-            stale = local_tag_is_gone(owned[1]) if owned else entry.stat().st_mtime < cutoff
+            if owned is not None and owned[1].startswith(machine() + "."):
+                stale = local_tag_is_gone(owned[1])  # ours to judge, whatever its age
+            else:
+                stale = entry.stat().st_mtime < cutoff
             if stale:
                 entry.unlink(missing_ok=True)
                 removed += 1

@@ -1,12 +1,16 @@
-"""Which process holds something (a quota reservation), and whether it is gone.
+"""Which process holds something (a quota reservation, a staging file), and whether it
+is gone.
 
-A holder names its host, its pid and the pid's start time, so that a pid reused by a
-later process is not taken for the one that died. A holder on another host is never
-judged gone from here.
+A holder names its machine (host name and PID namespace, hashed), its pid and the pid's
+start time, so that a pid reused by a later process is not taken for the one that died.
+A holder of another machine, another container sharing the state directory among
+them, is never judged from here: what it holds ends with its lease or its age.
 """
 
+import hashlib
 import os
 import socket
+from functools import cache
 from pathlib import Path
 
 
@@ -20,27 +24,26 @@ def _start_time(pid: int) -> str:
     return stat[stat.rfind(")") + 2 :].split()[19]
 
 
+@cache
+def machine() -> str:
+    """This host and PID namespace: where a pid means this process and no other."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\n{namespace}".encode()).hexdigest()[:12]
+
+
 def this_process() -> str:
+    """A holder name for this process: machine:pid:start."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
-
-
-def local_tag() -> str:
-    """This process among the processes of this host, for names of its own files."""
-    pid = os.getpid()
-    return f"{pid}.{_start_time(pid)}"
-
-
-def local_tag_is_gone(tag: str) -> bool:
-    """True when the process of this host that `local_tag` named no longer runs."""
-    pid, _, started = tag.partition(".")
-    return pid.isdigit() and is_gone(f"{socket.gethostname()}:{pid}:{started}")
+    return f"{machine()}:{pid}:{_start_time(pid)}"
 
 
 def is_gone(holder: str) -> bool:
-    """True only for a holder of this host whose process no longer runs."""
-    parts = holder.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+    """True only for a holder of this machine whose process no longer runs."""
+    parts = holder.split(":")
+    if len(parts) != 3 or parts[0] != machine() or not parts[1].isdigit():
         return False
     pid, started = int(parts[1]), parts[2]
     try:
@@ -50,3 +53,13 @@ def is_gone(holder: str) -> bool:
     except PermissionError:
         pass  # alive, another user's
     return bool(started) and _start_time(pid) not in ("", started)
+
+
+def local_tag() -> str:
+    """This process as it goes into file names: machine.pid.start."""
+    return this_process().replace(":", ".")
+
+
+def local_tag_is_gone(tag: str) -> bool:
+    """`is_gone` for a `local_tag`."""
+    return is_gone(tag.replace(".", ":"))

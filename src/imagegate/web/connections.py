@@ -34,6 +34,8 @@ class ConnectionLimits:
     def admit(self, peer: str) -> bool:
         if self.max_per_peer and self.open[peer] >= self.max_per_peer:
             now = time.monotonic()
+            if len(self._logged) > 1000:  # a few lines a minute, not one entry per address
+                self._logged.clear()
             if now - self._logged.get(peer, -_REFUSAL_LOG_SECONDS) >= _REFUSAL_LOG_SECONDS:
                 self._logged[peer] = now
                 log.warning(
