@@ -473,3 +473,24 @@ async def test_text_is_a_short_fallback_not_a_copy(
     assert isinstance(block, TextContent)
     assert block.text.startswith(text)
     assert "{" not in block.text
+
+
+async def test_a_post_to_a_terminated_session_is_a_clean_404(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with server.client(mode="legacy") as client:
+        await client.call_tool("server_info", {})
+        session_id = client.transport.get_session_id()  # type: ignore[attr-defined]
+    headers = {
+        "authorization": f"Bearer {server.token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-session-id": session_id,
+        "mcp-protocol-version": "2025-11-25",
+    }
+    ended = await http_post(
+        server.mcp_url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers
+    )
+    assert ended.status_code == 404
+    assert ended.json()["error"]["message"] == "Session not found"
+    assert "Traceback" not in caplog.text
+    assert "Unexpected ASGI message" not in caplog.text
