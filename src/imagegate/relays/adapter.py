@@ -123,6 +123,20 @@ def upstream_for(
     )
 
 
+def keyed_upstream(
+    name: str,
+    config: HttpRelayConfig,
+    secrets: SecretLookup,
+    client: httpx.AsyncClient | None = None,
+    *,
+    header: str = "authorization",
+    prefix: str = "Bearer ",
+) -> Upstream:
+    """An Upstream that sends the relay's (required) key in `header`, and redacts it."""
+    key = required_api_key(name, config, secrets)
+    return upstream_for(name, config, {header: prefix + key}, (key,), client)
+
+
 @asynccontextmanager
 async def discarded_on_failure(
     relay: str, images: list[RelayImage], total_timeout: float

@@ -27,10 +27,9 @@ from imagegate.core.images import ImageFormat
 from imagegate.relays.adapter import (
     ConfiguredRelay,
     json_object,
+    keyed_upstream,
     one_call_per_image,
-    required_api_key,
     staged_from_base64,
-    upstream_for,
 )
 from imagegate.relays.base import (
     Capabilities,
@@ -107,8 +106,9 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
             edit=True,
             max_inputs=3,
         )
-        key = required_api_key(name, config, secrets)
-        self.upstream = upstream_for(name, config, {"x-goog-api-key": key}, (key,), client)
+        self.upstream = keyed_upstream(
+            name, config, secrets, client, header="x-goog-api-key", prefix=""
+        )
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         parts: list[dict[str, Any]] = [{"text": request.prompt}]

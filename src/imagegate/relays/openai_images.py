@@ -30,10 +30,9 @@ from imagegate.relays.adapter import (
     ConfiguredRelay,
     discarded_on_failure,
     http_client,
-    required_api_key,
+    keyed_upstream,
     staged_from_base64,
     staged_from_url,
-    upstream_for,
 )
 from imagegate.relays.base import (
     BACKGROUNDS,
@@ -97,11 +96,8 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
             mask=True,
             input_fidelity=True,
         )
-        key = required_api_key(name, config, secrets)
         client = client or http_client(config)
-        self.upstream = upstream_for(
-            name, config, {"authorization": f"Bearer {key}"}, (key,), client
-        )
+        self.upstream = keyed_upstream(name, config, secrets, client)
         # Image URLs are fetched with the same pool but never with the key.
         self._fetcher = ImageFetcher(name, client, self.upstream, config.base_url)
 

@@ -20,9 +20,8 @@ from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.adapter import (
     ConfiguredRelay,
     data_url,
-    required_api_key,
+    keyed_upstream,
     staged_from_base64,
-    upstream_for,
 )
 from imagegate.relays.base import (
     BACKGROUNDS,
@@ -81,10 +80,7 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
             mask=True,
             input_fidelity=True,
         )
-        key = required_api_key(name, config, secrets)
-        self.upstream = upstream_for(
-            name, config, {"authorization": f"Bearer {key}"}, (key,), client
-        )
+        self.upstream = keyed_upstream(name, config, secrets, client)
 
     def request_body(self, request: ImageRequest) -> dict[str, Any]:
         tool: dict[str, Any] = {

@@ -30,11 +30,10 @@ from imagegate.relays.adapter import (
     data_url,
     http_client,
     json_object,
+    keyed_upstream,
     one_call_per_image,
-    required_api_key,
     staged_from_base64,
     staged_from_url,
-    upstream_for,
 )
 from imagegate.relays.base import (
     Capabilities,
@@ -87,11 +86,8 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
             edit=True,
             max_inputs=3,
         )
-        key = required_api_key(name, config, secrets)
         client = client or http_client(config)
-        self.upstream = upstream_for(
-            name, config, {"authorization": f"Bearer {key}"}, (key,), client
-        )
+        self.upstream = keyed_upstream(name, config, secrets, client)
         # Image links are fetched with the same pool but never with the key.
         self._fetcher = ImageFetcher(name, client, self.upstream, config.base_url)
 
