@@ -281,7 +281,9 @@ async def test_the_audit_log_tells_upstream_failures_from_refusals(
             await client.call_tool("generate_image", {"prompt": "x", "size": "13x7"})
     lines = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [line["outcome"] for line in lines] == ["upstream_error", "refused", "refused"]
-    assert "HTTP 500" in lines[0]["detail"]
+    # Our part of the message, not the upstream's text (which may quote the prompt).
+    assert lines[0]["detail"] == "relay 'oa' failed (HTTP 500)"
+    assert lines[1]["detail"] == "relay 'oa' refused the prompt or image"
 
 
 async def test_insufficient_quota_is_not_retried(

@@ -41,17 +41,16 @@ class Forbidden(ToolError):
 
 
 class Refused(ToolError):
-    """A domain error: the request was understood and declined (bad argument, not found)."""
+    """A domain error: the request was understood and declined (bad argument, not found).
+    `summary` is what logs keep of it when the message quotes an upstream."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, summary: str | None = None) -> None:
         super().__init__(message, log_level=logging.DEBUG)
+        self.summary = summary or message
 
 
-class UpstreamFailed(ToolError):
-    """The relay's upstream failed (unreachable, 5xx, timed out, broke its answer)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, log_level=logging.DEBUG)
+class UpstreamFailed(Refused):
+    """The relay's upstream failed or turned the request down."""
 
 
 class Failed(ToolError):
@@ -98,14 +97,14 @@ def domain_errors(fn: ToolFn) -> ToolFn:
         except PermissionDenied as err:
             raise Forbidden(str(err)) from None
         except RelayError as err:
-            # Only our part of the message: the upstream's text after it may quote
-            # the prompt back.
+            # The caller gets the whole message; logs only our part of it: the
+            # upstream's text after it may quote the prompt back.
             ours = str(err).split(": ", 1)[0]
             if isinstance(err, ContentRefused):
                 refusals.info("tool %s refused: %s", fn.__name__, ours)
-                raise Refused(str(err)) from None
+                raise Refused(str(err), ours) from None
             refusals.warning("tool %s: upstream failed: %s", fn.__name__, ours)
-            raise UpstreamFailed(str(err)) from None
+            raise UpstreamFailed(str(err), ours) from None
         except ImagegateError as err:
             refusals.info("tool %s refused: %s", fn.__name__, err)
             raise Refused(str(err)) from None
@@ -219,11 +218,11 @@ class AuditMiddleware(Middleware):
         except Forbidden as err:
             outcome, detail = "denied", str(err)
             raise
-        except Refused as err:
-            outcome, detail = "refused", str(err)
-            raise
         except UpstreamFailed as err:
-            outcome, detail = "upstream_error", str(err)
+            outcome, detail = "upstream_error", err.summary
+            raise
+        except Refused as err:
+            outcome, detail = "refused", err.summary
             raise
         except ArgumentsInvalid as err:
             refusal = arguments_refusal(err)
