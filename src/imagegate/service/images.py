@@ -143,10 +143,9 @@ class ImageService:
 
         Order: check the request and the quota, confirm a paid call, reserve quota,
         call the relay, store; a refusal at any step happens before any upstream
-        request. The
-        reservation ends exactly once: committed with what was stored, or released
-        (nothing consumed) on a failure, a no, or a cancelled call. Both are shielded
-        from cancellation, and so is storing what the upstream already made.
+        request. The reservation ends exactly once: committed with what was stored,
+        or released (nothing consumed) on a failure, a no, or a cancelled call. Both
+        are shielded from cancellation, and so is storing what the upstream made.
         """
         owner = caller.subject
         relay = self.relays.get(args.relay)
