@@ -165,6 +165,7 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
     sessions = SessionRegistry(
         max_per_subject=settings.max_sessions_per_subject,
         unused_seconds=settings.unused_session_seconds,
+        path=settings.mcp_path,
     )
     app = mcp.http_app(
         path=settings.mcp_path,

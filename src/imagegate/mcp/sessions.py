@@ -54,6 +54,8 @@ class SessionRegistry:
 
     max_per_subject: int
     unused_seconds: float
+    path: str = "/mcp"
+    """The MCP endpoint's path: other routes are not sessions."""
     clock: Callable[[], float] = time.monotonic
     sessions: dict[str, _Session] = field(default_factory=dict)
     opening: Counter[str] = field(default_factory=Counter)
@@ -136,7 +138,8 @@ class SessionGuard:
                 await self.app(scope, receive, send)
                 tasks.cancel_scope.cancel()
             return
-        subject = _subject(scope) if scope["type"] == "http" else None
+        mcp = scope["type"] == "http" and scope["path"] == self._registry.path
+        subject = _subject(scope) if mcp else None
         if subject is None or _modern(scope):
             await self.app(scope, receive, send)
             return
