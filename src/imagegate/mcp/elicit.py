@@ -59,6 +59,11 @@ class Confirmer:
         self.outcome: str | None = None
         self.call: PaidCall | None = None
 
+    @property
+    def estimate(self) -> float | None:
+        """The estimated cost of the paid call asked about, if there was one."""
+        return self.call.estimate if self.call else None
+
     async def __call__(self, call: PaidCall, ask: bool) -> None:
         self.call = call
         if not ask:

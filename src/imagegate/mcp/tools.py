@@ -250,7 +250,7 @@ async def _made(
         elapsed_seconds=watch.elapsed(),
         failures=failures,
         confirmation=confirm.outcome,
-        estimated_cost=confirm.call.estimate if confirm.call else None,
+        estimated_cost=confirm.estimate,
     )
     heading = f"{verb} {len(records)} image(s) in {watch.elapsed():.1f}s:"
     if failures:
@@ -267,7 +267,7 @@ def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
     result = ImagesResult(
         images=[],
         confirmation=confirm.outcome,
-        estimated_cost=confirm.call.estimate if confirm.call else None,
+        estimated_cost=confirm.estimate,
     )
     return ToolResult(content=str(refusal), structured_content=result.structured())
 

@@ -21,6 +21,10 @@ TOO_LARGE = (
     "input_root."
 )
 
+_BODY = json.dumps(
+    {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": TOO_LARGE}}
+).encode()
+
 
 class ExplainTooLarge:
     def __init__(self, app: ASGIApp) -> None:
@@ -30,7 +34,4 @@ class ExplainTooLarge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": TOO_LARGE}}
-        ).encode()
-        await self.app(scope, receive, json_body_for(send, 413, body))
+        await self.app(scope, receive, json_body_for(send, 413, _BODY))

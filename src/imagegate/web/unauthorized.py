@@ -20,6 +20,11 @@ def _body(error: str, description: str) -> bytes:
     return json.dumps({"error": error, "error_description": description}).encode()
 
 
+_REJECTED_BODY = _body("invalid_token", REJECTED_HELP)
+_NO_TOKEN_BODY = _body("invalid_request", NO_TOKEN_HELP)
+_REJECTED_DESCRIPTION = b'error_description="' + REJECTED_HELP.encode() + b'"'
+
+
 class ExplainUnauthorized:
     """Give every 401 a JSON body with an error code and a description that fits how
     this server authenticates. Without an Authorization header the challenge stays bare,
@@ -39,11 +44,7 @@ class ExplainUnauthorized:
         if has_token and self._oauth_wording:
             await self.app(scope, receive, send)
             return
-        body = (
-            _body("invalid_token", REJECTED_HELP)
-            if has_token
-            else _body("invalid_request", NO_TOKEN_HELP)
-        )
+        body = _REJECTED_BODY if has_token else _NO_TOKEN_BODY
         explained = json_body_for(
             send,
             401,
@@ -56,4 +57,4 @@ class ExplainUnauthorized:
 
 
 def _explained_challenge(value: bytes) -> bytes:
-    return _DESCRIPTION.sub(b'error_description="' + REJECTED_HELP.encode() + b'"', value)
+    return _DESCRIPTION.sub(_REJECTED_DESCRIPTION, value)
