@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegate.storage.embedded import DATABASE_FILE, open_embedded
+from imagegate.storage.embedded import DATABASE_FILE, PREPARE, open_embedded
 from imagegate.storage.interfaces import BlobKey, Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, nonces, quotas
+from imagegate.storage.sqlite import assets, jobs, nonces, quotas
 from imagegate.storage.sqlite.database import Database
 from tests.storage.memory import MemoryBlobStore
 
@@ -39,13 +39,14 @@ _MEMORY: dict[Path, dict[BlobKey, bytes]] = {}
 def sqlite_with_memory_blobs(root: Path) -> Storage:
     """The SQLite index and ledger with blobs that are never local files."""
     root.mkdir(mode=0o700, exist_ok=True)
-    database = Database(root / DATABASE_FILE, [assets.prepare, quotas.prepare, nonces.prepare])
+    database = Database(root / DATABASE_FILE, PREPARE)
     blobs = MemoryBlobStore(root / "staging", MAX_BLOB_BYTES, _MEMORY.setdefault(root, {}))
     ledger = quotas.SqliteQuotaLedger(database, this_process())
     return Storage(
         assets.SqliteAssetIndex(database),
         ledger,
         nonces.SqliteNonceLedger(database),
+        jobs.SqliteJobLedger(database, this_process()),
         blobs,
         database.aclose,
     )

@@ -10,7 +10,7 @@ from PIL import Image
 
 from imagegate.config import Limits
 from imagegate.core.errors import ImageRejected, InvalidRequest, NotFound, QuotaExceeded
-from imagegate.core.ids import AssetId, Subject
+from imagegate.core.ids import AssetId, Subject, new_job_id
 from imagegate.core.images import inspect_image
 from imagegate.core.staging import StagedBlob
 from imagegate.service.quota import check_limits, seconds_to_next_month
@@ -20,6 +20,8 @@ from imagegate.storage.interfaces import (
     AssetMeta,
     BlobKey,
     BlobStore,
+    Job,
+    JobState,
     QuotaLedger,
     Reservation,
     Storage,
@@ -401,3 +403,101 @@ async def test_a_cancelled_add_or_delete_keeps_records_and_bytes_together(
         await plain.get(ALICE, kept.id)
     with pytest.raises(NotFound):
         await read(plain, kept)
+
+
+def job(owner: Subject, at: float = NOON, tool: str = "generate_image") -> Job:
+    return Job(
+        id=new_job_id(),
+        owner=owner,
+        tool=tool,
+        state=JobState.RUNNING,
+        created_at=at,
+        updated_at=at,
+        request={"thumbnail": False},
+    )
+
+
+async def test_a_job_runs_reports_progress_and_ends_once(storage: Storage) -> None:
+    ledger = storage.jobs
+    started = job(ALICE)
+    await ledger.create(started)
+    await ledger.progress(started.id, 40.0, "drawing", NOON + 1)
+    seen = await ledger.get(ALICE, started.id)
+    assert (seen.state, seen.progress, seen.message, seen.updated_at) == (
+        JobState.RUNNING,
+        40.0,
+        "drawing",
+        NOON + 1,
+    )
+    outcome = {"assets": ["img_0123456789abcdef01234567"]}
+    assert await ledger.finish(started.id, JobState.COMPLETED, NOON + 2, outcome=outcome)
+    # A cancel that comes after the end changes nothing; nor does late progress.
+    assert not await ledger.finish(started.id, JobState.CANCELLED, NOON + 3)
+    await ledger.progress(started.id, 99.0, "late", NOON + 4)
+    done = await ledger.get(ALICE, started.id)
+    assert (done.state, done.outcome, done.error, done.progress) == (
+        JobState.COMPLETED,
+        outcome,
+        None,
+        40.0,
+    )
+    assert done.request == {"thumbnail": False}
+    assert done.finished
+
+
+async def test_a_failed_job_keeps_its_error(storage: Storage) -> None:
+    started = job(ALICE)
+    await storage.jobs.create(started)
+    error = {"kind": "RelayError", "message": "upstream timed out"}
+    assert await storage.jobs.finish(started.id, JobState.FAILED, NOON + 1, error=error)
+    assert (await storage.jobs.get(ALICE, started.id)).error == error
+
+
+async def test_another_owners_job_looks_missing(storage: Storage) -> None:
+    started = job(ALICE)
+    await storage.jobs.create(started)
+    with pytest.raises(NotFound) as missing:
+        await storage.jobs.get(BOB, started.id)
+    with pytest.raises(NotFound) as unknown:
+        await storage.jobs.get(BOB, new_job_id())
+    assert str(missing.value).split(":")[0] == str(unknown.value).split(":")[0]
+    assert (await storage.jobs.list(BOB, 10, None)).jobs == []
+
+
+async def test_jobs_list_newest_first_in_pages(storage: Storage) -> None:
+    made = [job(ALICE, NOON + index) for index in range(3)]
+    for each in made:
+        await storage.jobs.create(each)
+    await storage.jobs.create(job(BOB, NOON + 5))
+    first = await storage.jobs.list(ALICE, 2, None)
+    assert [j.id for j in first.jobs] == [made[2].id, made[1].id]
+    second = await storage.jobs.list(ALICE, 2, first.next_cursor)
+    assert [j.id for j in second.jobs] == [made[0].id]
+    assert second.next_cursor is None
+    with pytest.raises(InvalidRequest, match="cursor"):
+        await storage.jobs.list(ALICE, 2, "bm90LWEtY3Vyc29y")
+
+
+async def test_sweep_forgets_only_jobs_that_ended_long_ago(storage: Storage) -> None:
+    old, recent, running = job(ALICE), job(ALICE), job(ALICE)
+    for each in (old, recent, running):
+        await storage.jobs.create(each)
+    await storage.jobs.finish(old.id, JobState.COMPLETED, NOON + 10)
+    await storage.jobs.finish(recent.id, JobState.CANCELLED, NOON + 100)
+    assert await storage.jobs.sweep(NOON + 50) == 1
+    with pytest.raises(NotFound):
+        await storage.jobs.get(ALICE, old.id)
+    assert (await storage.jobs.get(ALICE, recent.id)).state is JobState.CANCELLED
+    assert (await storage.jobs.get(ALICE, running.id)).state is JobState.RUNNING
+
+
+async def test_jobs_survive_a_reopen(backend: Backend, state_dir: Path) -> None:
+    first = backend.open(state_dir)
+    started = job(ALICE)
+    await first.jobs.create(started)
+    await first.aclose()
+    second = backend.open(state_dir)
+    try:  # this process still runs: its job is not taken for abandoned
+        assert (await second.jobs.get(ALICE, started.id)).state is JobState.RUNNING
+    finally:
+        await second.aclose()

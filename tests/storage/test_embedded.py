@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from imagegate.core.errors import ImageRejected, StorageError
-from imagegate.core.ids import Subject
+from imagegate.core.ids import Subject, parse_job_id
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
-from imagegate.storage.interfaces import AssetMeta
+from imagegate.storage.interfaces import AssetMeta, JobState
 
 ALICE = Subject("token:alice")
 
@@ -123,7 +123,7 @@ def test_files_of_unknown_writers_are_swept_after_an_hour(tmp_path: Path, name: 
 
 def test_a_killed_process_releases_its_reservations_at_the_next_start(state_dir: Path) -> None:
     """A call's process dies mid-call: its slot comes back when the store opens again,
-    not an hour later; a live process's reservation stays."""
+    not an hour later, and its job is failed; a live process's reservation stays."""
     now = 1_800_014_400.0
     state_dir.mkdir(mode=0o700)
 
@@ -145,18 +145,21 @@ def test_a_killed_process_releases_its_reservations_at_the_next_start(state_dir:
         text=True,
     )
     assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "RESERVED"
+    said, job_id = holder.stdout.readline().split()
+    assert said == "RESERVED"
 
-    async def running() -> tuple[int, float]:
+    async def running() -> tuple[int, float, JobState]:
         storage = open_embedded(state_dir, 10**7)
         usage = await storage.quotas.usage("token:bot", now)
+        job = await storage.jobs.get(Subject("token:bot"), parse_job_id(job_id))
         await storage.aclose()
-        return usage.in_flight, usage.spend_today
+        return usage.in_flight, usage.spend_today, job.state
 
-    assert anyio.run(running) == (2, 0.75)  # the other process lives: its slot is held
+    # The other process lives: its slot and its job are held.
+    assert anyio.run(running) == (2, 0.75, JobState.RUNNING)
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
-    assert anyio.run(running) == (1, 0.25)  # only this live process's own remains
+    assert anyio.run(running) == (1, 0.25, JobState.FAILED)  # only this live process's own remains
 
 
 def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> None:

@@ -28,3 +28,23 @@ def parse_asset_id(value: str) -> AssetId:
     if not is_asset_id(value):
         raise NotFound(f"image not found: {value[:40]!r}")
     return AssetId(value)
+
+
+JobId = NewType("JobId", str)
+
+_JOB_ID = re.compile(r"job_[0-9a-f]{24}")
+
+
+def new_job_id() -> JobId:
+    return JobId("job_" + secrets.token_hex(12))
+
+
+def is_job_id(value: str) -> bool:
+    return _JOB_ID.fullmatch(value) is not None
+
+
+def parse_job_id(value: str) -> JobId:
+    """Accept only well-formed ids; anything else answers like a missing job."""
+    if not is_job_id(value):
+        raise NotFound(f"job not found: {value[:40]!r}")
+    return JobId(value)

@@ -6,6 +6,7 @@ Protocols, each implemented by every backend and tested by one contract suite
 - `AssetIndex`: asset metadata by owner, and the references from assets to blobs;
 - `QuotaLedger`: per-subject usage counters and reservations, checked atomically;
 - `NonceLedger`: single-use tokens, such as a confirmation's;
+- `JobLedger`: generations that outlive the call that started them;
 - `BlobStore`: content-addressed image bytes, written through local staging files.
 
 Every read and write of an asset names its owner; another owner's asset answers exactly
@@ -18,11 +19,12 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from imagegate.core.errors import StorageError
-from imagegate.core.ids import AssetId, Subject
+from imagegate.core.ids import AssetId, JobId, Subject
 from imagegate.core.images import ImageFormat
 from imagegate.core.staging import StagedBlob
 
@@ -213,6 +215,82 @@ class NonceLedger(Protocol):
         ...
 
 
+class JobState(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A generation or edit, as any process that shares the database sees it."""
+
+    id: JobId
+    owner: Subject
+    tool: str
+    state: JobState
+    created_at: float
+    updated_at: float
+    progress: float | None = None
+    """Percent done, when known."""
+    message: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
+    """What the result is shaped by (the tool's options), never the prompt."""
+    outcome: dict[str, Any] | None = None
+    """What a completed job made (asset ids and the like), as JSON."""
+    error: dict[str, str] | None = None
+    """Why a job failed: the error's kind and its message for the caller."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state is not JobState.RUNNING
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobLedger(Protocol):
+    """Jobs by owner. A job is created running and ends exactly once: `finish` changes
+    only a running job, so a cancel and a completion can't both win. Another owner's
+    job answers exactly like a missing one. A job of a process that is gone (killed,
+    crashed) is failed when the database next opens."""
+
+    async def create(self, job: Job) -> None: ...
+
+    async def progress(
+        self, job_id: JobId, progress: float | None, message: str, now: float
+    ) -> None:
+        """Record how far a running job is (no effect on a finished one)."""
+        ...
+
+    async def finish(
+        self,
+        job_id: JobId,
+        state: JobState,
+        now: float,
+        outcome: dict[str, Any] | None = None,
+        error: dict[str, str] | None = None,
+    ) -> bool:
+        """End a running job; False (and no change) when it had already ended."""
+        ...
+
+    async def get(self, owner: Subject, job_id: JobId) -> Job:
+        """NotFound for a missing job and for another owner's alike."""
+        ...
+
+    async def list(self, owner: Subject, limit: int, cursor: str | None) -> JobPage:
+        """The owner's jobs, newest first; a malformed cursor is InvalidRequest."""
+        ...
+
+    async def sweep(self, finished_before: float) -> int:
+        """Forget jobs that ended before the given time; return how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class Storage:
     """One backend's parts, as the composition root wires them."""
@@ -220,6 +298,7 @@ class Storage:
     index: AssetIndex
     quotas: QuotaLedger
     nonces: NonceLedger
+    jobs: JobLedger
     blobs: BlobStore
     closing: Callable[[], Awaitable[None]]
     """Release what the parts share (connections); after it, they fail cleanly."""

@@ -1,18 +1,17 @@
 """The asset index in SQLite: metadata of every image, by owner, newest first."""
 
-import base64
-import binascii
 import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from imagegate.core.errors import InvalidRequest, NotFound, StorageError
+from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.storage.interfaces import Asset, BlobKey, Page
 from imagegate.storage.sqlite.database import Database, Transaction
+from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST, decode_cursor, encode_cursor
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -106,14 +105,16 @@ class SqliteAssetIndex:
             query += " AND owner = ?"  # keeps the (owner, created_us) index usable
             args.append(owner)
         if cursor:
-            created_us, last_id = _decode_cursor(cursor)
-            query += " AND (created_us < ? OR (created_us = ? AND id < ?))"
+            created_us, last_id = decode_cursor(cursor, is_asset_id)
+            query += AFTER_CURSOR
             args += [created_us, created_us, last_id]
-        query += " ORDER BY created_us DESC, id DESC LIMIT ?"
+        query += NEWEST_FIRST
         args.append(limit + 1)
         rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
         assets = [_asset_from_row(row) for row in rows[:limit]]
-        next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_cursor(rows[limit - 1][11], rows[limit - 1][0])
         return Page(assets, next_cursor)
 
     async def ready(self) -> bool:
@@ -142,19 +143,3 @@ def _asset_from_row(row: tuple[Any, ...]) -> Asset:
         params=json.loads(params),
         created_at=created / 1_000_000,
     )
-
-
-def _encode_cursor(row: tuple[Any, ...]) -> str:
-    raw = f"{row[11]}:{row[0]}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, last_id = raw.split(":", 1)
-        if not is_asset_id(last_id):
-            raise ValueError(last_id)
-        return int(created), last_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("invalid cursor; pass the next_cursor of a previous page") from None
