@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     max_connections_per_peer: int = Field(default=256, ge=0)
     """Open connections one address may hold; 0: no cap (behind a reverse proxy)."""
     thumbnail_px: int = Field(default=256, ge=16, le=1024)
+    sync_wait_seconds: float = Field(default=40.0, ge=0, le=3600)
+    """How long a generation's call waits for its images before it answers "running"
+    with a job id: below the 45-60 s after which common clients give up."""
+    job_retention_seconds: int = Field(default=86400, ge=60)
+    """How long a finished job (its result or its error) can still be fetched."""
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,7 @@ from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
 from imagegate.service.images import ImageService
 from imagegate.service.inputs import InputResolver
+from imagegate.service.jobs import JobRunner
 from imagegate.service.links import LinkSigner
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
@@ -108,7 +109,9 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         clock,
         auth_provider(checks.check, settings) if checks else None,
         request_state_key,
-        routes,
+        JobRunner(storage.jobs, clock, settings.job_retention_seconds),
+        local=not http,
+        routes=routes,
     )
     return App(
         mcp=mcp,

@@ -42,6 +42,15 @@ def caller(*scopes: str, subject: Subject = ALICE) -> Caller:
         ({"images:edit"}, ToolRule("images:edit", True), None, None),
         # no scope: any authenticated caller
         (set(), ToolRule(None), None, None),
+        # one of several scopes
+        ({"images:edit"}, ToolRule(("images:generate", "images:edit")), None, None),
+        ({"images:generate"}, ToolRule(("images:generate", "images:edit")), None, None),
+        (
+            {"images:read", "relay:*"},
+            ToolRule(("images:generate", "images:edit")),
+            None,
+            "images:generate or images:edit",
+        ),
         ({"admin"}, ToolRule("images:read"), None, "images:read"),
         ({"admin"}, ToolRule("admin"), None, None),
         # a tool unknown to the table: refused, whatever is granted

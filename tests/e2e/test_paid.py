@@ -25,11 +25,11 @@ from tests.e2e.harness import RunningServer, running_server
 from tests.fakes.upstream import (
     FakeUpstream,
     error_reply,
-    held,
     images_reply,
     png_bytes,
     running_upstream,
     slow,
+    watched,
 )
 
 KEY = "sk-paid-relay-key-0123456789"
@@ -525,31 +525,27 @@ async def running_count(server: RunningServer) -> int:
     return running
 
 
-@pytest.mark.parametrize("era", ERAS)
-async def test_a_call_the_client_gives_up_on_frees_its_slot_at_once(
-    state_dir: Path,
-    upstream: FakeUpstream,
-    clock: ManualClock,
-    monkeypatch: pytest.MonkeyPatch,
-    era: str,
+async def test_a_client_that_cancels_its_call_frees_its_slot_at_once(
+    state_dir: Path, upstream: FakeUpstream, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The client stops waiting (its timeout); the server cancels the call and its
-    reservation is released then, not when its one-hour lease runs out."""
+    """A handshake-era client stops waiting (its timeout) and sends
+    notifications/cancelled: the upstream request is aborted, the reservation released
+    then (not when its one-hour lease runs out), and nothing is stored."""
     monkeypatch.setenv("FAKE_PAID_KEY", KEY)
-    working = asyncio.Event()
-    upstream.script(PATH, held(working, images_reply(png_bytes((1024, 1024)))))
+    working, hung_up = asyncio.Event(), asyncio.Event()
+    upstream.script(PATH, watched(working, hung_up, images_reply(png_bytes((1024, 1024)))))
     limits = Limits(max_concurrent=1, images_per_day=5)
     try:
         async with await quota_server(state_dir, upstream, clock, limits) as server:
-            async with client(server, era, None) as c:
+            async with client(server, "legacy", None) as c:
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(c.call_tool("generate_image", {"prompt": "x"}), 1)
-            for _ in range(50):
-                if await running_count(server) == 0:
-                    break
-                await asyncio.sleep(0.1)
+            await asyncio.wait_for(hung_up.wait(), 5)
             assert await running_count(server) == 0
             async with server.client() as c:
+                (job,) = (await c.call_tool("list_jobs", {})).structured_content["jobs"]
+                assert job["status"] == "cancelled"
+                assert (await c.call_tool("list_images", {})).structured_content["images"] == []
                 result = await c.call_tool("generate_image", {"prompt": "next"})
                 usage = (await c.call_tool("get_usage", {})).structured_content
             assert len(result.structured_content["images"]) == 1
@@ -557,6 +553,39 @@ async def test_a_call_the_client_gives_up_on_frees_its_slot_at_once(
             assert usage["usage"]["images_today"] == 1
     finally:
         working.set()
+
+
+async def test_a_client_that_hangs_up_leaves_its_job_running(
+    state_dir: Path, upstream: FakeUpstream, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2026-07-28 client stops waiting (it closes the call's stream, which is also what a
+    dropped connection looks like): the job goes on, since the upstream may already
+    bill for it; its slot is held until it ends, then its image is listed."""
+    monkeypatch.setenv("FAKE_PAID_KEY", KEY)
+    working, hung_up = asyncio.Event(), asyncio.Event()
+    upstream.script(PATH, watched(working, hung_up, images_reply(png_bytes((1024, 1024)))))
+    limits = Limits(max_concurrent=1, images_per_day=5)
+    async with await quota_server(state_dir, upstream, clock, limits) as server:
+        async with client(server, "modern", None) as c:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(c.call_tool("generate_image", {"prompt": "x"}), 1)
+        await asyncio.sleep(0.3)
+        assert await running_count(server) == 1  # held by the running job, not leaked
+        working.set()
+        for _ in range(50):
+            if await running_count(server) == 0:
+                break
+            await asyncio.sleep(0.1)
+        async with server.client() as c:
+            (job,) = (await c.call_tool("list_jobs", {})).structured_content["jobs"]
+            images = (await c.call_tool("list_images", {})).structured_content["images"]
+            usage = (await c.call_tool("get_usage", {})).structured_content
+        assert not hung_up.is_set()
+        assert job["status"] == "completed"
+        assert [image["asset_id"] for image in images] == job["asset_ids"]
+        assert usage is not None
+        assert usage["usage"]["images_today"] == 1
+        assert usage["usage"]["running"] == 0
 
 
 async def test_a_client_that_leaves_a_paid_question_open_frees_its_slot(

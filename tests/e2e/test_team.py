@@ -133,7 +133,7 @@ async def test_tools_list_shows_only_what_the_caller_may_call(
     assert reader == {"list_images", "get_image", "list_relays", "server_info", "get_usage"}
     async with team.client(BOT_TOKEN) as client:
         bot = {tool.name for tool in await client.list_tools()}
-    assert bot == reader | {"generate_image"}
+    assert bot == reader | {"generate_image", "get_job", "cancel_job", "list_jobs"}
     async with team.client(provider.token("nobody")) as client:
         nobody = {tool.name for tool in await client.list_tools()}
     assert nobody == {"list_relays", "server_info", "get_usage"}

@@ -164,6 +164,21 @@ def held(until: asyncio.Event, then: Responder) -> Responder:
     return respond
 
 
+def watched(until: asyncio.Event, hung_up: asyncio.Event, then: Responder) -> Responder:
+    """`held`, and `hung_up` is set if the client closes the request first: an upstream
+    that can tell whether its caller aborted."""
+
+    async def respond(request: Request, body: bytes) -> Response:
+        while not until.is_set():
+            if await request.is_disconnected():
+                hung_up.set()
+                return Response(status_code=499)
+            await asyncio.sleep(0.02)
+        return await then(request, body)
+
+    return respond
+
+
 def images_reply(*images: bytes, revised: str | None = None) -> Responder:
     data = [
         {"b64_json": b64(image), **({"revised_prompt": revised} if revised else {})}

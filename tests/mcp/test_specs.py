@@ -35,6 +35,9 @@ from imagegate.mcp.specs import RULES, TOOLS
         (set(), "list_relays", None, True, None),
         (set(), "list_images", None, False, "images:read"),
         ({"images:read"}, "some_new_tool", None, False, "*"),
+        ({"images:generate"}, "get_job", None, True, None),
+        ({"images:edit"}, "cancel_job", None, True, None),
+        ({"images:read"}, "list_jobs", None, False, "images:generate or images:edit"),
     ],
 )
 def test_the_tool_table_decides(
@@ -54,7 +57,7 @@ def test_every_relay_tool_is_relay_scoped() -> None:
     assert takers == {"generate_image", "edit_image"}
     for spec in TOOLS:
         assert spec.takes_relay is (spec.name in takers), spec.name
-        granted = frozenset({spec.scope} if spec.scope else set())
+        granted = frozenset(RULES[spec.name].any_of)
         decision = decide(granted, RULES[spec.name], "somewhere")
         assert decision.allowed is (spec.name not in takers), spec.name
         if spec.name in takers:
@@ -65,7 +68,9 @@ def test_every_tool_function_is_in_the_table_once() -> None:
     functions = {
         name
         for name, value in vars(tools).items()
-        if inspect.iscoroutinefunction(value) and not name.startswith("_")
+        if inspect.iscoroutinefunction(value)
+        and not name.startswith("_")
+        and value.__module__ == tools.__name__
     }
     names = [spec.name for spec in TOOLS]
     assert sorted(names) == sorted(set(names)) == sorted(functions)

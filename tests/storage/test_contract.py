@@ -421,7 +421,7 @@ async def test_a_job_runs_reports_progress_and_ends_once(storage: Storage) -> No
     ledger = storage.jobs
     started = job(ALICE)
     await ledger.create(started)
-    await ledger.progress(started.id, 40.0, "drawing", NOON + 1)
+    assert await ledger.progress(started.id, 40.0, "drawing", NOON + 1)
     seen = await ledger.get(ALICE, started.id)
     assert (seen.state, seen.progress, seen.message, seen.updated_at) == (
         JobState.RUNNING,
@@ -433,7 +433,7 @@ async def test_a_job_runs_reports_progress_and_ends_once(storage: Storage) -> No
     assert await ledger.finish(started.id, JobState.COMPLETED, NOON + 2, outcome=outcome)
     # A cancel that comes after the end changes nothing; nor does late progress.
     assert not await ledger.finish(started.id, JobState.CANCELLED, NOON + 3)
-    await ledger.progress(started.id, 99.0, "late", NOON + 4)
+    assert not await ledger.progress(started.id, 99.0, "late", NOON + 4)
     done = await ledger.get(ALICE, started.id)
     assert (done.state, done.outcome, done.error, done.progress) == (
         JobState.COMPLETED,

@@ -53,11 +53,19 @@ class AccessPolicy:
 
 @dataclass(frozen=True)
 class ToolRule:
-    """What calling one tool needs: its scope (None: any authenticated caller, for
-    tools that touch no image data) and, when it takes a relay, that relay's scope."""
+    """What calling one tool needs: its scope, or one of several (None: any
+    authenticated caller, for tools that touch no image data) and, when it takes a
+    relay, that relay's scope."""
 
-    scope: str | None
+    scope: str | tuple[str, ...] | None
     takes_relay: bool = False
+
+    @property
+    def any_of(self) -> tuple[str, ...]:
+        """The scopes of which the caller needs one; none: any caller."""
+        if self.scope is None:
+            return ()
+        return (self.scope,) if isinstance(self.scope, str) else self.scope
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,9 @@ def decide(granted: frozenset[str], rule: ToolRule | None, relay: str | None) ->
     without a rule (unknown to imagegate) is refused."""
     if rule is None:
         return Decision(False, EVERYTHING)
-    if rule.scope is not None and not grants(granted, rule.scope):
-        return Decision(False, rule.scope)
+    needed = rule.any_of
+    if needed and not any(grants(granted, scope) for scope in needed):
+        return Decision(False, " or ".join(needed))
     if rule.takes_relay and relay is not None and not grants(granted, relay_scope(relay)):
         return Decision(False, relay_scope(relay))
     return Decision(True)

@@ -18,6 +18,8 @@ where they occur. Mapping to MCP errors happens in exactly one place:
 `imagegate.mcp.middleware.domain_errors`.
 """
 
+import traceback
+
 
 class ImagegateError(Exception):
     """Base of every deliberate error; `str(err)` is safe to show a client."""
@@ -71,3 +73,41 @@ class ContentRefused(RelayError):
 
 class StorageError(ImagegateError):
     """The asset store failed to read or write."""
+
+
+def where(err: BaseException) -> str:
+    """An unexpected error's type and innermost frames, never its message: a message
+    can quote what it failed on (a request body, a prompt, a path)."""
+    frames = traceback.extract_tb(err.__traceback__)[-3:]
+    trail = " < ".join(f"{_short(frame.filename)}:{frame.lineno}" for frame in reversed(frames))
+    return f"{type(err).__name__} at {trail or 'an unknown place'}"
+
+
+def _short(filename: str) -> str:
+    for root in ("/site-packages/", "/src/"):
+        if root in filename:
+            return filename.rsplit(root, 1)[1]
+    return filename
+
+
+_RECORDED: dict[str, type[ImagegateError]] = {}
+
+
+def recorded(err: ImagegateError) -> dict[str, str]:
+    """An error as a job keeps it: its kind and its message (safe to show)."""
+    return {"kind": type(err).__name__, "message": str(err)}
+
+
+def from_record(record: dict[str, str]) -> ImagegateError:
+    """The error a job recorded, to raise again for its caller: the same kind (so it
+    maps to the same MCP error) and the same message."""
+    if not _RECORDED:
+        pending: list[type[ImagegateError]] = [ImagegateError]
+        while pending:
+            kind = pending.pop()
+            _RECORDED[kind.__name__] = kind
+            pending += kind.__subclasses__()
+    kind = _RECORDED.get(record.get("kind", ""), ImagegateError)
+    err = kind.__new__(kind)
+    Exception.__init__(err, record.get("message", "the job failed"))
+    return err

@@ -10,7 +10,9 @@ from fastmcp import FastMCP
 from fastmcp.apps.config import UI_EXTENSION_ID
 from fastmcp.server.auth import AuthProvider
 from fastmcp.tools import FunctionTool
+from fastmcp.utilities.tasks import TaskConfig
 from mcp.server.request_state import RequestStateSecurity
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.middleware import Middleware as StarletteMiddleware
 from starlette.requests import Request
@@ -26,8 +28,10 @@ from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
 from imagegate.mcp.sessions import SessionGuard, SessionRegistry
 from imagegate.mcp.specs import RULES, TOOLS
+from imagegate.mcp.tasks import JobTasks, legacy_capability, serve_tasks
 from imagegate.relays.registry import Relays
 from imagegate.service.images import ImageService
+from imagegate.service.jobs import JobRunner
 from imagegate.web.too_large import ExplainTooLarge
 from imagegate.web.unauthorized import ExplainUnauthorized
 
@@ -35,7 +39,8 @@ INSTRUCTIONS = (
     "imagegate generates images and keeps them for you. Call generate_image with a "
     "prompt; each result has an asset id, a download URL with an expiry and a Markdown "
     "line to show it. list_relays tells which relays and options exist; list_images, "
-    "get_image, create_download_link and delete_image manage your own images."
+    "get_image, create_download_link and delete_image manage your own images. A slow "
+    "generation answers status running with a job_id: call get_job to wait for it."
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -44,12 +49,16 @@ Route = tuple[str, list[str], Handler]
 
 
 class _ServiceLifespan:
-    def __init__(self, context: dict[str, Any]) -> None:
+    """What the tools find in their context, and the job runner running meanwhile."""
+
+    def __init__(self, context: dict[str, Any], runner: JobRunner) -> None:
         self._context = context
+        self._runner = runner
 
     @asynccontextmanager
     async def __call__(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
-        yield self._context
+        async with self._runner.running():
+            yield self._context
 
 
 def build_mcp(
@@ -60,6 +69,8 @@ def build_mcp(
     clock: Clock,
     auth: AuthProvider | None,
     request_state_key: bytes,
+    runner: JobRunner,
+    local: bool,
     routes: Sequence[Route] = (),
 ) -> FastMCP[Any]:
     default_relay = service.relays.default
@@ -72,7 +83,10 @@ def build_mcp(
             AuditMiddleware(audit, policy, RULES, default_relay, clock, settings.audit_prompts),
             AclMiddleware(policy, RULES, default_relay),
         ],
-        lifespan=_ServiceLifespan({tools.SERVICE_KEY: service, tools.POLICY_KEY: policy}),
+        lifespan=_ServiceLifespan(
+            {tools.SERVICE_KEY: service, tools.POLICY_KEY: policy, tools.JOBS_KEY: runner},
+            runner,
+        ),
         mask_error_details=True,
         # The confirmation state of 2026-07-28 calls is sealed with a key that survives
         # restarts and that replicas share (with the same server name, "imagegate").
@@ -80,6 +94,7 @@ def build_mcp(
             keys=[request_state_key], ttl=QUESTION_TTL_SECONDS
         ),
     )
+    serve_tasks(mcp, JobTasks(service, runner, policy, local))
     _register_tools(mcp, schema_bounds(settings, service.relays))
     _advertise_only_tools(mcp)
     for path, methods, handler in routes:
@@ -93,6 +108,7 @@ def _register_tools(mcp: FastMCP[Any], bounds: dict[str, dict[str, int]]) -> Non
             domain_errors(spec.function),
             output_schema=None,
             annotations=spec.annotations,
+            task=TaskConfig(mode="optional") if spec.runs_as_job else False,
         )
         properties = registered.parameters.get("properties", {})
         for argument, bound in bounds.items():
@@ -134,7 +150,9 @@ def schema_bounds(settings: Settings, relays: Relays) -> dict[str, dict[str, int
 def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
     """FastMCP advertises prompts, resources and the MCP Apps extension whether a server
     has any or not; clients then ask for them and find nothing. imagegate serves tools
-    (and its own HTTP routes), so its capabilities say just that, in both eras."""
+    (and its own HTTP routes), so its capabilities say just that, in both eras; and
+    tasks for tool calls, which 2025-11-25 clients learn from a capability (2026-07-28
+    ones from the extension)."""
     server = mcp._mcp_server
     advertised = server.get_capabilities
 
@@ -145,9 +163,14 @@ def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
             for name, value in (capabilities.extensions or {}).items()
             if name != UI_EXTENSION_ID
         }
-        return capabilities.model_copy(
-            update={"prompts": None, "resources": None, "extensions": extensions or None}
-        )
+        update: dict[str, Any] = {
+            "prompts": None,
+            "resources": None,
+            "extensions": extensions or None,
+        }
+        if kwargs.get("protocol_version") not in MODERN_PROTOCOL_VERSIONS:
+            update["tasks"] = legacy_capability()
+        return capabilities.model_copy(update=update)
 
     setattr(server, "get_capabilities", get_capabilities)  # noqa: B010 - an instance override
 

@@ -8,7 +8,6 @@ errors `domain_errors` turns into MCP tool errors.
 import functools
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -25,7 +24,13 @@ from pydantic import ValidationError as PydanticValidationError
 from imagegate.access.audit import AuditLog, AuditRecord
 from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
 from imagegate.core.clock import Clock
-from imagegate.core.errors import ContentRefused, ImagegateError, PermissionDenied, RelayError
+from imagegate.core.errors import (
+    ContentRefused,
+    ImagegateError,
+    PermissionDenied,
+    RelayError,
+    where,
+)
 from imagegate.mcp.auth import current_identity
 
 log = logging.getLogger("imagegate.access")
@@ -61,21 +66,6 @@ class Failed(ToolError):
             "internal error: the server could not complete this call; its log says where",
             log_level=logging.DEBUG,
         )
-
-
-def where(err: BaseException) -> str:
-    """An unexpected error's type and innermost frames, never its message: a message
-    can quote what it failed on (a request body, a prompt, a path)."""
-    frames = traceback.extract_tb(err.__traceback__)[-3:]
-    trail = " < ".join(f"{_short(frame.filename)}:{frame.lineno}" for frame in reversed(frames))
-    return f"{type(err).__name__} at {trail or 'an unknown place'}"
-
-
-def _short(filename: str) -> str:
-    for root in ("/site-packages/", "/src/"):
-        if root in filename:
-            return filename.rsplit(root, 1)[1]
-    return filename
 
 
 ToolFn = TypeVar("ToolFn", bound=Callable[..., Awaitable[Any]])

@@ -25,10 +25,13 @@ ToolFunction = Callable[..., Awaitable[Any]]
 @dataclass(frozen=True)
 class ToolSpec:
     function: ToolFunction
-    scope: str | None
-    """None: any authenticated caller (the tool touches no image data)."""
+    scope: str | tuple[str, ...] | None
+    """The scope calling it needs, or a tuple of which one is enough; None: any
+    authenticated caller (the tool touches no image data)."""
     takes_relay: bool
     annotations: ToolAnnotations
+    runs_as_job: bool = False
+    """Runs as a job: a bounded wait, or an MCP task when the client asks for one."""
 
     @property
     def name(self) -> str:
@@ -42,10 +45,17 @@ class ToolSpec:
 _MAKES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _DESTROYS = ToolAnnotations(destructive_hint=True, idempotent_hint=True)
+_CANCELS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 
 TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec(tools.generate_image, GENERATE, True, _MAKES),
-    ToolSpec(tools.edit_image, EDIT, True, _MAKES),
+    ToolSpec(tools.generate_image, GENERATE, True, _MAKES, runs_as_job=True),
+    ToolSpec(tools.edit_image, EDIT, True, _MAKES, runs_as_job=True),
+    # Only the caller's own jobs, which only these two scopes can start.
+    ToolSpec(tools.get_job, (GENERATE, EDIT), False, _READS),
+    ToolSpec(tools.cancel_job, (GENERATE, EDIT), False, _CANCELS),
+    ToolSpec(tools.list_jobs, (GENERATE, EDIT), False, _READS),
     ToolSpec(tools.list_images, READ, False, _READS),
     ToolSpec(tools.get_image, READ, False, _READS),
     ToolSpec(tools.create_download_link, SHARE, False, _READS),

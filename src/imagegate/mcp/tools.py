@@ -2,7 +2,6 @@
 Each is declared, with its scope and annotations, in `specs.TOOLS`."""
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastmcp import Context
@@ -15,14 +14,17 @@ from imagegate.access.policy import AccessPolicy, Caller, may_link, may_use_rela
 from imagegate.core.errors import InvalidRequest, NotConfirmed
 from imagegate.mcp.auth import current_identity
 from imagegate.mcp.elicit import Confirmer, NeedsInput
-from imagegate.mcp.results import Failure, ImagesResult, image_content, image_record
-from imagegate.relays.base import ProgressFn
-from imagegate.service.generation import GenerateArgs, Stopwatch
-from imagegate.service.images import ImageService, Made
+from imagegate.mcp.jobs import job_record, start_job, wait_for
+from imagegate.mcp.results import ImagesResult, image_content, image_record
+from imagegate.mcp.tasks import task_created, task_requested
+from imagegate.service.generation import GenerateArgs
+from imagegate.service.images import Admitted, ImageService
+from imagegate.service.jobs import JobRunner, wait_bound
 from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
 
 SERVICE_KEY = "imagegate.service"
 POLICY_KEY = "imagegate.policy"
+JOBS_KEY = "imagegate.jobs"
 
 Prompt = Annotated[str, Field(description="What to draw, in plain words.")]
 AssetIdArg = Annotated[str, Field(description="One of your asset ids (img_...).")]
@@ -33,6 +35,13 @@ def service_of(ctx: Context) -> ImageService:
     if not isinstance(service, ImageService):
         raise RuntimeError("imagegate service missing from the server lifespan")
     return service
+
+
+def runner_of(ctx: Context) -> JobRunner:
+    runner = ctx.lifespan_context.get(JOBS_KEY)
+    if not isinstance(runner, JobRunner):
+        raise RuntimeError("imagegate job runner missing from the server lifespan")
+    return runner
 
 
 def caller_of(ctx: Context) -> Caller:
@@ -62,6 +71,10 @@ NegativeArg = Annotated[str | None, Field(description="What to avoid (if support
 RelayArg = Annotated[str | None, Field(description="A relay name from list_relays.")]
 ThumbnailArg = Annotated[bool, Field(description="Also inline a small preview.")]
 CountArg = Annotated[int, Field(description="How many images.", ge=1, le=10)]
+WaitArg = Annotated[
+    float | None,
+    Field(description="Most seconds to wait (default, maximum: server_info).", ge=0),
+]
 
 
 async def generate_image(
@@ -81,9 +94,11 @@ async def generate_image(
     ] = 0,
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
+    wait_seconds: WaitArg = None,
 ) -> ToolResult | InputRequiredResult:
     """Generate images from a prompt; each is stored for you and returned with a link.
-    Options a relay does not support are refused with what it does support."""
+    Options a relay does not support are refused with what it does support. If not
+    done in time, answers status running and a job_id for get_job."""
     args = GenerateArgs(
         prompt,
         size=size,
@@ -99,10 +114,10 @@ async def generate_image(
     )
     caller = caller_of(ctx)
 
-    async def make(service: ImageService, progress: ProgressFn, confirm: Confirmer) -> Made:
-        return Made(await service.generate(caller, args, progress, confirm))
+    async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
+        return await service.admit(caller, args, confirm)
 
-    return await _making(ctx, make, thumbnail, "Generated")
+    return await _making(ctx, "generate_image", admit, thumbnail, wait_seconds)
 
 
 async def edit_image(
@@ -145,10 +160,12 @@ async def edit_image(
     negative_prompt: NegativeArg = None,
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
+    wait_seconds: WaitArg = None,
 ) -> ToolResult | InputRequiredResult:
     """Edit images with a prompt, optionally inside a mask; or combine several reference
     images into new ones; or (batch) apply one prompt to each image separately. Results
-    are stored for you like generated images; a batch reports failures per image."""
+    are stored for you like generated images; a batch reports failures per image. If
+    not done in time, answers status running and a job_id for get_job."""
     args = GenerateArgs(
         prompt,
         size=size,
@@ -163,10 +180,10 @@ async def edit_image(
     )
     caller = caller_of(ctx)
 
-    async def make(service: ImageService, progress: ProgressFn, confirm: Confirmer) -> Made:
-        return await service.edit(caller, args, images, mask, batch, progress, confirm)
+    async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
+        return await service.admit(caller, args, confirm, images, mask, batch)
 
-    return await _making(ctx, make, thumbnail, "Edited")
+    return await _making(ctx, "edit_image", admit, thumbnail, wait_seconds)
 
 
 async def get_usage(
@@ -191,75 +208,30 @@ async def reset_usage(
     return _usage_result(await service.usage(caller_of(ctx), subject))
 
 
-PROGRESS_STEP = 0.1
-
-
-def _progress(ctx: Context, watch: Stopwatch) -> ProgressFn:
-    """Progress notifications in percent. MCP wants every value above the one before:
-    a relay that goes back, or doesn't know, still moves forward by a step, and its
-    message goes out; 100 is kept for the end."""
-    last = -PROGRESS_STEP
-
-    async def progress(fraction: float | None, message: str) -> None:
-        nonlocal last
-        value = -1.0 if fraction is None else round(fraction * 100, 1)
-        value = min(max(value, round(last + PROGRESS_STEP, 1)), 99.9)
-        if value <= last:
-            return
-        last = value
-        await ctx.report_progress(value, 100, f"{message} ({watch.elapsed():.1f}s)")
-
-    return progress
-
-
-MakeFn = Callable[[ImageService, ProgressFn, Confirmer], Awaitable[Made]]
+AdmitFn = Callable[[ImageService, Confirmer], Awaitable[Admitted]]
 
 
 async def _making(
-    ctx: Context, make: MakeFn, thumbnail: bool, verb: str
+    ctx: Context, tool: str, admit: AdmitFn, thumbnail: bool, wait_seconds: float | None
 ) -> ToolResult | InputRequiredResult:
-    """Run a generation or edit with progress and paid-call confirmation; shape what
-    it made, or the question a 2026-07-28 client must answer, or the user's no."""
+    """Admit a generation or edit in this call (checks, and a paid call's question:
+    its answer, or the question a 2026-07-28 client must answer, or the user's no),
+    then run it as a job and wait for it a bounded time (or, as a task, not at all)."""
     service = service_of(ctx)
-    watch = Stopwatch()
+    runner = runner_of(ctx)
+    caller = caller_of(ctx)
+    wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
     confirm = Confirmer(ctx, service.spend_once)
     try:
-        made = await make(service, _progress(ctx, watch), confirm)
+        admitted = await admit(service, confirm)
     except NotConfirmed as refusal:
         return _not_confirmed(refusal, confirm)
     except NeedsInput as question:
         return question.result
-    return await _made(ctx, service, made, watch, thumbnail, verb, confirm)
-
-
-async def _made(
-    ctx: Context,
-    service: ImageService,
-    made: Made,
-    watch: Stopwatch,
-    thumbnail: bool,
-    verb: str,
-    confirm: Confirmer,
-) -> ToolResult:
-    records = [image_record(asset, service.publish(asset)) for asset in made.assets]
-    thumbs = await service.thumbnails(made.assets) if thumbnail else None
-    await ctx.report_progress(100, 100, f"done ({watch.elapsed():.1f}s)")
-    failures = [Failure(**asdict(failure)) for failure in made.failures]
-    result = ImagesResult(
-        images=records,
-        elapsed_seconds=watch.elapsed(),
-        failures=failures,
-        confirmation=confirm.outcome,
-        estimated_cost=confirm.estimate,
-    )
-    heading = f"{verb} {len(records)} image(s) in {watch.elapsed():.1f}s:"
-    if failures:
-        heading += (
-            f" ({len(failures)} failed: "
-            + "; ".join(f"#{f.index + 1} {f.error}" for f in failures)
-            + ")"
-        )
-    return _images_result(result, heading, thumbs)
+    job = await start_job(ctx, runner, caller, tool, admitted, confirm, thumbnail)
+    if task_requested(ctx):
+        return task_created(ctx, job, service.settings.job_retention_seconds)
+    return await wait_for(ctx, service, runner, caller, job.id, wait)
 
 
 def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
@@ -270,6 +242,51 @@ def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
         estimated_cost=confirm.estimate,
     )
     return ToolResult(content=str(refusal), structured_content=result.structured())
+
+
+JobIdArg = Annotated[str, Field(description="From generate_image or edit_image.")]
+
+
+async def get_job(
+    job_id: JobIdArg,
+    ctx: Context,
+    wait_seconds: WaitArg = None,
+) -> ToolResult:
+    """Wait for one of your jobs; return its result as its call would have, or its
+    status if still running."""
+    service = service_of(ctx)
+    wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
+    return await wait_for(ctx, service, runner_of(ctx), caller_of(ctx), job_id, wait)
+
+
+async def cancel_job(job_id: JobIdArg, ctx: Context) -> ToolResult:
+    """Stop one of your running jobs: its upstream request is aborted; nothing is
+    stored or charged."""
+    job = await runner_of(ctx).cancel(caller_of(ctx).subject, job_id)
+    return ToolResult(
+        content=f"Job {job.id}: {job.state.value}.", structured_content=job_record(job)
+    )
+
+
+async def list_jobs(
+    ctx: Context,
+    limit: Annotated[int, Field(description="Page size.", ge=1)] = 20,
+    cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
+) -> ToolResult:
+    """Your jobs, newest first: status, progress, asset ids made or error. Finished
+    jobs are kept a day."""
+    service = service_of(ctx)
+    if not 1 <= limit <= service.settings.max_page_size:
+        raise InvalidRequest(f"limit must be between 1 and {service.settings.max_page_size}")
+    page = await runner_of(ctx).list(caller_of(ctx).subject, limit, cursor)
+    records = [job_record(job) for job in page.jobs]
+    structured: dict[str, Any] = {"jobs": records}
+    if page.next_cursor:
+        structured["next_cursor"] = page.next_cursor
+    text = f"{len(records)} job(s): " + "; ".join(
+        f"{record['job_id']} {record['tool']} {record['status']}" for record in records
+    )
+    return ToolResult(content=text, structured_content=structured)
 
 
 async def list_images(
@@ -386,6 +403,7 @@ async def server_info(ctx: Context) -> ToolResult:
             "max_page_size": settings.max_page_size,
             "link_ttl_seconds": settings.link_ttl_seconds,
             "link_ttl_max_seconds": settings.link_ttl_max_seconds,
+            "sync_wait_seconds": settings.sync_wait_seconds,
         },
     }
     if ctx.transport != "stdio":

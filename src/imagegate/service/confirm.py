@@ -90,18 +90,3 @@ def batch_total(calls: Sequence[PaidCall]) -> PaidCall:
     estimates = [call.estimate for call in calls if call.estimate is not None]
     total = round(sum(estimates), 6) if len(estimates) == len(calls) else None
     return replace(calls[0], images=sum(call.images for call in calls), size=size, estimate=total)
-
-
-def ask_once(confirm: ConfirmFn, total: PaidCall) -> ConfirmFn:
-    """For a batch: the first item asks about `total` (every item, priced one by one
-    before any is made); the items after it don't ask again."""
-    asked = False
-
-    async def once(call: PaidCall, ask: bool) -> None:
-        nonlocal asked
-        if asked:
-            return
-        await confirm(total, ask)
-        asked = True
-
-    return once

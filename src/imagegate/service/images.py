@@ -18,15 +18,15 @@ from imagegate.access.policy import (
     reach,
     usage_subject,
 )
-from imagegate.config import Settings
+from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, run_cpu
-from imagegate.core.errors import ImagegateError, InvalidRequest, NotConfirmed
+from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import thumbnail_png
-from imagegate.relays.base import ImageRequest, InputImage, ProgressFn
+from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
 from imagegate.relays.registry import Relays
-from imagegate.service.confirm import ConfirmFn, PaidCall, ask_once, batch_total, paid_call
+from imagegate.service.confirm import ConfirmFn, PaidCall, batch_total, paid_call
 from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.service.inputs import InputResolver, Inputs
 from imagegate.service.links import LinkSigner
@@ -77,6 +77,49 @@ class BatchFailure:
 class Made:
     assets: list[Asset]
     failures: list[BatchFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A checked request and what it would cost and may cost."""
+
+    paid: bool
+    relay: Relay
+    request: ImageRequest
+    call: PaidCall
+    limits: Limits
+
+    @property
+    def spend(self) -> float:
+        return self.call.estimate or 0.0
+
+
+async def confirmed(call: PaidCall, ask: bool) -> None:
+    """The confirmation of a call whose question was answered before its job started."""
+
+
+@dataclass
+class Admitted:
+    """A call that passed every check in front of its job: its inputs read, its request
+    and its quota checked, a paid call confirmed. `run` makes the images, once;
+    `aclose` lets go of the inputs of a call that never runs."""
+
+    make: Callable[[ProgressFn], Awaitable[Made]]
+    inputs: Inputs = field(default_factory=Inputs)
+
+    async def run(self, progress: ProgressFn) -> Made:
+        try:
+            return await self.make(progress)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await _let_go(self.inputs)
+
+
+async def _let_go(inputs: Inputs) -> None:
+    with anyio.CancelScope(shield=True):
+        await inputs.aclose()
 
 
 P = ParamSpec("P")
@@ -148,33 +191,28 @@ class ImageService:
         are shielded from cancellation, and so is storing what the upstream made.
         """
         owner = caller.subject
-        relay = self.relays.get(args.relay)
-        request = build_request(
-            args, relay, self.settings, images=images, mask=mask, user=safety_identifier(owner)
-        )
-        relay.capabilities.check(request, relay.name)
-        call = paid_call(relay, request, request.n)
-        limits = limits_for(caller.identity, self.settings.quotas)
-        spend = call.estimate or 0.0
+        plan = self._plan(caller, args, images, mask)
+        await self._ask(caller, plan, plan.call, confirm)
+        spend = plan.spend
 
         def fits(usage: Usage) -> None:
-            check_limits(limits, usage, request.n, spend, self._clock.now())
+            check_limits(plan.limits, usage, plan.request.n, spend, self._clock.now())
 
-        if relay.paid:
-            # Refuse what the quota would refuse before asking anyone to pay for it;
-            # asking is not a call (no slot, no cooldown): the answer may come back in
-            # another request (2026-07-28), or never.
-            fits(await self.quotas.usage(owner, self._clock.now()))
-            await confirm(call, needs_confirmation(caller, relay.paid))
-        reservation = await self.quotas.reserve(owner, request.n, spend, self._clock.now(), fits)
+        reservation = await self.quotas.reserve(
+            owner, plan.request.n, spend, self._clock.now(), fits
+        )
         try:
-            produced = await produce(relay, request, self.settings, self.assets.stage, progress)
+            produced = await produce(
+                plan.relay, plan.request, self.settings, self.assets.stage, progress
+            )
         except BaseException:
             await self._release(reservation)
             raise
         with anyio.CancelScope(shield=True):
             try:
-                assets = await self._store(owner, relay.name, args, request, produced, len(images))
+                assets = await self._store(
+                    owner, plan.relay.name, args, plan.request, produced, len(images)
+                )
             except BaseException:
                 await self.quotas.release(reservation)
                 raise
@@ -183,6 +221,36 @@ class ImageService:
             await self.quotas.commit(reservation, len(assets), charged, self._clock.now())
         return assets
 
+    def _plan(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+    ) -> "_Plan":
+        relay = self.relays.get(args.relay)
+        request = build_request(
+            args,
+            relay,
+            self.settings,
+            images=images,
+            mask=mask,
+            user=safety_identifier(caller.subject),
+        )
+        relay.capabilities.check(request, relay.name)
+        limits = limits_for(caller.identity, self.settings.quotas)
+        return _Plan(relay.paid, relay, request, paid_call(relay, request, request.n), limits)
+
+    async def _ask(self, caller: Caller, plan: "_Plan", call: PaidCall, confirm: ConfirmFn) -> None:
+        """For a paid relay: refuse what the quota would refuse before asking anyone to
+        pay for it, then ask. Asking is not a call (no slot, no cooldown): the answer
+        may come back in another request (2026-07-28), or never."""
+        if not plan.paid:
+            return
+        usage = await self.quotas.usage(caller.subject, self._clock.now())
+        check_limits(plan.limits, usage, call.images, call.estimate or 0.0, self._clock.now())
+        await confirm(call, needs_confirmation(caller, plan.paid))
+
     async def _release(self, reservation: Reservation) -> None:
         # Also when the call was cancelled: an await in a cancelled scope would fail
         # at once and leave the slot held until its lease ran out.
@@ -190,6 +258,51 @@ class ImageService:
             await self.quotas.release(reservation)
 
     @_for_caller
+    async def admit(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        confirm: ConfirmFn,
+        sources: list[str] | None = None,
+        mask: str | None = None,
+        batch: bool = False,
+    ) -> Admitted:
+        """Everything a generation, or an edit of `sources` (asset ids or image data),
+        must pass before it may start, in the call that asks for it: its inputs read,
+        its request checked, its quota pre-checked and, for a paid relay, the user's
+        yes; one question for a whole batch, with its total. Nothing is reserved or
+        made yet. `batch` edits each source on its own: a failed item is then
+        reported, not fatal."""
+        if sources is None:
+            plan = self._plan(caller, args)
+            await self._ask(caller, plan, plan.call, confirm)
+            return Admitted(lambda progress: self._made(caller, args, progress))
+        if batch and mask is not None:
+            raise InvalidRequest("a mask fits one image; edit with a mask without batch")
+        if batch:
+            return await self._admit_batch(caller, args, sources, confirm)
+        inputs = await self.inputs.resolve(reach(caller), sources, mask)
+        images = tuple(inputs.images)
+        try:
+            plan = self._plan(caller, args, images, inputs.mask)
+            await self._ask(caller, plan, plan.call, confirm)
+        except BaseException:
+            await _let_go(inputs)
+            raise
+        return Admitted(
+            lambda progress: self._made(caller, args, progress, images, inputs.mask), inputs
+        )
+
+    async def _made(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        progress: ProgressFn,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+    ) -> Made:
+        return Made(await self.generate(caller, args, progress, confirmed, images, mask))
+
     async def edit(
         self,
         caller: Caller,
@@ -200,35 +313,19 @@ class ImageService:
         progress: ProgressFn,
         confirm: ConfirmFn,
     ) -> Made:
-        """Edit the `sources` (asset ids or image data) with one call, or with `batch`
-        each on its own: then a failed item is reported, not fatal, and a paid relay
-        asks once for the whole batch's price."""
-        if batch and mask is not None:
-            raise InvalidRequest("a mask fits one image; edit with a mask without batch")
-        if batch:
-            return await self._batch(caller, args, sources, progress, confirm)
-        inputs = await self.inputs.resolve(reach(caller), sources, mask)
-        try:
-            images = tuple(inputs.images)
-            return Made(await self.generate(caller, args, progress, confirm, images, inputs.mask))
-        finally:
-            await inputs.aclose()
+        """`admit` and run an edit in one go, as a call without a job does."""
+        admitted = await self.admit(caller, args, confirm, sources, mask, batch)
+        return await admitted.run(progress)
 
-    async def _batch(
-        self,
-        caller: Caller,
-        args: GenerateArgs,
-        sources: list[str],
-        progress: ProgressFn,
-        confirm: ConfirmFn,
-    ) -> Made:
-        made = Made([])
+    async def _admit_batch(
+        self, caller: Caller, args: GenerateArgs, sources: list[str], confirm: ConfirmFn
+    ) -> Admitted:
         failures: dict[int, str] = {}
         held = Inputs()
+        images: dict[int, InputImage] = {}
         try:
             # An input that can't be read (an unknown id, data that is no image) is
             # that item's failure, not the batch's.
-            images: dict[int, InputImage] = {}
             for index, source in enumerate(sources):
                 try:
                     images[index] = await self.inputs.one(
@@ -236,49 +333,60 @@ class ImageService:
                     )
                 except ImagegateError as err:
                     failures[index] = str(err)
-            # One question for the whole batch, with its total: every item is priced
-            # first, since an edit's size (and so its price) defaults to its input's.
-            quotes = [self._quote_item(args, image) for image in images.values()]
-            paid = [quote for quote in quotes if quote is not None]
-            ask = ask_once(confirm, batch_total(paid)) if paid else confirm
-            for index, image in images.items():
-                label = f"image {index + 1} of {len(sources)}: "
-                item_progress = _item_of(progress, label, index, len(sources))
-                try:
-                    made.assets += await self.generate(caller, args, item_progress, ask, (image,))
-                except NotConfirmed:
-                    raise
-                except ImagegateError as err:
-                    failures[index] = str(err)
-        finally:
-            await held.aclose()
+            if not images:
+                raise _every_item_failed(sources, failures)
+            # Every item is priced first, since an edit's size (and so its price)
+            # defaults to its input's; the quota is checked for the whole batch.
+            plans = {index: self._plan_item(caller, args, image) for index, image in images.items()}
+            paid = [plan for plan in plans.values() if plan is not None and plan.paid]
+            if paid:
+                await self._ask(caller, paid[0], batch_total([plan.call for plan in paid]), confirm)
+        except BaseException:
+            await _let_go(held)
+            raise
+
+        async def make(progress: ProgressFn) -> Made:
+            return await self._batch(caller, args, sources, images, failures, progress)
+
+        return Admitted(make, held)
+
+    def _plan_item(self, caller: Caller, args: GenerateArgs, image: InputImage) -> _Plan | None:
+        """A batch item's plan; an item that can't be built fails on its own later."""
+        try:
+            return self._plan(caller, args, (image,))
+        except ImagegateError:
+            return None
+
+    @_for_caller
+    async def _batch(
+        self,
+        caller: Caller,
+        args: GenerateArgs,
+        sources: list[str],
+        images: dict[int, InputImage],
+        failures: dict[int, str],
+        progress: ProgressFn,
+    ) -> Made:
+        made = Made([])
+        failures = dict(failures)
+        for index, image in images.items():
+            label = f"image {index + 1} of {len(sources)}: "
+            item_progress = _item_of(progress, label, index, len(sources))
+            try:
+                made.assets += await self.generate(caller, args, item_progress, confirmed, (image,))
+            except ImagegateError as err:
+                failures[index] = str(err)
         made.failures = [
             BatchFailure(index=index, source=source_label(sources[index]), error=error)
             for index, error in sorted(failures.items())
         ]
         if not made.assets:
-            reasons = "; ".join(f"{f.source}: {f.error}" for f in made.failures)
-            raise InvalidRequest(f"every edit in the batch failed: {reasons}")
+            raise _every_item_failed(sources, failures)
         return made
 
     async def spend_once(self, nonce: str, valid_for: float) -> bool:
         """Use a single-use token (a confirmation's): True the first time only."""
         return await self._nonces.spend(nonce, self._clock.now(), valid_for)
-
-    def quote(self, args: GenerateArgs, images: tuple[InputImage, ...] = ()) -> PaidCall | None:
-        """What a call would ask to confirm, without any effect; None for a free relay."""
-        relay = self.relays.get(args.relay)
-        if not relay.paid:
-            return None
-        request = build_request(args, relay, self.settings, images=images)
-        return paid_call(relay, request, request.n)
-
-    def _quote_item(self, args: GenerateArgs, image: InputImage) -> PaidCall | None:
-        """A batch item's price; an item that can't be built fails on its own later."""
-        try:
-            return self.quote(args, (image,))
-        except ImagegateError:
-            return None
 
     async def _store(
         self,
@@ -399,6 +507,13 @@ def _options(request: ImageRequest) -> dict[str, object]:
         "negative_prompt": request.negative_prompt,
         "input_fidelity": request.input_fidelity,
     }
+
+
+def _every_item_failed(sources: list[str], failures: dict[int, str]) -> InvalidRequest:
+    reasons = "; ".join(
+        f"{source_label(sources[index])}: {error}" for index, error in sorted(failures.items())
+    )
+    return InvalidRequest(f"every edit in the batch failed: {reasons}")
 
 
 def _item_of(progress: ProgressFn, label: str, index: int, count: int) -> ProgressFn:

@@ -263,8 +263,9 @@ class JobLedger(Protocol):
 
     async def progress(
         self, job_id: JobId, progress: float | None, message: str, now: float
-    ) -> None:
-        """Record how far a running job is (no effect on a finished one)."""
+    ) -> bool:
+        """Record how far a running job is; False (and no change) when it has ended,
+        cancelled by another process, say."""
         ...
 
     async def finish(

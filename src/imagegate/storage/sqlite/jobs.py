@@ -95,14 +95,15 @@ class SqliteJobLedger:
 
     async def progress(
         self, job_id: JobId, progress: float | None, message: str, now: float
-    ) -> None:
-        await self._db.write(
+    ) -> bool:
+        changed = await self._db.write(
             lambda db: db.execute(
                 "UPDATE jobs SET progress = ?, message = ?, updated_us = ? "
                 "WHERE id = ? AND state = 'running'",
                 (progress, message, _us(now), job_id),
             )
         )
+        return int(changed.rowcount) == 1
 
     async def finish(
         self,
