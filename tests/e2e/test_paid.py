@@ -145,6 +145,24 @@ async def test_no_answer_makes_no_request(
     assert f"not confirmed ({outcome})" in result.content[0].text
     assert "nothing was spent" in result.content[0].text
     assert upstream.requests == []
+    async with client(server, era, None) as c:  # the question came first: no job started
+        assert (await c.call_tool("list_jobs", {})).structured_content["jobs"] == []
+
+
+@pytest.mark.parametrize("era", ERAS)
+async def test_accepted_the_job_records_the_confirmation(
+    server: RunningServer, upstream: FakeUpstream, era: str
+) -> None:
+    """The question is asked in the call that starts the job; the job's result, fetched
+    later, still says what was confirmed and at what estimate."""
+    async with client(server, era, Answers(True)) as c:
+        result = await c.call_tool("generate_image", {"prompt": "x", "quality": "high"})
+        (job,) = (await c.call_tool("list_jobs", {})).structured_content["jobs"]
+        again = await c.call_tool("get_job", {"job_id": job["job_id"]})
+    assert again.structured_content["confirmation"] == "accepted"
+    assert again.structured_content["estimated_cost"] == 0.25
+    assert again.structured_content["images"][0]["asset_id"] == job["asset_ids"][0]
+    assert set(again.structured_content) == set(result.structured_content)
 
 
 @pytest.mark.parametrize("era", ERAS)

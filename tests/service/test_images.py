@@ -3,16 +3,18 @@
 import base64
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from imagegate.access.identity import Identity
 from imagegate.access.policy import Caller
-from imagegate.config import Settings
-from imagegate.core.errors import InvalidRequest, NotConfirmed
+from imagegate.config import Limits, QuotaSettings, Settings
+from imagegate.core.errors import InvalidRequest, NotConfirmed, QuotaExceeded
 from imagegate.core.ids import Subject
 from imagegate.relays.config import PriceTable
 from imagegate.relays.placeholder import PlaceholderRelay, PlaceholderRelayConfig
@@ -54,8 +56,16 @@ class Asked:
 
 @pytest.fixture
 async def service(state_dir: Path, clock: ManualClock) -> AsyncIterator[ImageService]:
+    async with image_service(state_dir, clock) as made:
+        yield made
+
+
+@asynccontextmanager
+async def image_service(
+    state_dir: Path, clock: ManualClock, **overrides: Any
+) -> AsyncIterator[ImageService]:
     state_dir.mkdir(mode=0o700)
-    settings = Settings(state_dir=state_dir)
+    settings = Settings(state_dir=state_dir, **overrides)
     storage = open_embedded(state_dir, settings.max_image_bytes)
     assets = AssetStore(storage.index, storage.blobs)
     config = PlaceholderRelayConfig(kind="placeholder")
@@ -164,3 +174,37 @@ async def test_an_edit_of_a_stored_image_reads_it_through_the_store(
     other = Caller(Identity(Subject("oidc:bob")), frozenset())
     with pytest.raises(Exception, match="image not found"):
         await service.edit(other, GenerateArgs("b"), [first.id], None, False, progress, Asked([]))
+
+
+async def test_a_paid_batch_over_the_quota_is_refused_before_anyone_is_asked(
+    state_dir: Path, clock: ManualClock
+) -> None:
+    """The quota is checked for the whole batch (three images), not its first item."""
+    quotas = QuotaSettings(default=Limits(images_per_day=2))
+    async with image_service(state_dir, clock, quotas=quotas) as service:
+        asked = Asked([])
+        with pytest.raises(QuotaExceeded, match="images_per_day"):
+            await service.admit(
+                ALICE, GenerateArgs("x", relay="paid"), asked, [data_url((64, 64))] * 3, batch=True
+            )
+        assert asked.calls == []
+        assert list((state_dir / "tmp").iterdir()) == []
+
+
+async def test_an_admitted_call_that_never_runs_lets_go_of_its_inputs(
+    service: ImageService, state_dir: Path
+) -> None:
+    admitted = await service.admit(ALICE, GenerateArgs("x"), Asked([]), [data_url((64, 64))])
+    assert list((state_dir / "tmp").iterdir()) != []
+    await admitted.aclose()
+    assert list((state_dir / "tmp").iterdir()) == []
+    usage = await service.quotas.usage(ALICE.subject, 0)
+    assert usage.in_flight == 0  # admitting reserves nothing
+
+
+async def test_a_declined_generation_is_not_admitted(service: ImageService) -> None:
+    asked = Asked([], answer=False)
+    with pytest.raises(NotConfirmed):
+        await service.admit(ALICE, GenerateArgs("x", relay="paid"), asked)
+    ((call, ask),) = asked.calls
+    assert (call.images, call.estimate, ask) == (1, 0.25, True)
