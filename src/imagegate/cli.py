@@ -227,11 +227,24 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         args.out, request.n, request.output_format, format_given=args.output_format is not None
     )
 
+    said = [time.monotonic()]
+
     async def progress(fraction: float | None, message: str) -> None:
+        said[0] = time.monotonic()
         percent = "" if fraction is None else f" {fraction * 100:3.0f}%"
         print(f"[{watch.elapsed():6.1f}s]{percent} {message}", file=sys.stderr, flush=True)
 
+    async def heartbeat() -> None:
+        """A line at least every `progress_seconds`, as MCP clients get progress: a
+        long generation is visibly alive."""
+        every = settings.progress_seconds
+        while True:
+            await asyncio.sleep(max(every - (time.monotonic() - said[0]), 0.01))
+            if time.monotonic() - said[0] >= every:
+                await progress(None, "still working")
+
     await progress(0.0, f"relay {relay.name}: {request.n} image(s) at {request.size}")
+    beating = asyncio.create_task(heartbeat())
     try:
         produced = await produce(
             relay,
@@ -242,6 +255,8 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         )
     except OSError as err:
         raise InvalidRequest(f"cannot write into {directory}: {err.strerror}") from None
+    finally:
+        beating.cancel()
     images = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:

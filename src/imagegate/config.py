@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     sync_wait_seconds: float = Field(default=40.0, ge=0, le=3600)
     """How long a generation's call waits for its images before it answers "running"
     with a job id: below the 45-60 s after which common clients give up."""
+    progress_seconds: float = Field(default=4.0, gt=0, le=5)
+    """A waiting call (and `imagegate generate`) reports progress at least this often,
+    also when the upstream reports none: clients see the call is alive."""
     job_retention_seconds: int = Field(default=86400, ge=60)
     """How long a finished job (its result or its error) can still be fetched."""
 

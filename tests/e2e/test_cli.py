@@ -1,5 +1,6 @@
 """The `imagegate` command as a user runs it: serve (HTTP and stdio), generate, check-config."""
 
+import asyncio
 import base64
 import json
 import re
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tests.e2e.processes import clean_env, run, serving
-from tests.fakes.upstream import json_reply, png_bytes, running_upstream
+from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
 
 
 async def test_serve_over_http_end_to_end(tmp_path: Path) -> None:
@@ -489,3 +490,25 @@ def test_upgrade_requests_do_not_use_up_a_peers_connections(tmp_path: Path) -> N
                 assert sock.recv(1024).startswith(b"HTTP/1.1 ")  # answered, not upgraded
         time.sleep(0.2)
         assert httpx.get(f"{base_url}/healthz").status_code == 200
+
+
+async def test_generate_shows_it_is_alive_while_the_upstream_is_quiet(tmp_path: Path) -> None:
+    """A long generation prints a line at least every progress_seconds, as MCP clients
+    get progress notifications."""
+    async with running_upstream() as fake:
+        fake.defaults["/v1/images/generations"] = slow(1.0, images_reply(png_bytes()))
+        config = tmp_path / "imagegate.toml"
+        config.write_text(
+            'default_relay = "images"\n[relays.images]\nkind = "openai-images"\n'
+            f'base_url = "{fake.base_url}/v1"\napi_key_env = "SLOW_KEY"\npaid = false\n'
+        )
+        env = clean_env(
+            IMAGEGATE_CONFIG=str(config),
+            IMAGEGATE_PROGRESS_SECONDS="0.2",
+            SLOW_KEY="sk-slow-0123456789",
+        )
+        result = await asyncio.to_thread(run, "generate", "patience", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    alive = [line for line in result.stderr.splitlines() if line.endswith("still working")]
+    assert len(alive) >= 3
+    assert all(re.match(r"\[\s*\d+\.\ds\] still working", line) for line in alive)

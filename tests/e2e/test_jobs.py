@@ -16,7 +16,6 @@ from fastmcp.client.auth import BearerAuth
 from fastmcp.exceptions import ToolError
 
 from imagegate.config import Limits, QuotaSettings
-from imagegate.mcp import jobs
 from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, running_server
@@ -98,6 +97,7 @@ async def server(
         relays={"slow": relay},
         default_relay="slow",
         sync_wait_seconds=1,
+        progress_seconds=0.1,
         quotas=QuotaSettings(default=Limits(max_concurrent=1)),
         **tokens(tmp_path),
     ) as running:
@@ -142,11 +142,11 @@ async def test_a_slow_generation_answers_running_then_get_job_gives_the_image(
 
 
 async def test_progress_keeps_arriving_and_never_goes_backwards(
-    server: RunningServer, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    server: RunningServer, upstream: FakeUpstream
 ) -> None:
     """An upstream that reports nothing for a while: the waiting call still sends
-    progress every heartbeat, always higher than before, in the call and in get_job."""
-    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.1)
+    progress every progress_seconds, always higher than before, in the call and in
+    get_job."""
     gate = Gate(upstream)
     seen: list[list[float]] = [[], []]
 

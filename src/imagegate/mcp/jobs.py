@@ -31,10 +31,6 @@ from imagegate.service.images import Admitted, ImageService, Made
 from imagegate.service.jobs import JobRunner
 from imagegate.storage.interfaces import Job, JobState
 
-HEARTBEAT_SECONDS = 4.0
-"""A waiting call reports progress at least this often (MCP clients such as Claude Code
-reset their idle timeout on progress; 5 s is what we promise)."""
-
 PROGRESS_STEP = 0.1
 
 VERBS = {"generate_image": "Generated", "edit_image": "Edited"}
@@ -110,7 +106,11 @@ async def wait_for(
     watch = Stopwatch()
     try:
         job = await runner.wait(
-            caller.subject, job_id, seconds, HEARTBEAT_SECONDS, progress_to(ctx, watch)
+            caller.subject,
+            job_id,
+            seconds,
+            service.settings.progress_seconds,
+            progress_to(ctx, watch),
         )
     except anyio.get_cancelled_exc_class():
         if _cancel_requested(ctx):
