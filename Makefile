@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_relay.py
 	$(BIN)/python bench/bench_fairness.py
 	$(BIN)/python bench/bench_slow_headers.py
+	$(BIN)/python bench/bench_jobs.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -57,10 +57,15 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
 
 
 @contextmanager
-def imagegate_server(state: str, **settings: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`imagegate serve` as a real process; yields (base URL, process)."""
+def imagegate_server(
+    state: str, source: Path | None = None, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`imagegate serve` as a real process; yields (base URL, process). `source`: run the
+    package from that `src` directory instead of the installed one (another version)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     env.update(
         IMAGEGATE_STATE_DIR=state,
         IMAGEGATE_PORT=str(port),
