@@ -205,6 +205,8 @@ class Settings(BaseSettings):
     progress_seconds: float = Field(default=4.0, gt=0, le=5)
     """A waiting call (and `imagegate generate`) reports progress at least this often,
     also when the upstream reports none: clients see the call is alive."""
+    max_running_jobs: int = Field(default=16, ge=1, le=1000)
+    """Jobs one caller may have running at once (in one process)."""
     job_retention_seconds: int = Field(default=86400, ge=60)
     """How long a finished job (its result or its error) can still be fetched."""
 

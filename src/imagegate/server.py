@@ -109,7 +109,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         clock,
         auth_provider(checks.check, settings) if checks else None,
         request_state_key,
-        JobRunner(storage.jobs, clock, settings.job_retention_seconds),
+        JobRunner(storage.jobs, clock, settings.job_retention_seconds, settings.max_running_jobs),
         local=not http,
         routes=routes,
     )

@@ -4,6 +4,7 @@ lets it, and can tell when its caller hung up."""
 
 import asyncio
 import hashlib
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,17 +22,27 @@ from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, running_server
 from tests.e2e.processes import serving
 from tests.e2e.wire import LEGACY, MODERN, RpcError, Wire
-from tests.fakes.upstream import FakeUpstream, images_reply, png_bytes, running_upstream, watched
+from tests.fakes.upstream import (
+    FakeUpstream,
+    error_reply,
+    images_reply,
+    png_bytes,
+    running_upstream,
+    watched,
+)
 
 KEY = "sk-upstream-key-0123456789"
 PATH = "/v1/images/generations"
 ALICE_TOKEN = "alice-token-0123456789abcdefghijkl"
 BOB_TOKEN = "bob-token-0123456789abcdefghijklmn"
+CAROL_TOKEN = "carol-token-0123456789abcdefghijkl"
 ACL = """
 [subjects."token:alice"]
 scopes = ["images:generate", "images:read", "relay:*"]
 [subjects."token:bob"]
 scopes = ["images:generate", "images:read", "relay:*"]
+[subjects."token:carol"]
+scopes = ["images:read"]
 """
 
 
@@ -68,7 +79,7 @@ def tokens(tmp: Path) -> dict[str, Any]:
     acl.write_text(ACL)
     entries = [
         f'[[tokens]]\nsubject = "{name}"\nsha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
-        for name, token in (("alice", ALICE_TOKEN), ("bob", BOB_TOKEN))
+        for name, token in (("alice", ALICE_TOKEN), ("bob", BOB_TOKEN), ("carol", CAROL_TOKEN))
     ]
     file = tmp / "tokens.toml"
     file.write_text("\n".join(entries))
@@ -207,8 +218,6 @@ async def test_cancel_job_aborts_the_upstream_and_frees_the_slot(
 async def test_a_failed_job_answers_with_its_error(
     server: RunningServer, upstream: FakeUpstream
 ) -> None:
-    from tests.fakes.upstream import error_reply
-
     upstream.script(PATH, error_reply(400, "invalid_size", "size is not supported"))
     with pytest.raises(ToolError, match="size is not supported") as direct:
         await call(server, "generate_image", prompt="x")
@@ -252,7 +261,8 @@ async def test_another_tenants_task_looks_missing(
             await bob.open(client)
             created = await alice.call_as_task(client, "generate_image", {"prompt": "x"})
             task_id = created["taskId"] if alice.modern else created["task"]["taskId"]
-            for method in ("tasks/get", "tasks/cancel"):
+            methods = ["tasks/get", "tasks/cancel"] + ([] if bob.modern else ["tasks/result"])
+            for method in methods:
                 with pytest.raises(RpcError, match="task not found"):
                     await bob.request(client, method, {"taskId": task_id})
             if not bob.modern:
@@ -318,7 +328,11 @@ async def test_tasks_cancel_aborts_the_upstream(
         created = await wire.call_as_task(client, "generate_image", {"prompt": "x"})
         task_id = created["taskId"] if wire.modern else created["task"]["taskId"]
         await gate.reached()
-        await wire.request(client, "tasks/cancel", {"taskId": task_id})
+        reply = await wire.request(client, "tasks/cancel", {"taskId": task_id})
+        if wire.modern:
+            assert reply == {} or set(reply) <= {"_meta", "resultType"}
+        else:
+            assert (reply["taskId"], reply["status"]) == (task_id, "cancelled")
         assert await running(server) == 0
         await asyncio.wait_for(gate.hung_up.wait(), 5)
         after = await wire.request(client, "tasks/get", {"taskId": task_id})
@@ -326,6 +340,9 @@ async def test_tasks_cancel_aborts_the_upstream(
         if not wire.modern:
             with pytest.raises(RpcError, match="cancelled"):
                 await wire.request(client, "tasks/result", {"taskId": task_id})
+            with pytest.raises(RpcError, match="already ended") as ended:
+                await wire.request(client, "tasks/cancel", {"taskId": task_id})
+            assert ended.value.code == -32602
     assert (await call(server, "list_images"))["images"] == []
 
 
@@ -358,9 +375,16 @@ async def test_a_call_without_a_task_is_answered_in_the_call(
     assert len(result["structuredContent"]["images"]) == 1
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+@pytest.mark.parametrize(
+    ("stop", "said"),
+    [
+        (signal.SIGKILL, "imagegate stopped (a restart or a crash)"),  # found at the start
+        (signal.SIGTERM, "imagegate stopped while this job ran"),  # recorded on the way out
+    ],
+    ids=["killed", "stopped"],
+)
 async def test_a_restart_fails_the_running_job_and_frees_its_slot(
-    tmp_path: Path, upstream: FakeUpstream, stop: signal.Signals
+    tmp_path: Path, upstream: FakeUpstream, stop: signal.Signals, said: str
 ) -> None:
     """The process dies (or is stopped) mid-job: on the next start the job says so, and
     its quota slot is free again, not held for the reservation's hour-long lease."""
@@ -386,7 +410,7 @@ async def test_a_restart_fails_the_running_job_and_frees_its_slot(
         with serving(state, **settings) as (base_url, _):
             async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
                 (job,) = (await client.call_tool("list_jobs", {})).structured_content["jobs"]
-                with pytest.raises(ToolError, match="imagegate stopped") as failed:
+                with pytest.raises(ToolError, match=re.escape(said)) as failed:
                     await client.call_tool("get_job", {"job_id": job["job_id"]})
                 usage = (await client.call_tool("get_usage", {})).structured_content
     finally:
@@ -395,3 +419,70 @@ async def test_a_restart_fails_the_running_job_and_frees_its_slot(
     assert job["status"] == "failed"
     assert "start it again" in str(failed.value)
     assert usage["usage"]["running"] == 0
+
+
+@pytest.mark.parametrize("era", [MODERN, LEGACY])
+async def test_a_failed_task_answers_like_the_failed_call(
+    server: RunningServer, upstream: FakeUpstream, era: str
+) -> None:
+    """The upstream refuses: the call would have answered with an isError result, and
+    so does the task (2026-07-28: a completed task with that result; 2025-11-25: a
+    failed task whose tasks/result is that result)."""
+    upstream.script(PATH, error_reply(400, "invalid_size", "size is not supported"))
+    wire = Wire(server.mcp_url, ALICE_TOKEN, era)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await wire.open(client)
+        created = await wire.call_as_task(client, "generate_image", {"prompt": "x"})
+        task_id = created["taskId"] if wire.modern else created["task"]["taskId"]
+        for _ in range(100):
+            task = await wire.request(client, "tasks/get", {"taskId": task_id})
+            if task["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+        if wire.modern:
+            assert task["status"] == "completed"
+            result = task["result"]
+        else:
+            assert task["status"] == "failed"
+            assert "size is not supported" in task["statusMessage"]
+            result = await wire.request(client, "tasks/result", {"taskId": task_id})
+    assert result["isError"] is True
+    assert "size is not supported" in result["content"][0]["text"]
+
+
+@pytest.mark.parametrize("era", [MODERN, LEGACY])
+async def test_tasks_need_a_scope_that_starts_jobs(
+    server: RunningServer, upstream: FakeUpstream, era: str
+) -> None:
+    """As get_job does: a reader can follow no job, its own or not."""
+    wire = Wire(server.mcp_url, CAROL_TOKEN, era)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await wire.open(client)
+        with pytest.raises(RpcError, match="forbidden: needs scope images:generate or"):
+            await wire.request(client, "tasks/get", {"taskId": "job_" + "0" * 24})
+    with pytest.raises(ToolError, match="forbidden"):
+        await call(server, "get_job", CAROL_TOKEN, job_id="job_" + "0" * 24)
+
+
+async def test_giving_up_on_get_job_leaves_the_job_running(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    """A handshake-era client whose own timeout ends a get_job sends
+    notifications/cancelled for that call: the job it was waiting for goes on."""
+    gate = Gate(upstream)
+    pending = await call(server, "generate_image", prompt="x", wait_seconds=0)
+    await gate.reached()
+    async with server.client(ALICE_TOKEN, mode="legacy") as client:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(
+                client.call_tool("get_job", {"job_id": pending["job_id"], "wait_seconds": 5}),
+                0.5,
+            )
+    await asyncio.sleep(0.3)
+    assert not gate.hung_up.is_set()
+    assert (await call(server, "get_job", job_id=pending["job_id"], wait_seconds=0))[
+        "status"
+    ] == "running"
+    gate.open()
+    done = await call(server, "get_job", job_id=pending["job_id"])
+    assert len(done["images"]) == 1

@@ -208,3 +208,15 @@ async def test_a_declined_generation_is_not_admitted(service: ImageService) -> N
         await service.admit(ALICE, GenerateArgs("x", relay="paid"), asked)
     ((call, ask),) = asked.calls
     assert (call.images, call.estimate, ask) == (1, 0.25, True)
+
+
+async def test_a_free_call_over_the_quota_is_not_admitted(
+    state_dir: Path, clock: ManualClock
+) -> None:
+    """Refused in the call, not as a job that fails later."""
+    quotas = QuotaSettings(default=Limits(images_per_day=1))
+    async with image_service(state_dir, clock, quotas=quotas) as service:
+        made = await (await service.admit(ALICE, GenerateArgs("x"), Asked([]))).run(progress)
+        assert len(made.assets) == 1
+        with pytest.raises(QuotaExceeded, match="images_per_day"):
+            await service.admit(ALICE, GenerateArgs("x"), Asked([]))

@@ -9,12 +9,12 @@ from typing import Any
 import anyio
 import pytest
 
-from imagegate.core.errors import InvalidRequest, NotFound, RelayError
+from imagegate.core.errors import InvalidRequest, NotFound, QuotaExceeded, RelayError, StorageError
 from imagegate.core.ids import Subject
 from imagegate.relays.base import ProgressFn
 from imagegate.service.jobs import JobRunner, wait_bound
 from imagegate.storage.embedded import open_embedded
-from imagegate.storage.interfaces import JobState, Storage
+from imagegate.storage.interfaces import JobLedger, JobState, Storage
 from tests.conftest import ManualClock
 
 ALICE = Subject("token:alice")
@@ -230,6 +230,71 @@ async def test_finished_jobs_are_forgotten_after_the_retention(
         await anyio.sleep(0.05)
     with pytest.raises(NotFound):
         await jobs.get(ALICE, job.id)
+
+
+class FlakyLedger:
+    """The embedded ledger, but progress can't be written (a busy or full disk)."""
+
+    def __init__(self, ledger: JobLedger) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    async def progress(self, *args: Any) -> bool:
+        raise StorageError("the database failed: disk I/O error")
+
+
+async def test_a_failed_progress_write_stops_neither_the_job_nor_the_runner(
+    storage: Storage, clock: ManualClock
+) -> None:
+    jobs = JobRunner(FlakyLedger(storage.jobs), clock, 3600, save_progress_every=0.01)
+    async with jobs.running():
+        work = Work()
+        job = await jobs.start(ALICE, "generate_image", {}, work)
+        await anyio.sleep(0.1)  # several failed writes
+        work.release.set()
+        assert (await jobs.wait(ALICE, job.id, 5, 5, noted)).state is JobState.COMPLETED
+        after = Work()
+        second = await jobs.start(ALICE, "generate_image", {}, after)
+        after.release.set()
+        assert (await jobs.wait(ALICE, second.id, 5, 5, noted)).state is JobState.COMPLETED
+
+
+async def test_a_completion_that_beats_a_cancel_from_elsewhere_is_what_is_recorded(
+    storage: Storage, clock: ManualClock
+) -> None:
+    """Another process asks to cancel; the job finishes before its process notices:
+    its images exist, so the job says completed (nothing is hidden as "cancelled")."""
+    jobs = runner(storage, clock, save_progress_every=60)
+    async with jobs.running():
+        work = Work()
+        job = await jobs.start(ALICE, "generate_image", {}, work)
+        await work.started.wait()
+        elsewhere = runner(storage, clock, cancel_wait_seconds=0.1, poll_seconds=0.02)
+        assert (await elsewhere.cancel(ALICE, job.id)).state is JobState.RUNNING
+        work.release.set()
+        done = await jobs.wait(ALICE, job.id, 5, 5, noted)
+    assert not work.cancelled
+    assert done.state is JobState.COMPLETED
+    stored = await storage.jobs.get(ALICE, job.id)
+    assert (stored.state, stored.outcome) == (JobState.COMPLETED, {"assets": ["img_x"]})
+
+
+async def test_one_owner_may_run_only_so_many_jobs(storage: Storage, clock: ManualClock) -> None:
+    jobs = runner(storage, clock, max_running_per_owner=2)
+    async with jobs.running():
+        works = [Work() for _ in range(3)]
+        first = await jobs.start(ALICE, "generate_image", {}, works[0])
+        await jobs.start(ALICE, "generate_image", {}, works[1])
+        with pytest.raises(QuotaExceeded, match="max_running_jobs"):
+            await jobs.start(ALICE, "generate_image", {}, works[2])
+        await jobs.start(BOB, "generate_image", {}, works[2])  # each owner counts alone
+        works[0].release.set()
+        await jobs.wait(ALICE, first.id, 5, 5, noted)
+        jobs.check_room(ALICE)  # one ended: room again
+        for work in works:
+            work.release.set()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ async def main() -> None:
     storage = open_embedded(Path(sys.argv[1]), max_blob_bytes=10_000_000)
     now = float(sys.argv[2])
     await storage.quotas.reserve("token:bot", 1, 0.5, now, lambda usage: None)
-    now = float(sys.argv[2])
     job = Job(new_job_id(), Subject("token:bot"), "generate_image", JobState.RUNNING, now, now)
     await storage.jobs.create(job)
     print("RESERVED", job.id, flush=True)

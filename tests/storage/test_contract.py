@@ -445,6 +445,19 @@ async def test_a_job_runs_reports_progress_and_ends_once(storage: Storage) -> No
     assert done.finished
 
 
+async def test_a_cancel_request_reaches_the_jobs_process(storage: Storage) -> None:
+    started = job(ALICE)
+    await storage.jobs.create(started)
+    assert not await storage.jobs.request_cancel(BOB, started.id)  # not bob's
+    assert await storage.jobs.progress(started.id, 10.0, "drawing", NOON + 1)
+    assert await storage.jobs.request_cancel(ALICE, started.id)
+    # The process running it learns of it when it next reports progress, and ends it.
+    assert not await storage.jobs.progress(started.id, 20.0, "drawing", NOON + 2)
+    assert (await storage.jobs.get(ALICE, started.id)).state is JobState.RUNNING
+    assert await storage.jobs.finish(started.id, JobState.CANCELLED, NOON + 3)
+    assert not await storage.jobs.request_cancel(ALICE, started.id)  # ended
+
+
 async def test_a_failed_job_keeps_its_error(storage: Storage) -> None:
     started = job(ALICE)
     await storage.jobs.create(started)

@@ -8,6 +8,8 @@ READ = "images:read"
 DELETE = "images:delete"
 SHARE = "images:share"
 IMAGE_SCOPES = (GENERATE, EDIT, READ, DELETE, SHARE)
+JOBS = (GENERATE, EDIT)
+"""The scopes that start jobs; either lets a caller follow and cancel its own."""
 PAID_AUTO = "paid:auto"
 ADMIN = "admin"
 EVERYTHING = "*"

@@ -36,22 +36,28 @@ PROGRESS_STEP = 0.1
 VERBS = {"generate_image": "Generated", "edit_image": "Edited"}
 
 
-def progress_to(ctx: Context, watch: Stopwatch) -> ProgressFn:
-    """Progress notifications in percent. MCP wants every value above the one before:
-    a relay that goes back, or doesn't know, still moves forward by a step, and its
-    message goes out; 100 is kept for the end."""
-    last = -PROGRESS_STEP
+class Progress:
+    """Progress notifications of one call, in percent. MCP wants every value above the
+    one before: a relay that goes back, or doesn't know, still moves forward by a
+    step, and its message goes out. Up to 99.9 they count against a total of 100;
+    past it (a relay that said it was done, and a job that is not yet) they go on
+    without a total, so that a waiting client still hears from the call."""
 
-    async def progress(fraction: float | None, message: str) -> None:
-        nonlocal last
-        value = -1.0 if fraction is None else round(fraction * 100, 1)
-        value = min(max(value, round(last + PROGRESS_STEP, 1)), 99.9)
-        if value <= last:
-            return
-        last = value
-        await ctx.report_progress(value, 100, f"{message} ({watch.elapsed():.1f}s)")
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._watch = Stopwatch()
+        self._last = -PROGRESS_STEP
 
-    return progress
+    async def __call__(self, fraction: float | None, message: str) -> None:
+        value = -1.0 if fraction is None else min(round(fraction * 100, 1), 99.9)
+        value = max(value, round(self._last + PROGRESS_STEP, 1))
+        self._last = value
+        total = 100.0 if value <= 99.9 else None
+        await self._ctx.report_progress(value, total, f"{message} ({self._watch.elapsed():.1f}s)")
+
+    async def done(self) -> None:
+        final = max(100.0, round(self._last + PROGRESS_STEP, 1))
+        await self._ctx.report_progress(final, final, f"done ({self._watch.elapsed():.1f}s)")
 
 
 async def start_job(
@@ -100,27 +106,27 @@ async def wait_for(
     caller: Caller,
     job_id: str,
     seconds: float,
+    *,
+    started_here: bool,
 ) -> ToolResult:
     """Wait up to `seconds` for one of the caller's jobs, with progress; answer with
-    its result when it has ended, or with where it is."""
-    watch = Stopwatch()
+    its result when it has ended, or with where it is. Only the call that `started`
+    the job cancels it when the client cancels the call: a client that gives up on a
+    get_job (its own timeout) has not asked to stop the job."""
+    progress = Progress(ctx)
     try:
         job = await runner.wait(
-            caller.subject,
-            job_id,
-            seconds,
-            service.settings.progress_seconds,
-            progress_to(ctx, watch),
+            caller.subject, job_id, seconds, service.settings.progress_seconds, progress
         )
     except anyio.get_cancelled_exc_class():
-        if _cancel_requested(ctx):
+        if started_here and _cancel_requested(ctx):
             with anyio.CancelScope(shield=True):
                 await runner.cancel(caller.subject, job_id)
         raise
     if job.state is JobState.RUNNING:
         return running_result(job, service.settings.sync_wait_seconds)
     if job.state is JobState.COMPLETED:
-        await ctx.report_progress(100, 100, f"done ({watch.elapsed():.1f}s)")
+        await progress.done()
     return await finished_result(service, caller, job)
 
 

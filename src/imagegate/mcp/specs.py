@@ -16,7 +16,7 @@ from typing import Any
 from mcp_types import ToolAnnotations
 
 from imagegate.access.policy import ToolRule
-from imagegate.access.scopes import ADMIN, DELETE, EDIT, GENERATE, READ, SHARE
+from imagegate.access.scopes import ADMIN, DELETE, EDIT, GENERATE, JOBS, READ, SHARE
 from imagegate.mcp import tools
 
 ToolFunction = Callable[..., Awaitable[Any]]
@@ -53,9 +53,9 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.generate_image, GENERATE, True, _MAKES, runs_as_job=True),
     ToolSpec(tools.edit_image, EDIT, True, _MAKES, runs_as_job=True),
     # Only the caller's own jobs, which only these two scopes can start.
-    ToolSpec(tools.get_job, (GENERATE, EDIT), False, _READS),
-    ToolSpec(tools.cancel_job, (GENERATE, EDIT), False, _CANCELS),
-    ToolSpec(tools.list_jobs, (GENERATE, EDIT), False, _READS),
+    ToolSpec(tools.get_job, JOBS, False, _READS),
+    ToolSpec(tools.cancel_job, JOBS, False, _CANCELS),
+    ToolSpec(tools.list_jobs, JOBS, False, _READS),
     ToolSpec(tools.list_images, READ, False, _READS),
     ToolSpec(tools.get_image, READ, False, _READS),
     ToolSpec(tools.create_download_link, SHARE, False, _READS),

@@ -17,6 +17,8 @@ FastMCP 4.1 has no tasks of its own without the `fastmcp-tasks` package, whose t
 live in its own queue (docket) and only in the 2026-07-28 era.
 """
 
+import functools
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,14 +34,17 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
 from imagegate.access.identity import LOCAL_IDENTITY, Identity
-from imagegate.access.policy import AccessPolicy, Caller
-from imagegate.core.errors import ImagegateError, NotFound
+from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
+from imagegate.access.scopes import JOBS
+from imagegate.core.errors import ImagegateError, InvalidRequest, NotFound, where
 from imagegate.mcp.auth import identity_from_token
 from imagegate.mcp.jobs import finished_result
 from imagegate.mcp.results import iso
 from imagegate.service.images import ImageService
 from imagegate.service.jobs import JobRunner
 from imagegate.storage.interfaces import Job, JobState
+
+log = logging.getLogger("imagegate.tasks")
 
 CREATED = "imagegate/task-created"
 """The `_meta` key of the marker result that `TaskCreatedReply` replaces."""
@@ -151,20 +156,27 @@ class JobTasks(ServerExtension):
 
     def methods(self) -> Sequence[MethodBinding]:
         return [
-            MethodBinding("tasks/get", TaskIdParams, self._get),
-            MethodBinding("tasks/cancel", TaskIdParams, self._cancel),
-            MethodBinding("tasks/result", TaskIdParams, self._result, LEGACY),
-            MethodBinding("tasks/list", mcp_types.PaginatedRequestParams, self._list, LEGACY),
+            MethodBinding("tasks/get", TaskIdParams, _answering(self._get)),
+            MethodBinding("tasks/cancel", TaskIdParams, _answering(self._cancel)),
+            MethodBinding("tasks/result", TaskIdParams, _answering(self._result), LEGACY),
+            MethodBinding(
+                "tasks/list", mcp_types.PaginatedRequestParams, _answering(self._list), LEGACY
+            ),
         ]
 
     def _caller(self) -> Caller:
-        """stdio is the local user; over HTTP the verified token decides. Fail closed."""
+        """stdio is the local user; over HTTP the verified token decides, and the
+        caller needs a scope that starts jobs, as for get_job. Fail closed."""
         identity: Identity | None = (
             LOCAL_IDENTITY if self._local else identity_from_token(get_access_token())
         )
         if identity is None:
             raise MCPError(code=mcp_types.INVALID_REQUEST, message="not authenticated")
-        return self._policy.caller(identity)
+        caller = self._policy.caller(identity)
+        decision = decide(caller.scopes, ToolRule(JOBS), None)
+        if not decision.allowed:
+            raise MCPError(code=mcp_types.INVALID_REQUEST, message=decision.message)
+        return caller
 
     async def _job(self, caller: Caller, task_id: str) -> Job:
         try:
@@ -185,10 +197,13 @@ class JobTasks(ServerExtension):
         reply = task_fields(job, modern, self._ttl)
         if not modern:
             return reply
-        if job.state is JobState.COMPLETED:
+        if job.state is JobState.FAILED:
+            # SEP-2663: "failed" is for protocol faults; a tool's error is a completed
+            # task whose result has isError, as the call itself would have answered.
+            reply["status"] = "completed"
+            reply.pop("statusMessage", None)
+        if reply["status"] == "completed":
             reply["result"] = await self._call_result(caller, job)
-        elif job.state is JobState.FAILED:
-            reply["error"] = {"code": mcp_types.INTERNAL_ERROR, "message": _status_message(job)}
         return reply
 
     async def _result(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> Any:
@@ -218,10 +233,14 @@ class JobTasks(ServerExtension):
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> Any:
         caller = self._caller()
         job = await self._job(caller, params.task_id)
+        modern = _modern(ctx.protocol_version)
+        if job.finished and not modern:
+            raise MCPError(
+                code=mcp_types.INVALID_PARAMS,
+                message=f"task {job.id} has already ended ({_STATUS[job.state]})",
+            )
         job = await self._runner.cancel(caller.subject, job.id)
-        if _modern(ctx.protocol_version):
-            return {}
-        return task_fields(job, False, self._ttl)
+        return {} if modern else task_fields(job, False, self._ttl)
 
     async def _list(
         self, ctx: ServerRequestContext[Any, Any], params: mcp_types.PaginatedRequestParams
@@ -238,6 +257,34 @@ class JobTasks(ServerExtension):
 
 async def _ignore_progress(fraction: float | None, message: str) -> None:
     return None
+
+
+Handler = Callable[[ServerRequestContext[Any, Any], Any], Awaitable[Any]]
+
+
+def _answering(handler: Handler) -> Handler:
+    """The tasks methods' one place for errors, as `middleware.domain_errors` is the
+    tools': a domain error keeps its message for the caller; anything else is one
+    log line with its type and place, and a generic error."""
+
+    @functools.wraps(handler)
+    async def answering(ctx: ServerRequestContext[Any, Any], params: Any) -> Any:
+        try:
+            return await handler(ctx, params)
+        except MCPError:
+            raise
+        except (NotFound, InvalidRequest) as err:
+            raise MCPError(code=mcp_types.INVALID_PARAMS, message=str(err)) from None
+        except ImagegateError as err:
+            raise MCPError(code=mcp_types.INTERNAL_ERROR, message=str(err)) from None
+        except Exception as err:
+            log.error("%s failed: %s", ctx.method, where(err))
+            raise MCPError(
+                code=mcp_types.INTERNAL_ERROR,
+                message="internal error: the server could not answer; its log says where",
+            ) from None
+
+    return answering
 
 
 def _error_result(message: str) -> dict[str, Any]:

@@ -221,6 +221,7 @@ async def _making(
     runner = runner_of(ctx)
     caller = caller_of(ctx)
     wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
+    runner.check_room(caller.subject)  # before anyone is asked to pay for a job
     confirm = Confirmer(ctx, service.spend_once)
     try:
         admitted = await admit(service, confirm)
@@ -231,7 +232,7 @@ async def _making(
     job = await start_job(ctx, runner, caller, tool, admitted, confirm, thumbnail)
     if task_requested(ctx):
         return task_created(ctx, job, service.settings.job_retention_seconds)
-    return await wait_for(ctx, service, runner, caller, job.id, wait)
+    return await wait_for(ctx, service, runner, caller, job.id, wait, started_here=True)
 
 
 def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:
@@ -256,7 +257,9 @@ async def get_job(
     status if still running."""
     service = service_of(ctx)
     wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
-    return await wait_for(ctx, service, runner_of(ctx), caller_of(ctx), job_id, wait)
+    return await wait_for(
+        ctx, service, runner_of(ctx), caller_of(ctx), job_id, wait, started_here=False
+    )
 
 
 async def cancel_job(job_id: JobIdArg, ctx: Context) -> ToolResult:
@@ -274,7 +277,7 @@ async def list_jobs(
     cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
 ) -> ToolResult:
     """Your jobs, newest first: status, progress, asset ids made or error. Finished
-    jobs are kept a day."""
+    jobs are kept a while (server_info)."""
     service = service_of(ctx)
     if not 1 <= limit <= service.settings.max_page_size:
         raise InvalidRequest(f"limit must be between 1 and {service.settings.max_page_size}")
@@ -404,6 +407,8 @@ async def server_info(ctx: Context) -> ToolResult:
             "link_ttl_seconds": settings.link_ttl_seconds,
             "link_ttl_max_seconds": settings.link_ttl_max_seconds,
             "sync_wait_seconds": settings.sync_wait_seconds,
+            "job_retention_seconds": settings.job_retention_seconds,
+            "max_running_jobs": settings.max_running_jobs,
         },
     }
     if ctx.transport != "stdio":

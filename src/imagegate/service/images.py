@@ -192,7 +192,8 @@ class ImageService:
         """
         owner = caller.subject
         plan = self._plan(caller, args, images, mask)
-        await self._ask(caller, plan, plan.call, confirm)
+        if plan.paid:  # a job's call was admitted (and asked) before; a direct one asks
+            await self._check_and_ask(caller, plan, [plan], confirm)
         spend = plan.spend
 
         def fits(usage: Usage) -> None:
@@ -241,15 +242,20 @@ class ImageService:
         limits = limits_for(caller.identity, self.settings.quotas)
         return _Plan(relay.paid, relay, request, paid_call(relay, request, request.n), limits)
 
-    async def _ask(self, caller: Caller, plan: "_Plan", call: PaidCall, confirm: ConfirmFn) -> None:
-        """For a paid relay: refuse what the quota would refuse before asking anyone to
-        pay for it, then ask. Asking is not a call (no slot, no cooldown): the answer
-        may come back in another request (2026-07-28), or never."""
-        if not plan.paid:
-            return
-        usage = await self.quotas.usage(caller.subject, self._clock.now())
-        check_limits(plan.limits, usage, call.images, call.estimate or 0.0, self._clock.now())
-        await confirm(call, needs_confirmation(caller, plan.paid))
+    async def _check_and_ask(
+        self, caller: Caller, first: "_Plan", plans: list["_Plan"], confirm: ConfirmFn
+    ) -> None:
+        """Refuse what the quota would refuse for all of `plans` (one call, or a batch)
+        before anyone is asked to pay for it; then, if any is paid, ask once for their
+        total. Neither is a call (no slot, no cooldown): an answer may come back in
+        another request (2026-07-28), or never."""
+        now = self._clock.now()
+        usage = await self.quotas.usage(caller.subject, now)
+        images = sum(plan.request.n for plan in plans)
+        check_limits(first.limits, usage, images, sum(plan.spend for plan in plans), now)
+        paid = [plan.call for plan in plans if plan.paid]
+        if paid:
+            await confirm(batch_total(paid), needs_confirmation(caller, True))
 
     async def _release(self, reservation: Reservation) -> None:
         # Also when the call was cancelled: an await in a cancelled scope would fail
@@ -275,7 +281,7 @@ class ImageService:
         reported, not fatal."""
         if sources is None:
             plan = self._plan(caller, args)
-            await self._ask(caller, plan, plan.call, confirm)
+            await self._check_and_ask(caller, plan, [plan], confirm)
             return Admitted(lambda progress: self._made(caller, args, progress))
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
@@ -285,7 +291,7 @@ class ImageService:
         images = tuple(inputs.images)
         try:
             plan = self._plan(caller, args, images, inputs.mask)
-            await self._ask(caller, plan, plan.call, confirm)
+            await self._check_and_ask(caller, plan, [plan], confirm)
         except BaseException:
             await _let_go(inputs)
             raise
@@ -337,10 +343,10 @@ class ImageService:
                 raise _every_item_failed(sources, failures)
             # Every item is priced first, since an edit's size (and so its price)
             # defaults to its input's; the quota is checked for the whole batch.
-            plans = {index: self._plan_item(caller, args, image) for index, image in images.items()}
-            paid = [plan for plan in plans.values() if plan is not None and plan.paid]
-            if paid:
-                await self._ask(caller, paid[0], batch_total([plan.call for plan in paid]), confirm)
+            planned = [self._plan_item(caller, args, image) for image in images.values()]
+            plans = [plan for plan in planned if plan is not None]
+            if plans:
+                await self._check_and_ask(caller, plans[0], plans, confirm)
         except BaseException:
             await _let_go(held)
             raise

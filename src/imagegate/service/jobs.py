@@ -7,15 +7,18 @@ which aborts the upstream request and releases its quota reservation (service.im
 owns that), and the job is recorded as cancelled.
 
 Every job is a row of the job ledger, so that any process sharing the database can
-answer for it: state, progress (written at most every few seconds), and at the end
-the outcome or the error, exactly once. Callers wait for a job here (`wait`): with
-progress as it happens for a job of this process, by polling the ledger for another
-one's.
+answer for it: state, progress (written every few seconds), and at the end the
+outcome or the error, written once, by the process that ran it. Another process
+cancels by request; the running one learns of it when it next writes progress, so a
+completion that comes first is recorded as what happened. Callers wait for a job
+here (`wait`): with progress as it happens for a job of this process, by polling the
+ledger for another one's. One owner may have only so many jobs running here.
 """
 
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -25,7 +28,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from imagegate.core.clock import Clock
-from imagegate.core.errors import ImagegateError, InvalidRequest, recorded, where
+from imagegate.core.errors import (
+    ImagegateError,
+    InvalidRequest,
+    QuotaExceeded,
+    StorageError,
+    recorded,
+    where,
+)
 from imagegate.core.ids import JobId, Subject, new_job_id, parse_job_id
 from imagegate.relays.base import ProgressFn
 from imagegate.storage.interfaces import Job, JobLedger, JobPage, JobState
@@ -57,8 +67,10 @@ class _Live:
     saving: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     changed: anyio.Event = field(default_factory=anyio.Event)
     cancelled_by_owner: bool = False
-    reports: list[tuple[float | None, str]] = field(default_factory=list)
-    """Every report of progress, in order, for the callers following the job."""
+    reports: deque[tuple[float | None, str]] = field(default_factory=lambda: deque(maxlen=256))
+    """The latest reports of progress, in order, for the callers following the job."""
+    reported: int = 0
+    """How many reports there have been."""
 
     def update(self, job: Job) -> None:
         self.job = job
@@ -72,12 +84,16 @@ class JobRunner:
         ledger: JobLedger,
         clock: Clock,
         retention_seconds: float,
+        max_running_per_owner: int = 16,
         save_progress_every: float = 2.0,
         poll_seconds: float = 0.5,
+        cancel_wait_seconds: float = 10.0,
     ) -> None:
         self._ledger = ledger
         self._clock = clock
         self._retention = retention_seconds
+        self._max_running = max_running_per_owner
+        self._cancel_wait = cancel_wait_seconds
         self._save_every = save_progress_every
         self._poll_every = poll_seconds
         self._live: dict[JobId, _Live] = {}
@@ -93,13 +109,16 @@ class JobRunner:
         stop = asyncio.Event()
 
         async def host() -> None:
-            async with anyio.create_task_group() as group:
-                self._group = group
-                group.start_soon(self._sweep_forever)
-                ready.set()
-                await stop.wait()
+            try:
+                async with anyio.create_task_group() as group:
+                    self._group = group
+                    group.start_soon(self._sweep_forever)
+                    ready.set()
+                    await stop.wait()
+                    group.cancel_scope.cancel()
+            finally:
                 self._group = None
-                group.cancel_scope.cancel()
+                ready.set()
 
         hosting = asyncio.create_task(host(), name="imagegate-jobs")
         await ready.wait()
@@ -110,17 +129,37 @@ class JobRunner:
             with anyio.CancelScope(shield=True):
                 await hosting
 
+    def check_room(self, owner: Subject) -> None:
+        """Refuse a new job to an owner who has as many running in this process as
+        allowed: a call that does not wait for its job holds no connection, so
+        without this one caller could start jobs without end."""
+        running = sum(
+            1 for live in self._live.values() if live.job.owner == owner and not live.job.finished
+        )
+        if running >= self._max_running:
+            raise QuotaExceeded(
+                "max_running_jobs", f"{running} of {self._max_running} running", None
+            )
+
     async def start(self, owner: Subject, tool: str, request: dict[str, Any], work: Work) -> Job:
         """Record a new running job and start `work` in the background."""
-        if self._group is None:
-            raise RuntimeError("jobs start only while the runner is running")
+        self.check_room(owner)
+        group = self._group
+        if group is None:
+            raise StorageError("jobs cannot start: the server is stopping")
         now = self._clock.now()
         job = Job(new_job_id(), owner, tool, JobState.RUNNING, now, now, request=request)
         await self._ledger.create(job)
         live = _Live(job)
         self._live[job.id] = live
-        self._group.start_soon(self._run, live, work)
-        self._group.start_soon(self._keep_saved, live)
+        try:
+            group.start_soon(self._run, live, work)
+        except RuntimeError:  # the group closed meanwhile: the job never ran
+            del self._live[job.id]
+            with anyio.CancelScope(shield=True):
+                await self._ledger.finish(job.id, JobState.FAILED, now, error=STOPPED)
+            raise StorageError("jobs cannot start: the server is stopping") from None
+        group.start_soon(self._keep_saved, live)
         return job
 
     async def _run(self, live: _Live, work: Work) -> None:
@@ -151,7 +190,14 @@ class JobRunner:
             job = live.job
             if job.finished:
                 return
-            if not await self._ledger.progress(job.id, job.progress, job.message, job.updated_at):
+            try:
+                running = await self._ledger.progress(
+                    job.id, job.progress, job.message, job.updated_at
+                )
+            except ImagegateError as err:  # the job goes on; the next write may work
+                log.warning("job %s: could not save its progress: %s", job.id, err)
+                continue
+            if not running:  # another process asked to cancel it
                 live.cancelled_by_owner = True
                 live.scope.cancel()
                 return
@@ -168,22 +214,40 @@ class JobRunner:
         else:  # cancelled by the server stopping
             state, message, error = JobState.FAILED, STOPPED["message"], STOPPED
         now = self._clock.now()
-        try:
-            await self._ledger.finish(live.job.id, state, now, outcome, error)
-        except ImagegateError as err:  # the job ended all the same; say so where we can
-            log.error("job %s: could not record its end: %s", live.job.id, err)
         ended = replace(
             live.job, state=state, message=message, outcome=outcome, error=error, updated_at=now
         )
-        del self._live[live.job.id]
         live.saving.cancel()
+        recorded_end = await self._record_end(ended)
+        if recorded_end is not None:
+            ended = recorded_end
+            del self._live[live.job.id]
+        # Not recorded: this process keeps answering with the end it saw (until it
+        # stops; at the next start the job is failed as an interrupted one).
         live.update(ended)
+
+    async def _record_end(self, ended: Job, attempts: int = 3) -> Job | None:
+        """Write a job's end to the ledger: the job as it is recorded, or None if the
+        ledger can't be written."""
+        for attempt in range(attempts):
+            try:
+                if await self._ledger.finish(
+                    ended.id, ended.state, ended.updated_at, ended.outcome, ended.error
+                ):
+                    return ended
+                return await self._ledger.get(ended.owner, ended.id)  # ended elsewhere
+            except ImagegateError as err:
+                log.error("job %s: could not record its end: %s", ended.id, err)
+                if attempt + 1 < attempts:
+                    await anyio.sleep(1.0)
+        return None
 
     def _reporter(self, live: _Live) -> ProgressFn:
         async def report(fraction: float | None, message: str) -> None:
             percent = None if fraction is None else round(min(max(fraction, 0.0), 1.0) * 100, 1)
             now = self._clock.now()
             live.reports.append((percent, message))
+            live.reported += 1
             live.update(replace(live.job, progress=percent, message=message, updated_at=now))
 
         return report
@@ -219,14 +283,17 @@ class JobRunner:
     @staticmethod
     async def _follow(live: _Live, heartbeat: float, seen: ProgressFn) -> None:
         """Pass on each report of a job of this process as it comes."""
-        passed = len(live.reports)
+        passed = live.reported
         while not live.job.finished:
             with anyio.move_on_after(heartbeat):
                 await live.changed.wait()
             if live.job.finished:
                 return
-            reports = live.reports[passed:] or [(live.job.progress, live.job.message)]
-            passed = len(live.reports)
+            fresh = min(live.reported - passed, len(live.reports))
+            reports = (
+                list(live.reports)[-fresh:] if fresh else [(live.job.progress, live.job.message)]
+            )
+            passed = live.reported
             for percent, message in reports:
                 await seen(None if percent is None else percent / 100, message)
 
@@ -244,17 +311,21 @@ class JobRunner:
         job = await self.get(owner, job_id)
         live = self._live.get(job.id)
         if live is not None:
-            live.cancelled_by_owner = True
-            live.scope.cancel()
-            with anyio.CancelScope(shield=True):
-                while job.id in self._live:  # its reservation is released by now
-                    await live.changed.wait()
+            if not live.job.finished:
+                live.cancelled_by_owner = True
+                live.scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    while not live.job.finished:  # its reservation is released by then
+                        await live.changed.wait()
             return live.job
-        if not job.finished:
-            # Another process runs it (sharing the database): record the cancel there;
-            # that process sees it within `save_progress_every` and stops the job.
-            await self._ledger.finish(job.id, JobState.CANCELLED, self._clock.now())
-        return await self._ledger.get(owner, job.id)
+        if job.finished or not await self._ledger.request_cancel(owner, job.id):
+            return await self._ledger.get(owner, job.id)
+        # Another process runs it (sharing the database): it learns of the request
+        # within `save_progress_every` and stops the job; wait for that, a while.
+        with anyio.move_on_after(self._cancel_wait):
+            while not job.finished:
+                job = await self._changed(job, self._cancel_wait)
+        return job
 
     async def list(self, owner: Subject, limit: int, cursor: str | None) -> JobPage:
         page = await self._ledger.list(owner, limit, cursor)

@@ -254,18 +254,24 @@ class JobPage:
 
 
 class JobLedger(Protocol):
-    """Jobs by owner. A job is created running and ends exactly once: `finish` changes
-    only a running job, so a cancel and a completion can't both win. Another owner's
-    job answers exactly like a missing one. A job of a process that is gone (killed,
-    crashed) is failed when the database next opens."""
+    """Jobs by owner. A job is created running and ends exactly once, by the process
+    that runs it: `finish` changes only a running job. Another process cancels by
+    request (`request_cancel`), so that a completion racing the cancel is recorded as
+    what happened. Another owner's job answers exactly like a missing one. A job of
+    a process that is gone (killed, crashed) is failed when the database next opens."""
 
     async def create(self, job: Job) -> None: ...
 
     async def progress(
         self, job_id: JobId, progress: float | None, message: str, now: float
     ) -> bool:
-        """Record how far a running job is; False (and no change) when it has ended,
-        cancelled by another process, say."""
+        """Record how far a running job is; False (and no change) when it has ended
+        or its cancel was requested: then its process stops it."""
+        ...
+
+    async def request_cancel(self, owner: Subject, job_id: JobId) -> bool:
+        """Ask the process running one of the owner's jobs to stop it (it learns of
+        it from `progress`); False when the job is not running."""
         ...
 
     async def finish(

@@ -8,6 +8,7 @@ quota reservations are released (quotas.py).
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from imagegate.core.errors import NotFound
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     holder TEXT NOT NULL,
     created_us INTEGER NOT NULL,
-    updated_us INTEGER NOT NULL
+    updated_us INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (holder) WHERE state = 'running';
@@ -99,8 +101,18 @@ class SqliteJobLedger:
         changed = await self._db.write(
             lambda db: db.execute(
                 "UPDATE jobs SET progress = ?, message = ?, updated_us = ? "
-                "WHERE id = ? AND state = 'running'",
+                "WHERE id = ? AND state = 'running' AND cancel_requested = 0",
                 (progress, message, _us(now), job_id),
+            )
+        )
+        return int(changed.rowcount) == 1
+
+    async def request_cancel(self, owner: Subject, job_id: JobId) -> bool:
+        changed = await self._db.write(
+            lambda db: db.execute(
+                "UPDATE jobs SET cancel_requested = 1 "
+                "WHERE id = ? AND owner = ? AND state = 'running'",
+                (job_id, owner),
             )
         )
         return int(changed.rowcount) == 1
@@ -133,9 +145,7 @@ class SqliteJobLedger:
 
     async def get(self, owner: Subject, job_id: JobId) -> Job:
         rows = await self._db.read(
-            lambda db: db.execute(
-                "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
-            ).fetchall()
+            lambda db: _rows(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner))
         )
         if not rows:
             raise NotFound(f"job not found: {job_id}")
@@ -150,12 +160,12 @@ class SqliteJobLedger:
             args += [created_us, created_us, last_id]
         query += NEWEST_FIRST
         args.append(limit + 1)
-        rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
+        rows = await self._db.read(lambda db: _rows(db, query, args))
         jobs = [_job_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = encode_cursor(last[10], last[0])
+            next_cursor = encode_cursor(last["created_us"], last["id"])
         return JobPage(jobs, next_cursor)
 
     async def sweep(self, finished_before: float) -> int:
@@ -168,31 +178,23 @@ class SqliteJobLedger:
         return int(deleted.rowcount)
 
 
-def _job_from_row(row: tuple[Any, ...]) -> Job:
-    (
-        job_id,
-        owner,
-        tool,
-        state,
-        progress,
-        message,
-        request,
-        outcome,
-        error,
-        _,
-        created,
-        updated,
-    ) = row
+def _rows(db: sqlite3.Connection, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row  # by name: the columns may grow
+    return cursor.execute(query, args).fetchall()
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
     return Job(
-        id=JobId(job_id),
-        owner=Subject(owner),
-        tool=tool,
-        state=JobState(state),
-        created_at=created / 1_000_000,
-        updated_at=updated / 1_000_000,
-        progress=progress,
-        message=message,
-        request=json.loads(request),
-        outcome=None if outcome is None else json.loads(outcome),
-        error=None if error is None else json.loads(error),
+        id=JobId(row["id"]),
+        owner=Subject(row["owner"]),
+        tool=row["tool"],
+        state=JobState(row["state"]),
+        created_at=row["created_us"] / 1_000_000,
+        updated_at=row["updated_us"] / 1_000_000,
+        progress=row["progress"],
+        message=row["message"],
+        request=json.loads(row["request"]),
+        outcome=None if row["outcome"] is None else json.loads(row["outcome"]),
+        error=None if row["error"] is None else json.loads(row["error"]),
     )
