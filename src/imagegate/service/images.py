@@ -94,7 +94,7 @@ class _Plan:
         return self.call.estimate or 0.0
 
 
-async def confirmed(call: PaidCall, ask: bool) -> None:
+async def already_confirmed(call: PaidCall, ask: bool) -> None:
     """The confirmation of a call whose question was answered before its job started."""
 
 
@@ -307,7 +307,7 @@ class ImageService:
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
     ) -> Made:
-        return Made(await self.generate(caller, args, progress, confirmed, images, mask))
+        return Made(await self.generate(caller, args, progress, already_confirmed, images, mask))
 
     async def edit(
         self,
@@ -379,7 +379,9 @@ class ImageService:
             label = f"image {index + 1} of {len(sources)}: "
             item_progress = _item_of(progress, label, index, len(sources))
             try:
-                made.assets += await self.generate(caller, args, item_progress, confirmed, (image,))
+                made.assets += await self.generate(
+                    caller, args, item_progress, already_confirmed, (image,)
+                )
             except ImagegateError as err:
                 failures[index] = str(err)
         made.failures = [
