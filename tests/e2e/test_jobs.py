@@ -346,7 +346,11 @@ async def test_tasks_cancel_aborts_the_upstream(
     assert (await call(server, "list_images"))["images"] == []
 
 
-async def test_the_legacy_tasks_capability_is_advertised(server: RunningServer) -> None:
+async def test_tasks_are_advertised_in_both_eras(server: RunningServer) -> None:
+    wire = Wire(server.mcp_url, ALICE_TOKEN, MODERN)
+    async with httpx.AsyncClient(timeout=10) as client:
+        discovered = await wire.request(client, "server/discover", {})
+    assert "io.modelcontextprotocol/tasks" in discovered["capabilities"]["extensions"]
     async with server.client(ALICE_TOKEN, mode="legacy") as client:
         capabilities = client.initialize_result.capabilities
         tools = {tool.name: tool for tool in await client.list_tools()}
