@@ -1,0 +1,227 @@
+"""Location metadata out of an image file, without touching its pixels.
+
+An uploaded photo can say where it was taken: EXIF GPS tags, XMP location properties,
+IPTC city fields. `location_edits` finds those pieces in a PNG, JPEG or WebP file by
+reading its chunk (or segment) headers only, and `apply_edits` copies the file with
+them replaced, streaming: the compressed image data is copied byte for byte, never
+decoded, and never held in memory whole.
+
+What goes:
+- EXIF with GPS tags: replaced by an EXIF that keeps only the orientation (so the
+  image still shows upright), or dropped when there is none to keep;
+- XMP packets that name a place (GPS, city, state, country, location): dropped;
+- JPEG APP13 (Photoshop/IPTC records, which hold city and country fields);
+- PNG "Raw profile type ..." text chunks (EXIF, XMP or IPTC written as hex).
+Everything else stays, markings such as C2PA manifests or XMP without a place included.
+"""
+
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image
+
+from imagegate.core.images import ImageFormat
+
+_GPS_IFD = 0x8825
+_ORIENTATION = 0x0112
+_PLACE = re.compile(
+    rb"GPS|photoshop:(City|State|Country)|Iptc4xmpCore:(Location|CountryCode)|"
+    rb"Iptc4xmpExt:Location"
+)
+_XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_EXTENDED_JPEG = b"http://ns.adobe.com/xmp/extension/\x00"
+_EXIF_PREFIX = b"Exif\x00\x00"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Bytes `start`..`end` of the file become `replacement`."""
+
+    start: int
+    end: int
+    replacement: bytes = b""
+
+
+def location_edits(path: Path, fmt: ImageFormat) -> list[Edit]:
+    """The edits that remove location metadata from `path`; none when it has none."""
+    with path.open("rb") as fh:
+        if fmt is ImageFormat.JPEG:
+            return _jpeg(fh)
+        if fmt is ImageFormat.PNG:
+            return _png(fh)
+        if fmt is ImageFormat.WEBP:
+            return _webp(fh, path.stat().st_size)
+    return []
+
+
+def apply_edits(path: Path, edits: list[Edit], write: Callable[[bytes], None]) -> None:
+    """Write `path` with `edits` applied, in pieces of at most 1 MiB."""
+    with path.open("rb") as fh:
+        position = 0
+        for edit in sorted(edits, key=lambda e: e.start):
+            _copy(fh, position, edit.start, write)
+            if edit.replacement:
+                write(edit.replacement)
+            position = edit.end
+        _copy(fh, position, None, write)
+
+
+def _copy(fh: BinaryIO, start: int, end: int | None, write: Callable[[bytes], None]) -> None:
+    fh.seek(start)
+    left = None if end is None else end - start
+    while left is None or left > 0:
+        chunk = fh.read(_CHUNK if left is None else min(_CHUNK, left))
+        if not chunk:
+            return
+        write(chunk)
+        if left is not None:
+            left -= len(chunk)
+
+
+def _upright_exif(tiff: bytes) -> bytes | None:
+    """EXIF without its GPS tags: only the orientation, as EXIF bytes with the
+    "Exif\\0\\0" prefix; None when the original has no GPS (keep it as it is), or b""
+    when nothing is worth keeping."""
+    exif = Image.Exif()
+    try:
+        exif.load(tiff)
+    except (SyntaxError, ValueError, struct.error, OSError):
+        return b""  # unreadable: it can't be checked, so it goes
+    if _GPS_IFD not in exif:
+        return None
+    orientation = exif.get(_ORIENTATION)
+    if not isinstance(orientation, int) or orientation == 1:
+        return b""
+    upright = Image.Exif()
+    upright[_ORIENTATION] = orientation
+    return upright.tobytes()
+
+
+def _jpeg(fh: BinaryIO) -> list[Edit]:
+    edits: list[Edit] = []
+    fh.seek(2)  # after SOI
+    while True:
+        start = fh.tell()
+        marker = fh.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return edits  # not a segment: leave the rest as it is
+        kind = marker[1]
+        if kind == 0xFF:  # fill byte
+            fh.seek(start + 1)
+            continue
+        if kind in (0xDA, 0xD9):  # start of scan, end of image: no metadata after
+            return edits
+        if 0xD0 <= kind <= 0xD7 or kind == 0x01:
+            continue
+        (length,) = struct.unpack(">H", fh.read(2))
+        end = start + 2 + length
+        if kind == 0xE1:
+            head = fh.read(max(len(_XMP_EXTENDED_JPEG), len(_EXIF_PREFIX)))
+            fh.seek(start + 4)
+            if head.startswith(_EXIF_PREFIX):
+                upright = _upright_exif(fh.read(length - 2))
+                if upright is not None:
+                    segment = b"\xff\xe1" + struct.pack(">H", len(upright) + 2) + upright
+                    edits.append(Edit(start, end, segment if upright else b""))
+            elif head.startswith((_XMP_JPEG, _XMP_EXTENDED_JPEG)) and _PLACE.search(
+                fh.read(length - 2)
+            ):
+                edits.append(Edit(start, end))
+        elif kind == 0xED:  # APP13: Photoshop image resources, IPTC records
+            edits.append(Edit(start, end))
+        fh.seek(end)
+
+
+def _png(fh: BinaryIO) -> list[Edit]:
+    edits: list[Edit] = []
+    fh.seek(8)  # after the signature
+    while True:
+        start = fh.tell()
+        header = fh.read(8)
+        if len(header) < 8:
+            return edits
+        length, kind = struct.unpack(">I4s", header)
+        end = start + 12 + length
+        if kind == b"IEND":
+            return edits
+        if kind == b"eXIf":
+            upright = _upright_exif(fh.read(length))
+            if upright is not None:
+                data = upright[len(_EXIF_PREFIX) :]
+                chunk = b""
+                if data:
+                    crc = zlib.crc32(b"eXIf" + data)
+                    chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", crc)
+                edits.append(Edit(start, end, chunk))
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            data = fh.read(length)
+            keyword = data.split(b"\x00", 1)[0]
+            raw_profile = keyword.startswith(b"Raw profile type")
+            xmp = keyword == b"XML:com.adobe.xmp"
+            if raw_profile or (xmp and _PLACE.search(_png_text(kind, data))):
+                edits.append(Edit(start, end))
+        fh.seek(end)
+
+
+def _png_text(kind: bytes, data: bytes) -> bytes:
+    """The text of a PNG text chunk, decompressed where it is compressed."""
+    try:
+        if kind == b"zTXt":
+            return zlib.decompress(data.split(b"\x00", 1)[1][1:])
+        if kind == b"iTXt":
+            rest = data.split(b"\x00", 1)[1]
+            compressed = rest[0] == 1
+            text = rest[2:].split(b"\x00", 2)[2]  # after language tag and translated keyword
+            return zlib.decompress(text) if compressed else text
+    except (zlib.error, IndexError, ValueError):
+        return b"GPS"  # unreadable: it can't be checked, so it goes
+    return data
+
+
+_VP8X_EXIF = 0x08
+_VP8X_XMP = 0x04
+
+
+def _webp(fh: BinaryIO, size: int) -> list[Edit]:
+    edits: list[Edit] = []
+    vp8x: int | None = None
+    flags = 0
+    cleared = 0
+    fh.seek(12)  # after RIFF, size, WEBP
+    while True:
+        start = fh.tell()
+        header = fh.read(8)
+        if len(header) < 8:
+            break
+        kind, length = struct.unpack("<4sI", header)
+        end = start + 8 + length + (length & 1)
+        if kind == b"VP8X":
+            vp8x, flags = start + 8, fh.read(1)[0]
+        elif kind == b"EXIF":
+            upright = _upright_exif(fh.read(length))
+            if upright is not None:
+                data = upright[len(_EXIF_PREFIX) :]
+                chunk = b""
+                if data:
+                    padding = b"\x00" * (len(data) & 1)
+                    chunk = b"EXIF" + struct.pack("<I", len(data)) + data + padding
+                else:
+                    cleared |= _VP8X_EXIF
+                edits.append(Edit(start, end, chunk))
+        elif kind == b"XMP " and _PLACE.search(fh.read(length)):
+            cleared |= _VP8X_XMP
+            edits.append(Edit(start, end))
+        fh.seek(end)
+    if not edits:
+        return edits
+    if vp8x is not None and cleared:
+        edits.append(Edit(vp8x, vp8x + 1, bytes([flags & ~cleared & 0xFF])))
+    change = sum(len(e.replacement) - (e.end - e.start) for e in edits)
+    edits.append(Edit(4, 8, struct.pack("<I", size - 8 + change)))
+    return edits
