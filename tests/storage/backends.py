@@ -13,7 +13,7 @@ from pathlib import Path
 from imagegate.storage.embedded import DATABASE_FILE, PREPARE, open_embedded
 from imagegate.storage.interfaces import BlobKey, Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, jobs, nonces, quotas
+from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
 from imagegate.storage.sqlite.database import Database
 from tests.storage.memory import MemoryBlobStore
 
@@ -47,6 +47,7 @@ def sqlite_with_memory_blobs(root: Path) -> Storage:
         ledger,
         nonces.SqliteNonceLedger(database),
         jobs.SqliteJobLedger(database, this_process()),
+        uploads.SqliteUploadLedger(database),
         blobs,
         database.aclose,
     )

@@ -10,7 +10,7 @@ from PIL import Image
 
 from imagegate.config import Limits
 from imagegate.core.errors import ImageRejected, InvalidRequest, NotFound, QuotaExceeded
-from imagegate.core.ids import AssetId, Subject, new_job_id
+from imagegate.core.ids import AssetId, Subject, new_job_id, new_upload_id
 from imagegate.core.images import inspect_image
 from imagegate.core.staging import StagedBlob
 from imagegate.service.quota import check_limits, seconds_to_next_month
@@ -25,6 +25,7 @@ from imagegate.storage.interfaces import (
     QuotaLedger,
     Reservation,
     Storage,
+    UploadTicket,
     Usage,
 )
 from tests.storage.backends import Backend
@@ -514,3 +515,60 @@ async def test_jobs_survive_a_reopen(backend: Backend, state_dir: Path) -> None:
         assert (await second.jobs.get(ALICE, started.id)).state is JobState.RUNNING
     finally:
         await second.aclose()
+
+
+async def test_an_upload_ticket_is_claimed_once_before_it_expires(storage: Storage) -> None:
+    ticket = UploadTicket(new_upload_id(), ALICE, NOON + 60, "photo.png")
+    await storage.uploads.create(ticket, NOON)
+    assert await storage.uploads.claim(ticket.id, NOON + 1) == ticket
+    assert await storage.uploads.claim(ticket.id, NOON + 2) is None  # used
+    late = UploadTicket(new_upload_id(), ALICE, NOON + 60)
+    await storage.uploads.create(late, NOON)
+    assert await storage.uploads.claim(late.id, NOON + 60) is None  # expired
+    assert await storage.uploads.claim(new_upload_id(), NOON) is None  # unknown
+
+
+async def test_concurrent_claims_of_one_ticket_give_it_once(storage: Storage) -> None:
+    ticket = UploadTicket(new_upload_id(), ALICE, NOON + 60)
+    await storage.uploads.create(ticket, NOON)
+    claimed: list[UploadTicket | None] = []
+
+    async def claim() -> None:
+        claimed.append(await storage.uploads.claim(ticket.id, NOON + 1))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(8):
+            group.start_soon(claim)
+    assert claimed.count(ticket) == 1
+
+
+async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> None:
+    """Two adds race for the last room under max_stored_bytes: one gets it."""
+    size = len(png("red"))
+    await add(store, ALICE, png("blue"))
+    limit = await store.stored_bytes(ALICE) + size
+    results: list[Asset | QuotaExceeded] = []
+
+    async def attempt(colour: str) -> None:
+        data = png(colour)
+        with store.stage() as staged:
+            staged.write(data)
+            staged.finish()
+            info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+            try:
+                results.append(
+                    await store.add(ALICE, staged, info, AssetMeta("t", "p"), 1.0, limit)
+                )
+            except QuotaExceeded as refused:
+                staged.discard()
+                results.append(refused)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(attempt, "red")
+        group.start_soon(attempt, "green")
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert len(refused) == 1
+    assert "max_stored_bytes" in str(refused[0])
+    assert "delete_image" in str(refused[0])
+    assert await store.stored_bytes(ALICE) <= limit
+    assert await store.stored_bytes(BOB) == 0

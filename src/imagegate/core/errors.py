@@ -44,10 +44,12 @@ class PermissionDenied(ImagegateError):
 class QuotaExceeded(ImagegateError):
     """A limit is reached. Refused before any upstream request."""
 
-    def __init__(self, limit: str, usage: str, retry_after: int | None) -> None:
+    def __init__(
+        self, limit: str, usage: str, retry_after: int | None, hint: str | None = None
+    ) -> None:
         self.limit = limit
         self.retry_after = retry_after
-        when = (
+        when = hint or (
             f"retry after {retry_after} s"
             if retry_after is not None
             else "retry when one of your running calls finishes"

@@ -48,3 +48,16 @@ def parse_job_id(value: str) -> JobId:
     if not is_job_id(value):
         raise NotFound(f"job not found: {value[:40]!r}")
     return JobId(value)
+
+
+UploadId = NewType("UploadId", str)
+
+_UPLOAD_ID = re.compile(r"up_[0-9a-f]{24}")
+
+
+def new_upload_id() -> UploadId:
+    return UploadId("up_" + secrets.token_hex(12))
+
+
+def is_upload_id(value: str) -> bool:
+    return _UPLOAD_ID.fullmatch(value) is not None

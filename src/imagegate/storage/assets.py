@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 
+from imagegate.core.errors import QuotaExceeded
 from imagegate.core.ids import AssetId, Subject, new_asset_id
 from imagegate.core.images import ImageInfo
 from imagegate.core.staging import StagedBlob
@@ -34,9 +35,17 @@ class AssetStore:
         return self._blobs.stage()
 
     async def add(
-        self, owner: Subject, staged: StagedBlob, info: ImageInfo, meta: AssetMeta, now: float
+        self,
+        owner: Subject,
+        staged: StagedBlob,
+        info: ImageInfo,
+        meta: AssetMeta,
+        now: float,
+        max_owner_bytes: int | None = None,
     ) -> Asset:
-        """Commit a finished, inspected staging file as a new asset of `owner`."""
+        """Commit a finished, inspected staging file as a new asset of `owner`, if the
+        owner's assets stay within `max_owner_bytes` (checked while the references are
+        held, so two adds can't both take the last room)."""
         asset = Asset(
             id=new_asset_id(),
             owner=owner,
@@ -55,9 +64,22 @@ class AssetStore:
         # asset uses, or (below) a record whose bytes are gone.
         with anyio.CancelScope(shield=True):
             async with self._index.references(asset.blob) as references:
+                if max_owner_bytes is not None:
+                    held = await references.owned_bytes(owner)
+                    if held + asset.byte_size > max_owner_bytes:
+                        raise QuotaExceeded(
+                            "max_stored_bytes",
+                            f"{held} of {max_owner_bytes} bytes stored, this image "
+                            f"{asset.byte_size}",
+                            None,
+                            hint="delete images you no longer need (delete_image) to make room",
+                        )
                 await self._blobs.commit(staged, asset.blob)
                 await references.add(asset)
         return asset
+
+    async def stored_bytes(self, owner: Subject) -> int:
+        return await self._index.stored_bytes(owner)
 
     async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """`owner` None: any owner's (admin, or a checked download link)."""

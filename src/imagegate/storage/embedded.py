@@ -8,11 +8,11 @@ from pathlib import Path
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, jobs, nonces, quotas
+from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
 from imagegate.storage.sqlite.database import Database
 
 DATABASE_FILE = "imagegate.sqlite3"
-PREPARE = [assets.prepare, quotas.prepare, nonces.prepare, jobs.prepare]
+PREPARE = [assets.prepare, quotas.prepare, nonces.prepare, jobs.prepare, uploads.prepare]
 """Every table of the embedded database, created or upgraded in this order."""
 
 
@@ -25,6 +25,7 @@ def open_embedded(state_dir: Path, max_blob_bytes: int) -> Storage:
         quotas=quotas.SqliteQuotaLedger(database, this_process()),
         nonces=nonces.SqliteNonceLedger(database),
         jobs=jobs.SqliteJobLedger(database, this_process()),
+        uploads=uploads.SqliteUploadLedger(database),
         blobs=blobs,
         closing=database.aclose,
     )

@@ -7,6 +7,7 @@ Protocols, each implemented by every backend and tested by one contract suite
 - `QuotaLedger`: per-subject usage counters and reservations, checked atomically;
 - `NonceLedger`: single-use tokens, such as a confirmation's;
 - `JobLedger`: generations that outlive the call that started them;
+- `UploadLedger`: single-use upload tickets;
 - `BlobStore`: content-addressed image bytes, written through local staging files.
 
 Every read and write of an asset names its owner; another owner's asset answers exactly
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from imagegate.core.errors import StorageError
-from imagegate.core.ids import AssetId, JobId, Subject
+from imagegate.core.ids import AssetId, JobId, Subject, UploadId
 from imagegate.core.images import ImageFormat
 from imagegate.core.staging import StagedBlob
 
@@ -145,6 +146,11 @@ class BlobStore(Protocol):
 class BlobReferences(Protocol):
     """Changes to the assets that use one blob, made while its `references` are held."""
 
+    async def owned_bytes(self, owner: Subject) -> int:
+        """The bytes of all the owner's assets, as of now (for a storage quota that
+        holds against concurrent adds)."""
+        ...
+
     async def add(self, asset: Asset) -> None: ...
 
     async def remove(self, asset: Asset) -> int:
@@ -169,6 +175,10 @@ class AssetIndex(Protocol):
     async def list(self, owner: Subject | None, limit: int, cursor: str | None) -> Page:
         """The owner's assets (None: everyone's), newest first; `cursor` continues a
         page; a malformed cursor is InvalidRequest."""
+        ...
+
+    async def stored_bytes(self, owner: Subject) -> int:
+        """The bytes of all the owner's assets."""
         ...
 
     async def ready(self) -> bool: ...
@@ -299,6 +309,29 @@ class JobLedger(Protocol):
 
 
 @dataclass(frozen=True)
+class UploadTicket:
+    """The right to upload one image as an asset of `owner`, until `expires_at`."""
+
+    id: UploadId
+    owner: Subject
+    expires_at: float
+    filename: str | None = None
+
+
+class UploadLedger(Protocol):
+    """Upload tickets: each can be claimed once, before it expires."""
+
+    async def create(self, ticket: UploadTicket, now: float) -> None:
+        """Record a ticket (and forget those that expired)."""
+        ...
+
+    async def claim(self, upload_id: UploadId, now: float) -> UploadTicket | None:
+        """The ticket, marked used, atomically; None when it was used already, has
+        expired, or is unknown."""
+        ...
+
+
+@dataclass(frozen=True)
 class Storage:
     """One backend's parts, as the composition root wires them."""
 
@@ -306,6 +339,7 @@ class Storage:
     quotas: QuotaLedger
     nonces: NonceLedger
     jobs: JobLedger
+    uploads: UploadLedger
     blobs: BlobStore
     closing: Callable[[], Awaitable[None]]
     """Release what the parts share (connections); after it, they fail cleanly."""

@@ -65,6 +65,9 @@ class _References:
         except StorageError as err:
             raise StorageError(f"could not record the image: {err}") from None
 
+    async def owned_bytes(self, owner: Subject) -> int:
+        return await self._transaction.run(lambda db: _owned_bytes(db, owner))
+
     async def remove(self, asset: Asset) -> int:
         def remove(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM assets WHERE id = ?", (asset.id,))
@@ -117,12 +120,22 @@ class SqliteAssetIndex:
             next_cursor = encode_cursor(rows[limit - 1][11], rows[limit - 1][0])
         return Page(assets, next_cursor)
 
+    async def stored_bytes(self, owner: Subject) -> int:
+        return await self._db.read(lambda db: _owned_bytes(db, owner))
+
     async def ready(self) -> bool:
         try:
             await self._db.read(lambda db: db.execute("SELECT 1 FROM assets LIMIT 1").fetchall())
         except StorageError:
             return False
         return True
+
+
+def _owned_bytes(db: sqlite3.Connection, owner: Subject) -> int:
+    (total,) = db.execute(
+        "SELECT COALESCE(SUM(byte_size), 0) FROM assets WHERE owner = ?", (owner,)
+    ).fetchone()
+    return int(total)
 
 
 def _asset_from_row(row: tuple[Any, ...]) -> Asset:
