@@ -54,6 +54,8 @@ class Limits(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1)
     spend_per_day: float | None = Field(default=None, ge=0)
     spend_per_month: float | None = Field(default=None, ge=0)
+    max_stored_bytes: int | None = Field(default=None, ge=0)
+    """The bytes of all one's images together, uploaded and generated."""
 
 
 class QuotaSettings(BaseModel):
@@ -205,6 +207,10 @@ class Settings(BaseSettings):
     progress_seconds: float = Field(default=4.0, gt=0, le=5)
     """A waiting call (and `imagegate generate`) reports progress at least this often,
     also when the upstream reports none: clients see the call is alive."""
+    upload_ttl_seconds: int = Field(default=900, ge=10, le=86400)
+    """How long an upload link works (create_upload_link may ask for less)."""
+    strip_location: bool = True
+    """Remove location metadata (EXIF GPS, XMP and IPTC places) from uploads."""
     max_running_jobs: int = Field(default=16, ge=1, le=1000)
     """Jobs one caller may have running at once (in one process)."""
     job_retention_seconds: int = Field(default=86400, ge=60)

@@ -21,17 +21,19 @@ from imagegate.core.clock import Clock, SystemClock
 from imagegate.core.cpu import FairShare
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
-from imagegate.mcp.app import build_mcp, http_app
+from imagegate.mcp.app import Route, build_mcp, http_app
 from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
 from imagegate.service.images import ImageService
 from imagegate.service.inputs import InputResolver
 from imagegate.service.jobs import JobRunner
 from imagegate.service.links import LinkSigner
+from imagegate.service.uploads import Uploads
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
 from imagegate.storage.interfaces import Storage
 from imagegate.web.routes import Routes
+from imagegate.web.uploads import upload_routes
 
 Transport = Literal["stdio", "http"]
 
@@ -100,7 +102,11 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         settings,
         "request-state.key",
     )
-    routes = Routes(service, signer, clock).table() if signer is not None else []
+    uploads = None
+    routes: list[Route] = []
+    if signer is not None:
+        uploads = Uploads(settings, assets, storage.uploads, signer, clock, fair)
+        routes = [*Routes(service, signer, clock).table(), *upload_routes(uploads)]
     mcp = build_mcp(
         settings,
         service,
@@ -112,6 +118,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         JobRunner(storage.jobs, clock, settings.job_retention_seconds, settings.max_running_jobs),
         local=not http,
         routes=routes,
+        uploads=uploads,
     )
     return App(
         mcp=mcp,

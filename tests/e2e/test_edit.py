@@ -197,7 +197,7 @@ async def test_an_image_too_large_for_one_message_says_what_to_do(
     big = "data:image/png;base64," + "A" * 5_000_000
     async with server.client() as client:
         info = (await client.call_tool("server_info", {})).structured_content
-        with pytest.raises(Exception, match=r"at most 4 MiB.*asset id"):
+        with pytest.raises(Exception, match=r"at most 4 MiB.*create_upload_link.*asset id"):
             await client.call_tool("edit_image", {"prompt": "x", "images": [big]})
     assert info is not None
     assert info["limits"]["max_request_bytes"] == 4 * 1024 * 1024

@@ -7,7 +7,8 @@ EDIT = "images:edit"
 READ = "images:read"
 DELETE = "images:delete"
 SHARE = "images:share"
-IMAGE_SCOPES = (GENERATE, EDIT, READ, DELETE, SHARE)
+UPLOAD = "images:upload"
+IMAGE_SCOPES = (GENERATE, EDIT, READ, DELETE, SHARE, UPLOAD)
 JOBS = (GENERATE, EDIT)
 """The scopes that start jobs; either lets a caller follow and cancel its own."""
 PAID_AUTO = "paid:auto"

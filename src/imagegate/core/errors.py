@@ -9,6 +9,7 @@
     ├── QuotaExceeded         a per-subject limit is reached; says which, usage, retry after
     ├── NotConfirmed          the user declined (or could not be asked about) a paid call
     ├── ImageRejected         bytes are not an acceptable image (format, size, pixels)
+    │   └── TooLarge          more bytes than the limit
     ├── RelayError            the upstream failed; message cleaned of anything secret
     │   └── ContentRefused    the upstream's moderation refused the prompt or image
     └── StorageError          the asset store could not read or write
@@ -63,6 +64,10 @@ class NotConfirmed(ImagegateError):
 
 class ImageRejected(ImagegateError):
     """Bytes that are not an image we accept."""
+
+
+class TooLarge(ImageRejected):
+    """More bytes than the limit allows."""
 
 
 class RelayError(ImagegateError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from imagegate.core.errors import ImageRejected
+from imagegate.core.errors import ImageRejected, TooLarge
 
 
 class ImageFormat(Enum):
@@ -58,7 +58,7 @@ def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
     """Check a file is a complete PNG, JPEG, WebP or GIF within the caps; say why not."""
     byte_size = path.stat().st_size
     if byte_size > max_bytes:
-        raise ImageRejected(f"image is {byte_size} bytes; the limit is {max_bytes}")
+        raise TooLarge(f"image is {byte_size} bytes; the limit is {max_bytes}")
     with path.open("rb") as fh:
         head = fh.read(16)
     fmt = sniff_format(head)

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from imagegate.core.errors import ImageRejected
+from imagegate.core.errors import TooLarge
 
 
 class StagedBlob:
@@ -31,7 +31,7 @@ class StagedBlob:
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self._max_bytes:
-            raise ImageRejected(f"image is larger than the limit of {self._max_bytes} bytes")
+            raise TooLarge(f"image is larger than the limit of {self._max_bytes} bytes")
         self._hash.update(chunk)
         self._file.write(chunk)
 

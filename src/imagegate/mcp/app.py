@@ -32,6 +32,7 @@ from imagegate.mcp.tasks import JobTasks, legacy_capability, serve_tasks
 from imagegate.relays.registry import Relays
 from imagegate.service.images import ImageService
 from imagegate.service.jobs import JobRunner
+from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import ExplainTooLarge
 from imagegate.web.unauthorized import ExplainUnauthorized
 
@@ -72,6 +73,7 @@ def build_mcp(
     runner: JobRunner,
     local: bool,
     routes: Sequence[Route] = (),
+    uploads: Uploads | None = None,
 ) -> FastMCP[Any]:
     default_relay = service.relays.default
     mcp: FastMCP[Any] = FastMCP(
@@ -84,7 +86,12 @@ def build_mcp(
             AclMiddleware(policy, RULES, default_relay),
         ],
         lifespan=_ServiceLifespan(
-            {tools.SERVICE_KEY: service, tools.POLICY_KEY: policy, tools.JOBS_KEY: runner},
+            {
+                tools.SERVICE_KEY: service,
+                tools.POLICY_KEY: policy,
+                tools.JOBS_KEY: runner,
+                tools.UPLOADS_KEY: uploads,
+            },
             runner,
         ),
         mask_error_details=True,
@@ -199,7 +206,7 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
                 ExplainUnauthorized,
                 oauth_wording=settings.oidc is not None and settings.oidc.interactive_login,
             ),
-            StarletteMiddleware(ExplainTooLarge),
+            StarletteMiddleware(ExplainTooLarge, path=settings.mcp_path),
             StarletteMiddleware(SessionGuard, registry=sessions),
         ],
     )

@@ -16,7 +16,7 @@ from typing import Any
 from mcp_types import ToolAnnotations
 
 from imagegate.access.policy import ToolRule
-from imagegate.access.scopes import ADMIN, DELETE, EDIT, GENERATE, JOBS, READ, SHARE
+from imagegate.access.scopes import ADMIN, DELETE, EDIT, GENERATE, JOBS, READ, SHARE, UPLOAD
 from imagegate.mcp import tools
 
 ToolFunction = Callable[..., Awaitable[Any]]
@@ -45,6 +45,9 @@ class ToolSpec:
 _MAKES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _DESTROYS = ToolAnnotations(destructive_hint=True, idempotent_hint=True)
+_ISSUES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
 _CANCELS = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
@@ -59,6 +62,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.list_images, READ, False, _READS),
     ToolSpec(tools.get_image, READ, False, _READS),
     ToolSpec(tools.create_download_link, SHARE, False, _READS),
+    ToolSpec(tools.create_upload_link, UPLOAD, False, _ISSUES),
     ToolSpec(tools.delete_image, DELETE, False, _DESTROYS),
     ToolSpec(tools.get_usage, None, False, _READS),
     ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS),

@@ -15,14 +15,16 @@ from imagegate.core.errors import InvalidRequest, NotConfirmed
 from imagegate.mcp.auth import current_identity
 from imagegate.mcp.elicit import Confirmer, NeedsInput
 from imagegate.mcp.jobs import job_record, start_job, wait_for
-from imagegate.mcp.results import ImagesResult, image_content, image_record
+from imagegate.mcp.results import ImagesResult, image_content, image_record, iso
 from imagegate.mcp.tasks import task_created, task_requested
 from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import Admitted, ImageService
 from imagegate.service.jobs import JobRunner, wait_bound
+from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
 
 SERVICE_KEY = "imagegate.service"
+UPLOADS_KEY = "imagegate.uploads"
 POLICY_KEY = "imagegate.policy"
 JOBS_KEY = "imagegate.jobs"
 
@@ -342,6 +344,34 @@ async def create_download_link(
     return _images_result(result, f"Download link for {asset.id}:")
 
 
+async def create_upload_link(
+    ctx: Context,
+    filename: Annotated[
+        str | None, Field(description="A label (the file's name).", max_length=255)
+    ] = None,
+    ttl_seconds: Annotated[
+        int | None, Field(description="Link lifetime; default and maximum in server_info.")
+    ] = None,
+) -> ToolResult:
+    """A single-use URL to upload one image file (the curl line given); the upload
+    answers its asset_id, for edit_image. For files over about 3 MB."""
+    uploads = ctx.lifespan_context.get(UPLOADS_KEY)
+    if not isinstance(uploads, Uploads):
+        raise InvalidRequest(
+            "upload links need the HTTP server; over stdio, name files under input_root"
+        )
+    link = await uploads.create_link(caller_of(ctx), filename, ttl_seconds)
+    structured = {
+        "upload_url": link.url,
+        "method": "PUT",
+        "expires_at": iso(link.expires_at),
+        "max_bytes": link.max_bytes,
+        "curl": link.curl,
+    }
+    text = f"Upload one image (at most {link.max_bytes} bytes) with: {link.curl}"
+    return ToolResult(content=text, structured_content=structured)
+
+
 async def delete_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     """Delete one of your images; its download links stop working."""
     asset = await service_of(ctx).delete(caller_of(ctx), asset_id)
@@ -406,6 +436,7 @@ async def server_info(ctx: Context) -> ToolResult:
             "max_page_size": settings.max_page_size,
             "link_ttl_seconds": settings.link_ttl_seconds,
             "link_ttl_max_seconds": settings.link_ttl_max_seconds,
+            "upload_ttl_seconds": settings.upload_ttl_seconds,
             "sync_wait_seconds": settings.sync_wait_seconds,
             "job_retention_seconds": settings.job_retention_seconds,
             "max_running_jobs": settings.max_running_jobs,

@@ -36,6 +36,7 @@ from imagegate.service.quota import (
     reported_cost,
     seconds_to_next_day,
     seconds_to_next_month,
+    stored_bytes_exceeded,
 )
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import (
@@ -212,7 +213,13 @@ class ImageService:
         with anyio.CancelScope(shield=True):
             try:
                 assets = await self._store(
-                    owner, plan.relay.name, args, plan.request, produced, len(images)
+                    owner,
+                    plan.relay.name,
+                    args,
+                    plan.request,
+                    produced,
+                    len(images),
+                    plan.limits.max_stored_bytes,
                 )
             except BaseException:
                 await self.quotas.release(reservation)
@@ -250,6 +257,10 @@ class ImageService:
         total. Neither is a call (no slot, no cooldown): an answer may come back in
         another request (2026-07-28), or never."""
         now = self._clock.now()
+        if first.limits.max_stored_bytes is not None:
+            stored = await self.assets.stored_bytes(caller.subject)
+            if stored >= first.limits.max_stored_bytes:
+                raise stored_bytes_exceeded(stored, first.limits.max_stored_bytes)
         usage = await self.quotas.usage(caller.subject, now)
         images = sum(plan.request.n for plan in plans)
         check_limits(first.limits, usage, images, sum(plan.spend for plan in plans), now)
@@ -404,9 +415,16 @@ class ImageService:
         request: ImageRequest,
         produced: list[Produced],
         inputs: int,
+        max_stored_bytes: int | None,
     ) -> list[Asset]:
         assets: list[Asset] = []
         try:
+            if max_stored_bytes is not None:
+                # All or none: each add checks again, atomically, against races.
+                made = sum(item.info.byte_size for item in produced)
+                stored = await self.assets.stored_bytes(owner)
+                if stored + made > max_stored_bytes:
+                    raise stored_bytes_exceeded(stored, max_stored_bytes, made)
             for item in produced:
                 params: dict[str, object] = {
                     "requested_size": str(request.size),
@@ -425,7 +443,7 @@ class ImageService:
                     params=params,
                 )
                 asset = await self.assets.add(
-                    owner, item.image.staged, item.info, meta, self._clock.now()
+                    owner, item.image.staged, item.info, meta, self._clock.now(), max_stored_bytes
                 )
                 assets.append(asset)
         finally:

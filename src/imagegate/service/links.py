@@ -1,4 +1,4 @@
-"""Signed, expiring download links. Pure: a key, an asset id, a clock reading.
+"""Signed, expiring download and upload links. Pure: a key, an id, a clock reading.
 
 A link is `{base}/files/{asset_id}.{ext}?exp={unix}&sig={hmac}`. The signature covers a
 version tag, the asset id and the expiry, so neither can be changed; verifying needs the
@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import quote
 
-from imagegate.core.ids import AssetId
+from imagegate.core.ids import AssetId, UploadId
 
 _VERSION = b"imagegate-link-v1"
+_UPLOAD = b"imagegate-upload-v1"
+"""Another purpose, another tag: a download signature can't pass for an upload's."""
 
 
 class LinkCheck(Enum):
@@ -37,8 +39,8 @@ class LinkSigner:
         self._key = key
         self._base_url = base_url.rstrip("/")
 
-    def _signature(self, asset_id: str, expires_at: int) -> str:
-        message = b"\n".join([_VERSION, asset_id.encode(), str(expires_at).encode()])
+    def _signature(self, asset_id: str, expires_at: int, purpose: bytes = _VERSION) -> str:
+        message = b"\n".join([purpose, asset_id.encode(), str(expires_at).encode()])
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -47,12 +49,22 @@ class LinkSigner:
         path = f"/files/{quote(asset_id)}.{quote(extension)}"
         return SignedLink(f"{self._base_url}{path}?exp={expires_at}&sig={sig}", expires_at)
 
-    def check(self, asset_id: str, exp: str, sig: str, now: float) -> LinkCheck:
+    def sign_upload(self, upload_id: UploadId, expires_at: int) -> SignedLink:
+        sig = self._signature(upload_id, expires_at, _UPLOAD)
+        path = f"/uploads/{quote(upload_id)}"
+        return SignedLink(f"{self._base_url}{path}?exp={expires_at}&sig={sig}", expires_at)
+
+    def check_upload(self, upload_id: str, exp: str, sig: str, now: float) -> LinkCheck:
+        return self.check(upload_id, exp, sig, now, _UPLOAD)
+
+    def check(
+        self, asset_id: str, exp: str, sig: str, now: float, purpose: bytes = _VERSION
+    ) -> LinkCheck:
         """Signature first (a tampered expiry is a forgery, not an expiry), then time."""
         # isdigit() alone accepts '²' and other digits that int() refuses.
         if not (exp.isascii() and exp.isdigit()) or len(exp) > 12:
             return LinkCheck.BAD_SIGNATURE
-        expected = self._signature(asset_id, int(exp))
+        expected = self._signature(asset_id, int(exp), purpose)
         if not hmac.compare_digest(expected.encode(), sig.encode()):
             return LinkCheck.BAD_SIGNATURE
         if now >= int(exp):

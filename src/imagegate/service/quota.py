@@ -41,6 +41,17 @@ def _most_generous(name: str, values: list[Any]) -> Any:
     return min(values) if name in _LESS_IS_MORE else max(values)
 
 
+def stored_bytes_exceeded(stored: int, limit: int, adding: int = 0) -> QuotaExceeded:
+    """The refusal when an owner's images would take more than `max_stored_bytes`."""
+    usage = f"{stored} of {limit} bytes stored" + (f", {adding} more made" if adding else "")
+    return QuotaExceeded(
+        "max_stored_bytes",
+        usage,
+        None,
+        hint="delete images you no longer need (delete_image) to make room",
+    )
+
+
 def check_limits(limits: Limits, usage: Usage, images: int, spend: float, now: float) -> None:
     """Raise QuotaExceeded, naming the limit, the usage and when it resets, if a call
     making `images` and costing `spend` does not fit `limits` on top of `usage`."""

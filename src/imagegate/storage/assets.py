@@ -69,8 +69,7 @@ class AssetStore:
                     if held + asset.byte_size > max_owner_bytes:
                         raise QuotaExceeded(
                             "max_stored_bytes",
-                            f"{held} of {max_owner_bytes} bytes stored, this image "
-                            f"{asset.byte_size}",
+                            f"{held} of {max_owner_bytes} bytes stored, {asset.byte_size} more",
                             None,
                             hint="delete images you no longer need (delete_image) to make room",
                         )

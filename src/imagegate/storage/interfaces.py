@@ -316,6 +316,9 @@ class UploadTicket:
     owner: Subject
     expires_at: float
     filename: str | None = None
+    stored_limit: int | None = None
+    """The owner's max_stored_bytes when the link was made (its groups are known
+    then, not when the upload comes)."""
 
 
 class UploadLedger(Protocol):

@@ -16,9 +16,10 @@ MCP_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 TOO_LARGE = (
     "request too large: one MCP message to this server can be at most 4 MiB, so an image "
-    "sent as base64 in a tool argument can be about 3 MB. Send it smaller (JPEG or WebP, "
-    "fewer pixels), or name a stored image by its asset id; over stdio, a file under "
-    "input_root."
+    "sent as base64 in a tool argument can be about 3 MB. Upload it instead: "
+    "create_upload_link gives a URL to PUT the file to (curl -T), and the asset id it "
+    "answers works in edit_image. Or name a stored image by its asset id; over stdio, a "
+    "file under input_root."
 )
 
 _BODY = json.dumps(
@@ -27,11 +28,14 @@ _BODY = json.dumps(
 
 
 class ExplainTooLarge:
-    def __init__(self, app: ASGIApp) -> None:
+    """Only for the MCP endpoint at `path`: other routes (uploads) say it their way."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
         self.app = app
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path.rstrip("/"):
             await self.app(scope, receive, send)
             return
         await self.app(scope, receive, json_body_for(send, 413, _BODY))

@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     owner TEXT NOT NULL,
     filename TEXT,
     expires REAL NOT NULL,
+    stored_limit INTEGER,
     used REAL
 );
 CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (expires);
@@ -30,8 +31,9 @@ class SqliteUploadLedger:
         def create(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM uploads WHERE expires < ?", (now,))
             db.execute(
-                "INSERT INTO uploads (id, owner, filename, expires) VALUES (?,?,?,?)",
-                (ticket.id, ticket.owner, ticket.filename, ticket.expires_at),
+                "INSERT INTO uploads (id, owner, filename, expires, stored_limit) "
+                "VALUES (?,?,?,?,?)",
+                (ticket.id, ticket.owner, ticket.filename, ticket.expires_at, ticket.stored_limit),
             )
 
         await self._db.write(create)
@@ -44,9 +46,10 @@ class SqliteUploadLedger:
             )
             if claimed.rowcount != 1:
                 return None
-            owner, filename, expires = db.execute(
-                "SELECT owner, filename, expires FROM uploads WHERE id = ?", (upload_id,)
+            owner, filename, expires, limit = db.execute(
+                "SELECT owner, filename, expires, stored_limit FROM uploads WHERE id = ?",
+                (upload_id,),
             ).fetchone()
-            return UploadTicket(upload_id, Subject(owner), expires, filename)
+            return UploadTicket(upload_id, Subject(owner), expires, filename, limit)
 
         return await self._db.write(claim)

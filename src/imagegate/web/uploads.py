@@ -1,0 +1,170 @@
+"""The upload route: `PUT` (curl -T) or `POST` with a multipart file field (a browser
+form) to a signed, single-use link made by `create_upload_link`.
+
+Not behind MCP auth: the link is the grant, bound to its subject. Answers are JSON:
+201 with the new asset; 403 a tampered link, 410 an expired one, 409 a used one, 413 a
+body over the byte cap, 415 a body that is no image we accept, 507 the owner's
+storage quota. A body declared too large is refused before the link is used up; once
+a body is read, the link is spent, whatever the outcome.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from imagegate.core.errors import ImageRejected, QuotaExceeded, StorageError, TooLarge
+from imagegate.core.ids import UploadId, is_upload_id
+from imagegate.service.links import LinkCheck
+from imagegate.service.uploads import Uploads
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=_HEADERS)
+
+
+class UploadRoute:
+    def __init__(self, uploads: Uploads) -> None:
+        self._uploads = uploads
+
+    async def upload(self, request: Request) -> Response:
+        upload_id = request.path_params["upload_id"]
+        exp = request.query_params.get("exp", "")
+        check = self._uploads.check(upload_id, exp, request.query_params.get("sig", ""))
+        if not is_upload_id(upload_id) or check is LinkCheck.BAD_SIGNATURE:
+            return _error(403, "forbidden: this upload link is not valid (bad signature)")
+        if check is LinkCheck.EXPIRED:
+            return _error(
+                410,
+                f"gone: this upload link expired at {formatdate(int(exp), usegmt=True)}; "
+                "ask for a new one with create_upload_link",
+            )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._uploads.max_bytes + _FORM_OVERHEAD:
+            return _too_large(self._uploads.max_bytes)
+        body = self._body(request)
+        if isinstance(body, Response):
+            return body
+        ticket = await self._uploads.claim(UploadId(upload_id))
+        if ticket is None:
+            return _error(409, "conflict: this upload link was used already; ask for a new one")
+        try:
+            asset = await self._uploads.receive(ticket, body)
+        except TooLarge:
+            return _too_large(self._uploads.max_bytes)
+        except ImageRejected as err:
+            return _error(415, f"unsupported media type: {err}")
+        except QuotaExceeded as err:
+            return _error(507, str(err))
+        except StorageError as err:
+            return _error(503, f"unavailable: {err}")
+        except MultipartParseError:
+            return _error(400, "bad request: the multipart form is malformed")
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it; nothing was stored
+        return JSONResponse(
+            {
+                "asset_id": asset.id,
+                "width": asset.width,
+                "height": asset.height,
+                "mime_type": asset.format.mime_type,
+                "bytes": asset.byte_size,
+            },
+            status_code=201,
+            headers=_HEADERS,
+        )
+
+    def _body(self, request: Request) -> AsyncIterator[bytes] | Response:
+        if request.method == "PUT":
+            return request.stream()
+        kind, options = parse_options_header(request.headers.get("content-type", ""))
+        boundary = options.get(b"boundary")
+        if kind != b"multipart/form-data" or not boundary:
+            return _error(
+                415, "unsupported media type: POST a multipart/form-data file field, or PUT"
+            )
+        return _first_file(request, boundary)
+
+
+_FORM_OVERHEAD = 64 * 1024
+"""What a multipart form may add around the file (boundaries, part headers)."""
+
+
+def _too_large(limit: int) -> Response:
+    return _error(413, f"payload too large: an upload can be at most {limit} bytes")
+
+
+class _FirstFile:
+    """Multipart parser callbacks that keep the data of the first part with a file name."""
+
+    def __init__(self) -> None:
+        self.field = b""
+        self.value = b""
+        self.current = False
+        self.done = False
+        self.pending: list[bytes] = []
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self.field.lower() == b"content-disposition":
+            _, params = parse_options_header(self.value)
+            self.current = b"filename" in params and not self.done
+        self.field, self.value = b"", b""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current:
+            self.pending.append(data[start:end])
+
+    def on_part_end(self) -> None:
+        if self.current:
+            self.done, self.current = True, False
+
+    def take(self) -> list[bytes]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+async def _first_file(request: Request, boundary: bytes) -> AsyncIterator[bytes]:
+    """The bytes of the form's first part that carries a file name, as they stream in;
+    every other part is skipped."""
+    found = _FirstFile()
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": found.on_header_field,
+            "on_header_value": found.on_header_value,
+            "on_header_end": found.on_header_end,
+            "on_part_data": found.on_part_data,
+            "on_part_end": found.on_part_end,
+        },
+    )
+    async for chunk in request.stream():
+        parser.write(chunk)
+        for data in found.take():
+            yield data
+    parser.finalize()
+    for data in found.take():
+        yield data
+    if not found.done:
+        raise ImageRejected("the form has no file field")
+
+
+def upload_routes(uploads: Uploads) -> list[tuple[str, list[str], Handler]]:
+    """(path, methods, handler) of the upload route, for the HTTP app."""
+    return [("/uploads/{upload_id}", ["PUT", "POST"], UploadRoute(uploads).upload)]
