@@ -217,7 +217,10 @@ async def test_the_storage_quota_holds_for_uploads_and_generations(server: Runni
         assert (await client.put(small["upload_url"], content=png((200, 200)))).status_code == 201
     with pytest.raises(ToolError, match="max_stored_bytes"):
         await tool(server, "generate_image", CAROL_TOKEN, prompt="x", size="1024x1024")
-    assert len((await tool(server, "list_images", CAROL_TOKEN))["images"]) == 1
+    (image,) = (await tool(server, "list_images", CAROL_TOKEN))["images"]
+    usage = await tool(server, "get_usage", CAROL_TOKEN)
+    assert usage["usage"]["stored_bytes"] == image["bytes"]
+    assert usage["limits"]["max_stored_bytes"] == CAROL_BYTES
 
 
 def gps_jpeg() -> bytes:

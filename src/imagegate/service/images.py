@@ -467,6 +467,7 @@ class ImageService:
                 "spend_month": round(usage.spend_month, 6),
                 "calls_today": usage.calls_today,
                 "running": usage.in_flight,
+                "stored_bytes": await self.assets.stored_bytes(subject),
             },
             "resets_in_seconds": {
                 "day": seconds_to_next_day(now),
