@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     """Per-subject limits ([quotas.default], [quotas.subjects."..."], [quotas.groups.*])."""
     input_root: Path | None = None
+    output_root: Path | None = None
+    """stdio: generate_image and edit_image may save copies below it (save_to)."""
     """stdio only: edit_image may read local files under this directory."""
     max_images_per_call: int = Field(default=4, ge=1, le=10)
     max_image_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)

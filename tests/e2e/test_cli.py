@@ -512,3 +512,51 @@ async def test_generate_shows_it_is_alive_while_the_upstream_is_quiet(tmp_path: 
     alive = [line for line in result.stderr.splitlines() if line.endswith("still working")]
     assert len(alive) >= 3
     assert all(re.match(r"\[\s*\d+\.\ds\] still working", line) for line in alive)
+
+
+async def test_stdio_saves_where_the_user_works(tmp_path: Path) -> None:
+    """save_to writes a copy under output_root, and nowhere else."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hero.png").write_bytes(b"the user's own file")
+    (project / "out").symlink_to(tmp_path)
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "imagegate", "serve", "--transport", "stdio"],
+        env=clean_env(
+            IMAGEGATE_STATE_DIR=str(tmp_path / "state"), IMAGEGATE_OUTPUT_ROOT=str(project)
+        ),
+    )
+    async with Client(transport) as client:
+        result = await client.call_tool(
+            "generate_image", {"prompt": "a hero", "size": "96x64", "save_to": "assets/hero.png"}
+        )
+        for bad, why in [
+            ("../escape.png", "'..' is not allowed"),
+            ("/tmp/escape.png", "not an absolute one"),
+            ("out/escape.png", "leads outside output_root"),
+            ("hero.png", "exists in output_root; pass overwrite=true"),
+        ]:
+            with pytest.raises(ToolError, match=re.escape(why)):
+                await client.call_tool("generate_image", {"prompt": "x", "save_to": bad})
+        replaced = await client.call_tool(
+            "generate_image",
+            {"prompt": "x", "size": "64x64", "save_to": "hero.png", "overwrite": True},
+        )
+    assert result.structured_content is not None
+    (image,) = result.structured_content["images"]
+    saved = project / "assets" / "hero.png"
+    assert image["saved_to"] == str(saved)
+    assert saved.read_bytes() == Path(image["path"]).read_bytes()
+    assert replaced.structured_content is not None
+    assert (project / "hero.png").read_bytes() != b"the user's own file"
+    assert not (tmp_path / "escape.png").exists()
+    assert sorted(p.name for p in project.iterdir()) == ["assets", "hero.png", "out"]
+
+
+async def test_save_to_over_http_points_to_the_link(tmp_path: Path) -> None:
+    with serving(tmp_path / "state") as (base_url, _):
+        token = (tmp_path / "state" / "bearer-token").read_text().strip()
+        async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
+            with pytest.raises(ToolError, match=r"stdio only.*download link"):
+                await client.call_tool("generate_image", {"prompt": "x", "save_to": "a.png"})

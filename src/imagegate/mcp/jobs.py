@@ -22,13 +22,14 @@ from fastmcp import Context
 from fastmcp.tools import ToolResult
 
 from imagegate.access.policy import Caller
-from imagegate.core.errors import NotFound, from_record
+from imagegate.core.errors import ImagegateError, NotFound, from_record
 from imagegate.mcp.elicit import Confirmer
 from imagegate.mcp.results import Failure, ImagesResult, image_content, image_record, iso
 from imagegate.relays.base import ProgressFn
 from imagegate.service.generation import Stopwatch
 from imagegate.service.images import Admitted, ImageService, Made
 from imagegate.service.jobs import JobRunner
+from imagegate.service.saving import SavePlan
 from imagegate.storage.interfaces import Job, JobState
 
 PROGRESS_STEP = 0.1
@@ -61,15 +62,17 @@ class Progress:
 
 
 async def start_job(
-    ctx: Context,
+    service: ImageService,
     runner: JobRunner,
     caller: Caller,
     tool: str,
     admitted: Admitted,
     confirm: Confirmer,
     thumbnail: bool,
+    save_plan: SavePlan | None = None,
 ) -> Job:
-    """Start an admitted call as a job of the caller."""
+    """Start an admitted call as a job of the caller; its images are also saved where
+    `save_plan` says once they exist (so also when the client has gone)."""
     options: dict[str, Any] = {"thumbnail": thumbnail}
     if confirm.outcome is not None:
         options["confirmation"] = confirm.outcome
@@ -79,7 +82,13 @@ async def start_job(
 
     async def work(progress: ProgressFn) -> dict[str, Any]:
         made = await admitted.run(progress)
-        return _outcome(made, watch)
+        outcome = _outcome(made, watch)
+        if save_plan is not None and made.assets:
+            try:
+                outcome["saved"] = await service.save_copies(save_plan, made.assets)
+            except (ImagegateError, OSError) as err:
+                outcome["save_error"] = _save_error(err)
+        return outcome
 
     # Shielded: a job recorded must also be started, or it would look running forever.
     with anyio.CancelScope(shield=True):
@@ -89,6 +98,12 @@ async def start_job(
             await admitted.aclose()
             raise
     return job
+
+
+def _save_error(err: Exception) -> str:
+    if isinstance(err, ImagegateError):
+        return str(err)
+    return f"save_to: could not write the file ({getattr(err, 'strerror', None) or 'I/O error'})"
 
 
 def _outcome(made: Made, watch: Stopwatch) -> dict[str, Any]:
@@ -157,6 +172,12 @@ async def finished_result(service: ImageService, caller: Caller, job: Job) -> To
         except NotFound:
             continue  # deleted by its owner since
     records = [image_record(asset, service.publish(asset)) for asset in assets]
+    saved = job.outcome.get("saved", [])
+    if len(saved) == len(records):
+        records = [
+            record.model_copy(update={"saved_to": path})
+            for record, path in zip(records, saved, strict=True)
+        ]
     thumbs = await service.thumbnails(assets) if job.request.get("thumbnail") else None
     failures = [Failure(**failure) for failure in job.outcome.get("failures", [])]
     elapsed = job.outcome.get("elapsed_seconds")
@@ -166,6 +187,7 @@ async def finished_result(service: ImageService, caller: Caller, job: Job) -> To
         failures=failures,
         confirmation=job.request.get("confirmation"),
         estimated_cost=job.request.get("estimated_cost"),
+        save_error=job.outcome.get("save_error"),
     )
     heading = f"{VERBS.get(job.tool, 'Made')} {len(records)} image(s) in {elapsed or 0:.1f}s:"
     if failures:

@@ -28,6 +28,8 @@ class ImageRecord(BaseModel):
     expires_at: str | None = None
     path: str | None = None
     """stdio: the image's local file."""
+    saved_to: str | None = None
+    """stdio: the copy written where `save_to` asked."""
     width: int
     height: int
     mime_type: str
@@ -55,6 +57,8 @@ class ImagesResult(BaseModel):
     confirmation: str | None = None
     """For paid relays: paid:auto, accepted, declined, cancelled, unsupported."""
     estimated_cost: float | None = None
+    save_error: str | None = None
+    """Why the copies `save_to` asked for were not written (the images are stored)."""
 
     def structured(self) -> dict[str, Any]:
         """The structured content: what is unknown or empty is left out."""

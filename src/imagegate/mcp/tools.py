@@ -2,6 +2,7 @@
 Each is declared, with its scope and annotations, in `specs.TOOLS`."""
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastmcp import Context
@@ -20,6 +21,7 @@ from imagegate.mcp.tasks import task_created, task_requested
 from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import Admitted, ImageService
 from imagegate.service.jobs import JobRunner, wait_bound
+from imagegate.service.saving import SavePlan, plan_save
 from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
 
@@ -73,6 +75,10 @@ NegativeArg = Annotated[str | None, Field(description="What to avoid (if support
 RelayArg = Annotated[str | None, Field(description="A relay name from list_relays.")]
 ThumbnailArg = Annotated[bool, Field(description="Also inline a small preview.")]
 CountArg = Annotated[int, Field(description="How many images.", ge=1, le=10)]
+SaveToArg = Annotated[
+    str | None, Field(description="stdio: also save under output_root, e.g. assets/hero.png.")
+]
+OverwriteArg = Annotated[bool, Field(description="Replace an existing save_to file.")]
 WaitArg = Annotated[
     float | None,
     Field(description="Most seconds to wait (default, maximum: server_info).", ge=0),
@@ -97,6 +103,8 @@ async def generate_image(
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
+    save_to: SaveToArg = None,
+    overwrite: OverwriteArg = False,
 ) -> ToolResult | InputRequiredResult:
     """Generate images from a prompt; each is stored for you and returned with a link.
     Options a relay does not support are refused with what it does support. If not
@@ -119,7 +127,9 @@ async def generate_image(
     async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
         return await service.admit(caller, args, confirm)
 
-    return await _making(ctx, "generate_image", admit, thumbnail, wait_seconds)
+    return await _making(
+        ctx, "generate_image", admit, thumbnail, wait_seconds, args, SaveTo(save_to, overwrite)
+    )
 
 
 async def edit_image(
@@ -163,6 +173,8 @@ async def edit_image(
     relay: RelayArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
+    save_to: SaveToArg = None,
+    overwrite: OverwriteArg = False,
 ) -> ToolResult | InputRequiredResult:
     """Edit images with a prompt, optionally inside a mask; or combine several reference
     images into new ones; or (batch) apply one prompt to each image separately. Results
@@ -185,7 +197,9 @@ async def edit_image(
     async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
         return await service.admit(caller, args, confirm, images, mask, batch)
 
-    return await _making(ctx, "edit_image", admit, thumbnail, wait_seconds)
+    return await _making(
+        ctx, "edit_image", admit, thumbnail, wait_seconds, args, SaveTo(save_to, overwrite)
+    )
 
 
 async def get_usage(
@@ -213,8 +227,22 @@ async def reset_usage(
 AdmitFn = Callable[[ImageService, Confirmer], Awaitable[Admitted]]
 
 
+@dataclass(frozen=True)
+class SaveTo:
+    """Where a caller asked for copies (stdio): `save_to`, and whether to overwrite."""
+
+    path: str | None
+    overwrite: bool
+
+
 async def _making(
-    ctx: Context, tool: str, admit: AdmitFn, thumbnail: bool, wait_seconds: float | None
+    ctx: Context,
+    tool: str,
+    admit: AdmitFn,
+    thumbnail: bool,
+    wait_seconds: float | None,
+    args: GenerateArgs,
+    save_to: SaveTo,
 ) -> ToolResult | InputRequiredResult:
     """Admit a generation or edit in this call (checks, and a paid call's question:
     its answer, or the question a 2026-07-28 client must answer, or the user's no),
@@ -223,6 +251,7 @@ async def _making(
     runner = runner_of(ctx)
     caller = caller_of(ctx)
     wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
+    save_plan = _save_plan(ctx, service, args, save_to)
     runner.check_room(caller.subject)  # before anyone is asked to pay for a job
     confirm = Confirmer(ctx, service.spend_once)
     try:
@@ -231,10 +260,27 @@ async def _making(
         return _not_confirmed(refusal, confirm)
     except NeedsInput as question:
         return question.result
-    job = await start_job(ctx, runner, caller, tool, admitted, confirm, thumbnail)
+    job = await start_job(service, runner, caller, tool, admitted, confirm, thumbnail, save_plan)
     if task_requested(ctx):
         return task_created(ctx, job, service.settings.job_retention_seconds)
     return await wait_for(ctx, service, runner, caller, job.id, wait, started_here=True)
+
+
+def _save_plan(
+    ctx: Context, service: ImageService, args: GenerateArgs, save_to: SaveTo
+) -> SavePlan | None:
+    """Check `save_to` before anything is made."""
+    if save_to.path is None:
+        return None
+    relay = service.relays.get(args.relay)
+    return plan_save(
+        service.settings.output_root,
+        save_to.path,
+        local=ctx.transport == "stdio",
+        output_format=args.output_format or relay.defaults.output_format.value,
+        count=args.n,
+        overwrite=save_to.overwrite,
+    )
 
 
 def _not_confirmed(refusal: NotConfirmed, confirm: Confirmer) -> ToolResult:

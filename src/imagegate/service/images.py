@@ -3,7 +3,7 @@ list, get, link and delete owned images, and report usage."""
 
 import hashlib
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -38,6 +38,7 @@ from imagegate.service.quota import (
     seconds_to_next_month,
     stored_bytes_exceeded,
 )
+from imagegate.service.saving import SavePlan, save
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import (
     Asset,
@@ -515,6 +516,14 @@ class ImageService:
     @property
     def links_enabled(self) -> bool:
         return self._signer is not None
+
+    async def save_copies(self, plan: SavePlan, assets: list[Asset]) -> list[str]:
+        """Copy the assets' files where `plan` says (service.saving); the paths."""
+        async with AsyncExitStack() as held:
+            paths = [await held.enter_async_context(self.assets.as_file(a)) for a in assets]
+            formats = [asset.format for asset in assets]
+            written = await anyio.to_thread.run_sync(save, plan, paths, formats)
+        return [str(path) for path in written]
 
     async def thumbnails(self, assets: list[Asset]) -> list[bytes]:
         """A small PNG preview of each asset."""
