@@ -52,7 +52,10 @@ async def test_generate_image_returns_everything_a_client_needs(server: RunningS
     (text,) = [block.text for block in result.content if isinstance(block, TextContent)]
     assert text.count(image["url"]) == 1
     assert f"![a lighthouse at dusk]({image['url']})" in text
-    assert not any(isinstance(block, ResourceLink | ImageContent) for block in result.content)
+    assert not any(isinstance(block, ImageContent) for block in result.content)
+    # And a resource link the client can read (mcp.resources).
+    (link,) = [block for block in result.content if isinstance(block, ResourceLink)]
+    assert (str(link.uri), link.mime_type) == (f"image://{image['asset_id']}", "image/webp")
 
     download = await http_get(image["url"])
     assert download.status_code == 200
@@ -433,7 +436,9 @@ async def test_only_what_is_served_is_advertised(server: RunningServer, mode: st
     assert capabilities is not None
     assert capabilities.tools is not None
     assert capabilities.prompts is None
-    assert capabilities.resources is None
+    assert capabilities.resources is not None  # the images, as image:// resources
+    assert not capabilities.resources.subscribe
+    assert not capabilities.resources.list_changed
     assert "io.modelcontextprotocol/ui" not in (capabilities.extensions or {})
 
 

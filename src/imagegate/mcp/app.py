@@ -26,6 +26,7 @@ from imagegate.core.clock import Clock
 from imagegate.mcp import tools
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
+from imagegate.mcp.resources import ImageResources, serve_resources
 from imagegate.mcp.sessions import SessionGuard, SessionRegistry
 from imagegate.mcp.specs import RULES, TOOLS
 from imagegate.mcp.tasks import JobTasks, legacy_capability, serve_tasks
@@ -102,6 +103,7 @@ def build_mcp(
         ),
     )
     serve_tasks(mcp, JobTasks(service, runner, policy, local))
+    serve_resources(mcp, ImageResources(service, policy, local))
     _register_tools(mcp, schema_bounds(settings, service.relays))
     _advertise_only_tools(mcp)
     for path, methods, handler in routes:
@@ -155,11 +157,11 @@ def schema_bounds(settings: Settings, relays: Relays) -> dict[str, dict[str, int
 
 
 def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
-    """FastMCP advertises prompts, resources and the MCP Apps extension whether a server
-    has any or not; clients then ask for them and find nothing. imagegate serves tools
-    (and its own HTTP routes), so its capabilities say just that, in both eras; and
-    tasks for tool calls, which 2025-11-25 clients learn from a capability (2026-07-28
-    ones from the extension)."""
+    """FastMCP advertises prompts and the MCP Apps extension whether a server has any or
+    not; clients then ask for them and find nothing. imagegate serves tools and
+    resources (its images, which change without notice), in both eras; and tasks for
+    tool calls, which 2025-11-25 clients learn from a capability (2026-07-28 ones from
+    the extension)."""
     server = mcp._mcp_server
     advertised = server.get_capabilities
 
@@ -172,7 +174,7 @@ def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
         }
         update: dict[str, Any] = {
             "prompts": None,
-            "resources": None,
+            "resources": mcp_types.ResourcesCapability(subscribe=False, list_changed=False),
             "extensions": extensions or None,
         }
         if kwargs.get("protocol_version") not in MODERN_PROTOCOL_VERSIONS:

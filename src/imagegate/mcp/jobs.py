@@ -197,7 +197,7 @@ async def finished_result(service: ImageService, caller: Caller, job: Job) -> To
             + ")"
         )
     return ToolResult(
-        content=image_content(result.images, heading, thumbs),
+        content=image_content(result.images, heading, caller.subject, thumbs),
         structured_content=result.structured(),
     )
 

@@ -3,8 +3,8 @@
 Codex and Claude Code hand a model the structured content and little else, so it holds
 everything, compactly: fields that are empty or unknown are left out. The text block is
 for clients without structured content: a heading and one line per image, with a
-Markdown image where there is a link. Download links are not also resource links:
-`resources/read` can't read them (the Exchange work adds readable image resources).
+Markdown image where there is a link, then a resource link per image (`image://` URIs
+that `resources/read` reads, mcp.resources).
 """
 
 import base64
@@ -12,8 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_types import ImageContent, TextContent
-from pydantic import BaseModel
+from mcp_types import ImageContent, ResourceLink, TextContent
+from pydantic import BaseModel, Field
 
 from imagegate.service.images import Published
 from imagegate.storage.interfaces import Asset
@@ -39,6 +39,8 @@ class ImageRecord(BaseModel):
     revised_prompt: str | None = None
     created_at: str
     params: dict[str, Any] = {}
+    owner: str = Field(default="", exclude=True)
+    """Whose image it is: it gets a resource link only in its owner's results."""
 
 
 class Failure(BaseModel):
@@ -88,6 +90,7 @@ def image_record(asset: Asset, published: Published | None) -> ImageRecord:
         revised_prompt=asset.revised_prompt,
         created_at=iso(asset.created_at) or "",
         params=asset.params,
+        owner=asset.owner,
     )
 
 
@@ -98,15 +101,32 @@ def markdown_image(record: ImageRecord) -> str:
 
 
 def image_content(
-    records: list[ImageRecord], heading: str, thumbnails: list[bytes] | None = None
-) -> list[TextContent | ImageContent]:
-    """The text fallback (a line per image, its Markdown image when it has a link) and
-    the optional thumbnails."""
+    records: list[ImageRecord],
+    heading: str,
+    reader: str,
+    thumbnails: list[bytes] | None = None,
+) -> list[TextContent | ImageContent | ResourceLink]:
+    """The text fallback (a line per image, its Markdown image when it has a link), a
+    resource link to each of the `reader`'s own images (only their owner can read
+    them), and the optional thumbnails."""
     lines = [heading]
     for record in records:
         line = f"- {record.asset_id}, {record.width}x{record.height} {_format(record.mime_type)}"
         lines.append(f"{line}: {markdown_image(record)}" if record.url else line)
-    blocks: list[TextContent | ImageContent] = [TextContent(type="text", text="\n".join(lines))]
+    blocks: list[TextContent | ImageContent | ResourceLink] = [
+        TextContent(type="text", text="\n".join(lines))
+    ]
+    blocks += [
+        ResourceLink(
+            type="resource_link",
+            uri=f"image://{record.asset_id}",
+            name=record.asset_id,
+            mime_type=record.mime_type,
+            size=record.bytes,
+        )
+        for record in records
+        if record.owner == reader
+    ]
     for thumb in thumbnails or []:
         blocks.append(
             ImageContent(type="image", data=base64.b64encode(thumb).decode(), mime_type="image/png")

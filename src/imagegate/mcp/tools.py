@@ -353,7 +353,7 @@ async def list_images(
     records = [image_record(asset, None) for asset in page.assets]
     heading = f"{len(records)} image(s)" + (", more with next_cursor" if page.next_cursor else "")
     result = ImagesResult(images=records, next_cursor=page.next_cursor)
-    return _images_result(result, heading + ":")
+    return _images_result(result, heading + ":", caller_of(ctx))
 
 
 async def get_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
@@ -364,10 +364,12 @@ async def get_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     if not may_link(caller, asset.owner):
         result = ImagesResult(images=[image_record(asset, None)])
         return _images_result(
-            result, f"Image {asset.id} of {asset.owner} (no link: needs scope images:share):"
+            result,
+            f"Image {asset.id} of {asset.owner} (no link: needs scope images:share):",
+            caller,
         )
     result = ImagesResult(images=[image_record(asset, service.publish(asset))])
-    return _images_result(result, f"Image {asset.id}:")
+    return _images_result(result, f"Image {asset.id}:", caller)
 
 
 async def create_download_link(
@@ -385,9 +387,10 @@ async def create_download_link(
             "download links need the HTTP server; in stdio mode images are local files "
             "(see 'path'), or set public_url to an imagegate HTTP server sharing this state"
         )
-    asset = await service.get(caller_of(ctx), asset_id)
+    caller = caller_of(ctx)
+    asset = await service.get(caller, asset_id)
     result = ImagesResult(images=[image_record(asset, service.publish(asset, ttl_seconds))])
-    return _images_result(result, f"Download link for {asset.id}:")
+    return _images_result(result, f"Download link for {asset.id}:", caller)
 
 
 async def create_upload_link(
@@ -512,10 +515,8 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _images_result(
-    result: ImagesResult, heading: str, thumbnails: list[bytes] | None = None
-) -> ToolResult:
+def _images_result(result: ImagesResult, heading: str, caller: Caller) -> ToolResult:
     return ToolResult(
-        content=image_content(result.images, heading, thumbnails),
+        content=image_content(result.images, heading, caller.subject),
         structured_content=result.structured(),
     )
