@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     max_connections_per_peer: int = Field(default=256, ge=0)
     """Open connections one address may hold; 0: no cap (behind a reverse proxy)."""
     thumbnail_px: int = Field(default=256, ge=16, le=1024)
+    view_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Memory for rendered views (resized or converted copies), least recently used
+    first out."""
     sync_wait_seconds: float = Field(default=40.0, ge=0, le=3600)
     """How long a generation's call waits for its images before it answers "running"
     with a job id: below the 45-60 s after which common clients give up."""

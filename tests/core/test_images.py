@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from imagegate.core.errors import ImageRejected
-from imagegate.core.images import ImageFormat, inspect_image, sniff_format, thumbnail_png
+from imagegate.core.images import ImageFormat, inspect_image, sniff_format
 
 
 def encoded(fmt: str, size: tuple[int, int] = (32, 16)) -> bytes:
@@ -91,10 +91,3 @@ def test_huge_bomb_is_refused_by_the_header_alone(tmp_path: Path) -> None:
     path = write(tmp_path, bomb_png(50_000, 50_000))
     with pytest.raises(ImageRejected, match="decompression bomb"):
         inspect_image(path, max_bytes=10**6, max_pixels=10**6)
-
-
-def test_thumbnail(tmp_path: Path) -> None:
-    path = write(tmp_path, encoded("JPEG", (400, 100)))
-    with Image.open(io.BytesIO(thumbnail_png(path, 64))) as thumb:
-        assert thumb.format == "PNG"
-        assert thumb.size == (64, 16)

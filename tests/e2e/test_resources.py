@@ -79,7 +79,10 @@ async def test_a_returned_resource_link_reads_as_the_image(
     image = result.structured_content["images"][0]  # type: ignore[index]
     async with httpx.AsyncClient() as http:
         assert base64.b64decode(content.blob) == (await http.get(image["url"])).content
-    assert [t.uri_template for t in templates] == ["image://{asset_id}"]
+    assert sorted(t.uri_template for t in templates) == [
+        "image://{asset_id}",
+        "image://{asset_id}/view{?width,height,fit,format,quality}",
+    ]
 
 
 async def test_the_list_is_ones_own_newest_first_in_pages(

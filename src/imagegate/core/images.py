@@ -4,7 +4,6 @@ Everything stored or sent upstream passes `inspect_image` first. The pixel cap i
 checked from the header before any decode, which is the decompression-bomb guard.
 """
 
-import io
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -88,12 +87,3 @@ def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
             f"{fmt.value} image is damaged or truncated ({type(err).__name__})"
         ) from None
     return ImageInfo(format=fmt, width=width, height=height, byte_size=byte_size)
-
-
-def thumbnail_png(path: Path, max_px: int) -> bytes:
-    """A small PNG preview of a stored (already inspected) image."""
-    with Image.open(path) as img:
-        img.thumbnail((max_px, max_px))
-        out = io.BytesIO()
-        img.save(out, format="PNG", optimize=True)
-    return out.getvalue()

@@ -12,11 +12,12 @@ answers "not found" and the list is empty.
 """
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import mcp_types
 from fastmcp import FastMCP
-from fastmcp.exceptions import NotFoundError
+from fastmcp.exceptions import NotFoundError, ValidationError
 from fastmcp.resources import ResourceContent, ResourceResult
 from fastmcp.server.dependencies import bind_request_context, get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
@@ -28,6 +29,7 @@ from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
 from imagegate.access.scopes import READ
 from imagegate.core.errors import ImagegateError, InvalidRequest, NotFound
 from imagegate.core.ids import parse_asset_id
+from imagegate.core.views import View
 from imagegate.mcp.auth import identity_from_token
 from imagegate.service.images import ImageService
 from imagegate.storage.interfaces import Asset
@@ -80,6 +82,48 @@ class ImageResources:
             data = await anyio.to_thread.run_sync(path.read_bytes)
         return ResourceResult([ResourceContent(data, mime_type=asset.format.mime_type)])
 
+    def view_of(self, uri: str) -> View:
+        """The view an `image://{id}/view?...` URI asks for; fastmcp's ValidationError
+        (a clean invalid-params answer) says what is wrong."""
+        query = parse_qs(urlsplit(uri).query)
+
+        def first(name: str) -> str | None:
+            values = query.get(name)
+            return values[0] if values else None
+
+        def number(name: str) -> int | None:
+            value = first(name)
+            if value is None:
+                return None
+            if not (value.isascii() and value.isdigit()) or len(value) > 6:
+                raise ValidationError(f"{name} must be a whole number")
+            return int(value)
+
+        return self.view(
+            number("width"), number("height"), first("fit"), first("format"), number("quality")
+        )
+
+    def view(
+        self,
+        width: int | None,
+        height: int | None,
+        fit: str | None,
+        format: str | None,
+        quality: int | None,
+    ) -> View:
+        try:
+            return View.of(
+                width, height, fit, format, quality, self._service.settings.max_image_pixels
+            )
+        except InvalidRequest as err:
+            raise ValidationError(str(err)) from None
+
+    async def read_view(self, asset_id: str, view: View) -> ResourceResult:
+        asset = await self.owned(image_uri(asset_id))
+        data = await self._service.view(asset, view)
+        mime_type = view.output_format(asset.format).mime_type
+        return ResourceResult([ResourceContent(data, mime_type=mime_type)])
+
     async def list_page(
         self, ctx: ServerRequestContext[Any, Any], params: mcp_types.PaginatedRequestParams
     ) -> mcp_types.ListResourcesResult:
@@ -123,6 +167,8 @@ class ImageOwnership(Middleware):
         uri = str(getattr(context.message, "uri", ""))
         if uri.startswith(SCHEME):
             await self._resources.owned(uri)
+            if urlsplit(uri).path.startswith("/view"):
+                self._resources.view_of(uri)
         return await call_next(context)
 
 
@@ -139,6 +185,27 @@ def serve_resources(mcp: FastMCP[Any], resources: ImageResources) -> None:
         description="One of your images (asset id img_...), as stored.",
         mime_type="image/png",
     )(read_image)
+
+    async def read_view(
+        asset_id: str,
+        width: int | None = None,
+        height: int | None = None,
+        fit: str | None = None,
+        format: str | None = None,
+        quality: int | None = None,
+    ) -> ResourceResult:
+        view = resources.view(width, height, fit, format, quality)  # checked in middleware
+        return await resources.read_view(asset_id, view)
+
+    mcp.resource(
+        "image://{asset_id}/view{?width,height,fit,format,quality}",
+        name="image_view",
+        description=(
+            "A resized or converted copy of one of your images: width, height (at most), "
+            "fit (contain, cover, crop), format (png, jpeg, webp), quality (1-100)."
+        ),
+        mime_type="image/webp",
+    )(read_view)
     mcp._mcp_server.add_request_handler(
         "resources/list", mcp_types.PaginatedRequestParams, resources.list_page
     )

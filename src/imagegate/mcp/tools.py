@@ -13,6 +13,7 @@ from pydantic import Field
 from imagegate import __version__
 from imagegate.access.policy import AccessPolicy, Caller, may_link, may_use_relay
 from imagegate.core.errors import InvalidRequest, NotConfirmed
+from imagegate.core.views import View
 from imagegate.mcp.auth import current_identity
 from imagegate.mcp.elicit import Confirmer, NeedsInput
 from imagegate.mcp.jobs import job_record, start_job, wait_for
@@ -378,18 +379,30 @@ async def create_download_link(
     ttl_seconds: Annotated[
         int | None, Field(description="Link lifetime; default and maximum in server_info.")
     ] = None,
+    width: Annotated[int | None, Field(description="View: at most this wide.")] = None,
+    height: Annotated[int | None, Field(description="View: at most this high.")] = None,
+    fit: Annotated[
+        Literal["contain", "cover", "crop"] | None, Field(description="View: into the box.")
+    ] = None,
+    format: Annotated[
+        Literal["png", "jpeg", "webp"] | None, Field(description="View: convert to this.")
+    ] = None,
+    quality: Annotated[int | None, Field(description="View: 1-100, jpeg and webp.")] = None,
 ) -> ToolResult:
     """A signed download link to one of your images that works without a token until it
-    expires. Anyone holding the link can download the image."""
+    expires; with view options, to a resized or converted copy. Anyone holding the link
+    can download it."""
     service = service_of(ctx)
     if not service.links_enabled:
         raise InvalidRequest(
             "download links need the HTTP server; in stdio mode images are local files "
             "(see 'path'), or set public_url to an imagegate HTTP server sharing this state"
         )
+    view = View.of(width, height, fit, format, quality, service.settings.max_image_pixels)
     caller = caller_of(ctx)
     asset = await service.get(caller, asset_id)
-    result = ImagesResult(images=[image_record(asset, service.publish(asset, ttl_seconds))])
+    published = service.publish(asset, ttl_seconds, view)
+    result = ImagesResult(images=[image_record(asset, published)])
     return _images_result(result, f"Download link for {asset.id}:", caller)
 
 

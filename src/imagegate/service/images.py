@@ -20,10 +20,11 @@ from imagegate.access.policy import (
 )
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
-from imagegate.core.cpu import FairShare, run_cpu
+from imagegate.core.cpu import FairShare
 from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
-from imagegate.core.images import thumbnail_png
+from imagegate.core.images import ImageFormat
+from imagegate.core.views import View
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
 from imagegate.relays.registry import Relays
 from imagegate.service.confirm import ConfirmFn, PaidCall, batch_total, paid_call
@@ -39,6 +40,7 @@ from imagegate.service.quota import (
     stored_bytes_exceeded,
 )
 from imagegate.service.saving import SavePlan, save
+from imagegate.service.views import Views
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import (
     Asset,
@@ -165,6 +167,7 @@ class ImageService:
         self._signer = signer
         self._clock = clock
         self._fair = fair
+        self.views = Views(assets, settings.view_cache_bytes)
 
     @contextmanager
     def _acting_for(self, subject: str) -> Iterator[None]:
@@ -494,8 +497,11 @@ class ImageService:
     async def delete(self, caller: Caller, asset_id: str) -> Asset:
         return await self.assets.delete(reach(caller), parse_asset_id(asset_id))
 
-    def publish(self, asset: Asset, ttl_seconds: int | None = None) -> Published:
-        """A fresh link with the given TTL (default from settings, capped by the maximum)."""
+    def publish(
+        self, asset: Asset, ttl_seconds: int | None = None, view: View | None = None
+    ) -> Published:
+        """A fresh link with the given TTL (default from settings, capped by the
+        maximum); with a `view`, to that resized or converted copy."""
         ttl = self.settings.link_ttl_seconds if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= self.settings.link_ttl_max_seconds:
             raise InvalidRequest(
@@ -510,7 +516,11 @@ class ImageService:
                 )
             return Published(url=path.as_uri(), expires_at=None, path=path)
         expires_at = int(self._clock.now()) + ttl
-        link = self._signer.sign(asset.id, asset.format.extension, expires_at)
+        if view is not None and not view.is_plain:
+            extension = view.output_format(asset.format).extension
+            link = self._signer.sign(asset.id, extension, expires_at, view.key, view.query)
+        else:
+            link = self._signer.sign(asset.id, asset.format.extension, expires_at)
         return Published(url=link.url, expires_at=link.expires_at)
 
     @property
@@ -526,13 +536,15 @@ class ImageService:
         return [str(path) for path in written]
 
     async def thumbnails(self, assets: list[Asset]) -> list[bytes]:
-        """A small PNG preview of each asset."""
-        previews = []
-        for asset in assets:
-            with self._acting_for(asset.owner):
-                async with self.assets.as_file(asset) as path:
-                    previews.append(await run_cpu(thumbnail_png, path, self.settings.thumbnail_px))
-        return previews
+        """A small PNG preview of each asset: a view, like any other (cached)."""
+        side = self.settings.thumbnail_px
+        preview = View(side, side, "contain", ImageFormat.PNG)
+        return [await self.view(asset, preview) for asset in assets]
+
+    async def view(self, asset: Asset, view: View) -> bytes:
+        """A view of an asset the caller may see (checked by the caller of this)."""
+        with self._acting_for(asset.owner):
+            return await self.views.render(asset, view)
 
 
 def _options(request: ImageRequest) -> dict[str, object]:

@@ -39,15 +39,25 @@ class LinkSigner:
         self._key = key
         self._base_url = base_url.rstrip("/")
 
-    def _signature(self, asset_id: str, expires_at: int, purpose: bytes = _VERSION) -> str:
-        message = b"\n".join([purpose, asset_id.encode(), str(expires_at).encode()])
+    def _signature(
+        self, asset_id: str, expires_at: int, purpose: bytes = _VERSION, view: str = ""
+    ) -> str:
+        parts = [purpose, asset_id.encode(), str(expires_at).encode()]
+        if view:  # a plain link signs exactly as it always did
+            parts.append(view.encode())
+        message = b"\n".join(parts)
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, asset_id: AssetId, extension: str, expires_at: int) -> SignedLink:
-        sig = self._signature(asset_id, expires_at)
+    def sign(
+        self, asset_id: AssetId, extension: str, expires_at: int, view: str = "", query: str = ""
+    ) -> SignedLink:
+        """A link; with a `view` (its canonical key, and `query`, its URL parameters)
+        to a resized or converted copy, the view signed in too."""
+        sig = self._signature(asset_id, expires_at, view=view)
         path = f"/files/{quote(asset_id)}.{quote(extension)}"
-        return SignedLink(f"{self._base_url}{path}?exp={expires_at}&sig={sig}", expires_at)
+        extra = f"&{query}" if query else ""
+        return SignedLink(f"{self._base_url}{path}?exp={expires_at}{extra}&sig={sig}", expires_at)
 
     def sign_upload(self, upload_id: UploadId, expires_at: int) -> SignedLink:
         sig = self._signature(upload_id, expires_at, _UPLOAD)
@@ -58,13 +68,19 @@ class LinkSigner:
         return self.check(upload_id, exp, sig, now, _UPLOAD)
 
     def check(
-        self, asset_id: str, exp: str, sig: str, now: float, purpose: bytes = _VERSION
+        self,
+        asset_id: str,
+        exp: str,
+        sig: str,
+        now: float,
+        purpose: bytes = _VERSION,
+        view: str = "",
     ) -> LinkCheck:
         """Signature first (a tampered expiry is a forgery, not an expiry), then time."""
         # isdigit() alone accepts '²' and other digits that int() refuses.
         if not (exp.isascii() and exp.isdigit()) or len(exp) > 12:
             return LinkCheck.BAD_SIGNATURE
-        expected = self._signature(asset_id, int(exp), purpose)
+        expected = self._signature(asset_id, int(exp), purpose, view)
         if not hmac.compare_digest(expected.encode(), sig.encode()):
             return LinkCheck.BAD_SIGNATURE
         if now >= int(exp):

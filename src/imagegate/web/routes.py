@@ -6,6 +6,7 @@ ever used as a path. A blob the storage keeps as a local file is sent from it (z
 copy); any other is streamed from the store.
 """
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from email.utils import formatdate
@@ -22,8 +23,9 @@ from starlette.responses import (
 
 from imagegate import __version__
 from imagegate.core.clock import Clock
-from imagegate.core.errors import NotFound
+from imagegate.core.errors import InvalidRequest, NotFound
 from imagegate.core.ids import parse_asset_id
+from imagegate.core.views import View
 from imagegate.service.images import ImageService
 from imagegate.service.links import LinkCheck, LinkSigner
 from imagegate.storage.interfaces import Asset
@@ -35,6 +37,33 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; sandbox",
 }
+
+
+def _view_of(request: Request, max_pixels: int) -> View | None:
+    """The view a link asks for in its parameters; None for the image as stored."""
+    query = request.query_params
+    if not any(name in query for name in _VIEW_PARAMS):
+        return None
+
+    def number(name: str) -> int | None:
+        value = query.get(name)
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit()) or len(value) > 6:
+            raise InvalidRequest(f"{name} must be a whole number")
+        return int(value)
+
+    return View.of(
+        number("width"),
+        number("height"),
+        query.get("fit"),
+        query.get("format"),
+        number("quality"),
+        max_pixels,
+    )
+
+
+_VIEW_PARAMS = ("width", "height", "fit", "format", "quality")
 
 
 def _plain(status: int, text: str) -> Response:
@@ -53,8 +82,16 @@ class Routes:
         name = request.path_params["name"]
         raw_id, _, extension = name.partition(".")
         now = self._clock.now()
+        try:
+            view = _view_of(request, self._service.settings.max_image_pixels)
+        except InvalidRequest as err:
+            return _plain(400, f"bad request: {err}")
         check = self._signer.check(
-            raw_id, request.query_params.get("exp", ""), request.query_params.get("sig", ""), now
+            raw_id,
+            request.query_params.get("exp", ""),
+            request.query_params.get("sig", ""),
+            now,
+            view=view.key if view else "",
         )
         if check is LinkCheck.BAD_SIGNATURE:
             return _plain(403, "forbidden: this download link is not valid (bad signature)")
@@ -69,10 +106,13 @@ class Routes:
             asset = await self._service.assets.get(None, parse_asset_id(raw_id))
         except NotFound:
             return _plain(404, "not found: this image was deleted")
-        if extension != asset.format.extension:
+        served = view.output_format(asset.format) if view else asset.format
+        if extension != served.extension:
             return _plain(
                 404, "not found: the link names another file type; use it as it was given"
             )
+        if view is not None:
+            return await self._view(request, asset, view, expires_at, now)
         path = self._service.assets.local_path(asset)
         if path is not None and not path.is_file():
             return _plain(404, "not found: this image was deleted")
@@ -88,6 +128,28 @@ class Routes:
         if path is not None:
             return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
         return await self._stream(asset, headers)
+
+    async def _view(
+        self, request: Request, asset: Asset, view: View, expires_at: int, now: float
+    ) -> Response:
+        """A resized or converted copy, rendered (or taken from the cache) now."""
+        fmt = view.output_format(asset.format)
+        etag = '"' + hashlib.sha256(f"{asset.sha256}/{view.key}".encode()).hexdigest() + '"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": f"private, max-age={max(0, expires_at - int(now))}",
+            "Content-Disposition": (
+                f'inline; filename="imagegate-{asset.id}-view.{fmt.extension}"'
+            ),
+            **_SECURITY_HEADERS,
+        }
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        try:
+            data = await self._service.view(asset, view)
+        except NotFound:
+            return _plain(404, "not found: this image was deleted")
+        return Response(data, media_type=fmt.mime_type, headers=headers)
 
     async def _stream(self, asset: Asset, headers: dict[str, str]) -> Response:
         """Send a blob that is not a local file; the store is opened before the status
