@@ -29,6 +29,7 @@ from imagegate.core.staging import StagedBlob
 from imagegate.core.statedir import state_dir_problem
 from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
+from imagegate.remote import Remote, RemoteError, Session, download, not_confirmed, remote_of
 from imagegate.server import App, build_app, http_asgi_app
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.web.connections import guarded_protocol
@@ -78,7 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["http", "stdio"], default="http")
     serve.set_defaults(handler=_serve)
 
-    generate = commands.add_parser("generate", help="generate images once, without a server")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server",
+        default=None,
+        help="run through this imagegate server (default: $IMAGEGATE_SERVER; else locally)",
+    )
+    remote.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="the server's bearer token, in a 0600 file (default: $IMAGEGATE_TOKEN)",
+    )
+
+    generate = commands.add_parser(
+        "generate",
+        parents=[remote],
+        help="generate images once: locally without a server, or through one (--server)",
+    )
     generate.add_argument("prompt")
     generate.add_argument("--size", default=None, help="WIDTHxHEIGHT (default: the relay's)")
     generate.add_argument("-n", type=int, default=1, help="number of images (default 1)")
@@ -95,6 +113,27 @@ def _parser() -> argparse.ArgumentParser:
         help="output directory, or file name when -n is 1 (default: current directory)",
     )
     generate.set_defaults(handler=_generate)
+
+    edit = commands.add_parser(
+        "edit", parents=[remote], help="edit local images through a server (--server)"
+    )
+    edit.add_argument("prompt")
+    edit.add_argument("images", nargs="+", type=Path, help="local image files")
+    edit.add_argument("--mask", type=Path, default=None, help="a PNG mask the size of the first")
+    edit.add_argument("--size", default=None)
+    edit.add_argument("-n", type=int, default=1)
+    edit.add_argument("--format", dest="output_format", default=None)
+    edit.add_argument("--quality", default=None)
+    edit.add_argument("--relay", default=None)
+    edit.add_argument("--out", type=Path, default=Path("."), help="output directory or file")
+    edit.set_defaults(handler=_edit)
+
+    pull = commands.add_parser(
+        "pull", parents=[remote], help="download images from a server (--server) by asset id"
+    )
+    pull.add_argument("asset_ids", nargs="+", metavar="ASSET_ID")
+    pull.add_argument("--out", type=Path, default=Path("."), help="output directory")
+    pull.set_defaults(handler=_pull)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration, ACL and tokens files, then exit"
@@ -201,9 +240,104 @@ def _announce(app: App, settings: Settings) -> None:
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    result = asyncio.run(_generate_files(settings, args))
+    server = remote_of(args.server, args.token_file)
+    if server is not None:
+        arguments = _make_arguments(args)
+        target = _remote_target(args.out, args.n)
+        result = asyncio.run(_through(server, "generate_image", arguments, target))
+    else:
+        result = asyncio.run(_generate_files(settings, args))
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _edit(settings: Settings, args: argparse.Namespace) -> int:
+    server = _needs_server(args, "edit")
+    arguments = _make_arguments(args)
+    for path in [*args.images, *([args.mask] if args.mask else [])]:
+        if not path.is_file():
+            raise InvalidRequest(f"{path}: no such file")
+    target = _remote_target(args.out, args.n)
+    result = asyncio.run(_through(server, "edit_image", arguments, target, args.images, args.mask))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _pull(settings: Settings, args: argparse.Namespace) -> int:
+    server = _needs_server(args, "pull")
+    _output_directory(args.out)
+    result = asyncio.run(_pull_images(server, args.asset_ids, args.out))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _needs_server(args: argparse.Namespace, command: str) -> Remote:
+    server = remote_of(args.server, args.token_file)
+    if server is None:
+        raise InvalidRequest(f"{command} works through a server: pass --server URL")
+    return server
+
+
+def _make_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "prompt": args.prompt,
+        "size": args.size,
+        "n": args.n,
+        "output_format": args.output_format or _format_of(args.out),
+        "quality": args.quality,
+        "relay": args.relay,
+        "seed": getattr(args, "seed", None),
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _remote_target(out: Path, n: int) -> tuple[Path, Path | None]:
+    """(directory, the one file or None) for --out of a command through a server."""
+    explicit = out if not out.is_dir() and out.suffix else None
+    if explicit is not None and n != 1:
+        raise InvalidRequest("--out names a file, but -n is more than 1; give a directory")
+    directory = explicit.parent if explicit else out
+    _output_directory(directory)
+    return directory, explicit
+
+
+def _output_directory(out: Path) -> None:
+    if not out.is_dir():
+        raise InvalidRequest(f"output directory does not exist: {out}")
+    if not os.access(out, os.W_OK):
+        raise InvalidRequest(f"output directory is not writable: {out}")
+
+
+async def _through(
+    server: Remote,
+    tool: str,
+    arguments: dict[str, Any],
+    target: tuple[Path, Path | None],
+    images: list[Path] | None = None,
+    mask: Path | None = None,
+) -> dict[str, Any]:
+    """A generation or edit on the server (local `images` and `mask` uploaded first),
+    its images downloaded into the `target` directory (or its one file)."""
+    started = time.monotonic()
+    async with Session(server) as session:
+        if images:
+            arguments = {**arguments, "images": [await session.upload(p) for p in images]}
+        if mask is not None:
+            arguments = {**arguments, "mask": await session.upload(mask)}
+        made = await session.call(tool, arguments)
+    refusal = not_confirmed(made)
+    if refusal is not None:
+        raise RemoteError(refusal)
+    written = await download(made["images"], *target)
+    relay = made["images"][0]["relay"] if made["images"] else None
+    elapsed = round(time.monotonic() - started, 3)
+    return {"relay": relay, "images": written, "elapsed_seconds": elapsed}
+
+
+async def _pull_images(server: Remote, asset_ids: list[str], out: Path) -> dict[str, Any]:
+    async with Session(server) as session:
+        found = [(await session.call("get_image", {"asset_id": i}))["images"][0] for i in asset_ids]
+    return {"images": await download(found, out, None)}
 
 
 async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
