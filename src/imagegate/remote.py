@@ -76,8 +76,10 @@ def _stderr(line: str) -> None:
 async def _ask_on_terminal(
     message: str, response_type: Any, params: Any, context: Any
 ) -> ElicitResult[Any]:
-    """A paid relay's question, answered by the person at the terminal."""
-    answer = await asyncio.to_thread(input, f"{message} [y/N] ")
+    """A paid relay's question, answered by the person at the terminal (asked on
+    stderr: stdout is the report's)."""
+    print(f"{message} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = await asyncio.to_thread(sys.stdin.readline)
     if answer.strip().lower() in ("y", "yes"):
         return ElicitResult(action="accept", content={"value": True})
     return ElicitResult(action="decline")

@@ -3,6 +3,8 @@ a server the test starts, with its token from the environment."""
 
 import asyncio
 import json
+import os
+import pty
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, running_server
-from tests.e2e.processes import clean_env, run
+from tests.e2e.processes import COMMAND, clean_env, run
 from tests.fakes.upstream import FakeUpstream, images_reply, png_bytes, running_upstream
 
 
@@ -115,3 +117,40 @@ async def test_a_server_that_is_not_there_is_one_clear_line(tmp_path: Path) -> N
     assert done.returncode == 1
     assert done.stderr.startswith("imagegate: error: cannot reach http://127.0.0.1:9/mcp")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("answer", "made"), [(b"y\n", 1), (b"n\n", 0)])
+async def test_a_paid_relay_asks_on_the_terminal(
+    server: RunningServer, upstream: FakeUpstream, tmp_path: Path, answer: bytes, made: int
+) -> None:
+    """stdin a terminal: the server's question is shown there and the answer goes back."""
+    work = tmp_path / "work"
+    work.mkdir()
+    controller, terminal = pty.openpty()
+    env = clean_env(IMAGEGATE_SERVER=server.base_url, IMAGEGATE_TOKEN=server.token)
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "generate",
+        "a costly one",
+        "--relay",
+        "paid",
+        stdin=terminal,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=work,
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, answer)  # typed ahead: read once the question is asked
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        os.close(controller)
+    assert b"costs money" in err
+    assert len(upstream.requests) == made
+    if made:
+        assert process.returncode == 0, err
+        assert len(json.loads(out)["images"]) == 1
+    else:
+        assert process.returncode == 1
+        assert b"not confirmed (declined)" in err
