@@ -132,3 +132,49 @@ def test_a_file_with_nothing_to_remove_needs_no_edit(tmp_path: Path) -> None:
     source = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(source)
     assert location_edits(source, ImageFormat.PNG) == []
+
+
+def test_a_stray_byte_before_the_exif_does_not_hide_it(tmp_path: Path) -> None:
+    original = photo("JPEG")
+    at = original.index(b"\xff\xe1")  # right before the EXIF segment
+    stray = original[:at] + b"\x00" + original[at:]
+    result = cleaned(tmp_path, stray)
+    assert b"52.0" not in result
+    assert 0x8825 not in Image.open(io.BytesIO(result)).getexif()
+
+
+def test_a_second_frame_with_gps_goes_and_the_first_stays(tmp_path: Path) -> None:
+    """An MPO-like file: a second JPEG after the first one's end, with its own GPS."""
+    first, second = photo("JPEG", gps=False), photo("JPEG")
+    result = cleaned(tmp_path, first + second)
+    assert result == first
+    plain = photo("JPEG", gps=False)
+    assert cleaned(tmp_path, plain + b"\x00\x00") == plain + b"\x00\x00"  # nothing to hide
+
+
+def test_xmp_with_a_place_under_any_prefix_goes(tmp_path: Path) -> None:
+    base = photo("JPEG", gps=False)
+    other_prefix = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+        b'xmlns:ps="http://ns.adobe.com/photoshop/1.0/" ps:City="Berlin"/></rdf:RDF></x:xmpmeta>'
+    )
+    segment = app(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + other_prefix)
+    assert b"Berlin" not in cleaned(tmp_path, with_jpeg_segments(base, segment))
+
+
+def test_a_compressed_text_bomb_is_removed_unread(tmp_path: Path) -> None:
+    base = photo("PNG", gps=False)
+    bomb = zlib.compress(b"\x00" * (64 << 20), 9)  # 64 MiB of nothing, ~64 KiB packed
+    chunk = png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + bomb)
+    odd_method = png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x07\x00\x00" + b"junk")
+    result = cleaned(tmp_path, base[:33] + chunk + odd_method + base[33:])
+    assert b"XML:com.adobe.xmp" not in result
+    assert pixels(result) == pixels(base)
+
+
+def test_webp_bytes_after_the_container_go(tmp_path: Path) -> None:
+    original = photo("WEBP", orientation=None)
+    result = cleaned(tmp_path, original + b"trailer")
+    assert b"trailer" not in result
+    assert struct.unpack("<I", result[4:8])[0] == len(result) - 8
+    assert pixels(result) == pixels(original)

@@ -220,6 +220,8 @@ async def test_the_storage_quota_holds_for_uploads_and_generations(server: Runni
     (image,) = (await tool(server, "list_images", CAROL_TOKEN))["images"]
     usage = await tool(server, "get_usage", CAROL_TOKEN)
     assert usage["usage"]["stored_bytes"] == image["bytes"]
+    # The relay ran (an upstream may have billed it): the call counts, with no image.
+    assert (usage["usage"]["calls_today"], usage["usage"]["images_today"]) == (1, 0)
     assert usage["limits"]["max_stored_bytes"] == CAROL_BYTES
 
 
@@ -256,4 +258,34 @@ async def test_a_truncated_image_is_unsupported(server: RunningServer) -> None:
         response = await client.put(link["upload_url"], content=whole.getvalue()[:5000])
     assert response.status_code == 415
     assert "damaged or truncated" in response.json()["error"]
+    assert leftovers(server) == []
+
+
+async def test_a_form_is_capped_as_a_whole_and_a_bad_one_costs_no_link(
+    server: RunningServer,
+) -> None:
+    link = await tool(server, "create_upload_link")
+    limit = server.settings.max_image_bytes
+
+    async def junk_then_file() -> AsyncIterator[bytes]:  # chunked: no Content-Length
+        yield b'--b\r\nContent-Disposition: form-data; name="junk"\r\n\r\n'
+        for _ in range(limit // 65536 + 4):
+            yield b"j" * 65536
+        yield b"\r\n--b--\r\n"
+
+    async with httpx.AsyncClient() as client:
+        bad = await client.post(
+            link["upload_url"],
+            content=b"whatever",
+            headers={"Content-Type": "multipart/form-data; boundary=" + "b" * 300},
+        )
+        assert bad.status_code == 400
+        assert "malformed" in bad.json()["error"]
+        huge = await client.post(
+            link["upload_url"],
+            content=junk_then_file(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert huge.status_code == 413
+        assert (await client.put(link["upload_url"], content=png())).status_code == 409
     assert leftovers(server) == []

@@ -84,3 +84,17 @@ def test_overwrite_replaces_and_without_it_a_late_file_is_kept(root: Path, tmp_p
     with pytest.raises(InvalidRequest, match="appeared in output_root meanwhile"):
         save(late, [source], [ImageFormat.PNG])
     assert (root / "late.png").read_bytes() == b"someone else's"
+
+
+def test_a_directory_swapped_for_a_link_is_refused_and_nothing_made_outside(
+    root: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "image"
+    source.write_bytes(b"x")
+    plan = plan_save(
+        root, "later/deeper/x.png", local=True, output_format="png", count=1, overwrite=False
+    )
+    (root / "later").symlink_to(tmp_path / "outside")  # while the job ran
+    with pytest.raises(InvalidRequest, match="now leads outside"):
+        save(plan, [source], [ImageFormat.PNG])
+    assert list((tmp_path / "outside").iterdir()) == []

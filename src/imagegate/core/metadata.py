@@ -30,9 +30,12 @@ from imagegate.core.images import ImageFormat
 _GPS_IFD = 0x8825
 _ORIENTATION = 0x0112
 _PLACE = re.compile(
-    rb"GPS|photoshop:(City|State|Country)|Iptc4xmpCore:(Location|CountryCode)|"
-    rb"Iptc4xmpExt:Location"
+    # Any property of these names, whatever prefix its namespace is bound to.
+    rb"GPS|[:<\s](City|State|Country|CountryCode|Location|LocationCreated|LocationShown|"
+    rb"Sublocation|ProvinceState)[\s=>/]"
 )
+_TEXT_LIMIT = 1 << 20
+"""The most text of one PNG chunk we decompress to check it; more is removed unread."""
 _XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
 _XMP_EXTENDED_JPEG = b"http://ns.adobe.com/xmp/extension/\x00"
 _EXIF_PREFIX = b"Exif\x00\x00"
@@ -109,13 +112,18 @@ def _jpeg(fh: BinaryIO) -> list[Edit]:
     while True:
         start = fh.tell()
         marker = fh.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            return edits  # not a segment: leave the rest as it is
+        if len(marker) < 2:
+            return edits
+        if marker[0] != 0xFF:  # a stray byte between segments, as decoders skip it
+            fh.seek(start + 1)
+            continue
         kind = marker[1]
         if kind == 0xFF:  # fill byte
             fh.seek(start + 1)
             continue
-        if kind in (0xDA, 0xD9):  # start of scan, end of image: no metadata after
+        if kind == 0xDA:  # start of scan: the image data, then (maybe) more images
+            return edits + _after_image(fh, start)
+        if kind == 0xD9:
             return edits
         if 0xD0 <= kind <= 0xD7 or kind == 0x01:
             continue
@@ -136,6 +144,62 @@ def _jpeg(fh: BinaryIO) -> list[Edit]:
         elif kind == 0xED:  # APP13: Photoshop image resources, IPTC records
             edits.append(Edit(start, end))
         fh.seek(end)
+
+
+def _after_image(fh: BinaryIO, scan: int) -> list[Edit]:
+    """What follows the first image's end: further images (MPO frames, appended
+    JPEGs) can carry their own EXIF. If anything there could hold metadata, it goes,
+    with the MPF index that points to it; the first image stays as it is. Read in
+    pieces, never whole."""
+    end = _find(fh, scan, b"\xff\xd9")  # in entropy-coded data an 0xFF is stuffed
+    if end is None:
+        return []
+    fh.seek(0, 2)
+    size = fh.tell()
+    rest = end + 2
+    if rest >= size or _find(fh, rest, _METADATA_AFTER) is None:
+        return []
+    return [Edit(rest, size), *_mpf_index(fh, scan)]
+
+
+_METADATA_AFTER = re.compile(rb"Exif|http://ns\.adobe\.com|GPS|8BIM")
+
+
+def _find(fh: BinaryIO, start: int, needle: bytes | re.Pattern[bytes]) -> int | None:
+    """The offset of the first match at or after `start`, reading 1 MiB at a time."""
+    overlap = 64
+    position = start
+    while True:
+        fh.seek(position)
+        block = fh.read(_CHUNK)
+        if not block:
+            return None
+        if isinstance(needle, bytes):
+            found = block.find(needle)
+        else:
+            match = needle.search(block)
+            found = match.start() if match else -1
+        if found >= 0:
+            return position + found
+        if len(block) < _CHUNK:
+            return None
+        position += len(block) - overlap
+
+
+def _mpf_index(fh: BinaryIO, scan: int) -> list[Edit]:
+    """The APP2 "MPF" segments before `scan` (they index the frames that go)."""
+    edits = []
+    fh.seek(2)
+    while fh.tell() < scan:
+        start = fh.tell()
+        marker = fh.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF or marker[1] in (0xDA, 0xD9):
+            break
+        (length,) = struct.unpack(">H", marker[2:])
+        if marker[1] == 0xE2 and fh.read(4) == b"MPF\x00":
+            edits.append(Edit(start, start + 2 + length))
+        fh.seek(start + 2 + length)
+    return edits
 
 
 def _png(fh: BinaryIO) -> list[Edit]:
@@ -170,18 +234,32 @@ def _png(fh: BinaryIO) -> list[Edit]:
 
 
 def _png_text(kind: bytes, data: bytes) -> bytes:
-    """The text of a PNG text chunk, decompressed where it is compressed."""
+    """The text of a PNG text chunk, decompressed where it is compressed (1 MiB at
+    most: a chunk that inflates to more, or can't be read, reads as a place, so it
+    goes)."""
+    unreadable = b"GPS"
     try:
         if kind == b"zTXt":
-            return zlib.decompress(data.split(b"\x00", 1)[1][1:])
+            method, text = data.split(b"\x00", 1)[1][0], data.split(b"\x00", 1)[1][1:]
+            return _inflate(text) if method == 0 else unreadable
         if kind == b"iTXt":
             rest = data.split(b"\x00", 1)[1]
-            compressed = rest[0] == 1
+            compressed, method = rest[0], rest[1]
             text = rest[2:].split(b"\x00", 2)[2]  # after language tag and translated keyword
-            return zlib.decompress(text) if compressed else text
+            if not compressed:
+                return text
+            return _inflate(text) if method == 0 else unreadable
     except (zlib.error, IndexError, ValueError):
-        return b"GPS"  # unreadable: it can't be checked, so it goes
+        return unreadable
     return data
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, _TEXT_LIMIT)
+    if inflater.unconsumed_tail:
+        return b"GPS"  # more than we read to check: it goes
+    return text
 
 
 _VP8X_EXIF = 0x08
@@ -193,11 +271,14 @@ def _webp(fh: BinaryIO, size: int) -> list[Edit]:
     vp8x: int | None = None
     flags = 0
     cleared = 0
+    fh.seek(4)
+    (riff_size,) = struct.unpack("<I", fh.read(4))
+    riff_end = min(8 + riff_size, size)
     fh.seek(12)  # after RIFF, size, WEBP
     while True:
         start = fh.tell()
         header = fh.read(8)
-        if len(header) < 8:
+        if len(header) < 8 or start + 8 > riff_end:
             break
         kind, length = struct.unpack("<4sI", header)
         end = start + 8 + length + (length & 1)
@@ -222,6 +303,8 @@ def _webp(fh: BinaryIO, size: int) -> list[Edit]:
         return edits
     if vp8x is not None and cleared:
         edits.append(Edit(vp8x, vp8x + 1, bytes([flags & ~cleared & 0xFF])))
-    change = sum(len(e.replacement) - (e.end - e.start) for e in edits)
-    edits.append(Edit(4, 8, struct.pack("<I", size - 8 + change)))
+    if riff_end < size:  # bytes after the RIFF container: not part of the image
+        edits.append(Edit(riff_end, size))
+    change = sum(len(e.replacement) - (e.end - e.start) for e in edits if e.start < riff_end)
+    edits.append(Edit(4, 8, struct.pack("<I", riff_end - 8 + change)))
     return edits

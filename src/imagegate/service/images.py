@@ -191,9 +191,11 @@ class ImageService:
 
         Order: check the request and the quota, confirm a paid call, reserve quota,
         call the relay, store; a refusal at any step happens before any upstream
-        request. The reservation ends exactly once: committed with what was stored,
-        or released (nothing consumed) on a failure, a no, or a cancelled call. Both
-        are shielded from cancellation, and so is storing what the upstream made.
+        request. The reservation ends exactly once: released (nothing consumed) on a
+        failure, a no or a cancel before the upstream answered; once it has (and may
+        have billed), committed with the images stored and the cost, even when storing
+        them fails (the storage quota, a full disk). Both are shielded from
+        cancellation, and so is storing what the upstream made.
         """
         owner = caller.subject
         plan = self._plan(caller, args, images, mask)
@@ -214,9 +216,12 @@ class ImageService:
         except BaseException:
             await self._release(reservation)
             raise
+        reported = reported_cost([item.image.usage for item in produced])
+        charged = reported if reported is not None else spend
+        assets: list[Asset] = []
         with anyio.CancelScope(shield=True):
             try:
-                assets = await self._store(
+                await self._store(
                     owner,
                     plan.relay.name,
                     args,
@@ -224,13 +229,10 @@ class ImageService:
                     produced,
                     len(images),
                     plan.limits.max_stored_bytes,
+                    assets,
                 )
-            except BaseException:
-                await self.quotas.release(reservation)
-                raise
-            reported = reported_cost([item.image.usage for item in produced])
-            charged = reported if reported is not None else spend
-            await self.quotas.commit(reservation, len(assets), charged, self._clock.now())
+            finally:
+                await self.quotas.commit(reservation, len(assets), charged, self._clock.now())
         return assets
 
     def _plan(
@@ -420,8 +422,9 @@ class ImageService:
         produced: list[Produced],
         inputs: int,
         max_stored_bytes: int | None,
-    ) -> list[Asset]:
-        assets: list[Asset] = []
+        assets: list[Asset],
+    ) -> None:
+        """Store what the upstream made, into `assets` as each is stored."""
         try:
             if max_stored_bytes is not None:
                 # All or none: each add checks again, atomically, against races.
@@ -453,7 +456,6 @@ class ImageService:
         finally:
             for item in produced:
                 item.image.staged.discard()  # no-op for committed blobs
-        return assets
 
     async def usage(self, caller: Caller, requested: str | None = None) -> dict[str, object]:
         """Usage and limits of the caller, or (admin) of the `requested` subject."""

@@ -94,11 +94,22 @@ def plan_save(
     return plan
 
 
+def _make_inside(root: Path, directory: Path) -> None:
+    """Make `directory` (under `root`) one level at a time, checking before each that
+    what exists so far still leads inside the root: a directory swapped for a link
+    since the plan was made is refused, and nothing is made outside."""
+    current = root
+    for part in directory.relative_to(root).parts:
+        current = current / part
+        if not current.resolve().is_relative_to(root):
+            raise InvalidRequest("save_to: the directory now leads outside output_root")
+        if not current.is_dir():
+            current.mkdir()
+
+
 def save(plan: SavePlan, sources: list[Path], formats: list[ImageFormat]) -> list[Path]:
     """Write each source to its target; the paths written. Blocking: run in a thread."""
-    plan.directory.mkdir(parents=True, exist_ok=True)
-    if not plan.directory.resolve().is_relative_to(plan.root):  # swapped for a link since
-        raise InvalidRequest("save_to: the directory now leads outside output_root")
+    _make_inside(plan.root, plan.directory)
     written = []
     for source, target in zip(sources, plan.targets(formats), strict=True):
         fd, temp = tempfile.mkstemp(dir=plan.directory, prefix=".imagegate-", suffix=".part")

@@ -10,6 +10,7 @@ no staging file behind.
 """
 
 import re
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from imagegate.access.policy import Caller
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, run_cpu
-from imagegate.core.errors import InvalidRequest
+from imagegate.core.errors import ImageRejected, InvalidRequest
 from imagegate.core.ids import UploadId, new_upload_id
 from imagegate.core.images import ImageInfo, inspect_image
 from imagegate.core.metadata import apply_edits, location_edits
@@ -150,7 +151,13 @@ class Uploads:
         info = await run_cpu(lambda: inspect_image(staged.path, **caps))
         if not self._settings.strip_location:
             return staged, info
-        edits = await run_cpu(location_edits, staged.path, info.format)
+        try:
+            edits = await run_cpu(location_edits, staged.path, info.format)
+        except (struct.error, ValueError, IndexError, OSError):
+            raise ImageRejected(
+                f"{info.format.value} image: its metadata could not be read, so its "
+                "location could not be removed"
+            ) from None
         if not edits:
             return staged, info
         cleaned = self._assets.stage()

@@ -11,7 +11,7 @@ a body is read, the link is spent, whatever the outcome.
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -50,10 +50,14 @@ class UploadRoute:
                 f"gone: this upload link expired at {formatdate(int(exp), usegmt=True)}; "
                 "ask for a new one with create_upload_link",
             )
+        limit = self._uploads.max_bytes + (_FORM_OVERHEAD if request.method == "POST" else 0)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._uploads.max_bytes + _FORM_OVERHEAD:
+        if declared.isdigit() and int(declared) > limit:
             return _too_large(self._uploads.max_bytes)
-        body = self._body(request)
+        try:
+            body = self._body(request, limit)
+        except FormParserError:
+            return _error(400, "bad request: the multipart form is malformed")
         if isinstance(body, Response):
             return body
         ticket = await self._uploads.claim(UploadId(upload_id))
@@ -67,9 +71,9 @@ class UploadRoute:
             return _error(415, f"unsupported media type: {err}")
         except QuotaExceeded as err:
             return _error(507, str(err))
-        except StorageError as err:
-            return _error(503, f"unavailable: {err}")
-        except MultipartParseError:
+        except StorageError:
+            return _error(503, "unavailable: the image could not be stored; try again later")
+        except FormParserError:
             return _error(400, "bad request: the multipart form is malformed")
         except ClientDisconnect:
             return Response(status_code=400)  # nobody reads it; nothing was stored
@@ -85,7 +89,9 @@ class UploadRoute:
             headers=_HEADERS,
         )
 
-    def _body(self, request: Request) -> AsyncIterator[bytes] | Response:
+    def _body(self, request: Request, limit: int) -> AsyncIterator[bytes] | Response:
+        """The image's bytes as they stream in; the parser of a form is made here, so
+        a form it refuses costs no link."""
         if request.method == "PUT":
             return request.stream()
         kind, options = parse_options_header(request.headers.get("content-type", ""))
@@ -94,7 +100,7 @@ class UploadRoute:
             return _error(
                 415, "unsupported media type: POST a multipart/form-data file field, or PUT"
             )
-        return _first_file(request, boundary)
+        return _first_file(request, _FirstFile(boundary), limit)
 
 
 _FORM_OVERHEAD = 64 * 1024
@@ -106,14 +112,24 @@ def _too_large(limit: int) -> Response:
 
 
 class _FirstFile:
-    """Multipart parser callbacks that keep the data of the first part with a file name."""
+    """A multipart parser that keeps the data of the first part with a file name."""
 
-    def __init__(self) -> None:
+    def __init__(self, boundary: bytes) -> None:
         self.field = b""
         self.value = b""
         self.current = False
         self.done = False
         self.pending: list[bytes] = []
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value,
+                "on_header_end": self.on_header_end,
+                "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end,
+            },
+        )
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self.field += data[start:end]
@@ -140,25 +156,21 @@ class _FirstFile:
         return taken
 
 
-async def _first_file(request: Request, boundary: bytes) -> AsyncIterator[bytes]:
+async def _first_file(request: Request, found: _FirstFile, limit: int) -> AsyncIterator[bytes]:
     """The bytes of the form's first part that carries a file name, as they stream in;
-    every other part is skipped."""
-    found = _FirstFile()
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": found.on_header_field,
-            "on_header_value": found.on_header_value,
-            "on_header_end": found.on_header_end,
-            "on_part_data": found.on_part_data,
-            "on_part_end": found.on_part_end,
-        },
-    )
+    parts before it are skipped, nothing after it is read, and the whole form may be
+    at most `limit` bytes."""
+    read = 0
     async for chunk in request.stream():
-        parser.write(chunk)
+        read += len(chunk)
+        if read > limit:
+            raise TooLarge(f"the form is larger than {limit} bytes")
+        found.parser.write(chunk)
         for data in found.take():
             yield data
-    parser.finalize()
+        if found.done:
+            return
+    found.parser.finalize()
     for data in found.take():
         yield data
     if not found.done:
