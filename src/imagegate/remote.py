@@ -66,6 +66,15 @@ def remote_of(server: str | None, token_file: Path | None) -> Remote | None:
     return Remote(url, token)
 
 
+def plain_http_warning(url: str) -> str | None:
+    """A warning when the token would cross a network in the clear."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "http" or host in ("localhost", "::1") or host.startswith("127."):
+        return None
+    return f"warning: the token goes to {host} over plain http; use https"
+
+
 Say = Callable[[str], None]
 
 
@@ -91,6 +100,9 @@ class Session:
     def __init__(self, remote: Remote, say: Say = _stderr) -> None:
         self._remote = remote
         self._say = say
+        warning = plain_http_warning(remote.url)
+        if warning is not None:
+            say(warning)
         self._started = time.monotonic()
         handler = _ask_on_terminal if sys.stdin.isatty() else None
         self._client: Client[Any] = Client(
