@@ -22,7 +22,7 @@ from imagegate.access.scopes import check_scope
 from imagegate.access.setup import DEV_TOKEN_FILE, build_acl, static_token, team_auth
 from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
 from imagegate.config import Settings, config_path_from_env, load_settings, read_secret_env
-from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest
+from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, SchemaError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.core.secrets import configured_secret
 from imagegate.core.staging import StagedBlob
@@ -32,6 +32,8 @@ from imagegate.relays.registry import build_relay
 from imagegate.remote import Remote, RemoteError, Session, download, not_confirmed, remote_of
 from imagegate.server import App, build_app, http_asgi_app
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
+from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
+from imagegate.storage.sqlite.schema import LATEST
 from imagegate.web.connections import guarded_protocol
 
 T = TypeVar("T")
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.handler(settings, args)
         return result
+    except SchemaError as err:
+        print(f"imagegate: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as err:
         print(f"imagegate: configuration error:\n{_indent(str(err))}", file=sys.stderr)
         return EXIT_CONFIG
@@ -134,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("asset_ids", nargs="+", metavar="ASSET_ID")
     pull.add_argument("--out", type=Path, default=Path("."), help="output directory")
     pull.set_defaults(handler=_pull)
+
+    db = commands.add_parser("db", help="the state database")
+    db_commands = db.add_subparsers(required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser(
+        "upgrade", help="bring the database to this version's schema (in place)"
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
 
     check = commands.add_parser(
         "check-config", help="validate the configuration, ACL and tokens files, then exit"
@@ -268,6 +280,18 @@ def _pull(settings: Settings, args: argparse.Namespace) -> int:
     _output_directory(args.out)
     result = asyncio.run(_pull_images(server, args.asset_ids, args.out))
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    done = upgrade_embedded(settings.state_dir)
+    where = settings.state_dir / DATABASE_FILE
+    if done is None:
+        print(f"{where}: no database yet; it is made at schema {LATEST} when imagegate starts")
+    elif done[0] == done[1]:
+        print(f"{where}: schema {done[1]}, up to date")
+    else:
+        print(f"{where}: schema {done[0]} -> {done[1]}")
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.e2e.processes import clean_env, run, serving
+from tests.e2e.processes import clean_env, free_port, run, serving
 from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
 
 
@@ -560,3 +561,24 @@ async def test_save_to_over_http_points_to_the_link(tmp_path: Path) -> None:
         async with Client(f"{base_url}/mcp", auth=BearerAuth(token)) as client:
             with pytest.raises(ToolError, match=r"stdio only.*download link"):
                 await client.call_tool("generate_image", {"prompt": "x", "save_to": "a.png"})
+
+
+def test_serve_refuses_an_old_schema_and_db_upgrade_fixes_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    old = sqlite3.connect(state / "imagegate.sqlite3")
+    old.executescript("CREATE TABLE spent_nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL);")
+    old.close()
+    env = clean_env(IMAGEGATE_STATE_DIR=str(state), IMAGEGATE_PORT=str(free_port()))
+    refused = run("serve", env=env, timeout=30)
+    assert refused.returncode == 2
+    assert "schema version 0; this imagegate needs" in refused.stderr
+    assert "run: imagegate db upgrade" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    upgraded = run("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip().endswith("schema 0 -> 3")
+    again = run("db", "upgrade", env=env)
+    assert again.stdout.strip().endswith("schema 3, up to date")
+    with serving(state) as (base_url, _):
+        assert httpx.get(f"{base_url}/readyz").status_code == 200

@@ -484,7 +484,7 @@ def service_process(log: Path) -> Iterator[subprocess.Popen[str]]:
     }
     for entry in unit["EnvironmentFile"]:
         env.update(read_environment_file(Path(entry.removeprefix("-"))))
-    command = [
+    confined = [
         *(deny_write_execute() if unit.get("MemoryDenyWriteExecute") == ["yes"] else []),
         "setpriv",
         f"--reuid={user}",
@@ -494,14 +494,26 @@ def service_process(log: Path) -> Iterator[subprocess.Popen[str]]:
         "--bounding-set=-all",
         "--inh-caps=-all",
         "--",
-        *shlex.split(unit["ExecStart"][-1]),
     ]
+    umask = int(unit["UMask"][-1], 8)
+    for before in unit.get("ExecStartPre", []):  # as systemd does: each must succeed
+        done = subprocess.run(
+            [*confined, *shlex.split(before)],
+            env=env,
+            cwd="/",
+            umask=umask,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, f"ExecStartPre {before} failed: {done.stderr}"
+    command = [*confined, *shlex.split(unit["ExecStart"][-1])]
     with log.open("w", encoding="utf-8") as output:
         process = subprocess.Popen(
             command,
             env=env,
             cwd="/",
-            umask=int(unit["UMask"][-1], 8),
+            umask=umask,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,

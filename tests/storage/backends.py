@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagegate.storage.embedded import DATABASE_FILE, PREPARE, open_embedded
+from imagegate.storage.embedded import DATABASE_FILE, open_embedded, opening
 from imagegate.storage.interfaces import BlobKey, Storage
 from imagegate.storage.processes import this_process
 from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
@@ -39,7 +39,7 @@ _MEMORY: dict[Path, dict[BlobKey, bytes]] = {}
 def sqlite_with_memory_blobs(root: Path) -> Storage:
     """The SQLite index and ledger with blobs that are never local files."""
     root.mkdir(mode=0o700, exist_ok=True)
-    database = Database(root / DATABASE_FILE, PREPARE)
+    database = Database(root / DATABASE_FILE, opening(root / DATABASE_FILE))
     blobs = MemoryBlobStore(root / "staging", MAX_BLOB_BYTES, _MEMORY.setdefault(root, {}))
     ledger = quotas.SqliteQuotaLedger(database, this_process())
     return Storage(

@@ -11,13 +11,15 @@ import anyio
 import pytest
 from PIL import Image
 
-from imagegate.core.errors import ImageRejected, StorageError
+from imagegate.core.errors import ImageRejected, SchemaError, StorageError
 from imagegate.core.ids import Subject, parse_job_id
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
-from imagegate.storage.embedded import DATABASE_FILE, open_embedded
+from imagegate.storage.embedded import DATABASE_FILE, open_embedded, upgrade_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
 from imagegate.storage.interfaces import AssetMeta, JobState
+from imagegate.storage.sqlite import schema
+from imagegate.storage.sqlite.schema import LATEST
 
 ALICE = Subject("token:alice")
 
@@ -162,7 +164,11 @@ def test_a_killed_process_releases_its_reservations_at_the_next_start(state_dir:
     assert anyio.run(running) == (1, 0.25, JobState.FAILED)  # only this live process's own remains
 
 
-def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> None:
+def test_a_database_from_before_versions_is_refused_then_upgraded_in_place(
+    state_dir: Path,
+) -> None:
+    """A release before schema versions: no user_version, no holder column. Serving is
+    refused with the command to run; after it, the old reservation is still there."""
     state_dir.mkdir(mode=0o700)
     old = sqlite3.connect(state_dir / DATABASE_FILE)
     old.executescript(
@@ -172,6 +178,10 @@ def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> No
     )
     old.commit()
     old.close()
+    with pytest.raises(SchemaError, match=r"schema version 0; this imagegate needs 3.*db upgrade"):
+        open_embedded(state_dir, 10**7)
+    assert upgrade_embedded(state_dir) == (0, LATEST)
+    assert upgrade_embedded(state_dir) == (LATEST, LATEST)  # again: nothing to do
 
     async def usage() -> int:
         storage = open_embedded(state_dir, 10**7)
@@ -182,6 +192,45 @@ def test_a_database_from_before_holders_upgrades_in_place(state_dir: Path) -> No
         return held
 
     assert anyio.run(usage) == 2  # the old reservation is kept until its lease ends
+
+
+def test_a_new_database_is_made_at_the_latest_schema(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    assert upgrade_embedded(state_dir) is None  # nothing there yet
+    anyio.run(open_embedded(state_dir, 10**7).aclose)
+    version = sqlite3.connect(state_dir / DATABASE_FILE).execute("PRAGMA user_version")
+    assert version.fetchone() == (LATEST,)
+
+
+def test_a_database_from_a_newer_imagegate_is_refused(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    anyio.run(open_embedded(state_dir, 10**7).aclose)
+    newer = sqlite3.connect(state_dir / DATABASE_FILE)
+    newer.execute(f"PRAGMA user_version = {LATEST + 1}")
+    newer.close()
+    with pytest.raises(SchemaError, match="newer than this imagegate knows"):
+        open_embedded(state_dir, 10**7)
+
+
+def test_a_failed_migration_leaves_the_version_before(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir.mkdir(mode=0o700)
+    path = state_dir / DATABASE_FILE
+    sqlite3.connect(path).executescript("CREATE TABLE notes (x TEXT);")  # not a new database
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    broken_migration = schema.Migration(2, "jobs", (broken,))
+    monkeypatch.setattr(schema, "MIGRATIONS", (schema.MIGRATIONS[0], broken_migration))
+    with pytest.raises(StorageError, match="could not upgrade"):
+        upgrade_embedded(state_dir)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "half_done" not in tables
 
 
 async def test_a_database_failure_is_a_storage_error(state_dir: Path) -> None:

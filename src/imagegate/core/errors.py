@@ -3,6 +3,7 @@
     ImagegateError            anything this package raises on purpose; its message is
     │                         written for the caller and never holds a secret
     ├── ConfigError           configuration is unusable; stops start-up (file, key, reason)
+    │   └── SchemaError       the database's schema is older or newer than expected
     ├── InvalidRequest        a tool or CLI argument is wrong; says what is allowed
     ├── NotFound              no such asset *for this caller* (another owner's looks the same)
     ├── PermissionDenied      the caller lacks a scope the request needs
@@ -28,6 +29,11 @@ class ImagegateError(Exception):
 
 class ConfigError(ImagegateError):
     """The configuration cannot be used; start-up stops with this message."""
+
+
+class SchemaError(ConfigError):
+    """The database's schema is not the one this code expects; start-up stops and the
+    message says which command fixes it."""
 
 
 class InvalidRequest(ImagegateError):

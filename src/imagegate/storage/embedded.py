@@ -3,23 +3,45 @@
 The default: one process (or a few sharing the directory), nothing to install.
 """
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+from imagegate.core.errors import StorageError
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
-from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite import assets, jobs, nonces, quotas, schema, uploads
+from imagegate.storage.sqlite.database import Database, connect
 
 DATABASE_FILE = "imagegate.sqlite3"
-PREPARE = [assets.prepare, quotas.prepare, nonces.prepare, jobs.prepare, uploads.prepare]
-"""Every table of the embedded database, created or upgraded in this order."""
+
+
+def opening(path: Path) -> list[Callable[[sqlite3.Connection], None]]:
+    """What runs as the database at `path` opens: the schema check, then the clean-up
+    after processes that are gone."""
+    return [schema.checked(path), quotas.release_gone, jobs.fail_gone]
+
+
+def upgrade_embedded(state_dir: Path) -> tuple[int, int] | None:
+    """Bring the database of `state_dir` to the latest schema: (before, after); None
+    when there is none yet (it is made at the latest version when a server starts)."""
+    path = state_dir / DATABASE_FILE
+    if not path.exists():
+        return None
+    db = connect(path)
+    try:
+        return schema.upgrade(db)
+    except sqlite3.Error as err:
+        raise StorageError(f"could not upgrade the database {path}: {err}") from None
+    finally:
+        db.close()
 
 
 def open_embedded(state_dir: Path, max_blob_bytes: int) -> Storage:
     """The index, ledger and blobs of `state_dir` (which must exist, mode 0700)."""
     blobs = FileBlobStore(state_dir, max_blob_bytes)
-    database = Database(state_dir / DATABASE_FILE, PREPARE)
+    database = Database(state_dir / DATABASE_FILE, opening(state_dir / DATABASE_FILE))
     return Storage(
         index=assets.SqliteAssetIndex(database),
         quotas=quotas.SqliteQuotaLedger(database, this_process()),

@@ -10,7 +10,7 @@ from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.storage.interfaces import Asset, BlobKey, Page
-from imagegate.storage.sqlite.database import Database, Transaction
+from imagegate.storage.sqlite.database import Database, Transaction, run_script
 from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST, decode_cursor, encode_cursor
 
 SCHEMA = """
@@ -33,8 +33,8 @@ CREATE INDEX IF NOT EXISTS assets_by_blob ON assets (sha256);
 """
 
 
-def prepare(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+def create(db: sqlite3.Connection) -> None:
+    run_script(db, SCHEMA)
 
 
 class _References:

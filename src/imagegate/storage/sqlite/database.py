@@ -39,21 +39,43 @@ async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite
 
 
 Prepare = Callable[[sqlite3.Connection], None]
-"""Run once when the database opens: create tables, upgrade them, clean up."""
+"""Run once when the database opens: check its schema, clean up."""
+
+
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statements separated by ';', inside the caller's transaction (unlike
+    `executescript`, which commits first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection as every user of the file needs it: WAL, full sync, a busy wait;
+    transactions are begun explicitly (IMMEDIATE)."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error as err:
+        raise StorageError(f"cannot open the database {path}: {err}") from None
+    return db
 
 
 class Database:
     def __init__(self, path: Path, prepare: Sequence[Prepare]) -> None:
         self._lock = anyio.Lock()
+        self._db = connect(path)
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
             for step in prepare:
                 step(self._db)
         except sqlite3.Error as err:
+            self._db.close()
             raise StorageError(f"cannot open the database {path}: {err}") from None
+        except BaseException:
+            self._db.close()
+            raise
         self._closed = False
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:

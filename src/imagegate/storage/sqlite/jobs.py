@@ -15,7 +15,7 @@ from imagegate.core.errors import NotFound
 from imagegate.core.ids import JobId, Subject, is_job_id
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.processes import is_gone
-from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite.database import Database, run_script
 from imagegate.storage.sqlite.paging import (
     AFTER_CURSOR,
     NEWEST_FIRST,
@@ -52,8 +52,12 @@ ABANDONED = {
 """The error of a job whose process is gone."""
 
 
-def prepare(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+def create(db: sqlite3.Connection) -> None:
+    run_script(db, SCHEMA)
+
+
+def fail_gone(db: sqlite3.Connection) -> None:
+    """On open: the running jobs of processes of this host that are gone fail."""
     holders = db.execute("SELECT DISTINCT holder FROM jobs WHERE state = 'running'")
     now_us = int(time.time() * 1_000_000)
     for (holder,) in holders.fetchall():

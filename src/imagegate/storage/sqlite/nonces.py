@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite.database import Database, run_script
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spent_nonces (
@@ -12,8 +12,8 @@ CREATE TABLE IF NOT EXISTS spent_nonces (
 """
 
 
-def prepare(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+def create(db: sqlite3.Connection) -> None:
+    run_script(db, SCHEMA)
 
 
 class SqliteNonceLedger:

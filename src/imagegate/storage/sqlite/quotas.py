@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
 from imagegate.storage.processes import is_gone
-from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite.database import Database, run_script
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_daily (
@@ -41,15 +41,15 @@ CREATE TABLE IF NOT EXISTS last_call (
 LEASE_SECONDS = 3600.0
 
 
-def prepare(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+def create(db: sqlite3.Connection) -> None:
+    run_script(db, SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
     if "holder" not in columns:  # a database from before holders were recorded
-        try:
-            db.execute("ALTER TABLE reservations ADD COLUMN holder TEXT NOT NULL DEFAULT ''")
-        except sqlite3.OperationalError as err:
-            if "duplicate column" not in str(err):  # another process was quicker
-                raise
+        db.execute("ALTER TABLE reservations ADD COLUMN holder TEXT NOT NULL DEFAULT ''")
+
+
+def release_gone(db: sqlite3.Connection) -> None:
+    """On open: the reservations of processes of this host that are gone end."""
     holders = db.execute("SELECT DISTINCT holder FROM reservations WHERE holder != ''")
     for (holder,) in holders.fetchall():
         if is_gone(holder):

@@ -4,7 +4,7 @@ import sqlite3
 
 from imagegate.core.ids import Subject, UploadId
 from imagegate.storage.interfaces import UploadTicket
-from imagegate.storage.sqlite.database import Database
+from imagegate.storage.sqlite.database import Database, run_script
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -19,8 +19,8 @@ CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (expires);
 """
 
 
-def prepare(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
+def create(db: sqlite3.Connection) -> None:
+    run_script(db, SCHEMA)
 
 
 class SqliteUploadLedger:
