@@ -3,6 +3,7 @@ and tenants kept apart. The upstream is a fake on 127.0.0.1 that answers when a 
 lets it, and can tell when its caller hung up."""
 
 import asyncio
+import base64
 import hashlib
 import re
 import signal
@@ -38,7 +39,7 @@ BOB_TOKEN = "bob-token-0123456789abcdefghijklmn"
 CAROL_TOKEN = "carol-token-0123456789abcdefghijkl"
 ACL = """
 [subjects."token:alice"]
-scopes = ["images:generate", "images:read", "relay:*"]
+scopes = ["images:generate", "images:edit", "images:read", "relay:*"]
 [subjects."token:bob"]
 scopes = ["images:generate", "images:read", "relay:*"]
 [subjects."token:carol"]
@@ -490,3 +491,40 @@ async def test_giving_up_on_get_job_leaves_the_job_running(
     gate.open()
     done = await call(server, "get_job", job_id=pending["job_id"])
     assert len(done["images"]) == 1
+
+
+async def test_a_cancelled_batch_keeps_what_it_had_finished(
+    server: RunningServer, upstream: FakeUpstream
+) -> None:
+    """The first item of a batch edit is made, the second is being made: a cancel
+    stops the second, and the job shows the first as made (it is stored and counted)."""
+    edits = "/v1/images/edits"
+    working, hung_up = asyncio.Event(), asyncio.Event()
+    upstream.script(
+        edits,
+        images_reply(png_bytes()),
+        watched(working, hung_up, images_reply(png_bytes())),
+    )
+    picture = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    try:
+        pending = await call(
+            server,
+            "edit_image",
+            prompt="x",
+            images=[picture, picture],
+            batch=True,
+            wait_seconds=0,
+        )
+        for _ in range(100):
+            if len(upstream.calls(edits)) == 2:
+                break
+            await asyncio.sleep(0.02)
+        cancelled = await call(server, "cancel_job", job_id=pending["job_id"])
+    finally:
+        working.set()
+    assert cancelled["status"] == "cancelled"
+    (made,) = cancelled["asset_ids"]
+    listed = await call(server, "list_images")
+    assert [image["asset_id"] for image in listed["images"]] == [made]
+    assert hung_up.is_set()
+    assert (await call(server, "get_usage"))["usage"]["images_today"] == 1

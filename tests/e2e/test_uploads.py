@@ -132,8 +132,9 @@ def png(size: tuple[int, int] = (64, 64)) -> bytes:
 def tampered(url: str, part: str) -> str:
     base, query = url.split("?")
     exp, sig = query.split("&")
-    if part == "sig":
-        return f"{base}?{exp}&sig=A{sig[5:]}"
+    if part == "sig":  # another first character, whatever the first one is
+        first = sig[4]
+        return f"{base}?{exp}&sig={'B' if first == 'A' else 'A'}{sig[5:]}"
     if part == "exp":
         return f"{base}?exp={int(exp[4:]) + 3600}&{sig}"
     return f"{base[:-1]}{'0' if base[-1] != '0' else '1'}?{query}"

@@ -90,10 +90,14 @@ async def start_job(
                 outcome["save_error"] = _save_error(err)
         return outcome
 
+    def finished() -> dict[str, Any] | None:
+        """What a stopped job had stored (a batch's first items, say)."""
+        return _outcome(admitted.made, watch) if admitted.made.assets else None
+
     # Shielded: a job recorded must also be started, or it would look running forever.
     with anyio.CancelScope(shield=True):
         try:
-            job = await runner.start(caller.subject, tool, options, work)
+            job = await runner.start(caller.subject, tool, options, work, finished)
         except BaseException:
             await admitted.aclose()
             raise

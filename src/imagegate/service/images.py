@@ -105,15 +105,18 @@ async def already_confirmed(call: PaidCall, ask: bool) -> None:
 @dataclass
 class Admitted:
     """A call that passed every check in front of its job: its inputs read, its request
-    and its quota checked, a paid call confirmed. `run` makes the images, once;
+    and its quota checked, a paid call confirmed. `run` makes the images, once, into
+    `made` as each is stored (so a call stopped midway still shows what it made);
     `aclose` lets go of the inputs of a call that never runs."""
 
-    make: Callable[[ProgressFn], Awaitable[Made]]
+    make: Callable[[ProgressFn, Made], Awaitable[None]]
     inputs: Inputs = field(default_factory=Inputs)
+    made: Made = field(default_factory=lambda: Made([]))
 
     async def run(self, progress: ProgressFn) -> Made:
         try:
-            return await self.make(progress)
+            await self.make(progress, self.made)
+            return self.made
         finally:
             await self.aclose()
 
@@ -299,7 +302,7 @@ class ImageService:
         if sources is None:
             plan = self._plan(caller, args)
             await self._check_and_ask(caller, plan, [plan], confirm)
-            return Admitted(lambda progress: self._made(caller, args, progress))
+            return Admitted(lambda progress, made: self._made(caller, args, progress, made))
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
         if batch:
@@ -313,7 +316,8 @@ class ImageService:
             await _let_go(inputs)
             raise
         return Admitted(
-            lambda progress: self._made(caller, args, progress, images, inputs.mask), inputs
+            lambda progress, made: self._made(caller, args, progress, made, images, inputs.mask),
+            inputs,
         )
 
     async def _made(
@@ -321,10 +325,11 @@ class ImageService:
         caller: Caller,
         args: GenerateArgs,
         progress: ProgressFn,
+        made: Made,
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
-    ) -> Made:
-        return Made(await self.generate(caller, args, progress, already_confirmed, images, mask))
+    ) -> None:
+        made.assets += await self.generate(caller, args, progress, already_confirmed, images, mask)
 
     async def edit(
         self,
@@ -368,8 +373,8 @@ class ImageService:
             await _let_go(held)
             raise
 
-        async def make(progress: ProgressFn) -> Made:
-            return await self._batch(caller, args, sources, images, failures, progress)
+        async def make(progress: ProgressFn, made: Made) -> None:
+            await self._batch(caller, args, sources, images, failures, progress, made)
 
         return Admitted(make, held)
 
@@ -389,8 +394,8 @@ class ImageService:
         images: dict[int, InputImage],
         failures: dict[int, str],
         progress: ProgressFn,
-    ) -> Made:
-        made = Made([])
+        made: Made,
+    ) -> None:
         failures = dict(failures)
         for index, image in images.items():
             label = f"image {index + 1} of {len(sources)}: "
@@ -407,7 +412,6 @@ class ImageService:
         ]
         if not made.assets:
             raise _every_item_failed(sources, failures)
-        return made
 
     async def spend_once(self, nonce: str, valid_for: float) -> bool:
         """Use a single-use token (a confirmation's): True the first time only."""

@@ -44,14 +44,20 @@ log = logging.getLogger("imagegate.jobs")
 
 Work = Callable[[ProgressFn], Awaitable[dict[str, Any]]]
 """What a job does: given where to report progress, make something and describe it
-(JSON). Cancelling it must leave nothing behind."""
+(JSON). Cancelling it must leave nothing behind but what it had finished."""
+
+Partial = Callable[[], dict[str, Any] | None]
+"""What a job had finished when it was stopped (JSON), or None: kept as its outcome."""
 
 STOPPED = {
     "kind": "Interrupted",
     "message": "imagegate stopped while this job ran; it did not finish and its quota "
     "reservation was released; start it again",
 }
-CANCELLED_MESSAGE = "cancelled; nothing more is made or charged for it"
+CANCELLED_MESSAGE = (
+    "cancelled; nothing more is made or charged for it (what it had finished, if "
+    "anything, is in asset_ids)"
+)
 FAILED_UNEXPECTEDLY = {
     "kind": "ImagegateError",
     "message": "internal error: the job failed; the server's log says where",
@@ -67,6 +73,7 @@ class _Live:
     saving: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     changed: anyio.Event = field(default_factory=anyio.Event)
     cancelled_by_owner: bool = False
+    partial: Partial | None = None
     reports: deque[tuple[float | None, str]] = field(default_factory=lambda: deque(maxlen=256))
     """The latest reports of progress, in order, for the callers following the job."""
     reported: int = 0
@@ -141,8 +148,16 @@ class JobRunner:
                 "max_running_jobs", f"{running} of {self._max_running} running", None
             )
 
-    async def start(self, owner: Subject, tool: str, request: dict[str, Any], work: Work) -> Job:
-        """Record a new running job and start `work` in the background."""
+    async def start(
+        self,
+        owner: Subject,
+        tool: str,
+        request: dict[str, Any],
+        work: Work,
+        partial: Partial | None = None,
+    ) -> Job:
+        """Record a new running job and start `work` in the background; if it stops
+        before it ends, `partial` says what it had finished."""
         self.check_room(owner)
         group = self._group
         if group is None:
@@ -150,7 +165,7 @@ class JobRunner:
         now = self._clock.now()
         job = Job(new_job_id(), owner, tool, JobState.RUNNING, now, now, request=request)
         await self._ledger.create(job)
-        live = _Live(job)
+        live = _Live(job, partial=partial)
         self._live[job.id] = live
         try:
             group.start_soon(self._run, live, work)
@@ -207,12 +222,14 @@ class JobRunner:
     ) -> None:
         if outcome is not None:
             state, message = JobState.COMPLETED, "done"
-        elif error is not None:
-            state, message = JobState.FAILED, error["message"]
-        elif live.cancelled_by_owner:
-            state, message = JobState.CANCELLED, CANCELLED_MESSAGE
-        else:  # cancelled by the server stopping
-            state, message, error = JobState.FAILED, STOPPED["message"], STOPPED
+        else:
+            outcome = live.partial() if live.partial is not None else None
+            if error is not None:
+                state, message = JobState.FAILED, error["message"]
+            elif live.cancelled_by_owner:
+                state, message = JobState.CANCELLED, CANCELLED_MESSAGE
+            else:  # cancelled by the server stopping
+                state, message, error = JobState.FAILED, STOPPED["message"], STOPPED
         now = self._clock.now()
         ended = replace(
             live.job, state=state, message=message, outcome=outcome, error=error, updated_at=now
