@@ -166,7 +166,8 @@ async def test_a_mask_fits_one_image_not_a_batch(service: ImageService) -> None:
 async def test_an_edit_of_a_stored_image_reads_it_through_the_store(
     service: ImageService,
 ) -> None:
-    (first,) = await service.generate(ALICE, GenerateArgs("a", size="96x64"), progress, Asked([]))
+    admitted = await service.admit(ALICE, GenerateArgs("a", size="96x64"), Asked([]))
+    (first,) = (await admitted.run(progress)).assets
     made = await service.edit(
         ALICE, GenerateArgs("b"), [first.id], None, False, progress, Asked([])
     )

@@ -98,10 +98,6 @@ class _Plan:
         return self.call.estimate or 0.0
 
 
-async def already_confirmed(call: PaidCall, ask: bool) -> None:
-    """The confirmation of a call whose question was answered before its job started."""
-
-
 @dataclass
 class Admitted:
     """A call that passed every check in front of its job: its inputs read, its request
@@ -181,29 +177,26 @@ class ImageService:
             yield
 
     @_for_caller
-    async def generate(
+    async def _generate(
         self,
         caller: Caller,
         args: GenerateArgs,
         progress: ProgressFn,
-        confirm: ConfirmFn,
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
     ) -> list[Asset]:
-        """Generate (or, with input images, edit) and store the results for the caller.
+        """Generate (or, with input images, edit) and store the results of a request
+        `admit` passed (checked, and a paid one confirmed).
 
-        Order: check the request and the quota, confirm a paid call, reserve quota,
-        call the relay, store; a refusal at any step happens before any upstream
-        request. The reservation ends exactly once: released (nothing consumed) on a
-        failure, a no or a cancel before the upstream answered; once it has (and may
-        have billed), committed with the images stored and the cost, even when storing
-        them fails (the storage quota, a full disk). Both are shielded from
-        cancellation, and so is storing what the upstream made.
+        Order: reserve quota (checked again, atomically), call the relay, store; a
+        refusal happens before any upstream request. The reservation ends exactly
+        once: released (nothing consumed) on a failure or a cancel before the upstream
+        answered; once it has (and may have billed), committed with the images stored
+        and the cost, even when storing them fails (the storage quota, a full disk).
+        Both are shielded from cancellation, and so is storing what the upstream made.
         """
         owner = caller.subject
         plan = self._plan(caller, args, images, mask)
-        if plan.paid:  # a job's call was admitted (and asked) before; a direct one asks
-            await self._check_and_ask(caller, plan, [plan], confirm)
         spend = plan.spend
 
         def fits(usage: Usage) -> None:
@@ -329,7 +322,7 @@ class ImageService:
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
     ) -> None:
-        made.assets += await self.generate(caller, args, progress, already_confirmed, images, mask)
+        made.assets += await self._generate(caller, args, progress, images, mask)
 
     async def edit(
         self,
@@ -401,9 +394,7 @@ class ImageService:
             label = f"image {index + 1} of {len(sources)}: "
             item_progress = _item_of(progress, label, index, len(sources))
             try:
-                made.assets += await self.generate(
-                    caller, args, item_progress, already_confirmed, (image,)
-                )
+                made.assets += await self._generate(caller, args, item_progress, (image,))
             except ImagegateError as err:
                 failures[index] = str(err)
         made.failures = [
