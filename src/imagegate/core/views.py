@@ -8,6 +8,7 @@ orientation applied). `render` is pure CPU work: run it off the event loop.
 """
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,8 @@ from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 Fit = Literal["contain", "cover", "crop"]
 FITS: tuple[Fit, ...] = ("contain", "cover", "crop")
 MAX_SIDE = 4096
+PARAMETERS = ("width", "height", "fit", "format", "quality")
+"""A view's URL parameters."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,28 @@ class View:
         if fit in ("cover", "crop") and (width is None or height is None):
             raise InvalidRequest(f"fit={fit} needs both width and height")
         return cls(width, height, fit or "contain", chosen, quality)
+
+    @classmethod
+    def parsed(cls, query: Mapping[str, str], max_pixels: int) -> "View":
+        """A checked view from URL parameters (what `query` writes); InvalidRequest
+        for a value that is not a whole number or out of range."""
+
+        def number(name: str) -> int | None:
+            value = query.get(name)
+            if value is None:
+                return None
+            if not (value.isascii() and value.isdigit()) or len(value) > 6:
+                raise InvalidRequest(f"{name} must be a whole number")
+            return int(value)
+
+        return cls.of(
+            number("width"),
+            number("height"),
+            query.get("fit"),
+            query.get("format"),
+            number("quality"),
+            max_pixels,
+        )
 
     @property
     def key(self) -> str:

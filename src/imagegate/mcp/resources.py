@@ -85,23 +85,11 @@ class ImageResources:
     def view_of(self, uri: str) -> View:
         """The view an `image://{id}/view?...` URI asks for; fastmcp's ValidationError
         (a clean invalid-params answer) says what is wrong."""
-        query = parse_qs(urlsplit(uri).query)
-
-        def first(name: str) -> str | None:
-            values = query.get(name)
-            return values[0] if values else None
-
-        def number(name: str) -> int | None:
-            value = first(name)
-            if value is None:
-                return None
-            if not (value.isascii() and value.isdigit()) or len(value) > 6:
-                raise ValidationError(f"{name} must be a whole number")
-            return int(value)
-
-        return self.view(
-            number("width"), number("height"), first("fit"), first("format"), number("quality")
-        )
+        query = {name: values[0] for name, values in parse_qs(urlsplit(uri).query).items()}
+        try:
+            return View.parsed(query, self._service.settings.max_image_pixels)
+        except InvalidRequest as err:
+            raise ValidationError(str(err)) from None
 
     def view(
         self,

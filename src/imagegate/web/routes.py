@@ -25,6 +25,7 @@ from imagegate import __version__
 from imagegate.core.clock import Clock
 from imagegate.core.errors import InvalidRequest, NotFound
 from imagegate.core.ids import parse_asset_id
+from imagegate.core.views import PARAMETERS as VIEW_PARAMETERS
 from imagegate.core.views import View
 from imagegate.service.images import ImageService
 from imagegate.service.links import LinkCheck, LinkSigner
@@ -42,28 +43,9 @@ _SECURITY_HEADERS = {
 def _view_of(request: Request, max_pixels: int) -> View | None:
     """The view a link asks for in its parameters; None for the image as stored."""
     query = request.query_params
-    if not any(name in query for name in _VIEW_PARAMS):
+    if not any(name in query for name in VIEW_PARAMETERS):
         return None
-
-    def number(name: str) -> int | None:
-        value = query.get(name)
-        if value is None:
-            return None
-        if not (value.isascii() and value.isdigit()) or len(value) > 6:
-            raise InvalidRequest(f"{name} must be a whole number")
-        return int(value)
-
-    return View.of(
-        number("width"),
-        number("height"),
-        query.get("fit"),
-        query.get("format"),
-        number("quality"),
-        max_pixels,
-    )
-
-
-_VIEW_PARAMS = ("width", "height", "fit", "format", "quality")
+    return View.parsed(query, max_pixels)
 
 
 def _plain(status: int, text: str) -> Response:
