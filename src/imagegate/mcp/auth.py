@@ -77,11 +77,15 @@ def identity_from_token(token: AccessToken | None) -> Identity | None:
     )
 
 
+def request_identity(local: bool) -> Identity | None:
+    """The caller of the request being handled: on stdio (`local`) the local user,
+    over HTTP the verified token's; None for no one."""
+    return LOCAL_IDENTITY if local else identity_from_token(get_access_token())
+
+
 def current_identity(ctx: Context) -> Identity:
     """stdio is the local user; over HTTP the verified token decides. Fail closed."""
-    if ctx.transport == "stdio":
-        return LOCAL_IDENTITY
-    identity = identity_from_token(get_access_token())
+    identity = request_identity(ctx.transport == "stdio")
     if identity is None:
         raise AuthorizationError("not authenticated")
     return identity

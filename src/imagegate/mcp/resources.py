@@ -19,18 +19,17 @@ import mcp_types
 from fastmcp import FastMCP
 from fastmcp.exceptions import NotFoundError, ValidationError
 from fastmcp.resources import ResourceContent, ResourceResult
-from fastmcp.server.dependencies import bind_request_context, get_access_token
+from fastmcp.server.dependencies import bind_request_context
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from imagegate.access.identity import LOCAL_IDENTITY
 from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
 from imagegate.access.scopes import READ
 from imagegate.core.errors import ImagegateError, InvalidRequest, NotFound
 from imagegate.core.ids import parse_asset_id
 from imagegate.core.views import View
-from imagegate.mcp.auth import identity_from_token
+from imagegate.mcp.auth import request_identity
 from imagegate.service.images import ImageService
 from imagegate.storage.interfaces import Asset
 
@@ -59,7 +58,7 @@ class ImageResources:
     def _caller(self) -> Caller | None:
         """stdio is the local user; over HTTP the verified token; None: nobody (or
         someone who may not read images)."""
-        identity = LOCAL_IDENTITY if self._local else identity_from_token(get_access_token())
+        identity = request_identity(self._local)
         if identity is None:
             return None
         caller = self._policy.caller(identity)

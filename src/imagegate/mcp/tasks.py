@@ -24,7 +24,6 @@ from typing import Any
 
 import mcp_types
 from fastmcp import Context, FastMCP
-from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.extensions import MethodBinding, ServerExtension
 from fastmcp.tools import ToolResult
 from fastmcp.utilities.tasks import TASKS_EXTENSION_ID
@@ -33,11 +32,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, Field
 
-from imagegate.access.identity import LOCAL_IDENTITY, Identity
 from imagegate.access.policy import AccessPolicy, Caller, ToolRule, decide
 from imagegate.access.scopes import JOBS
 from imagegate.core.errors import ImagegateError, InvalidRequest, NotFound, where
-from imagegate.mcp.auth import identity_from_token
+from imagegate.mcp.auth import request_identity
 from imagegate.mcp.jobs import finished_result
 from imagegate.mcp.results import iso
 from imagegate.service.images import ImageService
@@ -167,9 +165,7 @@ class JobTasks(ServerExtension):
     def _caller(self) -> Caller:
         """stdio is the local user; over HTTP the verified token decides, and the
         caller needs a scope that starts jobs, as for get_job. Fail closed."""
-        identity: Identity | None = (
-            LOCAL_IDENTITY if self._local else identity_from_token(get_access_token())
-        )
+        identity = request_identity(self._local)
         if identity is None:
             raise MCPError(code=mcp_types.INVALID_REQUEST, message="not authenticated")
         caller = self._policy.caller(identity)
