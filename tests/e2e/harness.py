@@ -1,8 +1,9 @@
 """Run a real imagegate HTTP server inside the test session, on an ephemeral port."""
 
 import asyncio
+import hashlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,23 @@ async def running_server(
         await task
         sock.close()
         await app.aclose()
+
+
+def team_files(directory: Path, acl: str, tokens: Mapping[str, str]) -> dict[str, Path]:
+    """An ACL file and a 0600 tokens file mapping each name (subject `token:name`) to
+    its token's hash: the `acl_file` and `tokens_file` settings of a small team."""
+    acl_file = directory / "acl.toml"
+    acl_file.write_text(acl)
+    tokens_file = directory / "tokens.toml"
+    tokens_file.write_text(
+        "\n".join(
+            f'[[tokens]]\nsubject = "{name}"\n'
+            f'sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+            for name, token in tokens.items()
+        )
+    )
+    tokens_file.chmod(0o600)
+    return {"acl_file": acl_file, "tokens_file": tokens_file}
 
 
 async def http_get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -4,7 +4,6 @@ lets it, and can tell when its caller hung up."""
 
 import asyncio
 import base64
-import hashlib
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from fastmcp.exceptions import ToolError
 from imagegate.config import Limits, QuotaSettings
 from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from tests.conftest import ManualClock
-from tests.e2e.harness import RunningServer, running_server
+from tests.e2e.harness import RunningServer, running_server, team_files
 from tests.e2e.processes import serving
 from tests.e2e.wire import LEGACY, MODERN, RpcError, Wire
 from tests.fakes.upstream import (
@@ -75,17 +74,8 @@ class Gate:
         raise AssertionError("the upstream never got the request")
 
 
-def tokens(tmp: Path) -> dict[str, Any]:
-    acl = tmp / "acl.toml"
-    acl.write_text(ACL)
-    entries = [
-        f'[[tokens]]\nsubject = "{name}"\nsha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
-        for name, token in (("alice", ALICE_TOKEN), ("bob", BOB_TOKEN), ("carol", CAROL_TOKEN))
-    ]
-    file = tmp / "tokens.toml"
-    file.write_text("\n".join(entries))
-    file.chmod(0o600)
-    return {"acl_file": acl, "tokens_file": file}
+def tokens(tmp: Path) -> dict[str, Path]:
+    return team_files(tmp, ACL, {"alice": ALICE_TOKEN, "bob": BOB_TOKEN, "carol": CAROL_TOKEN})
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ MCP SDK clients: read what a tool returned, list one's own in pages, and nothing
 anyone else's."""
 
 import base64
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import ManualClock
-from tests.e2e.harness import RunningServer, running_server
+from tests.e2e.harness import RunningServer, running_server, team_files
 
 TOKENS = {
     "alice": "alice-token-0123456789abcdefghijkl",
@@ -41,18 +40,8 @@ scopes = ["images:generate", "relay:*"]
 async def server(
     state_dir: Path, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[RunningServer]:
-    acl = tmp_path / "acl.toml"
-    acl.write_text(ACL)
-    tokens = tmp_path / "tokens.toml"
-    tokens.write_text(
-        "\n".join(
-            f'[[tokens]]\nsubject = "{name}"\nsha256 = "{hashlib.sha256(t.encode()).hexdigest()}"\n'
-            for name, t in TOKENS.items()
-        )
-    )
-    tokens.chmod(0o600)
     async with running_server(
-        state_dir, clock, acl_file=acl, tokens_file=tokens, max_page_size=3
+        state_dir, clock, max_page_size=3, **team_files(tmp_path, ACL, TOKENS)
     ) as running:
         yield running
 

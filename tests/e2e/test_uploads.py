@@ -2,7 +2,6 @@
 leaving nothing behind, location metadata removed with the pixels kept, and the
 scope and storage quota that guard it."""
 
-import hashlib
 import io
 import random
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from PIL import Image
 
 from imagegate.config import Limits, QuotaSettings
 from tests.conftest import ManualClock
-from tests.e2e.harness import RunningServer, running_server
+from tests.e2e.harness import RunningServer, running_server, team_files
 
 ALICE_TOKEN = "alice-token-0123456789abcdefghijkl"
 READER_TOKEN = "reader-token-0123456789abcdefghijk"
@@ -36,23 +35,11 @@ CAROL_BYTES = 20_000
 async def server(
     state_dir: Path, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[RunningServer]:
-    acl = tmp_path / "acl.toml"
-    acl.write_text(ACL)
-    entries = [
-        f'[[tokens]]\nsubject = "{name}"\nsha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
-        for name, token in (
-            ("alice", ALICE_TOKEN),
-            ("reader", READER_TOKEN),
-            ("carol", CAROL_TOKEN),
-        )
-    ]
-    tokens = tmp_path / "tokens.toml"
-    tokens.write_text("\n".join(entries))
-    tokens.chmod(0o600)
+    team = team_files(
+        tmp_path, ACL, {"alice": ALICE_TOKEN, "reader": READER_TOKEN, "carol": CAROL_TOKEN}
+    )
     quotas = QuotaSettings(subjects={"token:carol": Limits(max_stored_bytes=CAROL_BYTES)})
-    async with running_server(
-        state_dir, clock, acl_file=acl, tokens_file=tokens, quotas=quotas
-    ) as running:
+    async with running_server(state_dir, clock, quotas=quotas, **team) as running:
         yield running
 
 
