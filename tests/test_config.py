@@ -144,3 +144,73 @@ def test_not_utf8_and_directory(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(ConfigError, match="is a directory"):
         load_settings(tmp_path)
+
+
+SHARED = 'database_url = "postgresql://imagegate@db.internal/images"\n'
+KEYS = {"IMAGEGATE_LINK_KEY": "k" * 32, "IMAGEGATE_REQUEST_STATE_KEY": "s" * 32}
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "fragment"),
+    [
+        (SHARED, {}, "with database_url set, link_key must be configured"),
+        (
+            SHARED,
+            {"IMAGEGATE_LINK_KEY": "k" * 32},
+            "with database_url set, request_state_key must be configured",
+        ),
+        ('database_url = "mysql://x/y"\n', KEYS, "database_url must be a postgresql:// URL"),
+        (
+            'database_url = "postgresql://imagegate:hunter2@db/images"\n',
+            KEYS,
+            "database_url: holds a password; secrets are not read from the config file",
+        ),
+        ('database_password = "hunter2"\n', {}, "set IMAGEGATE_DATABASE_PASSWORD"),
+        ('[storage]\nkind = "s3"\n', {}, 'kind = "s3" needs endpoint and bucket'),
+        (
+            '[storage]\nkind = "s3"\nendpoint = "https://s3.example.com/path"\nbucket = "img"\n',
+            {},
+            "endpoint must be an http(s) URL with no path",
+        ),
+        (
+            '[storage]\nkind = "s3"\nendpoint = "http://s3.internal"\nbucket = "img"\n',
+            {},
+            "endpoint is plain http",
+        ),
+        ('[storage]\nkind = "s3"\nendpoint = "https://s3"\nbucket = "A_B"\n', {}, "bucket"),
+        ('[storage]\nprefix = "../x"\n', {}, "storage.prefix"),
+    ],
+)
+def test_shared_state_settings_are_checked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    env: dict[str, str],
+    fragment: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        '[storage]\nkind = "s3"\nendpoint = "https://s3.example.com"\nbucket = "images"\n',
+        '[storage]\nkind = "s3"\nendpoint = "http://127.0.0.1:9000"\nbucket = "images"\n',
+        '[storage]\nkind = "s3"\nendpoint = "http://s3.lan"\nbucket = "images"\n'
+        "allow_http = true\n",
+    ],
+)
+def test_shared_state_with_its_keys_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str
+) -> None:
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IMAGEGATE_DATABASE_URL", "postgresql://imagegate:from-env@db/images")
+    settings = load_settings(write(tmp_path, storage))
+    assert settings.database_url == "postgresql://imagegate:from-env@db/images"
+    assert settings.storage.kind == "s3"

@@ -30,9 +30,10 @@ from imagegate.core.statedir import state_dir_problem
 from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
 from imagegate.remote import Remote, RemoteError, Session, download, not_confirmed, remote_of
-from imagegate.server import App, build_app, http_asgi_app
+from imagegate.server import App, build_app, database_password, http_asgi_app
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
+from imagegate.storage.postgres.backend import database_name, upgrade_postgres
 from imagegate.storage.sqlite.schema import LATEST
 from imagegate.web.connections import guarded_protocol
 
@@ -198,6 +199,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run(app: App, settings: Settings, transport: str) -> None:
     try:
+        await app.storage.open()
         if transport == "stdio":
             await app.mcp.run_stdio_async(show_banner=False)
         else:
@@ -284,8 +286,13 @@ def _pull(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    done = upgrade_embedded(settings.state_dir)
-    where = settings.state_dir / DATABASE_FILE
+    done: tuple[int, int] | None
+    if settings.database_url is not None:
+        where = database_name(settings.database_url)
+        done = asyncio.run(upgrade_postgres(settings.database_url, database_password(settings)))
+    else:
+        where = str(settings.state_dir / DATABASE_FILE)
+        done = upgrade_embedded(settings.state_dir)
     if done is None:
         print(f"{where}: no database yet; it is made at schema {LATEST} when imagegate starts")
     elif done[0] == done[1]:

@@ -31,7 +31,9 @@ from imagegate.service.links import LinkSigner
 from imagegate.service.uploads import Uploads
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
+from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Storage
+from imagegate.storage.postgres.backend import open_postgres
 from imagegate.web.routes import Routes
 from imagegate.web.uploads import upload_routes
 
@@ -66,6 +68,23 @@ def resolve_secret(
     return load_or_create_secret(settings.state_dir / generated).encode()
 
 
+def database_password(settings: Settings) -> str | None:
+    return configured_secret(
+        "database_password", settings.database_password, settings.database_password_file
+    )
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The backend the settings name: embedded (SQLite and files under the state
+    directory), or PostgreSQL that replicas share, with files or an S3 bucket."""
+    blobs = FileBlobStore(settings.state_dir, settings.max_image_bytes)
+    if settings.database_url is None:
+        return open_embedded(settings.state_dir, settings.max_image_bytes, blobs)
+    return open_postgres(
+        settings.database_url, database_password(settings), settings.database_pool_size, blobs
+    )
+
+
 def build_app(settings: Settings, transport: Transport, clock: Clock | None = None) -> App:
     clock = clock or SystemClock()
     http = transport == "http"
@@ -76,7 +95,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     checks = build_token_checks(settings, relay_names, clock, http_client) if http else None
     audit = AuditLog(settings.audit_log)
-    storage = open_embedded(settings.state_dir, settings.max_image_bytes)
+    storage = open_storage(settings)
     assets = AssetStore(storage.index, storage.blobs)
     signer = None
     if http or settings.public_url:

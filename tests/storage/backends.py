@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded, opening
+from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import BlobKey, Storage
+from imagegate.storage.postgres.backend import open_postgres
 from imagegate.storage.processes import this_process
 from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
 from imagegate.storage.sqlite.database import Database
+from tests.services.postgres import shared_postgres
 from tests.storage.memory import MemoryBlobStore
 
 MAX_BLOB_BYTES = 10**7
@@ -53,7 +56,21 @@ def sqlite_with_memory_blobs(root: Path) -> Storage:
     )
 
 
+_DATABASES: dict[Path, str] = {}
+
+
+def postgres_with_files(root: Path) -> Storage:
+    """PostgreSQL (a database of the test's own, on the session's server) with blob
+    files under the test's directory."""
+    server = shared_postgres()
+    if root not in _DATABASES:
+        _DATABASES[root] = server.create_database_now()
+    blobs = FileBlobStore(root, MAX_BLOB_BYTES)
+    return open_postgres(server.url(_DATABASES[root]), server.password, pool_size=4, blobs=blobs)
+
+
 BACKENDS = [
     Backend("embedded", _embedded),
     Backend("sqlite+memory-blobs", sqlite_with_memory_blobs),
+    Backend("postgresql+files", postgres_with_files),
 ]

@@ -148,11 +148,38 @@ async def test_adds_and_deletes_of_equal_bytes_race_safely(store: AssetStore) ->
         for _ in range(10):
             kept.append(await add(store, BOB, png()))
 
+    async with anyio.create_task_group() as tasks:  # connections ready, so the two overlap
+        tasks.start_soon(store.stored_bytes, ALICE)
+        tasks.start_soon(store.stored_bytes, BOB)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(churn)
         tasks.start_soon(keep)
     for asset in kept:
         assert await read(store, asset) == png()
+
+
+async def test_the_references_to_a_blob_are_held_across_handles(
+    backend: Backend, state_dir: Path
+) -> None:
+    """While one process holds a blob's references, another waits for them (so that it
+    can't count the blob unused between the first one's bytes and their record)."""
+    first, second = backend.open(state_dir), backend.open(state_dir)
+    key = BlobKey("a" * 64, "png")
+    order: list[str] = []
+
+    async def other() -> None:
+        async with second.index.references(key):
+            order.append("second")
+
+    try:
+        async with anyio.create_task_group() as tasks, first.index.references(key):
+            tasks.start_soon(other)
+            await anyio.sleep(0.5)
+            order.append("first")
+        assert order == ["first", "second"]
+    finally:
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_an_oversize_staging_write_is_refused(storage: Storage) -> None:
@@ -319,6 +346,8 @@ async def test_handles_race_for_the_last_slot(backend: Backend, state_dir: Path)
     """Separate handles on one state, like replicas: exactly one call gets the slot."""
     handles = [backend.open(state_dir) for _ in range(4)]
     try:
+        for handle in handles:  # connected, so that the calls below start together
+            await handle.open()
         setup = handles[0].quotas
         await setup.commit(await reserve(setup, Limits(), 9, 0.0, NOON), 9, 0.0, NOON)
         won: list[int] = []
@@ -332,9 +361,9 @@ async def test_handles_race_for_the_last_slot(backend: Backend, state_dir: Path)
                 refused.append(index)
 
         async with anyio.create_task_group() as tasks:
-            for index in range(16):
+            for index in range(32):
                 tasks.start_soon(attempt, index)
-        assert (len(won), len(refused)) == (1, 15)
+        assert (len(won), len(refused)) == (1, 31)
     finally:
         for handle in handles:
             await handle.aclose()
@@ -542,8 +571,11 @@ async def test_concurrent_claims_of_one_ticket_give_it_once(storage: Storage) ->
     assert claimed.count(ticket) == 1
 
 
+COLOURS = ("red", "green", "yellow", "white", "black", "orange", "purple", "pink")
+
+
 async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> None:
-    """Two adds race for the last room under max_stored_bytes: one gets it."""
+    """Adds race for the last room under max_stored_bytes: one gets it."""
     size = len(png("red"))
     await add(store, ALICE, png("blue"))
     limit = await store.stored_bytes(ALICE) + size
@@ -563,11 +595,14 @@ async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> N
                 staged.discard()
                 results.append(refused)
 
+    async with anyio.create_task_group() as group:  # connections ready, so the adds overlap
+        for _ in COLOURS:
+            group.start_soon(store.stored_bytes, ALICE)
     async with anyio.create_task_group() as group:
-        group.start_soon(attempt, "red")
-        group.start_soon(attempt, "green")
+        for colour in COLOURS:
+            group.start_soon(attempt, colour)
     refused = [r for r in results if isinstance(r, QuotaExceeded)]
-    assert len(refused) == 1
+    assert len(refused) == len(COLOURS) - 1
     assert "max_stored_bytes" in str(refused[0])
     assert "delete_image" in str(refused[0])
     assert await store.stored_bytes(ALICE) <= limit

@@ -60,7 +60,12 @@ def load_or_create_secret(path: Path) -> str:
     return value
 
 
-SECRET_MINIMUMS = {"bearer_token": 16, "link_key": 16, "request_state_key": 32}
+SECRET_MINIMUMS = {
+    "bearer_token": 16,
+    "link_key": 16,
+    "request_state_key": 32,
+    "database_password": 1,
+}
 """Shortest accepted length of each configured secret, in characters."""
 
 

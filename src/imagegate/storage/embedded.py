@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imagegate.core.errors import StorageError
 from imagegate.storage.files import FileBlobStore
-from imagegate.storage.interfaces import Storage
+from imagegate.storage.interfaces import BlobStore, Storage
 from imagegate.storage.processes import this_process
 from imagegate.storage.sqlite import assets, jobs, nonces, quotas, schema, uploads
 from imagegate.storage.sqlite.database import Database, connect
@@ -38,9 +38,10 @@ def upgrade_embedded(state_dir: Path) -> tuple[int, int] | None:
         db.close()
 
 
-def open_embedded(state_dir: Path, max_blob_bytes: int) -> Storage:
-    """The index, ledger and blobs of `state_dir` (which must exist, mode 0700)."""
-    blobs = FileBlobStore(state_dir, max_blob_bytes)
+def open_embedded(state_dir: Path, max_blob_bytes: int, blobs: BlobStore | None = None) -> Storage:
+    """The index and ledgers of `state_dir` (which must exist, mode 0700), with its blob
+    files unless another store is given."""
+    blobs = blobs or FileBlobStore(state_dir, max_blob_bytes)
     database = Database(state_dir / DATABASE_FILE, opening(state_dir / DATABASE_FILE))
     return Storage(
         index=assets.SqliteAssetIndex(database),

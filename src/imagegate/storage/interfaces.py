@@ -334,6 +334,10 @@ class UploadLedger(Protocol):
         ...
 
 
+async def _nothing_to_open() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Storage:
     """One backend's parts, as the composition root wires them."""
@@ -346,6 +350,12 @@ class Storage:
     blobs: BlobStore
     closing: Callable[[], Awaitable[None]]
     """Release what the parts share (connections); after it, they fail cleanly."""
+    opening: Callable[[], Awaitable[None]] = _nothing_to_open
+    """Connect now, in the serving event loop, so that a wrong schema or an
+    unreachable server stops the start (the parts would connect on first use)."""
+
+    async def open(self) -> None:
+        await self.opening()
 
     async def aclose(self) -> None:
         await self.closing()

@@ -9,9 +9,10 @@ from typing import Any
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
 from imagegate.core.images import ImageFormat
+from imagegate.storage.cursors import decode_cursor, encode_cursor
 from imagegate.storage.interfaces import Asset, BlobKey, Page
 from imagegate.storage.sqlite.database import Database, Transaction, run_script
-from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST, decode_cursor, encode_cursor
+from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (

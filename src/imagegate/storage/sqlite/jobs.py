@@ -13,15 +13,11 @@ from typing import Any
 
 from imagegate.core.errors import NotFound
 from imagegate.core.ids import JobId, Subject, is_job_id
+from imagegate.storage.cursors import decode_cursor, encode_cursor
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.processes import is_gone
 from imagegate.storage.sqlite.database import Database, run_script
-from imagegate.storage.sqlite.paging import (
-    AFTER_CURSOR,
-    NEWEST_FIRST,
-    decode_cursor,
-    encode_cursor,
-)
+from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -1,0 +1,1 @@
+"""The shared database: PostgreSQL, for several processes or machines at once."""

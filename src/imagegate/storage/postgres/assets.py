@@ -1,0 +1,132 @@
+"""The asset index in PostgreSQL: metadata of every image, by owner, newest first."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from imagegate.core.errors import NotFound, StorageError
+from imagegate.core.ids import AssetId, Subject, is_asset_id
+from imagegate.core.images import ImageFormat
+from imagegate.storage.cursors import encode_cursor
+from imagegate.storage.interfaces import Asset, BlobKey, Page
+from imagegate.storage.postgres.database import Connection, Lock, PgDatabase, lock
+from imagegate.storage.postgres.paging import after_cursor
+
+
+class _References:
+    """The assets of one blob, changed inside the transaction that holds its lock."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def add(self, asset: Asset) -> None:
+        try:
+            await self._connection.execute(
+                "INSERT INTO assets (id, owner, sha256, format, width, height, byte_size, "
+                "relay, prompt, revised_prompt, params, created_us) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                asset.id,
+                asset.owner,
+                asset.sha256,
+                asset.format.value,
+                asset.width,
+                asset.height,
+                asset.byte_size,
+                asset.relay,
+                asset.prompt,
+                asset.revised_prompt,
+                json.dumps(asset.params, sort_keys=True),
+                int(asset.created_at * 1_000_000),
+            )
+        except asyncpg.PostgresError as err:
+            raise StorageError(f"could not record the image: {err.sqlstate}") from None
+
+    async def owned_bytes(self, owner: Subject) -> int:
+        # The owner's lock too: two adds of different blobs for one owner must not
+        # both take the last room. Always taken after a blob's lock, never before.
+        await lock(self._connection, Lock.OWNER_BYTES, owner)
+        return await _owned_bytes(self._connection, owner)
+
+    async def remove(self, asset: Asset) -> int:
+        await self._connection.execute("DELETE FROM assets WHERE id = $1", asset.id)
+        remaining = await self._connection.fetchval(
+            "SELECT count(*) FROM assets WHERE sha256 = $1", asset.sha256
+        )
+        return int(remaining)
+
+
+class PgAssetIndex:
+    def __init__(self, database: PgDatabase) -> None:
+        self._db = database
+
+    @asynccontextmanager
+    async def references(self, key: BlobKey) -> AsyncIterator[_References]:
+        async with self._db.transaction() as connection:
+            await lock(connection, Lock.BLOB, key.sha256)
+            yield _References(connection)
+
+    async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        query = "SELECT * FROM assets WHERE id = $1"
+        args: list[Any] = [asset_id]
+        if owner is not None:
+            query += " AND owner = $2"
+            args.append(owner)
+        row = await self._db.run(lambda db: db.fetchrow(query, *args))
+        if row is None:
+            raise NotFound(f"image not found: {asset_id}")
+        return _asset_from_row(row)
+
+    async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
+        query = "SELECT * FROM assets WHERE true"
+        args: list[Any] = []
+        if owner is not None:
+            args.append(owner)
+            query += f" AND owner = ${len(args)}"
+        if cursor:
+            query += after_cursor(cursor, is_asset_id, args)
+        args.append(limit + 1)
+        query += f" ORDER BY created_us DESC, id DESC LIMIT ${len(args)}"
+        rows = await self._db.run(lambda db: db.fetch(query, *args))
+        assets = [_asset_from_row(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last["created_us"], last["id"])
+        return Page(assets, next_cursor)
+
+    async def stored_bytes(self, owner: Subject) -> int:
+        return await self._db.run(lambda db: _owned_bytes(db, owner))
+
+    async def ready(self) -> bool:
+        try:
+            await self._db.run(lambda db: db.fetchval("SELECT 1 FROM assets LIMIT 1"))
+        except StorageError:
+            return False
+        return True
+
+
+async def _owned_bytes(connection: Connection, owner: Subject) -> int:
+    total = await connection.fetchval(
+        "SELECT COALESCE(SUM(byte_size), 0) FROM assets WHERE owner = $1", owner
+    )
+    return int(total)
+
+
+def _asset_from_row(row: asyncpg.Record) -> Asset:
+    return Asset(
+        id=AssetId(row["id"]),
+        owner=Subject(row["owner"]),
+        sha256=row["sha256"],
+        format=ImageFormat(row["format"]),
+        width=row["width"],
+        height=row["height"],
+        byte_size=row["byte_size"],
+        relay=row["relay"],
+        prompt=row["prompt"],
+        revised_prompt=row["revised_prompt"],
+        params=json.loads(row["params"]),
+        created_at=row["created_us"] / 1_000_000,
+    )

@@ -1,0 +1,185 @@
+"""The shared database's schema versions: numbered migrations, applied in order.
+
+The version is the one row of `imagegate_schema`. An empty database is created at the
+latest version when the first process opens it; one that is older is refused with the
+command that upgrades it (`imagegate db upgrade`), one that is newer with what to do.
+Upgrades hold a session advisory lock, so replicas starting together apply each
+migration once; each migration runs in one transaction with its version bump.
+
+Upgrade one replica at a time: a migration only adds (tables, columns with defaults,
+indexes), so the replicas still on the previous version keep working until they are
+replaced; a migration that can't be additive says so in its description.
+"""
+
+from dataclasses import dataclass
+
+from imagegate.core.errors import SchemaError
+from imagegate.storage.postgres.database import Connection, Lock
+
+UPGRADE_COMMAND = "imagegate db upgrade"
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    what: str
+    sql: str
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "assets, quota counters and reservations, spent nonces, jobs, upload tickets, "
+        "process heartbeats",
+        """
+        CREATE TABLE assets (
+            id text PRIMARY KEY,
+            owner text NOT NULL,
+            sha256 text NOT NULL,
+            format text NOT NULL,
+            width integer NOT NULL,
+            height integer NOT NULL,
+            byte_size bigint NOT NULL,
+            relay text NOT NULL,
+            prompt text NOT NULL,
+            revised_prompt text,
+            params text NOT NULL,
+            created_us bigint NOT NULL
+        );
+        CREATE INDEX assets_by_owner ON assets (owner, created_us DESC, id DESC);
+        CREATE INDEX assets_by_time ON assets (created_us DESC, id DESC);
+        CREATE INDEX assets_by_blob ON assets (sha256);
+
+        CREATE TABLE usage_daily (
+            subject text NOT NULL,
+            day text NOT NULL,
+            images bigint NOT NULL DEFAULT 0,
+            spend double precision NOT NULL DEFAULT 0,
+            calls bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (subject, day)
+        );
+        CREATE TABLE reservations (
+            id text PRIMARY KEY,
+            subject text NOT NULL,
+            day text NOT NULL,
+            images integer NOT NULL,
+            spend double precision NOT NULL,
+            expires double precision NOT NULL,
+            holder text NOT NULL
+        );
+        CREATE INDEX reservations_by_subject ON reservations (subject);
+        CREATE INDEX reservations_by_holder ON reservations (holder);
+        CREATE TABLE last_call (
+            subject text PRIMARY KEY,
+            at double precision NOT NULL
+        );
+
+        CREATE TABLE spent_nonces (
+            nonce text PRIMARY KEY,
+            expires double precision NOT NULL
+        );
+        CREATE INDEX spent_nonces_by_expiry ON spent_nonces (expires);
+
+        CREATE TABLE jobs (
+            id text PRIMARY KEY,
+            owner text NOT NULL,
+            tool text NOT NULL,
+            state text NOT NULL,
+            progress double precision,
+            message text NOT NULL,
+            request text NOT NULL,
+            outcome text,
+            error text,
+            holder text NOT NULL,
+            created_us bigint NOT NULL,
+            updated_us bigint NOT NULL,
+            cancel_requested boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX jobs_by_owner ON jobs (owner, created_us DESC, id DESC);
+        CREATE INDEX jobs_running ON jobs (holder) WHERE state = 'running';
+        CREATE INDEX jobs_by_update ON jobs (updated_us) WHERE state != 'running';
+
+        CREATE TABLE uploads (
+            id text PRIMARY KEY,
+            owner text NOT NULL,
+            filename text,
+            expires double precision NOT NULL,
+            stored_limit bigint,
+            used double precision
+        );
+        CREATE INDEX uploads_by_expiry ON uploads (expires);
+
+        CREATE TABLE holders (
+            holder text PRIMARY KEY,
+            seen double precision NOT NULL
+        );
+        """,
+    ),
+)
+LATEST = MIGRATIONS[-1].number
+
+
+async def version(connection: Connection) -> int | None:
+    """The schema version, or None for a database imagegate has not written to."""
+    exists = await connection.fetchval("SELECT to_regclass('imagegate_schema') IS NOT NULL")
+    if not exists:
+        return None
+    return int(await connection.fetchval("SELECT version FROM imagegate_schema"))
+
+
+async def upgrade(connection: Connection) -> tuple[int, int]:
+    """Apply the migrations the database lacks: (version before, version after)."""
+    await connection.execute("SELECT pg_advisory_lock($1, 0)", int(Lock.SCHEMA))
+    try:
+        before = await version(connection)
+        if before is None:
+            await _refuse_foreign(connection)
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS imagegate_schema (version integer NOT NULL);"
+                "INSERT INTO imagegate_schema SELECT 0 WHERE NOT EXISTS "
+                "(SELECT 1 FROM imagegate_schema)"
+            )
+        for migration in MIGRATIONS:
+            async with connection.transaction():
+                current = await version(connection) or 0
+                if current < migration.number:
+                    await connection.execute(migration.sql)
+                    await connection.execute(
+                        "UPDATE imagegate_schema SET version = $1", migration.number
+                    )
+        return before or 0, await version(connection) or 0
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1, 0)", int(Lock.SCHEMA))
+
+
+async def _refuse_foreign(connection: Connection) -> None:
+    """Never create our tables beside another application's."""
+    tables = await connection.fetchval(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+    )
+    if tables:
+        raise SchemaError(
+            "the database named by database_url has tables but no imagegate schema "
+            "version: give imagegate a database of its own"
+        )
+
+
+async def check(connection: Connection) -> None:
+    """Open the database only at the version this code expects: an empty one is
+    created at it; another is refused, saying what to do."""
+    found = await version(connection)
+    if found == LATEST:
+        return
+    if not found:  # new, or being created by another process now: upgrade waits for it
+        await upgrade(connection)
+        return
+    if found < LATEST:
+        raise SchemaError(
+            f"the database has schema version {found}; this imagegate needs {LATEST}. "
+            f"Back it up if you wish, then run: {UPGRADE_COMMAND}"
+        )
+    raise SchemaError(
+        f"the database has schema version {found}, newer than this imagegate knows "
+        f"({LATEST}): a newer imagegate wrote it. Run that version, or restore a backup "
+        "taken before the upgrade"
+    )

@@ -1,0 +1,228 @@
+"""What only the shared backend (PostgreSQL) promises: schema versions, heartbeats
+across machines, and failures reported without secrets. The contract suite covers the
+rest on it too (tests/storage/backends.py)."""
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from imagegate.config import Limits
+from imagegate.core.errors import SchemaError, StorageError
+from imagegate.core.ids import Subject, new_job_id
+from imagegate.service.quota import check_limits
+from imagegate.storage.files import FileBlobStore
+from imagegate.storage.interfaces import Job, JobState, Storage, Usage
+from imagegate.storage.postgres import schema
+from imagegate.storage.postgres.backend import database_name, open_postgres, upgrade_postgres
+from tests.services.postgres import Postgres, shared_postgres
+
+ALICE = Subject("token:alice")
+NOON = 1_800_014_400.0
+
+
+@pytest.fixture
+def server() -> Postgres:
+    return shared_postgres()
+
+
+@pytest.fixture
+async def database(server: Postgres) -> str:
+    return await server.create_database()
+
+
+def opened(server: Postgres, name: str, root: Path, **kwargs: object) -> Storage:
+    blobs = FileBlobStore(root, 10**7)
+    return open_postgres(server.url(name), server.password, 2, blobs, **kwargs)  # type: ignore[arg-type]
+
+
+async def connect(server: Postgres, name: str) -> asyncpg.Connection:
+    return await asyncpg.connect(server.url(name), password=server.password)
+
+
+async def set_version(server: Postgres, name: str, number: int) -> None:
+    connection = await connect(server, name)
+    try:
+        await connection.execute("UPDATE imagegate_schema SET version = $1", number)
+    finally:
+        await connection.close()
+
+
+async def test_a_new_database_is_made_at_the_latest_schema(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    storage = opened(server, database, tmp_path)
+    await storage.open()
+    await storage.aclose()
+    connection = await connect(server, database)
+    try:
+        assert await schema.version(connection) == schema.LATEST
+    finally:
+        await connection.close()
+
+
+async def test_replicas_starting_together_create_the_schema_once(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    handles = [opened(server, database, tmp_path) for _ in range(4)]
+    await asyncio.gather(*(handle.open() for handle in handles))
+    for handle in handles:
+        assert await handle.index.ready()
+        await handle.aclose()
+
+
+NEXT = schema.Migration(
+    schema.LATEST + 1, "a test's own", "CREATE TABLE next_feature (id integer PRIMARY KEY)"
+)
+
+
+def upgrade_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, this imagegate expects one more migration."""
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, NEXT))
+    monkeypatch.setattr(schema, "LATEST", NEXT.number)
+
+
+async def made(server: Postgres, database: str, root: Path) -> None:
+    storage = opened(server, database, root)
+    await storage.open()
+    await storage.aclose()
+
+
+async def test_an_older_schema_is_refused_then_upgraded_by_db_upgrade(
+    server: Postgres, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await made(server, database, tmp_path)
+    upgrade_code(monkeypatch)
+    again = opened(server, database, tmp_path)
+    with pytest.raises(SchemaError) as refused:
+        await again.open()
+    assert str(refused.value) == (
+        f"the database has schema version {NEXT.number - 1}; this imagegate needs "
+        f"{NEXT.number}. Back it up if you wish, then run: imagegate db upgrade"
+    )
+    await again.aclose()
+    url = server.url(database)
+    assert await upgrade_postgres(url, server.password) == (NEXT.number - 1, NEXT.number)
+    assert await upgrade_postgres(url, server.password) == (NEXT.number, NEXT.number)
+    await made(server, database, tmp_path)
+    connection = await connect(server, database)
+    try:
+        assert await connection.fetchval("SELECT to_regclass('next_feature') IS NOT NULL")
+    finally:
+        await connection.close()
+
+
+async def test_a_newer_schema_is_refused(server: Postgres, database: str, tmp_path: Path) -> None:
+    await made(server, database, tmp_path)
+    await set_version(server, database, schema.LATEST + 1)
+    again = opened(server, database, tmp_path)
+    with pytest.raises(SchemaError, match=r"newer than this imagegate knows .*Run that version"):
+        await again.open()
+    await again.aclose()
+
+
+async def test_db_upgrade_makes_a_new_database(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    assert await upgrade_postgres(server.url(database), server.password) == (0, schema.LATEST)
+    await made(server, database, tmp_path)
+
+
+async def test_a_database_of_another_application_is_refused(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    connection = await connect(server, database)
+    await connection.execute("CREATE TABLE invoices (id integer)")
+    await connection.close()
+    storage = opened(server, database, tmp_path)
+    with pytest.raises(SchemaError, match="has tables but no imagegate schema version"):
+        await storage.open()
+    await storage.aclose()
+
+
+def running_job() -> Job:
+    return Job(new_job_id(), ALICE, "generate_image", JobState.RUNNING, NOON, NOON)
+
+
+async def test_what_a_silent_process_held_is_released_by_another(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    # "Another machine": a holder whose process can't be checked from here, which
+    # stops beating (killed, cut off) without closing.
+    lost = opened(server, database, tmp_path, holder="elsewhere:4242:1", beat_every=3600)
+    job = running_job()
+    await lost.jobs.create(job)
+    limits = Limits(max_concurrent=1)
+
+    def check(usage: Usage) -> None:
+        check_limits(limits, usage, 1, 0.0, NOON)
+
+    await lost.quotas.reserve(ALICE, 1, 0.0, NOON, check)
+    survivor = opened(server, database, tmp_path, beat_every=0.05, gone_after=0.5)
+    await survivor.open()
+    try:
+        assert (await survivor.quotas.usage(ALICE, NOON)).in_flight == 1
+        assert (await survivor.jobs.get(ALICE, job.id)).state is JobState.RUNNING
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if (await survivor.quotas.usage(ALICE, NOON)).in_flight == 0:
+                break
+        assert (await survivor.quotas.usage(ALICE, NOON)).in_flight == 0
+        failed = await survivor.jobs.get(ALICE, job.id)
+        assert failed.state is JobState.FAILED
+        assert failed.error is not None
+        assert failed.error["kind"] == "Interrupted"
+        # The survivor itself keeps beating: what it holds stays held.
+        await survivor.quotas.reserve(ALICE, 1, 0.0, NOON, check)
+        await asyncio.sleep(1.0)
+        assert (await survivor.quotas.usage(ALICE, NOON)).in_flight == 1
+    finally:
+        await survivor.aclose()
+        await lost.aclose()
+
+
+async def test_a_clean_close_leaves_nothing_held_to_reap(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    storage = opened(server, database, tmp_path)
+    await storage.open()
+    await storage.aclose()
+    connection = await connect(server, database)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM holders") == 0
+    finally:
+        await connection.close()
+
+
+async def test_failures_are_storage_errors_without_the_password(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    blobs = FileBlobStore(tmp_path, 10**7)
+    wrong = open_postgres(
+        server.url(database), "not-the-password", 2, FileBlobStore(tmp_path, 10**7)
+    )
+    with pytest.raises(StorageError) as refused:
+        await wrong.open()
+    assert "not-the-password" not in str(refused.value)
+    assert "InvalidPasswordError" in str(refused.value)
+    assert not await wrong.index.ready()
+    closed_port = f"postgresql://postgres@127.0.0.1:1/{database}"
+    nowhere = open_postgres(closed_port, server.password, 2, blobs)
+    with pytest.raises(StorageError, match="the database failed: ConnectionRefusedError"):
+        await nowhere.quotas.usage(ALICE, NOON)
+
+
+async def test_a_closed_backend_fails_cleanly(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    storage = opened(server, database, tmp_path)
+    await storage.open()
+    await storage.aclose()
+    with pytest.raises(StorageError, match="the database is closed"):
+        await storage.quotas.usage(ALICE, NOON)
+
+
+def test_a_database_is_named_without_its_credentials() -> None:
+    url = "postgresql://imagegate:s3cret@db.internal:5433/images?sslmode=require"
+    assert database_name(url) == "postgresql://db.internal:5433/images"
