@@ -199,7 +199,8 @@ async def download(
     local report of what was written."""
     written = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    async with httpx.AsyncClient(timeout=300) as http:
+    # A server that keeps images in a bucket answers a link with a redirect to it.
+    async with httpx.AsyncClient(timeout=300, follow_redirects=True) as http:
         for image in images:
             extension = image["mime_type"].split("/", 1)[1].replace("jpeg", "jpg")
             target = (

@@ -4,14 +4,14 @@ Nothing here is a module-level singleton; `build_app` constructs everything and
 passes it down, so tests can build as many independent servers as they need.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from fastmcp import FastMCP
 from pydantic import SecretStr
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from imagegate.access.audit import AuditLog
 from imagegate.access.policy import AccessPolicy
@@ -19,6 +19,7 @@ from imagegate.access.setup import build_acl, build_token_checks
 from imagegate.config import Settings, read_secret_env
 from imagegate.core.clock import Clock, SystemClock
 from imagegate.core.cpu import FairShare
+from imagegate.core.errors import ConfigError
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
 from imagegate.mcp.app import Route, build_mcp, http_app
@@ -32,8 +33,9 @@ from imagegate.service.uploads import Uploads
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
 from imagegate.storage.files import FileBlobStore
-from imagegate.storage.interfaces import Storage
+from imagegate.storage.interfaces import BlobStore, Storage
 from imagegate.storage.postgres.backend import open_postgres
+from imagegate.storage.s3 import S3BlobStore
 from imagegate.web.routes import Routes
 from imagegate.web.uploads import upload_routes
 
@@ -50,6 +52,8 @@ class App:
     bearer_token: str | None
     """The generated development token (HTTP, no other auth configured), to show the
     operator at start; None otherwise."""
+    probes: list[Route] = field(default_factory=list)
+    """/healthz and /readyz, served outside the Host check (HTTP only)."""
 
     async def aclose(self) -> None:
         await self.service.relays.aclose()
@@ -74,10 +78,41 @@ def database_password(settings: Settings) -> str | None:
     )
 
 
+def open_blobs(settings: Settings) -> BlobStore:
+    """Files under the state directory, or the configured bucket (staging files stay
+    local, under the state directory)."""
+    bucket = settings.storage
+    if bucket.kind == "files":
+        return FileBlobStore(settings.state_dir, settings.max_image_bytes)
+    assert bucket.endpoint is not None  # StorageSettings checked both for kind "s3"
+    assert bucket.bucket is not None
+    return S3BlobStore(
+        settings.state_dir,
+        settings.max_image_bytes,
+        endpoint=bucket.endpoint,
+        bucket=bucket.bucket,
+        region=bucket.region,
+        prefix=bucket.prefix,
+        access_key=_bucket_key(bucket.access_key_env, "access_key_env"),
+        secret_key=_bucket_key(bucket.secret_key_env, "secret_key_env"),
+        presign_seconds=bucket.presign_seconds,
+    )
+
+
+def _bucket_key(name: str, setting: str) -> str:
+    value = read_secret_env(name)
+    if value is None:
+        raise ConfigError(
+            f"storage.{setting}: the environment variable {name} is not set; it must hold "
+            "the bucket's key"
+        )
+    return value
+
+
 def open_storage(settings: Settings) -> Storage:
     """The backend the settings name: embedded (SQLite and files under the state
     directory), or PostgreSQL that replicas share, with files or an S3 bucket."""
-    blobs = FileBlobStore(settings.state_dir, settings.max_image_bytes)
+    blobs = open_blobs(settings)
     if settings.database_url is None:
         return open_embedded(settings.state_dir, settings.max_image_bytes, blobs)
     return open_postgres(
@@ -123,9 +158,12 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     )
     uploads = None
     routes: list[Route] = []
+    probes: list[Route] = []
     if signer is not None:
         uploads = Uploads(settings, assets, storage.uploads, signer, clock, fair)
-        routes = [*Routes(service, signer, clock).table(), *upload_routes(uploads)]
+        web = Routes(service, signer, clock)
+        routes = [*web.table(), *upload_routes(uploads)]
+        probes = web.probes()
     mcp = build_mcp(
         settings,
         service,
@@ -146,9 +184,10 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         audit=audit,
         http=http_client,
         bearer_token=checks.dev_token if checks else None,
+        probes=probes,
     )
 
 
-def http_asgi_app(app: App, settings: Settings) -> Starlette:
+def http_asgi_app(app: App, settings: Settings) -> ASGIApp:
     """The ASGI app for uvicorn: MCP at `mcp_path` plus the download and health routes."""
-    return http_app(app.mcp, settings)
+    return http_app(app.mcp, settings, app.probes)

@@ -410,6 +410,23 @@ async def test_dns_rebinding_is_refused(
         assert 400 <= response.status_code < 500
 
 
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+async def test_probes_answer_a_replica_asked_by_its_own_address(
+    server: RunningServer, probe: str
+) -> None:
+    """A balancer's health check names the replica's address (or no Host at all)."""
+    foreign = {"Host": "10.0.0.11:8765"}
+    assert (await http_get(f"{server.base_url}{probe}", headers=foreign)).status_code == 200
+    mcp = await http_post(
+        server.mcp_url,
+        json=INITIALIZE,
+        headers={"Authorization": f"Bearer {server.token}", **foreign},
+    )
+    assert mcp.status_code == 421  # the Host check still guards everything else
+    files = await http_get(f"{server.base_url}/files/img_x.png?exp=1&sig=x", headers=foreign)
+    assert files.status_code == 421
+
+
 async def test_readiness_fails_when_the_store_does(server: RunningServer) -> None:
     await server.app.storage.aclose()
     response = await http_get(f"{server.base_url}/readyz")

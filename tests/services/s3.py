@@ -6,13 +6,16 @@ and presigned URLs like AWS does (moto and LocalStack accept forged ones).
 Addressing is path-style only: there is no DNS for virtual-hosted buckets on 127.0.0.1.
 """
 
+import atexit
 import hashlib
 import hmac
 import os
 import pwd
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import httpx
+import pytest
 
 from tests.services._process import (
     ServiceUnavailable,
@@ -269,3 +273,21 @@ def _build_rings(root: Path, ports: dict[str, int]) -> None:
     )
     if built.returncode != 0:
         raise RuntimeError(f"building the Swift rings failed:\n{built.stderr}")
+
+
+_SHARED: list[S3Server] = []
+
+
+def shared_s3() -> S3Server:
+    """One server for the whole test session, started on first use (skipping the test
+    when it is missing) and stopped when the session's process exits."""
+    if not _SHARED:
+        root = Path(tempfile.mkdtemp(prefix="imagegate-s3-"))
+        running = running_s3(root)
+        try:
+            _SHARED.append(running.__enter__())
+        except ServiceUnavailable as missing:
+            pytest.skip(str(missing))
+        atexit.register(shutil.rmtree, root, True)
+        atexit.register(running.__exit__, None, None, None)
+    return _SHARED[0]

@@ -15,9 +15,11 @@ from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import BlobKey, Storage
 from imagegate.storage.postgres.backend import open_postgres
 from imagegate.storage.processes import this_process
+from imagegate.storage.s3 import S3BlobStore
 from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
 from imagegate.storage.sqlite.database import Database
 from tests.services.postgres import shared_postgres
+from tests.services.s3 import shared_s3
 from tests.storage.memory import MemoryBlobStore
 
 MAX_BLOB_BYTES = 10**7
@@ -69,8 +71,29 @@ def postgres_with_files(root: Path) -> Storage:
     return open_postgres(server.url(_DATABASES[root]), server.password, pool_size=4, blobs=blobs)
 
 
+def postgres_with_s3(root: Path) -> Storage:
+    """PostgreSQL with a bucket of the test's own on the session's S3 server: the
+    backend of several replicas."""
+    server, s3 = shared_postgres(), shared_s3()
+    if root not in _DATABASES:
+        _DATABASES[root] = server.create_database_now()
+        s3.make_bucket(_DATABASES[root].replace("_", "-"))
+    blobs = S3BlobStore(
+        root,
+        MAX_BLOB_BYTES,
+        endpoint=s3.endpoint,
+        bucket=_DATABASES[root].replace("_", "-"),
+        region=s3.region,
+        prefix="blobs/",
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+    )
+    return open_postgres(server.url(_DATABASES[root]), server.password, pool_size=4, blobs=blobs)
+
+
 BACKENDS = [
     Backend("embedded", _embedded),
     Backend("sqlite+memory-blobs", sqlite_with_memory_blobs),
     Backend("postgresql+files", postgres_with_files),
+    Backend("postgresql+s3", postgres_with_s3),
 ]

@@ -51,5 +51,8 @@ class MemoryBlobStore:
     def local_path(self, key: BlobKey) -> None:
         return None
 
+    async def presigned_url(self, key: BlobKey) -> None:
+        return None
+
     async def ready(self) -> bool:
         return True

@@ -115,9 +115,9 @@ def test_files_of_unknown_writers_are_swept_after_an_hour(tmp_path: Path, name: 
     mine = blobs.stage()
     FileBlobStore(tmp_path, 10**7)  # another start: a fresh file of unknown owner stays
     assert other.exists()
-    assert blobs.sweep_stale_temp(now=other.stat().st_mtime + 1) == 0
+    assert blobs.staging.sweep_stale_temp(now=other.stat().st_mtime + 1) == 0
     later = other.stat().st_mtime + STALE_TEMP_SECONDS + 1
-    assert blobs.sweep_stale_temp(now=later) == 1
+    assert blobs.staging.sweep_stale_temp(now=later) == 1
     assert not other.exists()
     assert mine.path.exists()  # a live process's file, however old
     mine.discard()

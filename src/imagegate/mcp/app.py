@@ -17,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware as StarletteMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegate import __version__
 from imagegate.access.audit import AuditLog
@@ -184,11 +186,14 @@ def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
     setattr(server, "get_capabilities", get_capabilities)  # noqa: B010 - an instance override
 
 
-def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
+def http_app(mcp: FastMCP[Any], settings: Settings, probes: Sequence[Route] = ()) -> ASGIApp:
     """The ASGI app for uvicorn: MCP at `mcp_path` plus the routes outside MCP.
 
     Host/Origin checking guards against DNS rebinding when bound to loopback; the
-    public_url's host is allowed too, for servers behind a reverse proxy.
+    public_url's host is allowed too, for servers behind a reverse proxy. The probes
+    (liveness, readiness) are answered before that check, whatever the Host: a load
+    balancer or an orchestrator asks each replica by its own address, and they tell
+    nothing but "up" and the version.
     """
     allowed_hosts = None
     if settings.public_url:
@@ -213,4 +218,22 @@ def http_app(mcp: FastMCP[Any], settings: Settings) -> Starlette:
         ],
     )
     sessions.attach(app, settings.mcp_path)
-    return app
+    if not probes:
+        return app
+    answering = Starlette(
+        routes=[StarletteRoute(path, handler, methods=methods) for path, methods, handler in probes]
+    )
+    return _ProbesFirst(app, answering, {path for path, _, _ in probes})
+
+
+class _ProbesFirst:
+    def __init__(self, app: ASGIApp, probes: ASGIApp, paths: set[str]) -> None:
+        self._app = app
+        self._probes = probes
+        self._paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self._paths:
+            await self._probes(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)

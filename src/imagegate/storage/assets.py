@@ -102,6 +102,9 @@ class AssetStore:
     def local_path(self, asset: Asset) -> Path | None:
         return self._blobs.local_path(asset.blob)
 
+    async def presigned_url(self, asset: Asset) -> str | None:
+        return await self._blobs.presigned_url(asset.blob)
+
     @asynccontextmanager
     async def as_file(self, asset: Asset) -> AsyncIterator[Path]:
         """The asset's bytes as a local file for work that needs one (Pillow, request

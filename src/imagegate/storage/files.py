@@ -37,18 +37,51 @@ class _FileReader:
             yield chunk
 
 
-class FileBlobStore:
+class StagingArea:
+    """`root/tmp`: where blobs are written before a store commits them. Files left by
+    a crash are swept when it opens."""
+
     def __init__(self, root: Path, max_bytes: int) -> None:
-        self._blobs = root / "blobs"
-        self._tmp = root / "tmp"
+        self.directory = root / "tmp"
         self._max_bytes = max_bytes
         self._owner = local_tag()
-        for directory in (root, self._blobs, self._tmp):
+        for directory in (root, self.directory):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.sweep_stale_temp()
 
     def stage(self) -> StagedBlob:
-        return StagedBlob(self._tmp, self._max_bytes, self._owner)
+        return StagedBlob(self.directory, self._max_bytes, self._owner)
+
+    def writable(self) -> bool:
+        return os.access(self.directory, os.W_OK)
+
+    def sweep_stale_temp(self, now: float | None = None) -> int:
+        """Remove temp files left by a crash: those of a process of this machine that is
+        gone, and others older than an hour (a younger one may have a live writer)."""
+        cutoff = (now if now is not None else time.time()) - STALE_TEMP_SECONDS
+        removed = 0
+        for entry in self.directory.iterdir():
+            if not entry.is_file():
+                continue
+            owned = _OWNED.fullmatch(entry.name)
+            if owned is not None and owned[1].startswith(machine() + "."):
+                stale = local_tag_is_gone(owned[1])  # ours to judge, whatever its age
+            else:
+                stale = entry.stat().st_mtime < cutoff
+            if stale:
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+class FileBlobStore:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.staging = StagingArea(root, max_bytes)
+        self._blobs = root / "blobs"
+        self._blobs.mkdir(exist_ok=True, mode=0o700)
+
+    def stage(self) -> StagedBlob:
+        return self.staging.stage()
 
     def _path(self, key: BlobKey) -> Path:
         # BlobKey validated both parts: this is a path under blobs/, and nothing else.
@@ -84,26 +117,11 @@ class FileBlobStore:
     def local_path(self, key: BlobKey) -> Path:
         return self._path(key)
 
-    async def ready(self) -> bool:
-        return os.access(self._tmp, os.W_OK) and os.access(self._blobs, os.W_OK)
+    async def presigned_url(self, key: BlobKey) -> None:
+        return None
 
-    def sweep_stale_temp(self, now: float | None = None) -> int:
-        """Remove temp files left by a crash: those of a process of this machine that is
-        gone, and others older than an hour (a younger one may have a live writer)."""
-        cutoff = (now if now is not None else time.time()) - STALE_TEMP_SECONDS
-        removed = 0
-        for entry in self._tmp.iterdir():
-            if not entry.is_file():
-                continue
-            owned = _OWNED.fullmatch(entry.name)
-            if owned is not None and owned[1].startswith(machine() + "."):
-                stale = local_tag_is_gone(owned[1])  # ours to judge, whatever its age
-            else:
-                stale = entry.stat().st_mtime < cutoff
-            if stale:
-                entry.unlink(missing_ok=True)
-                removed += 1
-        return removed
+    async def ready(self) -> bool:
+        return self.staging.writable() and os.access(self._blobs, os.W_OK)
 
 
 def _fsync_directory(directory: Path) -> None:

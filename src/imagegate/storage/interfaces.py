@@ -138,6 +138,11 @@ class BlobStore(Protocol):
         (zero-copy serving, stdio results); None for a remote store."""
         ...
 
+    async def presigned_url(self, key: BlobKey) -> str | None:
+        """A short-lived URL from which a client may GET the blob directly, when the
+        backend is a remote store that signs such URLs; None otherwise."""
+        ...
+
     async def ready(self) -> bool:
         """Can blobs be written now?"""
         ...

@@ -3,10 +3,13 @@
 These routes are not behind MCP auth on purpose: a download link carries its own
 signature. The bytes served are found through the asset record; nothing in the URL is
 ever used as a path. A blob the storage keeps as a local file is sent from it (zero
-copy); any other is streamed from the store.
+copy). One in a bucket is, by default, a redirect to a short-lived URL the bucket
+signs, after imagegate's own checks (signature, expiry, the image still there); with
+`storage.serve = "proxy"`, or for HEAD, it is streamed through.
 """
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from email.utils import formatdate
@@ -17,13 +20,14 @@ from starlette.responses import (
     FileResponse,
     JSONResponse,
     PlainTextResponse,
+    RedirectResponse,
     Response,
     StreamingResponse,
 )
 
 from imagegate import __version__
 from imagegate.core.clock import Clock
-from imagegate.core.errors import InvalidRequest, NotFound
+from imagegate.core.errors import InvalidRequest, NotFound, StorageError
 from imagegate.core.ids import parse_asset_id
 from imagegate.core.views import PARAMETERS as VIEW_PARAMETERS
 from imagegate.core.views import View
@@ -32,6 +36,8 @@ from imagegate.service.links import LinkCheck, LinkSigner
 from imagegate.storage.interfaces import Asset
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("imagegate.web")
+UNAVAILABLE = "unavailable: the image store can't be reached; try again"
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -59,6 +65,7 @@ class Routes:
         self._service = service
         self._signer = signer
         self._clock = clock
+        self._redirect = service.settings.storage.serve == "redirect"
 
     async def download(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -109,6 +116,16 @@ class Routes:
             return Response(status_code=304, headers=headers)
         if path is not None:
             return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
+        if self._redirect and request.method == "GET":  # a URL signed for GET can't HEAD
+            try:
+                url = await self._service.assets.presigned_url(asset)
+            except StorageError as err:
+                log.warning("download of %s: %s", asset.id, err)
+                return _plain(503, UNAVAILABLE)
+            if url is not None:
+                return RedirectResponse(
+                    url, 302, {"Cache-Control": "no-store", **_SECURITY_HEADERS}
+                )
         return await self._stream(asset, headers)
 
     async def _view(
@@ -142,6 +159,10 @@ class Routes:
         except NotFound:
             await held.aclose()
             return _plain(404, "not found: this image was deleted")
+        except StorageError as err:
+            await held.aclose()
+            log.warning("download of %s: %s", asset.id, err)
+            return _plain(503, UNAVAILABLE)
 
         async def body() -> AsyncIterator[bytes]:
             async with held:
@@ -168,8 +189,9 @@ class Routes:
 
     def table(self) -> list[tuple[str, list[str], Handler]]:
         """(path, methods, handler) of every route, for the HTTP app."""
-        return [
-            ("/files/{name}", ["GET", "HEAD"], self.download),
-            ("/healthz", ["GET"], self.healthz),
-            ("/readyz", ["GET"], self.readyz),
-        ]
+        return [("/files/{name}", ["GET", "HEAD"], self.download)]
+
+    def probes(self) -> list[tuple[str, list[str], Handler]]:
+        """The liveness and readiness probes, which answer whatever Host names this
+        server: a balancer or an orchestrator asks each replica by its own address."""
+        return [("/healthz", ["GET"], self.healthz), ("/readyz", ["GET"], self.readyz)]

@@ -1,0 +1,162 @@
+"""Content-addressed blobs in an S3-compatible bucket, for replicas on several machines.
+
+A blob is written to a local staging file first (hashed, size-capped, inspected),
+then uploaded under `<prefix><aa>/<sha256>.<ext>`; obstore switches to a multipart
+upload for large files. S3 makes an object visible only once its upload completes,
+so a crash mid-upload leaves no half object under a real name (an unfinished
+multipart upload is invisible; a bucket lifecycle rule ends it). The object carries
+its Content-Type and a Content-Disposition, which S3 sends back on a presigned GET.
+
+Which blobs are still used is the database's business (the index counts references
+under a lock); this store only writes, reads and deletes what it is told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import obstore
+from obstore.exceptions import BaseError
+from obstore.store import S3Store
+
+from imagegate.core.errors import NotFound, StorageError
+from imagegate.core.images import ImageFormat
+from imagegate.core.staging import StagedBlob
+from imagegate.storage.files import StagingArea
+from imagegate.storage.interfaces import BlobKey
+
+if TYPE_CHECKING:
+    from obstore import BytesStream
+
+CHUNK_BYTES = 1 << 16
+_MIME = {fmt.extension: fmt.mime_type for fmt in ImageFormat}
+
+
+class _ObjectReader:
+    def __init__(self, stream: BytesStream, size: int) -> None:
+        self._stream = stream
+        self.size = size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield bytes(chunk)
+        except BaseError as err:
+            raise StorageError(f"could not read image bytes: {_reason(err)}") from None
+
+
+def _reason(err: BaseException) -> str:
+    """What failed, without the request's signature or credentials."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    for status in ("403 Forbidden", "404 Not Found", "400 Bad Request", "503", "500"):
+        if status in str(err):
+            return f"the bucket answered {status}"
+    if "error sending request" in text or "Connect" in text or "connect" in text:
+        return "the bucket could not be reached"
+    return err.__class__.__name__
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        staging_root: Path,
+        max_bytes: int,
+        *,
+        endpoint: str,
+        bucket: str,
+        region: str,
+        prefix: str,
+        access_key: str,
+        secret_key: str,
+        presign_seconds: int = 60,
+    ) -> None:
+        self.staging = StagingArea(staging_root, max_bytes)
+        self._prefix = prefix
+        self._presign = timedelta(seconds=presign_seconds)
+        self._store = S3Store(
+            bucket,
+            endpoint=endpoint.rstrip("/"),
+            region=region,
+            access_key_id=access_key,
+            secret_access_key=secret_key,
+            # Path-style: works with every S3-compatible server and needs no DNS name
+            # per bucket.
+            virtual_hosted_style_request=False,
+            client_options={
+                "allow_http": endpoint.startswith("http://"),
+                "connect_timeout": "5s",
+                # The whole request, body included: a proxied download to a slow
+                # client streams for as long as it reads.
+                "timeout": "300s",
+            },
+            retry_config={
+                "max_retries": 3,
+                "retry_timeout": timedelta(seconds=20),
+                "backoff": {"init_backoff": timedelta(milliseconds=100), "base": 2},
+            },
+        )
+
+    def _name(self, key: BlobKey) -> str:
+        # BlobKey validated both parts: the name holds no path of the caller's.
+        return f"{self._prefix}{key.sha256[:2]}/{key}"
+
+    def stage(self) -> StagedBlob:
+        return self.staging.stage()
+
+    async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
+        try:
+            await obstore.put_async(
+                self._store,
+                self._name(key),
+                staged.path,
+                attributes={
+                    "Content-Type": _MIME.get(key.extension, "application/octet-stream"),
+                    "Content-Disposition": f'inline; filename="imagegate-{key.sha256[:16]}.'
+                    f'{key.extension}"',
+                },
+            )
+        except (BaseError, OSError) as err:
+            raise StorageError(f"could not store image: {_reason(err)}") from None
+        finally:
+            staged.discard()
+
+    async def remove(self, key: BlobKey) -> None:
+        try:
+            await obstore.delete_async(self._store, self._name(key))
+        except FileNotFoundError:
+            return
+        except BaseError as err:
+            raise StorageError(f"could not delete image bytes: {_reason(err)}") from None
+
+    @asynccontextmanager
+    async def open(self, key: BlobKey) -> AsyncIterator[_ObjectReader]:
+        try:
+            result = await obstore.get_async(self._store, self._name(key))
+        except FileNotFoundError:
+            raise NotFound(f"image bytes not found: {key}") from None
+        except BaseError as err:
+            raise StorageError(f"could not read image bytes: {_reason(err)}") from None
+        yield _ObjectReader(result.stream(min_chunk_size=CHUNK_BYTES), result.meta["size"])
+
+    def local_path(self, key: BlobKey) -> Path | None:
+        return None
+
+    async def presigned_url(self, key: BlobKey) -> str:
+        """A short-lived URL that lets its holder GET the object straight from the bucket."""
+        try:
+            return await obstore.sign_async(self._store, "GET", self._name(key), self._presign)
+        except BaseError as err:
+            raise StorageError(f"could not sign a bucket URL: {_reason(err)}") from None
+
+    async def ready(self) -> bool:
+        if not self.staging.writable():
+            return False
+        try:
+            await obstore.list_with_delimiter_async(self._store, self._prefix or None)
+        except (BaseError, OSError):
+            return False
+        return True

@@ -1,0 +1,170 @@
+"""Images kept in a real S3 bucket (Swift with s3api, started by the tests): a link is
+still imagegate's signed link, checked by imagegate, then either redirected to a
+short-lived URL the bucket signs or streamed through, with the usual headers."""
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import obstore
+import pytest
+from obstore.store import S3Store
+
+from imagegate.remote import download
+from tests.conftest import ManualClock
+from tests.e2e.harness import RunningServer, http_get, running_server
+from tests.services.s3 import S3Server, shared_s3
+
+KEY_ENV, SECRET_ENV = "TEST_BUCKET_KEY", "TEST_BUCKET_SECRET"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    server = shared_s3()
+    monkeypatch.setenv(KEY_ENV, server.access_key)
+    monkeypatch.setenv(SECRET_ENV, server.secret_key)
+    return server
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"dl-{uuid.uuid4().hex[:12]}"
+    s3.make_bucket(name)
+    return name
+
+
+def storage(s3: S3Server, bucket: str, **more: Any) -> dict[str, Any]:
+    return {
+        "kind": "s3",
+        "endpoint": s3.endpoint,
+        "bucket": bucket,
+        "region": s3.region,
+        "prefix": "team/",
+        "access_key_env": KEY_ENV,
+        "secret_key_env": SECRET_ENV,
+        **more,
+    }
+
+
+def objects(s3: S3Server, bucket: str) -> list[str]:
+    store = S3Store(
+        bucket,
+        endpoint=s3.endpoint,
+        region=s3.region,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+    return sorted(item["path"] for item in obstore.list(store).collect())
+
+
+@pytest.fixture
+async def redirecting(
+    state_dir: Path, clock: ManualClock, s3: S3Server, bucket: str
+) -> AsyncIterator[RunningServer]:
+    async with running_server(state_dir, clock, storage=storage(s3, bucket)) as running:
+        yield running
+
+
+async def made(server: RunningServer) -> dict[str, Any]:
+    async with server.client() as client:
+        result = await client.call_tool("generate_image", {"prompt": "a bucket", "size": "64x64"})
+    assert result.structured_content is not None
+    image: dict[str, Any] = result.structured_content["images"][0]
+    return image
+
+
+async def test_a_link_redirects_to_the_bucket_after_imagegate_checks_it(
+    redirecting: RunningServer, s3: S3Server, bucket: str
+) -> None:
+    image = await made(redirecting)
+    [name] = objects(s3, bucket)
+    assert name.startswith("team/")
+    assert name.endswith(".png")
+
+    moved = await http_get(image["url"])
+    assert moved.status_code == 302
+    assert moved.headers["cache-control"] == "no-store"
+    location = moved.headers["location"]
+    assert location.startswith(f"{s3.endpoint}/{bucket}/team/")
+    assert "X-Amz-Signature=" in location
+    assert "X-Amz-Expires=60" in location
+
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        fetched = await client.get(image["url"])
+    assert fetched.status_code == 200
+    assert fetched.headers["content-type"] == "image/png"
+    assert fetched.headers["content-disposition"].startswith('inline; filename="imagegate-')
+    assert len(fetched.content) == image["bytes"]
+
+    # imagegate's checks come first: a bad signature never reaches the bucket.
+    forged = image["url"].replace("sig=", "sig=0")
+    assert (await http_get(forged)).status_code == 403
+
+
+async def test_head_is_answered_by_imagegate(redirecting: RunningServer) -> None:
+    image = await made(redirecting)
+    async with httpx.AsyncClient() as client:
+        head = await client.head(image["url"])
+    assert head.status_code == 200
+    assert head.headers["content-length"] == str(image["bytes"])
+    assert head.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_deleted_image_is_gone_from_the_bucket_and_its_link(
+    redirecting: RunningServer, s3: S3Server, bucket: str
+) -> None:
+    image = await made(redirecting)
+    async with redirecting.client() as client:
+        await client.call_tool("delete_image", {"asset_id": image["asset_id"]})
+    assert objects(s3, bucket) == []
+    gone = await http_get(image["url"])
+    assert gone.status_code == 404
+    assert gone.text == "not found: this image was deleted\n"
+
+
+async def test_proxy_mode_streams_with_the_same_headers_as_files(
+    state_dir: Path, clock: ManualClock, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    async with running_server(
+        state_dir, clock, storage=storage(s3, bucket, serve="proxy")
+    ) as proxied:
+        image = await made(proxied)
+        through = await http_get(image["url"])
+    async with running_server(tmp_path / "files", clock) as files:
+        local = await http_get((await made(files))["url"])
+    assert through.status_code == 200
+    assert len(through.content) == image["bytes"]
+    same = ("content-type", "cache-control", "x-content-type-options", "content-security-policy")
+    assert {h: through.headers[h] for h in same} == {h: local.headers[h] for h in same}
+    assert through.headers["etag"] == f'"{hashlib.sha256(through.content).hexdigest()}"'
+    assert through.headers["content-disposition"] == (
+        f'inline; filename="imagegate-{image["asset_id"]}.png"'
+    )
+
+
+async def test_an_unreachable_bucket_is_not_ready_and_downloads_say_so(
+    state_dir: Path, clock: ManualClock, s3: S3Server, bucket: str
+) -> None:
+    async with running_server(state_dir, clock, storage=storage(s3, bucket)) as running:
+        image = await made(running)
+        assert (await http_get(f"{running.base_url}/readyz")).status_code == 200
+    nowhere = storage(s3, bucket, endpoint="http://127.0.0.1:1", serve="proxy")
+    async with running_server(state_dir, clock, storage=nowhere) as broken:
+        ready = await http_get(f"{broken.base_url}/readyz")
+        assert ready.status_code == 503
+        down = await http_get(image["url"].replace(running.base_url, broken.base_url))
+        assert down.status_code == 503
+        assert down.text == "unavailable: the image store can't be reached; try again\n"
+
+
+async def test_the_remote_cli_follows_the_redirect(
+    redirecting: RunningServer, tmp_path: Path
+) -> None:
+    image = await made(redirecting)
+    [written] = await download([image], tmp_path, None)
+    assert Path(written["path"]).stat().st_size == image["bytes"]
