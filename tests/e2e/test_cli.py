@@ -386,9 +386,28 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert f"{tmp_path / 'nope.toml'}: file not found" in result.stderr
 
 
+REPLICAS = "# Several replicas"
+
+
+def test_the_commented_replica_example_is_valid(tmp_path: Path) -> None:
+    """Uncommented, the example's database and bucket settings pass check-config."""
+    example = (Path(__file__).parents[2] / "imagegate.example.toml").read_text()
+    block = example.split(REPLICAS)[1].split("\n", 1)[1]
+    config = tmp_path / "replicas.toml"
+    config.write_text(re.sub(r"^# ([a-z_]+ =|\[storage\])", r"\1", block, flags=re.MULTILINE))
+    keys = {"IMAGEGATE_LINK_KEY": "k" * 32, "IMAGEGATE_REQUEST_STATE_KEY": "s" * 32}
+    result = run("--config", str(config), "check-config", env=clean_env(**keys))
+    assert result.returncode == 0, result.stderr
+    assert "database_url" in config.read_text()
+    without_keys = run("--config", str(config), "check-config", env=clean_env())
+    assert without_keys.returncode == 2
+    assert "with database_url set, link_key must be configured" in without_keys.stderr
+
+
 def test_the_commented_relay_examples_are_valid(tmp_path: Path) -> None:
     """Uncommented, every relay in imagegate.example.toml passes check-config."""
     example = (Path(__file__).parents[2] / "imagegate.example.toml").read_text()
+    example = example.split(REPLICAS)[0]
     keys = "|".join(
         (
             r"\[relays",
