@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_jobs.py
 	$(BIN)/python bench/bench_uploads.py
 	$(BIN)/python bench/bench_views.py
+	$(BIN)/python bench/bench_replicas.py
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
