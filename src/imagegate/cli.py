@@ -241,9 +241,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _announce(app: App, settings: Settings) -> None:
     url = f"{settings.base_url()}{settings.mcp_path}"
     lines = [f"imagegate {__version__}: MCP over streamable HTTP at {url}"]
-    warning = settings.link_warning()
-    if warning is not None:
-        lines.append(f"warning: {warning}")
+    lines += [f"warning: {warning}" for warning in settings.warnings()]
     if app.bearer_token is not None:
         token_file = settings.state_dir / DEV_TOKEN_FILE
         if sys.stderr.isatty():
@@ -560,9 +558,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         lines.append("ACL: none (acl_open); every caller may use every tool and relay, not admin")
     else:
         lines.append("ACL: none; one caller, who has every scope")
-    warning = settings.link_warning()
-    if warning is not None:
-        lines.append(f"warning: {warning}")
+    lines += [f"warning: {warning}" for warning in settings.warnings()]
     print("\n".join(lines))
     return 0
 

@@ -361,14 +361,22 @@ class Settings(BaseSettings):
     def _binds_everywhere(self) -> bool:
         return self.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognising it, not binding
 
-    def link_warning(self) -> str | None:
-        """Why download links would not work for other machines, if they wouldn't."""
+    def warnings(self) -> list[str]:
+        """What works, but likely not as the operator means it: said at start and by
+        check-config."""
+        said = []
         if self._binds_everywhere() and not self.public_url:
-            return (
+            said.append(
                 f"host {self.host!r} without public_url: download links name 127.0.0.1, "
                 "which other machines can't reach; set public_url to this server's address"
             )
-        return None
+        if self.database_url is not None and self.storage.kind == "files":
+            said.append(
+                "database_url is set but images are files under state_dir: every process "
+                "must share that directory (one machine, or a shared file system); for "
+                'replicas on several machines, set [storage] kind = "s3"'
+            )
+        return said
 
 
 def config_path_from_env() -> Path | None:

@@ -399,6 +399,15 @@ def test_the_commented_replica_example_is_valid(tmp_path: Path) -> None:
     result = run("--config", str(config), "check-config", env=clean_env(**keys))
     assert result.returncode == 0, result.stderr
     assert "database_url" in config.read_text()
+    assert "warning" not in result.stdout
+    files = run(
+        "--config",
+        str(config),
+        "check-config",
+        env=clean_env(IMAGEGATE_STORAGE='{"kind": "files"}', **keys),
+    )
+    assert files.returncode == 0, files.stderr
+    assert "warning: database_url is set but images are files under state_dir" in files.stdout
     without_keys = run("--config", str(config), "check-config", env=clean_env())
     assert without_keys.returncode == 2
     assert "with database_url set, link_key must be configured" in without_keys.stderr

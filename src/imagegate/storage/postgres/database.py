@@ -97,8 +97,8 @@ class PgDatabase:
             )
         except DRIVER_ERRORS as err:
             raise failure(err) from None
-        except ValueError as err:  # a malformed URL: asyncpg's message names the part
-            raise StorageError(f"database_url: {err}") from None
+        except ValueError:  # asyncpg's message may quote the URL, password and all
+            raise StorageError("database_url is not a valid PostgreSQL URL") from None
 
     async def pool(self) -> asyncpg.Pool[asyncpg.Record]:
         """The pool, opened (and prepared) on the first call."""
