@@ -17,7 +17,7 @@ from imagegate.core.errors import StorageError
 from imagegate.storage.interfaces import JobState
 from imagegate.storage.postgres.database import Connection, PgDatabase
 from imagegate.storage.processes import is_gone
-from imagegate.storage.sqlite.jobs import ABANDONED
+from imagegate.storage.rules import ABANDONED
 
 log = logging.getLogger("imagegate.storage")
 

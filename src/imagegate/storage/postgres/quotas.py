@@ -11,7 +11,7 @@ import uuid
 
 from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
 from imagegate.storage.postgres.database import Connection, Lock, PgDatabase, lock
-from imagegate.storage.sqlite.quotas import LEASE_SECONDS, day_of
+from imagegate.storage.rules import LEASE_SECONDS, day_of
 
 USAGE = """
 SELECT

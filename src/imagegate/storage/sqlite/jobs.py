@@ -16,6 +16,7 @@ from imagegate.core.ids import JobId, Subject, is_job_id
 from imagegate.storage.cursors import decode_cursor, encode_cursor
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.processes import is_gone
+from imagegate.storage.rules import ABANDONED
 from imagegate.storage.sqlite.database import Database, run_script
 from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST
 
@@ -39,13 +40,6 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_us DESC, id DES
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (holder) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_us) WHERE state != 'running';
 """
-
-ABANDONED = {
-    "kind": "Interrupted",
-    "message": "imagegate stopped (a restart or a crash) while this job ran; it did not "
-    "finish and its quota reservation was released; start it again",
-}
-"""The error of a job whose process is gone."""
 
 
 def create(db: sqlite3.Connection) -> None:

@@ -7,10 +7,10 @@ once; any other stale one ends with its lease.
 
 import sqlite3
 import uuid
-from datetime import UTC, datetime
 
 from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
 from imagegate.storage.processes import is_gone
+from imagegate.storage.rules import LEASE_SECONDS, day_of
 from imagegate.storage.sqlite.database import Database, run_script
 
 SCHEMA = """
@@ -38,8 +38,6 @@ CREATE TABLE IF NOT EXISTS last_call (
 );
 """
 
-LEASE_SECONDS = 3600.0
-
 
 def create(db: sqlite3.Connection) -> None:
     run_script(db, SCHEMA)
@@ -54,10 +52,6 @@ def release_gone(db: sqlite3.Connection) -> None:
     for (holder,) in holders.fetchall():
         if is_gone(holder):
             db.execute("DELETE FROM reservations WHERE holder = ?", (holder,))
-
-
-def day_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
 
 
 class SqliteQuotaLedger:
