@@ -1,5 +1,7 @@
 """Two `imagegate serve` processes on one PostgreSQL database, behind haproxy (and
 nginx), behave as one server: links, quotas, deletions and jobs of one are those of the
+other; a paid call's confirmation asked by one is answered on the other, once; a job
+running on one is cancelled from the other; an upload link made by one is used on the
 other; a replica killed mid-generation leaves nothing held; 2026-07-28 clients
 round-robin and handshake-era sessions work through the shipped sticky examples.
 
@@ -35,6 +37,7 @@ from obstore.store import S3Store
 
 from tests.e2e.harness import team_files
 from tests.e2e.processes import COMMAND, clean_env
+from tests.e2e.wire import MODERN
 from tests.fakes.upstream import (
     FakeUpstream,
     images_reply,
@@ -54,11 +57,26 @@ EXAMPLES = Path(__file__).parents[2] / "packaging" / "examples"
 UPSTREAM_PATH = "/v1/images/generations"
 UPSTREAM_KEY = "sk-upstream-key-0123456789"
 # One subject per test: the replicas are shared, what each test counts is its own.
-SUBJECTS = ("fetcher", "racer", "deleter", "jobber", "roundrobin", "legacy", "nginx", "killer")
+SUBJECTS = (
+    "fetcher",
+    "racer",
+    "deleter",
+    "jobber",
+    "roundrobin",
+    "legacy",
+    "nginx",
+    "payer",
+    "canceller",
+    "uploader",
+    "killer",
+)
 TOKENS = {
     name: f"{name}-token-{hashlib.sha256(name.encode()).hexdigest()[:24]}" for name in SUBJECTS
 }
+SCOPES = ["images:generate", "images:read", "images:delete", "relay:*"]
+EXTRA_SCOPES = {"uploader": ["images:upload"]}
 DAILY_LIMIT = 5
+PRICE = 0.04  # the paid relay's, per image
 
 
 PREFIX = "replicas/"
@@ -229,8 +247,10 @@ def replica_settings(
     s3 = shared_s3()
     bucket = database.replace("_", "-")
     s3.make_bucket(bucket)
-    scopes = '["images:generate", "images:read", "images:delete", "relay:*"]'
-    acl = "".join(f'[subjects."token:{name}"]\nscopes = {scopes}\n' for name in SUBJECTS)
+    acl = "".join(
+        f'[subjects."token:{name}"]\nscopes = {json.dumps(SCOPES + EXTRA_SCOPES.get(name, []))}\n'
+        for name in SUBJECTS
+    )
     files = team_files(root, acl, TOKENS)
     config = root / "imagegate.toml"
     config.write_text(
@@ -246,6 +266,10 @@ def replica_settings(
         '[relays.placeholder]\nkind = "placeholder"\n'
         '[relays.slow]\nkind = "openai-images"\n'
         f'base_url = "{upstream.base_url}/v1"\napi_key_env = "FAKE_KEY"\npaid = false\n'
+        # The same upstream, asking first: a confirmation that spans replicas.
+        '[relays.paid]\nkind = "openai-images"\n'
+        f'base_url = "{upstream.base_url}/v1"\napi_key_env = "FAKE_KEY"\npaid = true\n'
+        f'price = {{ currency = "USD", per_image = {{ "*" = {PRICE} }} }}\n'
         f'[quotas.subjects."token:racer"]\nimages_per_day = {DAILY_LIMIT}\n'
         f'[storage]\nkind = "s3"\nendpoint = "{s3.endpoint}"\nbucket = "{bucket}"\n'
         f'region = "{s3.region}"\nprefix = "{PREFIX}"\nserve = "redirect"\n'
@@ -428,6 +452,50 @@ async def download(url: str) -> httpx.Response:
         return await http.get(url)
 
 
+class Answers:
+    """An elicitation handler that says yes and remembers the questions."""
+
+    def __init__(self) -> None:
+        self.questions: list[str] = []
+
+    async def __call__(self, message: str, response_type: Any, params: Any, ctx: Any) -> Any:
+        self.questions.append(message)
+        return True
+
+
+async def raw_call(replica: Replica, subject: str, tool: str, **params: Any) -> dict[str, Any]:
+    """One 2026-07-28 tools/call, as JSON-RPC over plain HTTP, from a client that declares
+    elicitation; `params` beside name and arguments (inputResponses, requestState)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool, **params, "_meta": meta},
+    }
+    headers = {
+        "Authorization": f"Bearer {TOKENS[subject]}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    async with httpx.AsyncClient(timeout=20) as http:
+        response = await http.post(f"{replica.url}/mcp", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    if response.headers["content-type"].startswith("text/event-stream"):
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        answer = [json.loads(line) for line in data if line.strip()][-1]
+    else:
+        answer = response.json()
+    assert "result" in answer, answer
+    result: dict[str, Any] = answer["result"]
+    return result
+
+
 class Gate:
     """The fake upstream holds the next generation until `open()`."""
 
@@ -578,6 +646,128 @@ async def test_the_shipped_nginx_example_serves_both_eras(
     answered = [len(replica.audited("nginx")) for replica in replicas]
     assert sum(answered) == 10
     assert min(answered) >= 1  # 2026-07-28 calls reached the other replica too
+
+
+async def test_a_paid_confirmation_asked_by_one_replica_is_answered_by_the_other(
+    replicas: tuple[Replica, Replica],
+    replica_settings: ReplicaSettings,
+    round_robin: str,
+    upstream: FakeUpstream,
+) -> None:
+    """2026-07-28: the question comes back sealed with the shared request-state key, so
+    the retry that carries the yes may land anywhere; the yes is spent in the shared
+    database, so it buys one call on whichever replica, never a second."""
+    a, b = replicas
+    before = len(upstream.calls(UPSTREAM_PATH))
+    answers = Answers()
+    async with client(round_robin, "payer", elicitation_handler=answers) as session:
+        done = await session.call_tool(
+            "generate_image", {"prompt": "a costly one", "relay": "paid"}
+        )
+    content = done.structured_content or {}
+    assert (content["confirmation"], content["estimated_cost"]) == ("accepted", PRICE)
+    assert len(content["images"]) == 1
+    (question,) = answers.questions
+    assert "Relay 'paid'" in question
+    assert f"about USD {PRICE:.3f}" in question
+    assert len(upstream.calls(UPSTREAM_PATH)) == before + 1
+    # The client retries at once, with nothing in between, and haproxy alternates
+    # strictly: asked by one replica, confirmed and made by the other.
+    outcomes = sorted(
+        [(record["outcome"], record["confirmation"]) for record in replica.audited("payer")]
+        for replica in replicas
+    )
+    assert outcomes == [[("input_required", "asked")], [("ok", "accepted")]]
+
+    # The same in raw JSON-RPC, to hold the sealed state: asked by A, answered on B ...
+    arguments = {"prompt": "a costly replay", "relay": "paid"}
+    asked = await raw_call(a, "payer", "generate_image", arguments=arguments)
+    assert asked["resultType"] == "input_required", asked
+    (key,) = asked["inputRequests"]
+    answer = {
+        "arguments": arguments,
+        "inputResponses": {key: {"action": "accept", "content": {"value": True}}},
+        "requestState": asked["requestState"],
+    }
+    nonces = "SELECT count(*) FROM spent_nonces"
+    unspent = await replica_settings.sql(nonces)
+    confirmed = await raw_call(b, "payer", "generate_image", **answer)
+    assert confirmed["structuredContent"]["confirmation"] == "accepted", confirmed
+    assert len(upstream.calls(UPSTREAM_PATH)) == before + 2
+    assert await replica_settings.sql(nonces) == unspent + 1
+    # ... then the very same request replayed on A, which asked but never saw the yes
+    # spent, and on B: each asks anew, and the upstream gets nothing more.
+    for replica in (a, b):
+        replayed = await raw_call(replica, "payer", "generate_image", **answer)
+        assert replayed["resultType"] == "input_required", replayed
+        assert set(replayed["inputRequests"]) == {key}
+        assert replayed["requestState"] != asked["requestState"]  # a new question
+    assert len(upstream.calls(UPSTREAM_PATH)) == before + 2
+    assert await replica_settings.sql(nonces) == unspent + 1
+    asked_again = ("input_required", "asked")
+    audited = {
+        replica.name: [
+            (record["outcome"], record["confirmation"]) for record in replica.audited("payer")
+        ][-2:]
+        for replica in replicas
+    }
+    assert audited == {"a": [asked_again, asked_again], "b": [("ok", "accepted"), asked_again]}
+
+
+async def test_a_job_running_on_one_replica_is_cancelled_from_the_other(
+    replicas: tuple[Replica, Replica], replica_settings: ReplicaSettings, upstream: FakeUpstream
+) -> None:
+    """B can't stop A's task: it marks the job in the database, A sees the mark at its
+    next progress write (every 2 s), aborts the upstream request and releases the
+    reservation, and B, polling, answers cancelled."""
+    a, b = replicas
+    gate = Gate(upstream)
+    held = "SELECT count(*) FROM reservations WHERE subject = 'token:canceller'"
+    try:
+        pending = await generate(a.url, "canceller", relay="slow", wait_seconds=0)
+        assert pending["status"] == "running"
+        await gate.reached()
+        assert await replica_settings.sql(held) == 1
+        started = time.monotonic()
+        cancelled = await call(b.url, "canceller", "cancel_job", job_id=pending["job_id"])
+        took = time.monotonic() - started
+        assert cancelled["status"] == "cancelled", cancelled
+        assert took < 5, took  # not B's 10-second give-up
+        await asyncio.wait_for(gate.hung_up.wait(), 5)  # A dropped the upstream request
+    finally:
+        gate.open()
+    assert await replica_settings.sql(held) == 0
+    seen = await call(a.url, "canceller", "get_job", job_id=pending["job_id"])
+    assert seen["status"] == "cancelled"
+    usage = (await call(a.url, "canceller", "get_usage"))["usage"]
+    assert (usage["running"], usage["images_today"]) == (0, 0)
+    assert (await call(b.url, "canceller", "list_images"))["images"] == []
+
+
+async def test_an_upload_link_made_by_one_replica_is_used_on_the_other(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """The ticket is a row of the shared database and the bytes go to the shared
+    bucket: B takes what A's link promised, once, and A lists it."""
+    a, b = replicas
+    link = await call(a.url, "uploader", "create_upload_link", filename="teal.png")
+    picture = png_bytes((48, 32), "teal")
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.put(on(b, link["upload_url"]), content=picture)
+        assert response.status_code == 201, response.text
+        uploaded = response.json()
+        # Single use, whichever replica is asked next.
+        again = await http.put(on(a, link["upload_url"]), content=picture)
+        assert again.status_code == 409, again.text
+    assert (uploaded["width"], uploaded["height"]) == (48, 32)
+    (image,) = (await call(a.url, "uploader", "get_image", asset_id=uploaded["asset_id"]))["images"]
+    assert image["relay"] == "upload"
+    assert image["params"] == {"upload": True, "filename": "teal.png"}
+    listed = (await call(a.url, "uploader", "list_images"))["images"]
+    assert [item["asset_id"] for item in listed] == [uploaded["asset_id"]]
+    fetched = await download(on(b, image["url"]))
+    assert fetched.status_code == 200
+    assert fetched.content == picture
 
 
 async def test_a_replica_killed_mid_generation_leaves_nothing_held(
