@@ -5,7 +5,8 @@ Every generation became a job (recorded in the database, run in the server's tas
 group, waited for by its call). This starts a zero-latency fake Responses API upstream
 (bench/fake_upstream.py) answering with a small image, and two `imagegate serve`
 processes in front of it: this tree, and the tree of `--baseline` (default: the last
-commit before jobs), taken with `git archive` and run on the same virtualenv. It
+commit before jobs; any other commit compares with that one), taken with `git archive`
+and run on the same virtualenv. It
 drives generate_image one call at a time, in alternating rounds, and prints p50/p99
 per server and the difference of the p50s (goal: under 5 ms).
 
@@ -85,8 +86,8 @@ def main() -> None:
         os.environ["BENCH_KEY"] = "sk-bench-0123456789"
         wait_for_upstream(upstream_port)
         sources = {
-            "with jobs": None,
-            f"{args.baseline} (no jobs)": unpack(args.baseline, root / "base"),
+            "this tree": None,
+            args.baseline: unpack(args.baseline, root / "base"),
         }
         servers = {}
         for name, source in sources.items():
@@ -112,8 +113,11 @@ def main() -> None:
         print_row(("server", "p50 ms", "p99 ms"), widths)
         for name, values in latencies.items():
             print_row((name, f"{median(values):.2f}", f"{percentile(values, 0.99):.2f}"), widths)
-        with_jobs, without = (median(values) for values in latencies.values())
-        print(f"job layer adds {with_jobs - without:+.2f} ms at p50 (goal: under 5 ms)")
+        this, baseline = (median(values) for values in latencies.values())
+        print(
+            f"this tree adds {this - baseline:+.2f} ms at p50 over {args.baseline} "
+            "(goal, over the last commit before jobs: under 5 ms)"
+        )
 
 
 if __name__ == "__main__":
