@@ -37,7 +37,7 @@ from obstore.store import S3Store
 
 from tests.e2e.harness import team_files
 from tests.e2e.processes import COMMAND, clean_env
-from tests.e2e.wire import MODERN
+from tests.e2e.wire import MODERN, Wire
 from tests.fakes.upstream import (
     FakeUpstream,
     images_reply,
@@ -62,6 +62,7 @@ SUBJECTS = (
     "racer",
     "deleter",
     "jobber",
+    "tasker",
     "roundrobin",
     "legacy",
     "nginx",
@@ -598,6 +599,36 @@ async def test_a_job_started_on_one_replica_is_answered_by_the_other(
     assert (await download(on(b, image["url"]))).status_code == 200
     (job,) = (await call(b.url, "jobber", "list_jobs"))["jobs"]
     assert (job["status"], job["asset_ids"]) == ("completed", [image["asset_id"]])
+
+
+async def test_a_task_made_on_one_replica_is_followed_on_the_other(
+    replicas: tuple[Replica, Replica], upstream: FakeUpstream
+) -> None:
+    """The MCP tasks of a 2026-07-28 client: tasks/get on B follows a task that A runs,
+    to its result."""
+    a, b = replicas
+    gate = Gate(upstream)
+    made_on = Wire(f"{a.url}/mcp", TOKENS["tasker"], MODERN)
+    asked_on = Wire(f"{b.url}/mcp", TOKENS["tasker"], MODERN)
+    async with httpx.AsyncClient(timeout=20) as http:
+        try:
+            created = await made_on.call_as_task(
+                http, "generate_image", {"prompt": "a task", "relay": "slow"}
+            )
+            assert created["status"] == "working"
+            await gate.reached()
+            working = await asked_on.request(http, "tasks/get", {"taskId": created["taskId"]})
+            assert working["status"] == "working"
+        finally:
+            gate.open()
+        for _ in range(200):
+            done = await asked_on.request(http, "tasks/get", {"taskId": created["taskId"]})
+            if done["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+    assert done["status"] == "completed"
+    (image,) = done["result"]["structuredContent"]["images"]
+    assert (await download(on(b, image["url"]))).status_code == 200
 
 
 async def test_a_2026_client_round_robins_over_both_replicas(
