@@ -34,6 +34,7 @@ from imagegate.server import App, build_app, database_password, http_asgi_app
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
 from imagegate.storage.postgres.backend import database_name, upgrade_postgres
+from imagegate.storage.postgres.schema import LATEST as SHARED_LATEST
 from imagegate.storage.sqlite.schema import LATEST
 from imagegate.web.connections import guarded_protocol
 
@@ -286,13 +287,15 @@ def _pull(settings: Settings, args: argparse.Namespace) -> int:
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     done: tuple[int, int] | None
     if settings.database_url is not None:
-        where = database_name(settings.database_url)
+        where, latest = database_name(settings.database_url), SHARED_LATEST
         done = asyncio.run(upgrade_postgres(settings.database_url, database_password(settings)))
     else:
-        where = str(settings.state_dir / DATABASE_FILE)
+        where, latest = str(settings.state_dir / DATABASE_FILE), LATEST
         done = upgrade_embedded(settings.state_dir)
     if done is None:
-        print(f"{where}: no database yet; it is made at schema {LATEST} when imagegate starts")
+        print(f"{where}: no database yet; it is made at schema {latest} when imagegate starts")
+    elif done[1] > latest:
+        print(f"{where}: schema {done[1]}, newer than this imagegate knows ({latest}); unchanged")
     elif done[0] == done[1]:
         print(f"{where}: schema {done[1]}, up to date")
     else:

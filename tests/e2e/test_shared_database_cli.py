@@ -45,12 +45,18 @@ async def test_serve_refuses_a_newer_schema_before_it_listens(
     database = server.create_database_now()
     assert run("db", "upgrade", env=env(server, database, tmp_path)).returncode == 0
     connection = await asyncpg.connect(server.url(database), password=server.password)
-    await connection.execute("UPDATE imagegate_schema SET version = 99")
+    await connection.execute("UPDATE imagegate_schema SET version = 99, readable_from = 99")
     await connection.close()
     refused = run("serve", env=env(server, database, tmp_path, IMAGEGATE_PORT=str(free_port())))
     assert refused.returncode == 2
-    assert "schema version 99, newer than this imagegate knows (1)" in refused.stderr
+    assert "schema version 99, which imagegate versions before schema 99 can't use" in (
+        refused.stderr
+    )
     assert "Traceback" not in refused.stderr
+    older_upgrade = run("db", "upgrade", env=env(server, database, tmp_path))
+    assert older_upgrade.stdout.endswith(
+        ": schema 99, newer than this imagegate knows (1); unchanged\n"
+    )
 
 
 def test_serve_says_why_it_cannot_reach_the_database(server: Postgres, tmp_path: Path) -> None:

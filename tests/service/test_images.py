@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from PIL import Image
 
@@ -221,3 +222,36 @@ async def test_a_free_call_over_the_quota_is_not_admitted(
         assert len(made.assets) == 1
         with pytest.raises(QuotaExceeded, match="images_per_day"):
             await service.admit(ALICE, GenerateArgs("x"), Asked([]))
+
+
+class ReplyLate:
+    """A ledger whose reservations are recorded at once but acknowledged only when
+    `reply` is set, like a database whose COMMIT answer is still on its way."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+        self.reserving = anyio.Event()
+        self.reply = anyio.Event()
+
+    async def reserve(self, *args: Any) -> Any:
+        reservation = await self._ledger.reserve(*args)
+        self.reserving.set()
+        await self.reply.wait()
+        return reservation
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+async def test_a_call_cancelled_while_its_reservation_commits_leaves_no_slot_held(
+    service: ImageService,
+) -> None:
+    late = ReplyLate(service.quotas)
+    service.quotas = late
+    admitted = await service.admit(ALICE, GenerateArgs("x"), Asked([]))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(admitted.run, progress)
+        await late.reserving.wait()
+        tasks.cancel_scope.cancel()
+        late.reply.set()
+    assert (await late.usage(ALICE.subject, 0)).in_flight == 0

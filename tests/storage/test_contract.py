@@ -574,12 +574,15 @@ async def test_concurrent_claims_of_one_ticket_give_it_once(storage: Storage) ->
 COLOURS = ("red", "green", "yellow", "white", "black", "orange", "purple", "pink")
 
 
-async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> None:
+async def test_stored_bytes_hold_against_concurrent_adds(
+    store: AssetStore, storage: Storage
+) -> None:
     """Adds race for the last room under max_stored_bytes: one gets it."""
     size = len(png("red"))
     await add(store, ALICE, png("blue"))
     limit = await store.stored_bytes(ALICE) + size
     results: list[Asset | QuotaExceeded] = []
+    refused_keys: list[BlobKey] = []
 
     async def attempt(colour: str) -> None:
         data = png(colour)
@@ -594,6 +597,7 @@ async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> N
             except QuotaExceeded as refused:
                 staged.discard()
                 results.append(refused)
+                refused_keys.append(BlobKey(staged.sha256, "png"))
 
     async with anyio.create_task_group() as group:  # connections ready, so the adds overlap
         for _ in COLOURS:
@@ -607,3 +611,7 @@ async def test_stored_bytes_hold_against_concurrent_adds(store: AssetStore) -> N
     assert "delete_image" in str(refused[0])
     assert await store.stored_bytes(ALICE) <= limit
     assert await store.stored_bytes(BOB) == 0
+    for key in refused_keys:  # a refused add leaves no bytes that nothing uses
+        with pytest.raises(NotFound):
+            async with storage.blobs.open(key):
+                pass

@@ -3,6 +3,7 @@ across machines, and failures reported without secrets. The contract suite cover
 rest on it too (tests/storage/backends.py)."""
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +17,7 @@ from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import Job, JobState, Storage, Usage
 from imagegate.storage.postgres import schema
 from imagegate.storage.postgres.backend import database_name, open_postgres, upgrade_postgres
+from imagegate.storage.postgres.holders import beat
 from tests.services.postgres import Postgres, shared_postgres
 
 ALICE = Subject("token:alice")
@@ -41,10 +43,16 @@ async def connect(server: Postgres, name: str) -> asyncpg.Connection:
     return await asyncpg.connect(server.url(name), password=server.password)
 
 
-async def set_version(server: Postgres, name: str, number: int) -> None:
+async def set_version(
+    server: Postgres, name: str, number: int, readable_from: int | None = None
+) -> None:
     connection = await connect(server, name)
     try:
-        await connection.execute("UPDATE imagegate_schema SET version = $1", number)
+        await connection.execute(
+            "UPDATE imagegate_schema SET version = $1, readable_from = $2",
+            number,
+            min(number, schema.LATEST) if readable_from is None else readable_from,
+        )
     finally:
         await connection.close()
 
@@ -113,13 +121,56 @@ async def test_an_older_schema_is_refused_then_upgraded_by_db_upgrade(
         await connection.close()
 
 
-async def test_a_newer_schema_is_refused(server: Postgres, database: str, tmp_path: Path) -> None:
+async def test_a_newer_schema_is_used_while_this_version_can_read_it(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    """A rolling upgrade: a replica of the version before starts against a database an
+    upgraded one has moved on, as long as the migrations since were additive."""
     await made(server, database, tmp_path)
-    await set_version(server, database, schema.LATEST + 1)
+    await set_version(server, database, schema.LATEST + 1, readable_from=schema.LATEST)
     again = opened(server, database, tmp_path)
-    with pytest.raises(SchemaError, match=r"newer than this imagegate knows .*Run that version"):
-        await again.open()
+    await again.open()
+    assert await again.index.ready()
     await again.aclose()
+
+
+async def test_a_newer_schema_this_version_cannot_read_is_refused(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    await made(server, database, tmp_path)
+    await set_version(server, database, schema.LATEST + 1, readable_from=schema.LATEST + 1)
+    again = opened(server, database, tmp_path)
+    with pytest.raises(SchemaError) as refused:
+        await again.open()
+    assert str(refused.value) == (
+        f"the database has schema version {schema.LATEST + 1}, which imagegate versions "
+        f"before schema {schema.LATEST + 1} can't use (this one knows {schema.LATEST}): a "
+        "newer imagegate upgraded it. Run that version, or restore a backup taken before "
+        "the upgrade"
+    )
+    await again.aclose()
+
+
+@pytest.mark.parametrize(("additive", "readable_from"), [(True, 1), (False, 2)])
+async def test_only_a_migration_that_is_not_additive_locks_older_versions_out(
+    server: Postgres,
+    database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    additive: bool,
+    readable_from: int,
+) -> None:
+    await made(server, database, tmp_path)
+    monkeypatch.setattr(
+        schema, "MIGRATIONS", (*schema.MIGRATIONS, replace(NEXT, additive=additive))
+    )
+    monkeypatch.setattr(schema, "LATEST", NEXT.number)
+    await upgrade_postgres(server.url(database), server.password)
+    connection = await connect(server, database)
+    try:
+        assert await schema.versions(connection) == (NEXT.number, readable_from)
+    finally:
+        await connection.close()
 
 
 async def test_db_upgrade_makes_a_new_database(
@@ -159,9 +210,13 @@ async def test_what_a_silent_process_held_is_released_by_another(
         check_limits(limits, usage, 1, 0.0, NOON)
 
     await lost.quotas.reserve(ALICE, 1, 0.0, NOON, check)
-    survivor = opened(server, database, tmp_path, beat_every=0.05, gone_after=0.5)
+    await asyncio.sleep(1.2)  # silent for longer than the survivor's gone_after
+    survivor = opened(server, database, tmp_path, beat_every=0.05, gone_after=1.0)
     await survivor.open()
     try:
+        # A process reaps only once it has beaten steadily for gone_after itself (one
+        # back from an outage would find everyone silent).
+        await asyncio.sleep(0.5)
         assert (await survivor.quotas.usage(ALICE, NOON)).in_flight == 1
         assert (await survivor.jobs.get(ALICE, job.id)).state is JobState.RUNNING
         for _ in range(100):
@@ -175,11 +230,25 @@ async def test_what_a_silent_process_held_is_released_by_another(
         assert failed.error["kind"] == "Interrupted"
         # The survivor itself keeps beating: what it holds stays held.
         await survivor.quotas.reserve(ALICE, 1, 0.0, NOON, check)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         assert (await survivor.quotas.usage(ALICE, NOON)).in_flight == 1
     finally:
         await survivor.aclose()
         await lost.aclose()
+
+
+async def test_a_process_learns_that_it_was_taken_for_gone(
+    server: Postgres, database: str, tmp_path: Path
+) -> None:
+    storage = opened(server, database, tmp_path)
+    await storage.open()
+    await storage.aclose()
+    connection = await connect(server, database)
+    try:
+        assert await beat(connection, "host:1:1")  # a row made anew: it had been reaped
+        assert not await beat(connection, "host:1:1")  # an ordinary beat
+    finally:
+        await connection.close()
 
 
 async def test_a_clean_close_leaves_nothing_held_to_reap(

@@ -202,9 +202,12 @@ class ImageService:
         def fits(usage: Usage) -> None:
             check_limits(plan.limits, usage, plan.request.n, spend, self._clock.now())
 
-        reservation = await self.quotas.reserve(
-            owner, plan.request.n, spend, self._clock.now(), fits
-        )
+        # Shielded: a cancel that lands while the reservation commits would leave it
+        # held, unknown to us, until its lease ends; the cancel takes effect just after.
+        with anyio.CancelScope(shield=True):
+            reservation = await self.quotas.reserve(
+                owner, plan.request.n, spend, self._clock.now(), fits
+            )
         try:
             produced = await produce(
                 plan.relay, plan.request, self.settings, self.assets.stage, progress

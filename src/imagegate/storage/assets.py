@@ -64,16 +64,21 @@ class AssetStore:
         # asset uses, or (below) a record whose bytes are gone.
         with anyio.CancelScope(shield=True):
             async with self._index.references(asset.blob) as references:
+                await self._blobs.commit(staged, asset.blob)
+                # After the bytes: the owner's room is held (across processes) only from
+                # here to the record, not for a whole upload. The service checked it
+                # before the generation began; this settles a race for the last room.
                 if max_owner_bytes is not None:
                     held = await references.owned_bytes(owner)
                     if held + asset.byte_size > max_owner_bytes:
+                        if await references.users() == 0:
+                            await self._blobs.remove(asset.blob)
                         raise QuotaExceeded(
                             "max_stored_bytes",
                             f"{held} of {max_owner_bytes} bytes stored, {asset.byte_size} more",
                             None,
                             hint="delete images you no longer need (delete_image) to make room",
                         )
-                await self._blobs.commit(staged, asset.blob)
                 await references.add(asset)
         return asset
 

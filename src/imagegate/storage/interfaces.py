@@ -156,6 +156,10 @@ class BlobReferences(Protocol):
         holds against concurrent adds)."""
         ...
 
+    async def users(self) -> int:
+        """How many assets use the blob now."""
+        ...
+
     async def add(self, asset: Asset) -> None: ...
 
     async def remove(self, asset: Asset) -> int:

@@ -24,14 +24,26 @@ def _start_time(pid: int) -> str:
     return stat[stat.rfind(")") + 2 :].split()[19]
 
 
+MACHINE_ID = "/etc/machine-id"
+
+
 @cache
 def machine() -> str:
-    """This host and PID namespace: where a pid means this process and no other."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return hashlib.sha256(f"{socket.gethostname()}\n{namespace}".encode()).hexdigest()[:12]
+    """This host and PID namespace: where a pid means this process and no other. The
+    machine id tells apart hosts that share a host name, since the first PID namespace
+    has the same name on every Linux host; unlike a boot id, it survives a reboot, after
+    which the processes of the boot before are judged gone at once."""
+    parts = [socket.gethostname()]
+    for path, read in (("/proc/self/ns/pid", os.readlink), (MACHINE_ID, _text)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def _text(path: str) -> str:
+    return Path(path).read_text().strip()
 
 
 def this_process() -> str:

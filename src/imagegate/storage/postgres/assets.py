@@ -19,8 +19,9 @@ from imagegate.storage.postgres.paging import after_cursor
 class _References:
     """The assets of one blob, changed inside the transaction that holds its lock."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, sha256: str) -> None:
         self._connection = connection
+        self._sha256 = sha256
 
     async def add(self, asset: Asset) -> None:
         try:
@@ -50,12 +51,12 @@ class _References:
         await lock(self._connection, Lock.OWNER_BYTES, owner)
         return await _owned_bytes(self._connection, owner)
 
+    async def users(self) -> int:
+        return await _users(self._connection, self._sha256)
+
     async def remove(self, asset: Asset) -> int:
         await self._connection.execute("DELETE FROM assets WHERE id = $1", asset.id)
-        remaining = await self._connection.fetchval(
-            "SELECT count(*) FROM assets WHERE sha256 = $1", asset.sha256
-        )
-        return int(remaining)
+        return await _users(self._connection, asset.sha256)
 
 
 class PgAssetIndex:
@@ -66,7 +67,7 @@ class PgAssetIndex:
     async def references(self, key: BlobKey) -> AsyncIterator[_References]:
         async with self._db.transaction() as connection:
             await lock(connection, Lock.BLOB, key.sha256)
-            yield _References(connection)
+            yield _References(connection, key.sha256)
 
     async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         query = "SELECT * FROM assets WHERE id = $1"
@@ -106,6 +107,10 @@ class PgAssetIndex:
         except StorageError:
             return False
         return True
+
+
+async def _users(connection: Connection, sha256: str) -> int:
+    return int(await connection.fetchval("SELECT count(*) FROM assets WHERE sha256 = $1", sha256))
 
 
 async def _owned_bytes(connection: Connection, owner: Subject) -> int:

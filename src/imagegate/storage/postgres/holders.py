@@ -1,21 +1,29 @@
 """Which processes are alive, for a database that processes on several machines share.
 
 Every process beats: it writes the database's own clock time into its row of
-`holders` every few seconds. A process that has not beaten for a minute is gone
-(killed, crashed, cut off): any other process then releases its quota reservations and
-fails its running jobs, so that no slot stays taken and no caller waits forever. On
-open, the processes of this machine that are gone are reaped at once, as the embedded
-backend does. The database's clock, not the machines', decides, so clock skew between
-replicas does not matter.
+`holders` every few seconds, over a connection of its own (a busy pool must not
+delay it). A process that has not beaten for a minute is gone (killed, crashed, cut
+off): another then releases its quota reservations and fails its running jobs, so that
+no slot stays taken and no caller waits forever. On open, the processes of this
+machine that are gone are reaped at once, as the embedded backend does. The
+database's clock decides, so clock skew between replicas does not matter here.
+
+Reaping is done carefully, because taking a live process for a dead one aborts its
+work: a process reaps only after it has itself beaten without a gap for as long as
+`gone_after` (one that comes back from an outage would otherwise find everyone
+silent), and a holder is judged and removed in one statement (a beat that lands
+between a look and a delete can't be lost). A process that finds its own row gone
+says so in the log: it was cut off for longer than `gone_after`.
 """
 
 import asyncio
 import json
 import logging
+import time
 
 from imagegate.core.errors import StorageError
 from imagegate.storage.interfaces import JobState
-from imagegate.storage.postgres.database import Connection, PgDatabase
+from imagegate.storage.postgres.database import DRIVER_ERRORS, Connection, PgDatabase, failure
 from imagegate.storage.processes import is_gone
 from imagegate.storage.rules import ABANDONED
 
@@ -25,42 +33,39 @@ BEAT_SECONDS = 10.0
 GONE_AFTER_SECONDS = 60.0
 
 
-async def beat(connection: Connection, holder: str) -> None:
-    await connection.execute(
+async def beat(connection: Connection, holder: str) -> bool:
+    """Record that `holder` is alive; True when its row had to be made anew."""
+    made = await connection.fetchval(
         "INSERT INTO holders VALUES ($1, extract(epoch FROM clock_timestamp())) "
-        "ON CONFLICT (holder) DO UPDATE SET seen = excluded.seen",
+        "ON CONFLICT (holder) DO UPDATE SET seen = excluded.seen RETURNING xmax = 0",
         holder,
     )
+    return bool(made)
 
 
-async def reap(connection: Connection, holders: list[str]) -> None:
-    """End what the given (gone) processes held."""
-    async with connection.transaction():
-        await connection.execute("DELETE FROM reservations WHERE holder = ANY($1)", holders)
-        await connection.execute(
-            "UPDATE jobs SET state = $2, error = $3, "
-            "updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint "
-            "WHERE holder = ANY($1) AND state = 'running'",
-            holders,
-            JobState.FAILED.value,
-            json.dumps(ABANDONED),
-        )
-        await connection.execute("DELETE FROM holders WHERE holder = ANY($1)", holders)
+async def _end_what_they_held(connection: Connection, holders: list[str]) -> None:
+    await connection.execute("DELETE FROM reservations WHERE holder = ANY($1)", holders)
+    await connection.execute(
+        "UPDATE jobs SET state = $2, error = $3, "
+        "updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint "
+        "WHERE holder = ANY($1) AND state = 'running'",
+        holders,
+        JobState.FAILED.value,
+        json.dumps(ABANDONED),
+    )
 
 
 async def reap_silent(connection: Connection, gone_after: float) -> list[str]:
-    """Reap the processes that have not beaten for `gone_after` seconds, and those that
-    hold something without a heartbeat row (reaped before, or closed)."""
-    rows = await connection.fetch(
-        "SELECT holder FROM holders WHERE seen < extract(epoch FROM clock_timestamp()) - $1 "
-        "UNION SELECT holder FROM reservations WHERE holder NOT IN (SELECT holder FROM holders) "
-        "UNION SELECT holder FROM jobs WHERE state = 'running' "
-        "AND holder NOT IN (SELECT holder FROM holders)",
-        gone_after,
-    )
-    silent = [row["holder"] for row in rows]
-    if silent:
-        await reap(connection, silent)
+    """Reap the processes that have not beaten for `gone_after` seconds."""
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "DELETE FROM holders "
+            "WHERE seen < extract(epoch FROM clock_timestamp()) - $1 RETURNING holder",
+            gone_after,
+        )
+        silent = [row["holder"] for row in rows]
+        if silent:
+            await _end_what_they_held(connection, silent)
     return silent
 
 
@@ -72,7 +77,9 @@ async def reap_gone_here(connection: Connection) -> None:
     )
     gone = [row["holder"] for row in rows if is_gone(row["holder"])]
     if gone:
-        await reap(connection, gone)
+        async with connection.transaction():
+            await connection.execute("DELETE FROM holders WHERE holder = ANY($1)", gone)
+            await _end_what_they_held(connection, gone)
 
 
 class Heartbeat:
@@ -91,20 +98,42 @@ class Heartbeat:
         await beat(connection, self._holder)
 
     async def forever(self, database: PgDatabase) -> None:
+        steady_since: float | None = time.monotonic()  # `first` has just beaten
+        connection: Connection | None = None
         while True:
             await asyncio.sleep(self._every)
             try:
-                await database.run(lambda db: beat(db, self._holder))
-                reaped = await database.run(lambda db: reap_silent(db, self._gone_after))
-            except StorageError as err:
-                log.warning("could not record this process's heartbeat: %s", err)
-                continue
-            if reaped:
-                log.warning(
-                    "released the reservations and failed the jobs of %d process(es) that "
-                    "stopped answering",
-                    len(reaped),
-                )
+                if connection is None or connection.is_closed():
+                    connection = await database.connect()
+                if await beat(connection, self._holder):
+                    log.error(
+                        "this process was taken for gone (no heartbeat for %g s): its "
+                        "running jobs were failed and its reservations released",
+                        self._gone_after,
+                    )
+                if steady_since is None:
+                    steady_since = time.monotonic()
+                if time.monotonic() - steady_since >= self._gone_after:
+                    reaped = await reap_silent(connection, self._gone_after)
+                    if reaped:
+                        log.warning(
+                            "released the reservations and failed the jobs of %d "
+                            "process(es) that stopped answering",
+                            len(reaped),
+                        )
+            except asyncio.CancelledError:
+                if connection is not None:
+                    connection.terminate()
+                raise
+            except (StorageError, *DRIVER_ERRORS) as err:
+                reason = err if isinstance(err, StorageError) else failure(err)
+                log.warning("could not record this process's heartbeat: %s", reason)
+                steady_since = None  # a gap: wait for a steady run again before reaping
+                if connection is not None:
+                    connection.terminate()
+                    connection = None
+            except Exception:
+                log.exception("the heartbeat failed; it goes on")
 
     async def end(self, connection: Connection) -> None:
         """On a clean close: this process holds nothing any more."""

@@ -2,19 +2,25 @@
 
 The version is the one row of `imagegate_schema`. An empty database is created at the
 latest version when the first process opens it; one that is older is refused with the
-command that upgrades it (`imagegate db upgrade`), one that is newer with what to do.
-Upgrades hold a session advisory lock, so replicas starting together apply each
-migration once; each migration runs in one transaction with its version bump.
+command that upgrades it (`imagegate db upgrade`). Upgrades hold a session advisory
+lock, so replicas starting together apply each migration once; each migration runs in
+one transaction with its version bump.
 
-Upgrade one replica at a time: a migration only adds (tables, columns with defaults,
-indexes), so the replicas still on the previous version keep working until they are
-replaced; a migration that can't be additive says so in its description.
+Replicas are upgraded one at a time, so a database may be newer than some of the
+processes using it. The row also says which schema version a process must know at
+least to use the database (`readable_from`): an additive migration (tables, columns
+with defaults, indexes) leaves it, so replicas of the version before keep working and
+restarting until they are replaced; a migration that is not additive raises it to its
+own number, and older processes are refused with what to do.
 """
 
+import logging
 from dataclasses import dataclass
 
 from imagegate.core.errors import SchemaError
 from imagegate.storage.postgres.database import Connection, Lock
+
+log = logging.getLogger("imagegate.storage")
 
 UPGRADE_COMMAND = "imagegate db upgrade"
 
@@ -24,6 +30,8 @@ class Migration:
     number: int
     what: str
     sql: str
+    additive: bool = True
+    """Processes that know only the versions before can still use the database."""
 
 
 MIGRATIONS = (
@@ -121,10 +129,18 @@ LATEST = MIGRATIONS[-1].number
 
 async def version(connection: Connection) -> int | None:
     """The schema version, or None for a database imagegate has not written to."""
+    found = await versions(connection)
+    return None if found is None else found[0]
+
+
+async def versions(connection: Connection) -> tuple[int, int] | None:
+    """(the schema version, the least version a process must know to use it)."""
     exists = await connection.fetchval("SELECT to_regclass('imagegate_schema') IS NOT NULL")
     if not exists:
         return None
-    return int(await connection.fetchval("SELECT version FROM imagegate_schema"))
+    row = await connection.fetchrow("SELECT version, readable_from FROM imagegate_schema")
+    assert row is not None  # made with its one row
+    return int(row["version"]), int(row["readable_from"])
 
 
 async def upgrade(connection: Connection) -> tuple[int, int]:
@@ -135,8 +151,9 @@ async def upgrade(connection: Connection) -> tuple[int, int]:
         if before is None:
             await _refuse_foreign(connection)
             await connection.execute(
-                "CREATE TABLE IF NOT EXISTS imagegate_schema (version integer NOT NULL);"
-                "INSERT INTO imagegate_schema SELECT 0 WHERE NOT EXISTS "
+                "CREATE TABLE IF NOT EXISTS imagegate_schema "
+                "(version integer NOT NULL, readable_from integer NOT NULL);"
+                "INSERT INTO imagegate_schema SELECT 0, 0 WHERE NOT EXISTS "
                 "(SELECT 1 FROM imagegate_schema)"
             )
         for migration in MIGRATIONS:
@@ -145,7 +162,10 @@ async def upgrade(connection: Connection) -> tuple[int, int]:
                 if current < migration.number:
                     await connection.execute(migration.sql)
                     await connection.execute(
-                        "UPDATE imagegate_schema SET version = $1", migration.number
+                        "UPDATE imagegate_schema SET version = $1, readable_from = "
+                        "CASE WHEN $2 THEN readable_from ELSE $1 END",
+                        migration.number,
+                        migration.additive and current > 0,
                     )
         return before or 0, await version(connection) or 0
     finally:
@@ -165,21 +185,30 @@ async def _refuse_foreign(connection: Connection) -> None:
 
 
 async def check(connection: Connection) -> None:
-    """Open the database only at the version this code expects: an empty one is
-    created at it; another is refused, saying what to do."""
-    found = await version(connection)
-    if found == LATEST:
+    """Open the database only at a version this code can use: an empty one is created
+    at the latest; an older one, or a newer one that is not readable by this version, is
+    refused, saying what to do."""
+    found = await versions(connection)
+    if found is not None and found[0] == LATEST:
         return
-    if not found:  # new, or being created by another process now: upgrade waits for it
-        await upgrade(connection)
+    if found is None or found[0] == 0:  # new, or being made by another process now:
+        await upgrade(connection)  # this waits for it
         return
-    if found < LATEST:
+    number, readable_from = found
+    if number < LATEST:
         raise SchemaError(
-            f"the database has schema version {found}; this imagegate needs {LATEST}. "
+            f"the database has schema version {number}; this imagegate needs {LATEST}. "
             f"Back it up if you wish, then run: {UPGRADE_COMMAND}"
         )
-    raise SchemaError(
-        f"the database has schema version {found}, newer than this imagegate knows "
-        f"({LATEST}): a newer imagegate wrote it. Run that version, or restore a backup "
-        "taken before the upgrade"
+    if readable_from > LATEST:
+        raise SchemaError(
+            f"the database has schema version {number}, which imagegate versions before "
+            f"schema {readable_from} can't use (this one knows {LATEST}): a newer imagegate "
+            "upgraded it. Run that version, or restore a backup taken before the upgrade"
+        )
+    log.info(
+        "the database has schema version %d, newer than this imagegate knows (%d); "
+        "it still uses it (an upgrade in progress)",
+        number,
+        LATEST,
     )

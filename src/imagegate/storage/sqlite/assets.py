@@ -41,8 +41,9 @@ def create(db: sqlite3.Connection) -> None:
 class _References:
     """The assets of one blob, changed inside the transaction `references` holds."""
 
-    def __init__(self, transaction: Transaction) -> None:
+    def __init__(self, transaction: Transaction, sha256: str) -> None:
         self._transaction = transaction
+        self._sha256 = sha256
 
     async def add(self, asset: Asset) -> None:
         row = (
@@ -69,13 +70,13 @@ class _References:
     async def owned_bytes(self, owner: Subject) -> int:
         return await self._transaction.run(lambda db: _owned_bytes(db, owner))
 
+    async def users(self) -> int:
+        return await self._transaction.run(lambda db: _users(db, self._sha256))
+
     async def remove(self, asset: Asset) -> int:
         def remove(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM assets WHERE id = ?", (asset.id,))
-            (remaining,) = db.execute(
-                "SELECT COUNT(*) FROM assets WHERE sha256 = ?", (asset.sha256,)
-            ).fetchone()
-            return int(remaining)
+            return _users(db, asset.sha256)
 
         return await self._transaction.run(remove)
 
@@ -89,7 +90,7 @@ class SqliteAssetIndex:
         # One IMMEDIATE transaction holds SQLite's write lock, which is stricter than a
         # lock on this one blob and covers other processes sharing the file.
         async with self._db.transaction() as transaction:
-            yield _References(transaction)
+            yield _References(transaction, key.sha256)
 
     async def get(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         query = "SELECT * FROM assets WHERE id = ?"
@@ -130,6 +131,11 @@ class SqliteAssetIndex:
         except StorageError:
             return False
         return True
+
+
+def _users(db: sqlite3.Connection, sha256: str) -> int:
+    (count,) = db.execute("SELECT COUNT(*) FROM assets WHERE sha256 = ?", (sha256,)).fetchone()
+    return int(count)
 
 
 def _owned_bytes(db: sqlite3.Connection, owner: Subject) -> int:
