@@ -159,11 +159,22 @@ KEYS = {"IMAGEGATE_LINK_KEY": "k" * 32, "IMAGEGATE_REQUEST_STATE_KEY": "s" * 32}
             {"IMAGEGATE_LINK_KEY": "k" * 32},
             "with database_url set, request_state_key must be configured",
         ),
-        ('database_url = "mysql://x/y"\n', KEYS, "database_url must be a postgresql:// URL"),
+        ('database_url = "mysql://x/y"\n', KEYS, "database_url: Value error, must be a postgresql"),
         (
             'database_url = "postgresql://imagegate:hunter2@db/images"\n',
             KEYS,
-            "database_url: holds a password; secrets are not read from the config file",
+            "imagegate.toml:1: database_url: Value error, holds a password; leave it out and "
+            "set IMAGEGATE_DATABASE_PASSWORD",
+        ),
+        (
+            'database_url = "postgresql://imagegate@db/images?password=hunter2"\n',
+            KEYS,
+            "database_url: Value error, holds a password",
+        ),
+        (
+            'database_url = "postgresql:///images?user=u&password=hunter2&host=db"\n',
+            KEYS,
+            "database_url: Value error, holds a password",
         ),
         ('database_password = "hunter2"\n', {}, "set IMAGEGATE_DATABASE_PASSWORD"),
         ('[storage]\nkind = "s3"\n', {}, 'kind = "s3" needs endpoint and bucket'),
@@ -178,7 +189,14 @@ KEYS = {"IMAGEGATE_LINK_KEY": "k" * 32, "IMAGEGATE_REQUEST_STATE_KEY": "s" * 32}
             "endpoint is plain http",
         ),
         ('[storage]\nkind = "s3"\nendpoint = "https://s3"\nbucket = "A_B"\n', {}, "bucket"),
-        ('[storage]\nprefix = "../x"\n', {}, "storage.prefix"),
+        ('[storage]\nprefix = "../x/"\n', {}, "storage.prefix"),
+        ('[storage]\nprefix = "a/../"\n', {}, "storage.prefix"),
+        ('[storage]\nprefix = "./"\n', {}, "storage.prefix"),
+        (
+            '[storage]\nkind = "s3"\nendpoint = "http://127.evil.example"\nbucket = "img"\n',
+            {},
+            "endpoint is plain http",
+        ),
     ],
 )
 def test_shared_state_settings_are_checked(
@@ -201,6 +219,8 @@ def test_shared_state_settings_are_checked(
     [
         '[storage]\nkind = "s3"\nendpoint = "https://s3.example.com"\nbucket = "images"\n',
         '[storage]\nkind = "s3"\nendpoint = "http://127.0.0.1:9000"\nbucket = "images"\n',
+        '[storage]\nkind = "s3"\nendpoint = "http://[::1]"\nbucket = "images"\n',
+        '[storage]\nkind = "s3"\nendpoint = "http://localhost:9000"\nbucket = "images"\n',
         '[storage]\nkind = "s3"\nendpoint = "http://s3.lan"\nbucket = "images"\n'
         "allow_http = true\n",
     ],
@@ -210,7 +230,21 @@ def test_shared_state_with_its_keys_is_accepted(
 ) -> None:
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("IMAGEGATE_DATABASE_URL", "postgresql://imagegate:from-env@db/images")
+    monkeypatch.setenv("IMAGEGATE_DATABASE_URL", "postgresql://imagegate@db/images")
     settings = load_settings(write(tmp_path, storage))
-    assert settings.database_url == "postgresql://imagegate:from-env@db/images"
+    assert settings.database_url == "postgresql://imagegate@db/images"
     assert settings.storage.kind == "s3"
+
+
+def test_a_password_in_the_database_url_is_refused_from_the_environment_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IMAGEGATE_DATABASE_URL", "postgresql://imagegate:hunter2@db/images")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "environment IMAGEGATE_DATABASE_URL: database_url: Value error, holds a password" in (
+        str(raised.value)
+    )
+    assert "hunter2" not in str(raised.value)

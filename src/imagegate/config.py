@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ from imagegate.core.errors import ConfigError
 from imagegate.core.tomlfile import describe, key_lines, line_of, read_toml
 from imagegate.relays.config import RelayConfig
 from imagegate.relays.registry import KINDS
+from imagegate.relays.wire.fetch import is_loopback_host
 
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
@@ -106,8 +108,9 @@ class StorageSettings(BaseModel):
     """The S3 endpoint, such as https://s3.eu-central-1.amazonaws.com."""
     bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     region: str = "us-east-1"
-    prefix: str = Field(default="imagegate/", pattern=r"^([A-Za-z0-9._-]+/)*$")
-    """Keys of blobs start with this (empty, or folder names each ending in '/')."""
+    prefix: str = Field(default="imagegate/", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*/)*$")
+    """Keys of blobs start with this (empty, or folder names each ending in '/', none
+    starting with a dot)."""
     access_key_env: str = "AWS_ACCESS_KEY_ID"
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a name, not a key
     """The names of the environment variables that hold the keys (never the keys)."""
@@ -127,9 +130,8 @@ class StorageSettings(BaseModel):
             raise ValueError(
                 "endpoint must be an http(s) URL with no path, such as https://s3.example.com"
             )
-        host = self.endpoint.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0].strip("[]")
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
-        if self.endpoint.startswith("http://") and not (loopback or self.allow_http):
+        host = urlsplit(self.endpoint).hostname or ""
+        if self.endpoint.startswith("http://") and not (is_loopback_host(host) or self.allow_http):
             raise ValueError(
                 "endpoint is plain http: keys and images would travel in clear; use https, "
                 "or set allow_http = true for a private network"
@@ -284,6 +286,23 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment wins over it.
         return env_settings, init_settings
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or re.search(r"\s", value):
+            raise ValueError("must be a postgresql:// URL")
+        if parts.password or "password" in parse_qs(parts.query):
+            # Config files and process listings are read by others; the URL is also
+            # shown in logs and messages (without its user).
+            raise ValueError(
+                f"holds a password; leave it out and set {ENV_PREFIX}DATABASE_PASSWORD or "
+                "database_password_file"
+            )
+        return value
+
     @field_validator("mcp_path")
     @classmethod
     def _path_starts_with_slash(cls, value: str) -> str:
@@ -338,8 +357,6 @@ class Settings(BaseSettings):
 
     def _check_shared(self) -> None:
         """Replicas share a database: what each signs, every other must accept."""
-        if not re.fullmatch(r"postgres(ql)?://[^\s]+", self.database_url or ""):
-            raise ValueError("database_url must be a postgresql:// URL")
         for key in ("link_key", "request_state_key"):
             if getattr(self, key) is None and getattr(self, f"{key}_file") is None:
                 raise ValueError(
@@ -403,7 +420,6 @@ def load_settings(config_path: Path | None = None) -> Settings:
             f"{ENV_PREFIX}{key.upper()} in the environment or {key}_file to a file "
             "readable only by the service"
         )
-    _refuse_password_in_url(file_values, path, text)
     try:
         return Settings(**file_values)
     except ValidationError as err:
@@ -418,17 +434,6 @@ def load_settings(config_path: Path | None = None) -> Settings:
             f"environment {name}: not valid JSON; set tables such as this one in the "
             "config file instead"
         ) from None
-
-
-def _refuse_password_in_url(values: dict[str, Any], path: Path | None, text: str) -> None:
-    url = values.get("database_url")
-    if isinstance(url, str) and re.match(r"[a-z]+://[^/@]*:[^/@]*@", url):
-        line = line_of(key_lines(text), ["database_url"])
-        raise ConfigError(
-            f"{path}:{line}: database_url: holds a password; secrets are not read from "
-            f"the config file. Leave it out of the URL and set {ENV_PREFIX}DATABASE_PASSWORD "
-            "or database_password_file"
-        )
 
 
 def _env_origin() -> Callable[[list[str | int]], str | None]:

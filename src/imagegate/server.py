@@ -81,21 +81,21 @@ def database_password(settings: Settings) -> str | None:
 def open_blobs(settings: Settings) -> BlobStore:
     """Files under the state directory, or the configured bucket (staging files stay
     local, under the state directory)."""
-    bucket = settings.storage
-    if bucket.kind == "files":
+    store = settings.storage
+    if store.kind == "files":
         return FileBlobStore(settings.state_dir, settings.max_image_bytes)
-    assert bucket.endpoint is not None  # StorageSettings checked both for kind "s3"
-    assert bucket.bucket is not None
+    assert store.endpoint is not None  # StorageSettings checked both for kind "s3"
+    assert store.bucket is not None
     return S3BlobStore(
         settings.state_dir,
         settings.max_image_bytes,
-        endpoint=bucket.endpoint,
-        bucket=bucket.bucket,
-        region=bucket.region,
-        prefix=bucket.prefix,
-        access_key=_bucket_key(bucket.access_key_env, "access_key_env"),
-        secret_key=_bucket_key(bucket.secret_key_env, "secret_key_env"),
-        presign_seconds=bucket.presign_seconds,
+        endpoint=store.endpoint,
+        bucket=store.bucket,
+        region=store.region,
+        prefix=store.prefix,
+        access_key=_bucket_key(store.access_key_env, "access_key_env"),
+        secret_key=_bucket_key(store.secret_key_env, "secret_key_env"),
+        presign_seconds=store.presign_seconds,
     )
 
 

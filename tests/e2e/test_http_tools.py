@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastmcp.exceptions import ToolError
 from mcp_types import ImageContent, ResourceLink, TextContent
@@ -425,6 +426,26 @@ async def test_probes_answer_a_replica_asked_by_its_own_address(
     assert mcp.status_code == 421  # the Host check still guards everything else
     files = await http_get(f"{server.base_url}/files/img_x.png?exp=1&sig=x", headers=foreign)
     assert files.status_code == 421
+
+
+async def test_links_say_unavailable_while_the_database_is_down(server: RunningServer) -> None:
+    async with server.client() as client:
+        made = await client.call_tool("generate_image", {"prompt": "x", "size": "64x64"})
+        upload = await client.call_tool("create_upload_link", {})
+    assert made.structured_content is not None
+    assert upload.structured_content is not None
+    await server.app.storage.aclose()  # what a database that stopped answering looks like
+    unavailable = "unavailable: the image store can't be reached; try again\n"
+    for url in (
+        made.structured_content["images"][0]["url"],
+        f"{made.structured_content['images'][0]['url']}&w=32",
+    ):
+        down = await http_get(url)
+        assert (down.status_code, down.text) == (503, unavailable)
+    async with httpx.AsyncClient() as http:
+        put = await http.put(upload.structured_content["upload_url"], content=png_bytes((8, 8)))
+    assert put.status_code == 503
+    assert put.json()["error"] == "unavailable: the image could not be stored; try again later"
 
 
 async def test_readiness_fails_when_the_store_does(server: RunningServer) -> None:

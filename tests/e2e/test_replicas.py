@@ -69,6 +69,7 @@ SUBJECTS = (
     "payer",
     "canceller",
     "uploader",
+    "logger",
     "killer",
 )
 TOKENS = {
@@ -345,13 +346,22 @@ def example_haproxy(port: int, backends: Sequence[str], stats: Path) -> str:
     return text
 
 
-def checked_servers(stats: Path) -> dict[str, str]:
-    """The example backend's servers and the result of their last health check."""
+def haproxy_says(stats: Path, command: str) -> str:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(stats))
-        sock.sendall(b"show stat\n")
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
-    header, *lines = answer.decode().splitlines()
+        sock.sendall(command.encode() + b"\n")
+        return b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+
+
+def sessions_remembered(stats: Path) -> int:
+    """How many session ids the example's stick table holds."""
+    header = haproxy_says(stats, "show table imagegate_replicas").splitlines()[0]
+    return int(re.search(r"used:(\d+)", header)[1])  # type: ignore[index]
+
+
+def checked_servers(stats: Path) -> dict[str, str]:
+    """The example backend's servers and the result of their last health check."""
+    header, *lines = haproxy_says(stats, "show stat").splitlines()
     rows = [
         dict(zip(header.lstrip("# ").split(","), line.split(","), strict=False)) for line in lines
     ]
@@ -362,26 +372,35 @@ def checked_servers(stats: Path) -> dict[str, str]:
     }
 
 
-def example_nginx(port: int, backends: Sequence[str]) -> str:
+def example_nginx(port: int, backends: Sequence[str], log: Path) -> str:
     """packaging/examples/nginx.conf, changed only where it names this machine."""
     text = (EXAMPLES / "nginx.conf").read_text()
     text, listens = re.subn(r"(?m)^(\s*)listen 443 ssl;", rf"\g<1>listen 127.0.0.1:{port};", text)
     text, certificates = re.subn(r"(?m)^\s*ssl_certificate.*\n", "", text)
+    text, logs = re.subn(r"access_log /var/log/nginx/\S+", f"access_log {log}", text)
     addresses = iter(backends)
     text, servers = re.subn(r"(?m)^(\s*server )[\d.]+:\d+", lambda m: m[1] + next(addresses), text)
-    counts = (listens, certificates, servers)
-    assert counts == (1, 2, len(backends)), f"the example changed shape: {counts}"
+    counts = (listens, certificates, logs, servers)
+    assert counts == (1, 2, 1, len(backends)), f"the example changed shape: {counts}"
     return text
 
 
 @pytest.fixture(scope="module")
-def sticky(
-    replicas: tuple[Replica, Replica], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def haproxy_example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("haproxy-example")
+
+
+@pytest.fixture(scope="module")
+def nginx_example_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nginx-example")
+
+
+@pytest.fixture(scope="module")
+def sticky(replicas: tuple[Replica, Replica], haproxy_example_dir: Path) -> Iterator[str]:
     """haproxy run from the shipped example."""
     _haproxy_or_skip()
     port = free_port()
-    directory = tmp_path_factory.mktemp("haproxy-example")
+    directory = haproxy_example_dir
     stats = directory / "stats.sock"
     config = example_haproxy(port, [replica.address for replica in replicas], stats)
     with running_haproxy(directory, config, port):
@@ -396,14 +415,13 @@ def sticky(
 
 
 @pytest.fixture(scope="module")
-def nginx(
-    replicas: tuple[Replica, Replica], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def nginx(replicas: tuple[Replica, Replica], nginx_example_dir: Path) -> Iterator[str]:
     """nginx run from the shipped example."""
     port = free_port()
-    config = example_nginx(port, [replica.address for replica in replicas])
+    log = nginx_example_dir / "access.log"
+    config = example_nginx(port, [replica.address for replica in replicas], log)
     try:
-        with running_nginx(tmp_path_factory.mktemp("nginx-example"), config, port):
+        with running_nginx(nginx_example_dir, config, port):
             yield f"http://127.0.0.1:{port}"
     except ServiceUnavailable as missing:
         pytest.skip(str(missing))
@@ -648,9 +666,21 @@ async def test_a_2026_client_round_robins_over_both_replicas(
 
 
 async def test_a_handshake_era_session_works_through_the_shipped_haproxy_example(
-    replicas: tuple[Replica, Replica], sticky: str, round_robin: str
+    replicas: tuple[Replica, Replica], sticky: str, round_robin: str, haproxy_example_dir: Path
 ) -> None:
+    stats = haproxy_example_dir / "stats.sock"
+    before = sessions_remembered(stats)
     await handshake_session(sticky, "legacy", rounds=3)
+    assert sessions_remembered(stats) == before + 1  # the id a replica handed out
+    # Ids a client makes up are looked up, never stored: nobody can fill the table.
+    async with httpx.AsyncClient(timeout=10) as http:
+        for index in range(20):
+            await http.post(
+                f"{sticky}/mcp",
+                headers={"Mcp-Session-Id": f"made-up-{index}", "Authorization": "Bearer x"},
+                json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            )
+    assert sessions_remembered(stats) == before + 1
     answered = {replica.name: len(replica.audited("legacy")) for replica in replicas}
     assert sorted(answered.values()) == [0, 6]  # the whole session on one replica
     # The stick lines leave 2026-07-28 clients (no session id) alone: the same
@@ -677,6 +707,38 @@ async def test_the_shipped_nginx_example_serves_both_eras(
     answered = [len(replica.audited("nginx")) for replica in replicas]
     assert sum(answered) == 10
     assert min(answered) >= 1  # 2026-07-28 calls reached the other replica too
+
+
+async def test_the_shipped_balancer_examples_log_no_link_signatures(
+    replicas: tuple[Replica, Replica],
+    sticky: str,
+    nginx: str,
+    haproxy_example_dir: Path,
+    nginx_example_dir: Path,
+) -> None:
+    """Whoever reads a balancer's log must not find links that work."""
+    (image,) = (await generate(replicas[0].url, "logger"))["images"]
+    query = urlsplit(image["url"]).query
+    logs = {
+        sticky: haproxy_example_dir / "logs" / "haproxy.log",
+        nginx: nginx_example_dir / "access.log",
+    }
+    for balancer, log in logs.items():
+        moved = await http_get_once(f"{balancer}{urlsplit(image['url']).path}?{query}")
+        assert moved.status_code == 302  # to the bucket: the request went through
+        for _ in range(50):
+            if f"/files/{image['asset_id']}" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        written = log.read_text()
+        assert f"/files/{image['asset_id']}" in written
+        assert "sig=" not in written
+        assert query.split("sig=")[1] not in written
+
+
+async def http_get_once(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.get(url)
 
 
 async def test_a_paid_confirmation_asked_by_one_replica_is_answered_by_the_other(

@@ -3,6 +3,7 @@ still imagegate's signed link, checked by imagegate, then either redirected to a
 short-lived URL the bucket signs or streamed through, with the usual headers."""
 
 import hashlib
+import io
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import httpx
 import obstore
 import pytest
 from obstore.store import S3Store
+from PIL import Image
 
+from imagegate.core.errors import ConfigError
 from imagegate.remote import download
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, http_get, running_server
@@ -47,6 +50,11 @@ def storage(s3: S3Server, bucket: str, **more: Any) -> dict[str, Any]:
         "secret_key_env": SECRET_ENV,
         **more,
     }
+
+
+async def http_put(url: str, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.put(url, content=body)
 
 
 def objects(s3: S3Server, bucket: str) -> list[str]:
@@ -152,14 +160,21 @@ async def test_an_unreachable_bucket_is_not_ready_and_downloads_say_so(
 ) -> None:
     async with running_server(state_dir, clock, storage=storage(s3, bucket)) as running:
         image = await made(running)
+        async with running.client() as client:
+            linked = await client.call_tool(
+                "create_download_link", {"asset_id": image["asset_id"], "width": 32}
+            )
+        assert linked.structured_content is not None
+        view = linked.structured_content["images"][0]["url"]
         assert (await http_get(f"{running.base_url}/readyz")).status_code == 200
     nowhere = storage(s3, bucket, endpoint="http://127.0.0.1:1", serve="proxy")
     async with running_server(state_dir, clock, storage=nowhere) as broken:
         ready = await http_get(f"{broken.base_url}/readyz")
         assert ready.status_code == 503
-        down = await http_get(image["url"].replace(running.base_url, broken.base_url))
-        assert down.status_code == 503
-        assert down.text == "unavailable: the image store can't be reached; try again\n"
+        for url in (image["url"], view):
+            down = await http_get(url.replace(running.base_url, broken.base_url))
+            assert down.status_code == 503
+            assert down.text == "unavailable: the image store can't be reached; try again\n"
 
 
 async def test_the_remote_cli_follows_the_redirect(
@@ -168,3 +183,51 @@ async def test_the_remote_cli_follows_the_redirect(
     image = await made(redirecting)
     [written] = await download([image], tmp_path, None)
     assert Path(written["path"]).stat().st_size == image["bytes"]
+
+
+async def test_the_bucket_url_lasts_no_longer_than_the_link(redirecting: RunningServer) -> None:
+    image = await made(redirecting)
+    async with redirecting.client() as client:
+        result = await client.call_tool(
+            "create_download_link", {"asset_id": image["asset_id"], "ttl_seconds": 15}
+        )
+    assert result.structured_content is not None
+    moved = await http_get(result.structured_content["images"][0]["url"])
+    assert moved.status_code == 302
+    assert "X-Amz-Expires=15&" in moved.headers["location"]
+
+
+async def test_an_upload_the_bucket_refused_keeps_its_link(
+    state_dir: Path, clock: ManualClock, s3: S3Server
+) -> None:
+    """The store was down, not the caller wrong: the same link works once it is back."""
+    later = f"up-{uuid.uuid4().hex[:12]}"  # made only after the first try
+    async with running_server(state_dir, clock, storage=storage(s3, later)) as running:
+        async with running.client() as client:
+            link = await client.call_tool("create_upload_link", {"filename": "a.png"})
+        assert link.structured_content is not None
+        url = link.structured_content["upload_url"]
+        png = io.BytesIO()
+        Image.new("RGB", (32, 32), "teal").save(png, format="PNG")
+        refused = await http_put(url, png.getvalue())
+        assert refused.status_code == 503
+        assert refused.json()["error"] == (
+            "unavailable: the image could not be stored; try again later with the same link"
+        )
+        s3.make_bucket(later)
+        stored = await http_put(url, png.getvalue())
+        assert stored.status_code == 201, stored.text
+        assert (await http_put(url, png.getvalue())).status_code == 409
+
+
+async def test_a_bucket_key_missing_from_the_environment_stops_the_start(
+    state_dir: Path, clock: ManualClock, s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_ENV)
+    with pytest.raises(ConfigError) as refused:
+        async with running_server(state_dir, clock, storage=storage(s3, bucket)):
+            pass
+    assert str(refused.value) == (
+        f"storage.secret_key_env: the environment variable {SECRET_ENV} is not set; it "
+        "must hold the bucket's key"
+    )

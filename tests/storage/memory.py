@@ -51,7 +51,7 @@ class MemoryBlobStore:
     def local_path(self, key: BlobKey) -> None:
         return None
 
-    async def presigned_url(self, key: BlobKey) -> None:
+    async def presigned_url(self, key: BlobKey, max_seconds: int) -> None:
         return None
 
     async def ready(self) -> bool:

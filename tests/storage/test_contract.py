@@ -571,6 +571,15 @@ async def test_concurrent_claims_of_one_ticket_give_it_once(storage: Storage) ->
     assert claimed.count(ticket) == 1
 
 
+async def test_a_released_ticket_can_be_claimed_again(storage: Storage) -> None:
+    ticket = UploadTicket(new_upload_id(), ALICE, NOON + 60)
+    await storage.uploads.create(ticket, NOON)
+    assert await storage.uploads.claim(ticket.id, NOON + 1) == ticket
+    await storage.uploads.release(ticket.id)
+    assert await storage.uploads.claim(ticket.id, NOON + 2) == ticket
+    assert await storage.uploads.claim(ticket.id, NOON + 3) is None
+
+
 COLOURS = ("red", "green", "yellow", "white", "black", "orange", "purple", "pink")
 
 
@@ -615,3 +624,19 @@ async def test_stored_bytes_hold_against_concurrent_adds(
         with pytest.raises(NotFound):
             async with storage.blobs.open(key):
                 pass
+
+
+async def test_a_nonce_is_good_once(storage: Storage) -> None:
+    assert await storage.nonces.spend("n-1", NOON, 60)
+    assert not await storage.nonces.spend("n-1", NOON + 1, 60)
+    assert await storage.nonces.spend("n-2", NOON + 1, 60)
+
+
+async def test_a_spent_nonce_outlives_clocks_that_differ(storage: Storage) -> None:
+    """A replica whose clock runs ahead must not forget a nonce that one whose clock runs
+    behind would still accept; once no clock can accept it, it is forgotten."""
+    assert await storage.nonces.spend("n-1", NOON, 60)
+    assert await storage.nonces.spend("other", NOON + 60 + 120, 60)  # purges, ahead
+    assert not await storage.nonces.spend("n-1", NOON + 30, 60)  # behind: still spent
+    assert await storage.nonces.spend("later", NOON + 60 + 301, 60)  # purges, past margin
+    assert await storage.nonces.spend("n-1", NOON + 60 + 302, 60)

@@ -88,7 +88,9 @@ async def test_a_refused_upload_is_a_storage_error_without_secrets(
         staged.finish()
         with pytest.raises(StorageError) as refused:
             await blobs.commit(staged, BlobKey(staged.sha256, "png"))
-    assert str(refused.value) == "could not store image: the bucket answered 403 Forbidden"
+    assert str(refused.value) == (
+        "could not store image: the bucket answered 403 Forbidden (SignatureDoesNotMatch)"
+    )
     assert list(blobs.staging.directory.iterdir()) == []
     assert not await blobs.ready()
 

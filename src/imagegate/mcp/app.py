@@ -227,6 +227,9 @@ def http_app(mcp: FastMCP[Any], settings: Settings, probes: Sequence[Route] = ()
 
 
 class _ProbesFirst:
+    """Send the probes' exact paths to their own app, everything else to the guarded
+    one: '/readyz/', '//readyz' or any other spelling goes through the Host check."""
+
     def __init__(self, app: ASGIApp, probes: ASGIApp, paths: set[str]) -> None:
         self._app = app
         self._probes = probes

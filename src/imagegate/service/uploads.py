@@ -111,6 +111,10 @@ class Uploads:
         """The ticket, used up now; None if it was used (or is unknown or expired)."""
         return await self._tickets.claim(upload_id, self._clock.now())
 
+    async def release(self, upload_id: UploadId) -> None:
+        """The link works again: its upload failed on our side."""
+        await self._tickets.release(upload_id)
+
     async def receive(self, ticket: UploadTicket, body: AsyncIterator[bytes]) -> Asset:
         """Store the body as the ticket owner's image. TooLarge, ImageRejected or
         QuotaExceeded when it can't be; nothing is left behind then."""

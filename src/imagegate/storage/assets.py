@@ -107,8 +107,8 @@ class AssetStore:
     def local_path(self, asset: Asset) -> Path | None:
         return self._blobs.local_path(asset.blob)
 
-    async def presigned_url(self, asset: Asset) -> str | None:
-        return await self._blobs.presigned_url(asset.blob)
+    async def presigned_url(self, asset: Asset, max_seconds: int) -> str | None:
+        return await self._blobs.presigned_url(asset.blob, max_seconds)
 
     @asynccontextmanager
     async def as_file(self, asset: Asset) -> AsyncIterator[Path]:

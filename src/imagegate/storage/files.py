@@ -102,7 +102,10 @@ class FileBlobStore:
             raise StorageError(f"could not store image: {err.strerror}") from None
 
     async def remove(self, key: BlobKey) -> None:
-        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        try:
+            await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        except OSError as err:
+            raise StorageError(f"could not delete image bytes: {err.strerror}") from None
 
     @asynccontextmanager
     async def open(self, key: BlobKey) -> AsyncIterator[_FileReader]:
@@ -117,7 +120,7 @@ class FileBlobStore:
     def local_path(self, key: BlobKey) -> Path:
         return self._path(key)
 
-    async def presigned_url(self, key: BlobKey) -> None:
+    async def presigned_url(self, key: BlobKey, max_seconds: int) -> None:
         return None
 
     async def ready(self) -> bool:

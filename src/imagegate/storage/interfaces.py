@@ -138,9 +138,10 @@ class BlobStore(Protocol):
         (zero-copy serving, stdio results); None for a remote store."""
         ...
 
-    async def presigned_url(self, key: BlobKey) -> str | None:
-        """A short-lived URL from which a client may GET the blob directly, when the
-        backend is a remote store that signs such URLs; None otherwise."""
+    async def presigned_url(self, key: BlobKey, max_seconds: int) -> str | None:
+        """A URL from which a client may GET the blob directly for a short while (at
+        most `max_seconds`), when the backend is a remote store that signs such URLs;
+        None otherwise."""
         ...
 
     async def ready(self) -> bool:
@@ -340,6 +341,11 @@ class UploadLedger(Protocol):
     async def claim(self, upload_id: UploadId, now: float) -> UploadTicket | None:
         """The ticket, marked used, atomically; None when it was used already, has
         expired, or is unknown."""
+        ...
+
+    async def release(self, upload_id: UploadId) -> None:
+        """Make a claimed ticket good again: its upload failed on the server's side (the
+        store was down), not the caller's."""
         ...
 
 

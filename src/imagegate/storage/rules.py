@@ -15,6 +15,12 @@ ABANDONED = {
 """The error of a job whose process is gone."""
 
 
+CLOCK_MARGIN_SECONDS = 300.0
+"""How far the clocks of processes sharing a database may differ: a spent nonce is kept
+this much longer than it can be presented, so that a replica whose clock runs ahead
+can't forget it while one whose clock runs behind would still accept it."""
+
+
 def day_of(now: float) -> str:
     """The UTC day, as the quota counters name it (YYYY-MM-DD; its month is [:7])."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")

@@ -13,6 +13,7 @@ under a lock); this store only writes, reads and deletes what it is told.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -49,13 +50,19 @@ class _ObjectReader:
             raise StorageError(f"could not read image bytes: {_reason(err)}") from None
 
 
+_STATUS = re.compile(r"status code: (\d{3} [A-Za-z ]+?):")
+_CODE = re.compile(r"<Code>(\w+)</Code>")
+
+
 def _reason(err: BaseException) -> str:
-    """What failed, without the request's signature or credentials."""
-    text = str(err).splitlines()[0] if str(err) else ""
-    for status in ("403 Forbidden", "404 Not Found", "400 Bad Request", "503", "500"):
-        if status in str(err):
-            return f"the bucket answered {status}"
-    if "error sending request" in text or "Connect" in text or "connect" in text:
+    """What failed, in a few words: the bucket's status and error code, never the
+    request (its URL, the key id and the string it signed are in obstore's text)."""
+    text = str(err)
+    status = _STATUS.search(text)
+    if status is not None:
+        code = _CODE.search(text)
+        return f"the bucket answered {status[1]}" + (f" ({code[1]})" if code else "")
+    if "error sending request" in text or "kind: Connect" in text:
         return "the bucket could not be reached"
     return err.__class__.__name__
 
@@ -119,7 +126,7 @@ class S3BlobStore:
                     f'{key.extension}"',
                 },
             )
-        except (BaseError, OSError) as err:
+        except (BaseError, OSError, ValueError) as err:
             raise StorageError(f"could not store image: {_reason(err)}") from None
         finally:
             staged.discard()
@@ -129,7 +136,7 @@ class S3BlobStore:
             await obstore.delete_async(self._store, self._name(key))
         except FileNotFoundError:
             return
-        except BaseError as err:
+        except (BaseError, ValueError) as err:
             raise StorageError(f"could not delete image bytes: {_reason(err)}") from None
 
     @asynccontextmanager
@@ -138,18 +145,20 @@ class S3BlobStore:
             result = await obstore.get_async(self._store, self._name(key))
         except FileNotFoundError:
             raise NotFound(f"image bytes not found: {key}") from None
-        except BaseError as err:
+        except (BaseError, ValueError) as err:
             raise StorageError(f"could not read image bytes: {_reason(err)}") from None
         yield _ObjectReader(result.stream(min_chunk_size=CHUNK_BYTES), result.meta["size"])
 
     def local_path(self, key: BlobKey) -> Path | None:
         return None
 
-    async def presigned_url(self, key: BlobKey) -> str:
-        """A short-lived URL that lets its holder GET the object straight from the bucket."""
+    async def presigned_url(self, key: BlobKey, max_seconds: int) -> str:
+        """A short-lived URL that lets its holder GET the object straight from the bucket:
+        for presign_seconds, or `max_seconds` if fewer (what is left of a link's life)."""
+        lasts = min(self._presign, timedelta(seconds=max(1, max_seconds)))
         try:
-            return await obstore.sign_async(self._store, "GET", self._name(key), self._presign)
-        except BaseError as err:
+            return await obstore.sign_async(self._store, "GET", self._name(key), lasts)
+        except (BaseError, ValueError) as err:
             raise StorageError(f"could not sign a bucket URL: {_reason(err)}") from None
 
     async def ready(self) -> bool:
@@ -157,6 +166,6 @@ class S3BlobStore:
             return False
         try:
             await obstore.list_with_delimiter_async(self._store, self._prefix or None)
-        except (BaseError, OSError):
+        except (BaseError, OSError, ValueError):
             return False
         return True

@@ -10,6 +10,8 @@ signs, after imagegate's own checks (signature, expiry, the image still there); 
 
 import hashlib
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from email.utils import formatdate
@@ -37,6 +39,7 @@ from imagegate.storage.interfaces import Asset
 
 Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("imagegate.web")
+READY_FOR_SECONDS = 1.0
 UNAVAILABLE = "unavailable: the image store can't be reached; try again"
 
 _SECURITY_HEADERS = {
@@ -66,6 +69,8 @@ class Routes:
         self._signer = signer
         self._clock = clock
         self._redirect = service.settings.storage.serve == "redirect"
+        self._ready = False
+        self._ready_at = -math.inf
 
     async def download(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -95,6 +100,9 @@ class Routes:
             asset = await self._service.assets.get(None, parse_asset_id(raw_id))
         except NotFound:
             return _plain(404, "not found: this image was deleted")
+        except StorageError as err:
+            log.warning("download of %s: %s", raw_id, err)
+            return _plain(503, UNAVAILABLE)
         served = view.output_format(asset.format) if view else asset.format
         if extension != served.extension:
             return _plain(
@@ -118,7 +126,8 @@ class Routes:
             return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
         if self._redirect and request.method == "GET":  # a URL signed for GET can't HEAD
             try:
-                url = await self._service.assets.presigned_url(asset)
+                # Never longer than the link itself has left.
+                url = await self._service.assets.presigned_url(asset, expires_at - int(now))
             except StorageError as err:
                 log.warning("download of %s: %s", asset.id, err)
                 return _plain(503, UNAVAILABLE)
@@ -148,6 +157,9 @@ class Routes:
             data = await self._service.view(asset, view)
         except NotFound:
             return _plain(404, "not found: this image was deleted")
+        except StorageError as err:
+            log.warning("view of %s: %s", asset.id, err)
+            return _plain(503, UNAVAILABLE)
         return Response(data, media_type=fmt.mime_type, headers=headers)
 
     async def _stream(self, asset: Asset, headers: dict[str, str]) -> Response:
@@ -166,8 +178,13 @@ class Routes:
 
         async def body() -> AsyncIterator[bytes]:
             async with held:
-                async for chunk in reader.chunks():
-                    yield chunk
+                try:
+                    async for chunk in reader.chunks():
+                        yield chunk
+                except StorageError as err:
+                    # The status line is gone: all that is left is to end short, which
+                    # the client sees against Content-Length.
+                    log.warning("download of %s broke off: %s", asset.id, err)
 
         headers = {**headers, "Content-Length": str(reader.size)}
         # The background task closes the store when the body was never read (HEAD, a
@@ -183,7 +200,12 @@ class Routes:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(self, request: Request) -> Response:
-        if await self._service.assets.ready():
+        # Anyone may ask, and each answer costs a database query and a bucket listing:
+        # one answer serves for a second.
+        if time.monotonic() - self._ready_at >= READY_FOR_SECONDS:
+            self._ready = await self._service.assets.ready()
+            self._ready_at = time.monotonic()
+        if self._ready:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready", "reason": "asset store unavailable"}, 503)
 

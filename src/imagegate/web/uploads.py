@@ -60,7 +60,10 @@ class UploadRoute:
             return _error(400, "bad request: the multipart form is malformed")
         if isinstance(body, Response):
             return body
-        ticket = await self._uploads.claim(UploadId(upload_id))
+        try:
+            ticket = await self._uploads.claim(UploadId(upload_id))
+        except StorageError:
+            return _error(503, UNAVAILABLE)
         if ticket is None:
             return _error(409, "conflict: this upload link was used already; ask for a new one")
         try:
@@ -72,7 +75,11 @@ class UploadRoute:
         except QuotaExceeded as err:
             return _error(507, str(err))
         except StorageError:
-            return _error(503, "unavailable: the image could not be stored; try again later")
+            try:
+                await self._uploads.release(ticket.id)
+            except StorageError:
+                return _error(503, UNAVAILABLE + "; this link is used up: ask for a new one")
+            return _error(503, UNAVAILABLE + " with the same link")
         except FormParserError:
             return _error(400, "bad request: the multipart form is malformed")
         except ClientDisconnect:
@@ -105,6 +112,9 @@ class UploadRoute:
 
 _FORM_OVERHEAD = 64 * 1024
 """What a multipart form may add around the file (boundaries, part headers)."""
+
+
+UNAVAILABLE = "unavailable: the image could not be stored; try again later"
 
 
 def _too_large(limit: int) -> Response:

@@ -10,10 +10,9 @@ import asyncpg
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
 from imagegate.core.images import ImageFormat
-from imagegate.storage.cursors import encode_cursor
 from imagegate.storage.interfaces import Asset, BlobKey, Page
 from imagegate.storage.postgres.database import Connection, Lock, PgDatabase, lock
-from imagegate.storage.postgres.paging import after_cursor
+from imagegate.storage.postgres.paging import newest_first
 
 
 class _References:
@@ -81,22 +80,11 @@ class PgAssetIndex:
         return _asset_from_row(row)
 
     async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
-        query = "SELECT * FROM assets WHERE true"
-        args: list[Any] = []
+        query, args = "SELECT * FROM assets WHERE true", []
         if owner is not None:
-            args.append(owner)
-            query += f" AND owner = ${len(args)}"
-        if cursor:
-            query += after_cursor(cursor, is_asset_id, args)
-        args.append(limit + 1)
-        query += f" ORDER BY created_us DESC, id DESC LIMIT ${len(args)}"
-        rows = await self._db.run(lambda db: db.fetch(query, *args))
-        assets = [_asset_from_row(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = encode_cursor(last["created_us"], last["id"])
-        return Page(assets, next_cursor)
+            query, args = "SELECT * FROM assets WHERE owner = $1", [owner]
+        rows, next_cursor = await newest_first(self._db, query, args, limit, cursor, is_asset_id)
+        return Page([_asset_from_row(row) for row in rows], next_cursor)
 
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.run(lambda db: _owned_bytes(db, owner))

@@ -138,7 +138,7 @@ class PgDatabase:
         """Run `work` on a pooled connection, outside a transaction (one statement)."""
         pool = await self.pool()
         try:
-            async with pool.acquire() as connection:
+            async with pool.acquire(timeout=STATEMENT_SECONDS) as connection:
                 return await work(connection)
         except DRIVER_ERRORS as err:
             raise failure(err) from None
@@ -149,7 +149,10 @@ class PgDatabase:
         error and rolled back otherwise (also when the caller is cancelled)."""
         pool = await self.pool()
         try:
-            async with pool.acquire() as connection, connection.transaction():
+            async with (
+                pool.acquire(timeout=STATEMENT_SECONDS) as connection,
+                connection.transaction(),
+            ):
                 yield connection
         except ImagegateError:
             raise

@@ -11,10 +11,9 @@ import asyncpg
 
 from imagegate.core.errors import NotFound
 from imagegate.core.ids import JobId, Subject, is_job_id
-from imagegate.storage.cursors import encode_cursor
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.postgres.database import PgDatabase
-from imagegate.storage.postgres.paging import after_cursor
+from imagegate.storage.postgres.paging import newest_first
 
 
 def _us(seconds: float) -> int:
@@ -106,18 +105,8 @@ class PgJobLedger:
 
     async def list(self, owner: Subject, limit: int, cursor: str | None) -> JobPage:
         query = "SELECT * FROM jobs WHERE owner = $1"
-        args: list[Any] = [owner]
-        if cursor:
-            query += after_cursor(cursor, is_job_id, args)
-        args.append(limit + 1)
-        query += f" ORDER BY created_us DESC, id DESC LIMIT ${len(args)}"
-        rows = await self._db.run(lambda db: db.fetch(query, *args))
-        jobs = [_job_from_row(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = encode_cursor(last["created_us"], last["id"])
-        return JobPage(jobs, next_cursor)
+        rows, next_cursor = await newest_first(self._db, query, [owner], limit, cursor, is_job_id)
+        return JobPage([_job_from_row(row) for row in rows], next_cursor)
 
     async def sweep(self, finished_before: float) -> int:
         status = await self._db.run(

@@ -36,3 +36,8 @@ class PgUploadLedger:
         return UploadTicket(
             upload_id, Subject(row["owner"]), row["expires"], row["filename"], row["stored_limit"]
         )
+
+    async def release(self, upload_id: UploadId) -> None:
+        await self._db.run(
+            lambda db: db.execute("UPDATE uploads SET used = NULL WHERE id = $1", upload_id)
+        )

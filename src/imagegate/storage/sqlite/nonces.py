@@ -2,6 +2,7 @@
 
 import sqlite3
 
+from imagegate.storage.rules import CLOCK_MARGIN_SECONDS
 from imagegate.storage.sqlite.database import Database, run_script
 
 SCHEMA = """
@@ -22,7 +23,7 @@ class SqliteNonceLedger:
 
     async def spend(self, nonce: str, now: float, valid_for: float) -> bool:
         def spend(db: sqlite3.Connection) -> bool:
-            db.execute("DELETE FROM spent_nonces WHERE expires < ?", (now,))
+            db.execute("DELETE FROM spent_nonces WHERE expires < ?", (now - CLOCK_MARGIN_SECONDS,))
             inserted = db.execute(
                 "INSERT OR IGNORE INTO spent_nonces VALUES (?, ?)", (nonce, now + valid_for)
             )

@@ -53,3 +53,8 @@ class SqliteUploadLedger:
             return UploadTicket(upload_id, Subject(owner), expires, filename, limit)
 
         return await self._db.write(claim)
+
+    async def release(self, upload_id: UploadId) -> None:
+        await self._db.write(
+            lambda db: db.execute("UPDATE uploads SET used = NULL WHERE id = ?", (upload_id,))
+        )
