@@ -1,9 +1,9 @@
 """The quota ledger in PostgreSQL: daily counters per subject, reservations with a lease.
 
-A reservation and a commit hold the subject's advisory lock for their transaction, so
-the usage a check reads can't change under it from any replica: thirty calls at once
-against a limit of five make exactly five reservations, wherever they run. The usage
-is read in one statement (one snapshot). Reservations of a process that is gone end
+A reservation holds the subject's advisory lock for its transaction, so two checks
+can't both pass on the same usage, from any replica: thirty calls at once against a
+limit of five make exactly five reservations, wherever they run. The usage is read in
+one statement, so it sees a commit or a release whole. Reservations of a process that is gone end
 through its heartbeat (holders.py), any other stale one with its lease.
 """
 
@@ -88,8 +88,9 @@ class PgQuotaLedger:
         return reservation
 
     async def commit(self, reservation: Reservation, images: int, spend: float, now: float) -> None:
+        # No lock: a check reads the usage in one statement, which sees this whole
+        # transaction (the reservation gone, the counters up) or none of it.
         async with self._db.transaction() as db:
-            await lock(db, Lock.QUOTA, reservation.subject)
             await db.execute("DELETE FROM reservations WHERE id = $1", reservation.id)
             await db.execute(
                 "INSERT INTO usage_daily (subject, day, images, spend, calls) "
@@ -112,7 +113,6 @@ class PgQuotaLedger:
 
     async def reset(self, subject: str, now: float) -> None:
         async with self._db.transaction() as db:
-            await lock(db, Lock.QUOTA, subject)
             await db.execute(
                 "DELETE FROM usage_daily WHERE subject = $1 AND day LIKE $2",
                 subject,
