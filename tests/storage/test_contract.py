@@ -2,6 +2,7 @@
 backend in tests/storage/backends.py through the Protocols only."""
 
 import io
+import math
 from pathlib import Path
 
 import anyio
@@ -640,3 +641,91 @@ async def test_a_spent_nonce_outlives_clocks_that_differ(storage: Storage) -> No
     assert not await storage.nonces.spend("n-1", NOON + 30, 60)  # behind: still spent
     assert await storage.nonces.spend("later", NOON + 60 + 301, 60)  # purges, past margin
     assert await storage.nonces.spend("n-1", NOON + 60 + 302, 60)
+
+
+async def test_revoking_links_raises_the_generation_for_its_owner_only(
+    store: AssetStore, storage: Storage
+) -> None:
+    asset = await add(store, ALICE, png())
+    assert asset.link_generation == 0
+    with pytest.raises(NotFound):
+        await storage.index.revoke_links(BOB, asset.id)
+    revoked = await storage.index.revoke_links(ALICE, asset.id)
+    assert revoked.link_generation == 1
+    assert (await store.get(ALICE, asset.id)).link_generation == 1
+    assert (await storage.index.revoke_links(None, asset.id)).link_generation == 2  # admin
+    with pytest.raises(NotFound):
+        await storage.index.revoke_links(ALICE, AssetId("img_" + "0" * 26))
+
+
+async def test_expired_assets_are_those_past_their_keep(
+    store: AssetStore, storage: Storage
+) -> None:
+    async def kept(colour: str, created: float, keep_until: float | None) -> Asset:
+        with store.stage() as staged:
+            staged.write(png(colour))
+            staged.finish()
+            info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+            meta = AssetMeta("t", "p")
+            return await store.add(ALICE, staged, info, meta, created, keep_until=keep_until)
+
+    old_forever = await kept("red", 100.0, math.inf)
+    old_unrecorded = await kept("green", 200.0, None)
+    due = await kept("blue", 300.0, 1000.0)
+    later = await kept("white", 400.0, 5000.0)
+    new_unrecorded = await kept("black", 3000.0, None)
+    listed = await storage.index.expired(2000.0, unrecorded_before=2500.0, limit=10)
+    assert [a.id for a in listed] == [old_unrecorded.id, due.id]  # oldest first
+    assert [a.id for a in await storage.index.expired(2000.0, None, 10)] == [due.id]
+    assert [a.id for a in await storage.index.expired(9000.0, None, 1)] == [due.id]
+    assert {old_forever.id, later.id, new_unrecorded.id}.isdisjoint(
+        a.id for a in await storage.index.expired(4000.0, 2500.0, 10)
+    )
+
+
+async def test_usage_reports_sum_the_quota_counters(storage: Storage) -> None:
+    ledger = storage.quotas
+    calls = [
+        ("token:a", "gpt", 2, 0.08, NOON),
+        ("token:a", "gpt", 1, 0.04, NOON + 60),
+        ("token:a", "sd", 1, 0.0, NOON + 86_400),
+        ("token:b", "gpt", 4, 0.16, NOON),
+    ]
+    for subject, relay, images, spend, now in calls:
+        held = await ledger.reserve(subject, images, spend, now, lambda usage: None, relay=relay)
+        await ledger.commit(held, images, spend, now)
+    # A call committed before relays were recorded counts under "".
+    await ledger.commit(await ledger.reserve("token:b", 1, 0.0, NOON, lambda u: None), 1, 0.0, NOON)
+    since, until = "2027-01-15", "2027-01-17"
+    by_subject = await ledger.report(since, until, "subject")
+    assert [(r.key, r.images, r.calls) for r in by_subject] == [
+        ("token:a", 4, 3),
+        ("token:b", 5, 2),
+    ]
+    by_relay = await ledger.report(since, until, "relay")
+    assert [(r.key, r.images, r.calls) for r in by_relay] == [
+        ("", 1, 1),
+        ("gpt", 7, 3),
+        ("sd", 1, 1),
+    ]
+    assert pytest.approx(sum(r.spend for r in by_relay)) == 0.28
+    by_day = await ledger.report(since, until, "day")
+    assert [(r.key, r.images) for r in by_day] == [("2027-01-15", 8), ("2027-01-16", 1)]
+    assert await ledger.report("2027-01-16", "2027-01-16", "day") == []
+    # The same counters the limits read.
+    assert (await ledger.usage("token:a", NOON)).images_today == 3
+    assert (await ledger.usage("token:b", NOON)).images_today == 5
+
+
+async def test_a_lease_is_held_by_one_at_a_time(backend: Backend, state_dir: Path) -> None:
+    first, second = backend.open(state_dir), backend.open(state_dir)
+    try:
+        assert await first.leases.take("sweep", "p1", NOON, 60)
+        assert not await second.leases.take("sweep", "p2", NOON + 1, 60)
+        assert await first.leases.take("sweep", "p1", NOON + 30, 60)  # renewed by its holder
+        assert not await second.leases.take("sweep", "p2", NOON + 80, 60)
+        assert await second.leases.take("sweep", "p2", NOON + 91, 60)  # expired: taken over
+        assert await second.leases.take("other", "p2", NOON + 91, 60)
+    finally:
+        await first.aclose()
+        await second.aclose()

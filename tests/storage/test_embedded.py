@@ -178,7 +178,9 @@ def test_a_database_from_before_versions_is_refused_then_upgraded_in_place(
     )
     old.commit()
     old.close()
-    with pytest.raises(SchemaError, match=r"schema version 0; this imagegate needs 3.*db upgrade"):
+    with pytest.raises(
+        SchemaError, match=rf"schema version 0; this imagegate needs {LATEST}.*upgrade"
+    ):
         open_embedded(state_dir, 10**7)
     assert upgrade_embedded(state_dir) == (0, LATEST)
     assert upgrade_embedded(state_dir) == (LATEST, LATEST)  # again: nothing to do

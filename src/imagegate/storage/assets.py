@@ -5,6 +5,7 @@ stored once; deleting an asset removes its bytes when no other asset uses them, 
 index's `references` make that safe against a concurrent add of the same bytes.
 """
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ class AssetStore:
         meta: AssetMeta,
         now: float,
         max_owner_bytes: int | None = None,
+        keep_until: float | None = math.inf,
     ) -> Asset:
         """Commit a finished, inspected staging file as a new asset of `owner`, if the
         owner's assets stay within `max_owner_bytes` (checked while the references are
@@ -59,6 +61,7 @@ class AssetStore:
             revised_prompt=meta.revised_prompt,
             params=meta.params,
             created_at=now,
+            keep_until=keep_until,
         )
         # Shielded: a cancel between the bytes and their record would leave bytes no
         # asset uses, or (below) a record whose bytes are gone.
@@ -91,6 +94,9 @@ class AssetStore:
 
     async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
         return await self._index.list(owner, limit, cursor)
+
+    async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        return await self._index.revoke_links(owner, asset_id)
 
     async def delete(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """Forget the asset; remove its bytes when no other asset has the same ones."""

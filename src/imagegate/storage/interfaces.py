@@ -17,7 +17,7 @@ that keeps a blob as a local file may say where (`local_path`), for zero-copy se
 """
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,6 +73,11 @@ class Asset:
     revised_prompt: str | None
     params: dict[str, Any]
     created_at: float
+    link_generation: int = 0
+    """Raised by each revocation: links signed with an older one no longer work."""
+    keep_until: float | None = None
+    """When retention deletes it: inf for never; None for an image stored before
+    retention was recorded (the global retention_days applies to those)."""
 
     @property
     def blob(self) -> BlobKey:
@@ -91,6 +96,18 @@ class Reservation:
     subject: str
     images: int
     spend: float
+    relay: str = ""
+    """Where the call goes: its commit is counted under it too (usage reports)."""
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One line of a usage report: what `key` (a subject, a relay or a day) made."""
+
+    key: str
+    images: int
+    spend: float
+    calls: int
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,19 @@ class AssetIndex(Protocol):
         """The bytes of all the owner's assets."""
         ...
 
+    async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        """End every link of the asset made so far (its link generation goes up);
+        NotFound for a missing asset and for another owner's alike."""
+        ...
+
+    async def expired(
+        self, now: float, unrecorded_before: float | None, limit: int
+    ) -> Sequence[Asset]:
+        """Assets whose retention has run out at `now`, oldest first: those whose
+        `keep_until` has passed, and (with `unrecorded_before`) those stored before
+        retention was recorded and created before that time."""
+        ...
+
     async def ready(self) -> bool: ...
 
 
@@ -205,7 +235,13 @@ class QuotaLedger(Protocol):
     carry a lease, so a crashed process can't hold a slot forever."""
 
     async def reserve(
-        self, subject: str, images: int, spend: float, now: float, check: LimitCheck
+        self,
+        subject: str,
+        images: int,
+        spend: float,
+        now: float,
+        check: LimitCheck,
+        relay: str = "",
     ) -> Reservation:
         """Run `check` on the subject's usage (reservations included) and, if it
         passes, hold `images` and `spend` and record the call time, all atomically."""
@@ -223,6 +259,22 @@ class QuotaLedger(Protocol):
 
     async def reset(self, subject: str, now: float) -> None:
         """Forget today's and this month's usage and the last call (not running calls)."""
+        ...
+
+    async def report(self, since: str, until: str, by: str) -> list[UsageRow]:
+        """What was committed on the UTC days `since` <= day < `until` (YYYY-MM-DD),
+        summed by "subject", "relay" or "day", in key order. The same counters the
+        limits are checked against; by relay, what was committed before relays were
+        recorded is the key "" (so every way of summing gives the same total)."""
+        ...
+
+
+class Leases(Protocol):
+    """Named leases: one process at a time does a shared chore (a retention sweep)."""
+
+    async def take(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        """Hold `name` until `now + seconds` if it is free, expired, or `holder`'s
+        already; False when another holder has it."""
         ...
 
 
@@ -363,6 +415,7 @@ class Storage:
     jobs: JobLedger
     uploads: UploadLedger
     blobs: BlobStore
+    leases: Leases
     closing: Callable[[], Awaitable[None]]
     """Release what the parts share (connections); after it, they fail cleanly."""
     opening: Callable[[], Awaitable[None]] = _nothing_to_open

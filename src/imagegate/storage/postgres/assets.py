@@ -1,7 +1,7 @@
 """The asset index in PostgreSQL: metadata of every image, by owner, newest first."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,8 +26,8 @@ class _References:
         try:
             await self._connection.execute(
                 "INSERT INTO assets (id, owner, sha256, format, width, height, byte_size, "
-                "relay, prompt, revised_prompt, params, created_us) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                "relay, prompt, revised_prompt, params, created_us, link_generation, "
+                "keep_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                 asset.id,
                 asset.owner,
                 asset.sha256,
@@ -40,6 +40,8 @@ class _References:
                 asset.revised_prompt,
                 json.dumps(asset.params, sort_keys=True),
                 int(asset.created_at * 1_000_000),
+                asset.link_generation,
+                asset.keep_until,
             )
         except asyncpg.PostgresError as err:
             raise StorageError(f"could not record the image: {err.sqlstate}") from None
@@ -89,6 +91,31 @@ class PgAssetIndex:
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.run(lambda db: _owned_bytes(db, owner))
 
+    async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        query = "UPDATE assets SET link_generation = link_generation + 1 WHERE id = $1"
+        args: list[Any] = [asset_id]
+        if owner is not None:
+            query += " AND owner = $2"
+            args.append(owner)
+        row = await self._db.run(lambda db: db.fetchrow(query + " RETURNING *", *args))
+        if row is None:
+            raise NotFound(f"image not found: {asset_id}")
+        return _asset_from_row(row)
+
+    async def expired(
+        self, now: float, unrecorded_before: float | None, limit: int
+    ) -> Sequence[Asset]:
+        rows = await self._db.run(
+            lambda db: db.fetch(
+                "SELECT * FROM assets WHERE keep_until <= $1 "
+                "OR (keep_until IS NULL AND created_us < $2) ORDER BY created_us LIMIT $3",
+                now,
+                None if unrecorded_before is None else int(unrecorded_before * 1_000_000),
+                limit,
+            )
+        )
+        return [_asset_from_row(row) for row in rows]
+
     async def ready(self) -> bool:
         try:
             await self._db.run(lambda db: db.fetchval("SELECT 1 FROM assets LIMIT 1"))
@@ -122,4 +149,6 @@ def _asset_from_row(row: asyncpg.Record) -> Asset:
         revised_prompt=row["revised_prompt"],
         params=json.loads(row["params"]),
         created_at=row["created_us"] / 1_000_000,
+        link_generation=row["link_generation"],
+        keep_until=row["keep_until"],
     )

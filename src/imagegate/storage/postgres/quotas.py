@@ -9,8 +9,9 @@ through its heartbeat (holders.py), any other stale one with its lease.
 
 import uuid
 
-from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
+from imagegate.storage.interfaces import LimitCheck, Reservation, Usage, UsageRow
 from imagegate.storage.postgres.database import Connection, Lock, PgDatabase, lock
+from imagegate.storage.reports import REPORTS
 from imagegate.storage.rules import LEASE_SECONDS, day_of
 
 USAGE = """
@@ -59,9 +60,15 @@ class PgQuotaLedger:
         self._lease = lease_seconds
 
     async def reserve(
-        self, subject: str, images: int, spend: float, now: float, check: LimitCheck
+        self,
+        subject: str,
+        images: int,
+        spend: float,
+        now: float,
+        check: LimitCheck,
+        relay: str = "",
     ) -> Reservation:
-        reservation = Reservation(uuid.uuid4().hex, subject, images, spend)
+        reservation = Reservation(uuid.uuid4().hex, subject, images, spend, relay)
         async with self._db.transaction() as db:
             await lock(db, Lock.QUOTA, subject)
             await db.execute(
@@ -102,6 +109,18 @@ class PgQuotaLedger:
                 images,
                 spend,
             )
+            await db.execute(
+                "INSERT INTO usage_by_relay (subject, day, relay, images, spend, calls) "
+                "VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (subject, day, relay) DO UPDATE "
+                "SET images = usage_by_relay.images + excluded.images, "
+                "spend = usage_by_relay.spend + excluded.spend, "
+                "calls = usage_by_relay.calls + 1",
+                reservation.subject,
+                day_of(now),
+                reservation.relay,
+                images,
+                spend,
+            )
 
     async def release(self, reservation: Reservation) -> None:
         await self._db.run(
@@ -112,10 +131,17 @@ class PgQuotaLedger:
         return await self._db.run(lambda db: _usage(db, subject, now))
 
     async def reset(self, subject: str, now: float) -> None:
+        month = day_of(now)[:7] + "-%"
         async with self._db.transaction() as db:
             await db.execute(
-                "DELETE FROM usage_daily WHERE subject = $1 AND day LIKE $2",
-                subject,
-                day_of(now)[:7] + "-%",
+                "DELETE FROM usage_daily WHERE subject = $1 AND day LIKE $2", subject, month
+            )
+            await db.execute(
+                "DELETE FROM usage_by_relay WHERE subject = $1 AND day LIKE $2", subject, month
             )
             await db.execute("DELETE FROM last_call WHERE subject = $1", subject)
+
+    async def report(self, since: str, until: str, by: str) -> list[UsageRow]:
+        query = REPORTS[by].replace("?1", "$1").replace("?2", "$2")
+        rows = await self._db.run(lambda db: db.fetch(query, since, until))
+        return [UsageRow(row[0], int(row[1]), float(row[2]), int(row[3])) for row in rows]

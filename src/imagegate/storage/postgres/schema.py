@@ -123,6 +123,32 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        2,
+        "link revocation and retention on assets, usage by relay, leases",
+        """
+        ALTER TABLE assets ADD COLUMN link_generation integer NOT NULL DEFAULT 0;
+        ALTER TABLE assets ADD COLUMN keep_until double precision;
+        CREATE INDEX assets_by_keep_until ON assets (keep_until);
+
+        CREATE TABLE usage_by_relay (
+            subject text NOT NULL,
+            day text NOT NULL,
+            relay text NOT NULL,
+            images bigint NOT NULL DEFAULT 0,
+            spend double precision NOT NULL DEFAULT 0,
+            calls bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (subject, day, relay)
+        );
+        CREATE INDEX usage_by_relay_by_day ON usage_by_relay (day);
+
+        CREATE TABLE leases (
+            name text PRIMARY KEY,
+            holder text NOT NULL,
+            until double precision NOT NULL
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1].number
 

@@ -2,7 +2,7 @@
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,8 +34,19 @@ CREATE INDEX IF NOT EXISTS assets_by_blob ON assets (sha256);
 """
 
 
+LINKS_AND_RETENTION = """
+ALTER TABLE assets ADD COLUMN link_generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE assets ADD COLUMN keep_until REAL;
+CREATE INDEX IF NOT EXISTS assets_by_keep_until ON assets (keep_until);
+"""
+
+
 def create(db: sqlite3.Connection) -> None:
     run_script(db, SCHEMA)
+
+
+def add_links_and_retention(db: sqlite3.Connection) -> None:
+    run_script(db, LINKS_AND_RETENTION)
 
 
 class _References:
@@ -59,10 +70,17 @@ class _References:
             asset.revised_prompt,
             json.dumps(asset.params, sort_keys=True),
             int(asset.created_at * 1_000_000),
+            asset.link_generation,
+            asset.keep_until,
         )
         try:
             await self._transaction.run(
-                lambda db: db.execute("INSERT INTO assets VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                lambda db: db.execute(
+                    "INSERT INTO assets (id, owner, sha256, format, width, height, byte_size, "
+                    "relay, prompt, revised_prompt, params, created_us, link_generation, "
+                    "keep_until) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    row,
+                )
             )
         except StorageError as err:
             raise StorageError(f"could not record the image: {err}") from None
@@ -98,7 +116,7 @@ class SqliteAssetIndex:
         if owner is not None:
             query += " AND owner = ?"
             args += (owner,)
-        rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
+        rows = await self._db.read(lambda db: _rows(db, query, args))
         if not rows:
             raise NotFound(f"image not found: {asset_id}")
         return _asset_from_row(rows[0])
@@ -115,15 +133,45 @@ class SqliteAssetIndex:
             args += [created_us, created_us, last_id]
         query += NEWEST_FIRST
         args.append(limit + 1)
-        rows = await self._db.read(lambda db: db.execute(query, args).fetchall())
+        rows = await self._db.read(lambda db: _rows(db, query, args))
         assets = [_asset_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            next_cursor = encode_cursor(rows[limit - 1][11], rows[limit - 1][0])
+            next_cursor = encode_cursor(rows[limit - 1]["created_us"], rows[limit - 1]["id"])
         return Page(assets, next_cursor)
 
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.read(lambda db: _owned_bytes(db, owner))
+
+    async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
+        query = "UPDATE assets SET link_generation = link_generation + 1 WHERE id = ?"
+        args: tuple[str, ...] = (asset_id,)
+        if owner is not None:
+            query += " AND owner = ?"
+            args += (owner,)
+
+        def revoke(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            if db.execute(query, args).rowcount != 1:
+                return []
+            return _rows(db, "SELECT * FROM assets WHERE id = ?", (asset_id,))
+
+        rows = await self._db.write(revoke)
+        if not rows:
+            raise NotFound(f"image not found: {asset_id}")
+        return _asset_from_row(rows[0])
+
+    async def expired(
+        self, now: float, unrecorded_before: float | None, limit: int
+    ) -> Sequence[Asset]:
+        query = "SELECT * FROM assets WHERE keep_until <= ?"
+        args: list[Any] = [now]
+        if unrecorded_before is not None:
+            query += " OR (keep_until IS NULL AND created_us < ?)"
+            args.append(int(unrecorded_before * 1_000_000))
+        query += " ORDER BY created_us LIMIT ?"
+        args.append(limit)
+        rows = await self._db.read(lambda db: _rows(db, query, args))
+        return [_asset_from_row(row) for row in rows]
 
     async def ready(self) -> bool:
         try:
@@ -145,21 +193,26 @@ def _owned_bytes(db: sqlite3.Connection, owner: Subject) -> int:
     return int(total)
 
 
-def _asset_from_row(row: tuple[Any, ...]) -> Asset:
-    (asset_id, owner, sha256, fmt, width, height, size, relay, prompt, revised, params, created) = (
-        row
-    )
+def _rows(db: sqlite3.Connection, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row  # by name: the columns grow with migrations
+    return cursor.execute(query, args).fetchall()
+
+
+def _asset_from_row(row: sqlite3.Row) -> Asset:
     return Asset(
-        id=AssetId(asset_id),
-        owner=Subject(owner),
-        sha256=sha256,
-        format=ImageFormat(fmt),
-        width=width,
-        height=height,
-        byte_size=size,
-        relay=relay,
-        prompt=prompt,
-        revised_prompt=revised,
-        params=json.loads(params),
-        created_at=created / 1_000_000,
+        id=AssetId(row["id"]),
+        owner=Subject(row["owner"]),
+        sha256=row["sha256"],
+        format=ImageFormat(row["format"]),
+        width=row["width"],
+        height=row["height"],
+        byte_size=row["byte_size"],
+        relay=row["relay"],
+        prompt=row["prompt"],
+        revised_prompt=row["revised_prompt"],
+        params=json.loads(row["params"]),
+        created_at=row["created_us"] / 1_000_000,
+        link_generation=row["link_generation"],
+        keep_until=row["keep_until"],
     )

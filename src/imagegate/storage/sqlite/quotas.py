@@ -8,8 +8,9 @@ once; any other stale one ends with its lease.
 import sqlite3
 import uuid
 
-from imagegate.storage.interfaces import LimitCheck, Reservation, Usage
+from imagegate.storage.interfaces import LimitCheck, Reservation, Usage, UsageRow
 from imagegate.storage.processes import is_gone
+from imagegate.storage.reports import REPORTS
 from imagegate.storage.rules import LEASE_SECONDS, day_of
 from imagegate.storage.sqlite.database import Database, run_script
 
@@ -39,6 +40,24 @@ CREATE TABLE IF NOT EXISTS last_call (
 """
 
 
+RELAYS = """
+CREATE TABLE IF NOT EXISTS usage_by_relay (
+    subject TEXT NOT NULL,
+    day TEXT NOT NULL,
+    relay TEXT NOT NULL,
+    images INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (subject, day, relay)
+);
+CREATE INDEX IF NOT EXISTS usage_by_relay_by_day ON usage_by_relay (day);
+"""
+
+
+def create_relays(db: sqlite3.Connection) -> None:
+    run_script(db, RELAYS)
+
+
 def create(db: sqlite3.Connection) -> None:
     run_script(db, SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
@@ -63,9 +82,15 @@ class SqliteQuotaLedger:
         self._lease = lease_seconds
 
     async def reserve(
-        self, subject: str, images: int, spend: float, now: float, check: LimitCheck
+        self,
+        subject: str,
+        images: int,
+        spend: float,
+        now: float,
+        check: LimitCheck,
+        relay: str = "",
     ) -> Reservation:
-        reservation = Reservation(uuid.uuid4().hex, subject, images, spend)
+        reservation = Reservation(uuid.uuid4().hex, subject, images, spend, relay)
 
         def reserve(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
@@ -100,6 +125,13 @@ class SqliteQuotaLedger:
                 "spend = spend + excluded.spend, calls = calls + 1",
                 (reservation.subject, day_of(now), images, spend),
             )
+            db.execute(
+                "INSERT INTO usage_by_relay (subject, day, relay, images, spend, calls) "
+                "VALUES (?,?,?,?,?,1) ON CONFLICT(subject, day, relay) DO UPDATE SET "
+                "images = images + excluded.images, spend = spend + excluded.spend, "
+                "calls = calls + 1",
+                (reservation.subject, day_of(now), reservation.relay, images, spend),
+            )
 
         await self._db.write(commit)
 
@@ -113,13 +145,20 @@ class SqliteQuotaLedger:
 
     async def reset(self, subject: str, now: float) -> None:
         def reset(db: sqlite3.Connection) -> None:
-            db.execute(
-                "DELETE FROM usage_daily WHERE subject = ? AND day LIKE ?",
-                (subject, day_of(now)[:7] + "-%"),
-            )
+            month = (subject, day_of(now)[:7] + "-%")
+            db.execute("DELETE FROM usage_daily WHERE subject = ? AND day LIKE ?", month)
+            db.execute("DELETE FROM usage_by_relay WHERE subject = ? AND day LIKE ?", month)
             db.execute("DELETE FROM last_call WHERE subject = ?", (subject,))
 
         await self._db.write(reset)
+
+    async def report(self, since: str, until: str, by: str) -> list[UsageRow]:
+        query = REPORTS[by]
+        rows = await self._db.read(lambda db: db.execute(query, (since, until)).fetchall())
+        return [
+            UsageRow(key, int(images), float(spend), int(calls))
+            for key, images, spend, calls in rows
+        ]
 
 
 def _usage(db: sqlite3.Connection, subject: str, now: float) -> Usage:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagegate.core.errors import SchemaError
-from imagegate.storage.sqlite import assets, jobs, nonces, quotas, uploads
+from imagegate.storage.sqlite import assets, jobs, leases, nonces, quotas, uploads
 
 UPGRADE_COMMAND = "imagegate db upgrade"
 
@@ -39,6 +39,11 @@ MIGRATIONS = (
     ),
     Migration(2, "jobs", (jobs.create,)),
     Migration(3, "upload tickets", (uploads.create,)),
+    Migration(
+        4,
+        "link revocation and retention on assets, usage by relay, leases",
+        (assets.add_links_and_retention, quotas.create_relays, leases.create),
+    ),
 )
 LATEST = MIGRATIONS[-1].number
 
