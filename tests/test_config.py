@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import ConfigError
+from imagegate.core.secrets import configured_secret
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -98,7 +100,7 @@ def test_a_relay_error_names_the_relay_and_its_line(
     assert f"{tmp_path / 'imagegate.toml'}{expected}" in str(raised.value)
 
 
-@pytest.mark.parametrize("key", ["bearer_token", "link_key"])
+@pytest.mark.parametrize("key", ["bearer_token", "link_key", "metrics_token"])
 def test_secrets_are_refused_in_the_file(tmp_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"set IMAGEGATE_{key.upper()} in the environment"):
         load_settings(write(tmp_path, f'{key} = "abcdefghijklmnopqrstuvwxyz"\n'))
@@ -248,3 +250,36 @@ def test_a_password_in_the_database_url_is_refused_from_the_environment_too(
         str(raised.value)
     )
     assert "hunter2" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("metrics = true\n", "metrics = true needs metrics_token"),
+        ('metrics = true\nmetrics_listen = "0.0.0.0:9464"\n', "must be a loopback IP address"),
+        ('metrics = true\nmetrics_listen = "192.168.1.5:9464"\n', "must be a loopback IP"),
+        ('metrics = true\nmetrics_listen = "localhost:9464"\n', "must be a loopback IP"),
+        ('metrics = true\nmetrics_listen = "127.0.0.1"\n', "must be a loopback IP"),
+        ('metrics = true\nmetrics_listen = "127.0.0.1:0"\n', "must be a loopback IP"),
+        ('metrics = true\nmetrics_listen = "127.0.0.1:8765"\n', "another port than port"),
+    ],
+)
+def test_metrics_need_a_token_or_a_loopback_listener(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+
+
+def test_metrics_with_a_token_or_a_listener_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not load_settings().metrics  # off by default
+    listener = load_settings(write(tmp_path, 'metrics = true\nmetrics_listen = "[::1]:9464"\n'))
+    assert listener.metrics_address() == ("::1", 9464)
+    monkeypatch.setenv("IMAGEGATE_METRICS_TOKEN", "scrape-token-0123456789")
+    on_main_port = load_settings(write(tmp_path, "metrics = true\n"))
+    assert on_main_port.metrics_address() is None
+    with pytest.raises(ConfigError, match="metrics_token: must be at least 16 characters"):
+        configured_secret("metrics_token", SecretStr("short"), None)

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import csv
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import uvicorn
+
 from imagegate import __version__
 from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX
 from imagegate.access.scopes import check_scope
@@ -24,14 +27,23 @@ from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_en
 from imagegate.config import Settings, config_path_from_env, load_settings, read_secret_env
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, SchemaError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.core.notify import READY, STOPPING, Notifier
 from imagegate.core.secrets import configured_secret
 from imagegate.core.staging import StagedBlob
 from imagegate.core.statedir import state_dir_problem
 from imagegate.relays.base import Relay
 from imagegate.relays.registry import build_relay
 from imagegate.remote import Remote, RemoteError, Session, download, not_confirmed, remote_of
-from imagegate.server import App, build_app, database_password, http_asgi_app
+from imagegate.server import (
+    App,
+    build_app,
+    database_password,
+    http_asgi_app,
+    metrics_token,
+    open_storage,
+)
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
+from imagegate.service.reports import BY, Report, usage_report
 from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
 from imagegate.storage.postgres.backend import database_name, upgrade_postgres
 from imagegate.storage.postgres.schema import LATEST as SHARED_LATEST
@@ -149,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(handler=_db_upgrade)
 
+    usage = commands.add_parser("usage", help="what was made and spent")
+    usage_commands = usage.add_subparsers(required=True, metavar="ACTION")
+    report = usage_commands.add_parser(
+        "report", help="images, spend and calls over a period, from the database"
+    )
+    report.add_argument("--since", required=True, help="first day, YYYY-MM-DD (UTC)")
+    report.add_argument("--until", help="the day after the last (default: through today)")
+    report.add_argument("--by", choices=BY, default="subject")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.set_defaults(handler=_usage_report)
+
     check = commands.add_parser(
         "check-config", help="validate the configuration, ACL and tokens files, then exit"
     )
@@ -210,9 +233,11 @@ async def _run(app: App, settings: Settings, transport: str) -> None:
 
 
 async def _serve_http(app: App, settings: Settings) -> None:
-    import uvicorn
-
     sock = _listen(settings.host, settings.port)
+    # The metrics listener is a second socket of the same server: the app tells them
+    # apart by the socket a request came in on (server.http_asgi_app).
+    metrics_at = settings.metrics_address() if settings.metrics else None
+    sockets = [sock, *([_listen(*metrics_at)] if metrics_at else [])]
     config = uvicorn.Config(
         http_asgi_app(app, settings),
         log_level=settings.log_level,
@@ -227,7 +252,33 @@ async def _serve_http(app: App, settings: Settings) -> None:
         ws="none",
     )
     _announce(app, settings)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    # systemd's own protocol, not a setting: the variable is systemd's, read here.
+    notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
+    status = f"STATUS=serving MCP at {settings.base_url()}{settings.mcp_path}"
+    await _NotifyingServer(config, notifier, status).serve(sockets=sockets)
+
+
+class _NotifyingServer(uvicorn.Server):
+    """uvicorn's server, telling systemd (Type=notify) when the port answers and when
+    it begins to stop. The socket is bound and listening long before (`_listen`), but
+    requests get no answer until uvicorn serves it: `active` must mean answering."""
+
+    def __init__(self, config: uvicorn.Config, notifier: Notifier, status: str) -> None:
+        super().__init__(config)
+        self._notifier = notifier
+        self._status = status
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # The application's startup (lifespan) has run and the listener is serving
+        # when this returns; a failed startup exits from inside it instead.
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._notifier.notify(READY, self._status)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # First, so that `systemctl status` says "deactivating" while requests drain.
+        self._notifier.notify(STOPPING, "STATUS=shutting down")
+        await super().shutdown(sockets=sockets)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -300,6 +351,39 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{where}: schema {done[1]}, up to date")
     else:
         print(f"{where}: schema {done[0]} -> {done[1]}")
+    return 0
+
+
+def _usage_report(settings: Settings, args: argparse.Namespace) -> int:
+    async def read() -> Report:
+        storage = open_storage(settings)
+        try:
+            today = datetime.now(UTC).date()
+            return await usage_report(storage.quotas, args.since, args.until, args.by, today)
+        finally:
+            await storage.aclose()
+
+    report = asyncio.run(read())
+    if args.format == "json":
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    rows = [(row.key, str(row.images), f"{row.spend:.6g}", str(row.calls)) for row in report.rows]
+    header = (args.by, "images", "spend", "calls")
+    if args.format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerows([header, *rows])
+        return 0
+    total = report.total
+    lines = [header, *rows, ("total", str(total.images), f"{total.spend:.6g}", str(total.calls))]
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    print(f"{report.since} to {report.until} (UTC; the last day not included)")
+    for line in lines:
+        print(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
+        )
     return 0
 
 
@@ -524,6 +608,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
             "request_state_key", settings.request_state_key, settings.request_state_key_file
         )
     )
+    attempt(lambda: metrics_token(settings))
     token = attempt(lambda: static_token(settings))
     tokens_file = settings.tokens_file
     mapped = (

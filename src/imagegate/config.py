@@ -6,6 +6,7 @@ Secrets (bearer token, link key) are accepted from the environment or from files
 restricted modes, never from the TOML file, which is usually world-readable.
 """
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -37,7 +38,9 @@ from imagegate.relays.wire.fetch import is_loopback_host
 
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
-SECRET_KEYS = frozenset({"bearer_token", "link_key", "request_state_key", "database_password"})
+SECRET_KEYS = frozenset(
+    {"bearer_token", "link_key", "request_state_key", "database_password", "metrics_token"}
+)
 _RELAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
@@ -58,6 +61,9 @@ class Limits(BaseModel):
     spend_per_month: float | None = Field(default=None, ge=0)
     max_stored_bytes: int | None = Field(default=None, ge=0)
     """The bytes of all one's images together, uploaded and generated."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Images are deleted this many days after they are stored (the top-level
+    retention_days when unset here)."""
 
 
 class QuotaSettings(BaseModel):
@@ -90,6 +96,27 @@ def read_secret_env(name: str) -> str | None:
     relays get this function, so that only this module reads the environment."""
     value = os.environ.get(name)
     return value.strip() if value and value.strip() else None
+
+
+def loopback_address(text: str) -> tuple[str, int]:
+    """(host, port) of 'host:port' (IPv6 in brackets) where host is a loopback IP
+    address; a name is refused, as it may resolve to anything."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([0-9.]+):(\d{1,5})", text.strip())
+    host = (match[1] or match[3]) if match else ""
+    port = int(match[2] or match[4]) if match else 0
+    if not (host and ip_is_loopback(host) and 1 <= port <= 65535):
+        raise ValueError(
+            "must be a loopback IP address and a port, such as 127.0.0.1:9464 or "
+            "[::1]:9464: it serves /metrics without the main port's protections"
+        )
+    return host, port
+
+
+def ip_is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 SIGNING_ALGORITHMS = frozenset(
@@ -213,6 +240,15 @@ class Settings(BaseSettings):
     audit_log: str = "-"
     """Audit destination: a file path, '-' for stderr (the journal under systemd), or 'off'."""
     audit_prompts: bool = False
+    metrics: bool = False
+    """Serve Prometheus metrics at /metrics (HTTP only): on the main port with
+    metrics_token, or on metrics_listen; one of the two is required."""
+    metrics_token: SecretStr | None = None
+    """The scraper's bearer token for /metrics (not an MCP token)."""
+    metrics_token_file: Path | None = None
+    metrics_listen: str | None = None
+    """A loopback address of its own for /metrics, such as 127.0.0.1:9464, serving
+    nothing else; the main port then has no /metrics."""
 
     database_url: str | None = None
     """A PostgreSQL database that several replicas share, as postgresql://user@host/db;
@@ -271,6 +307,11 @@ class Settings(BaseSettings):
     """Remove location metadata (EXIF GPS, XMP and IPTC places) from uploads."""
     max_running_jobs: int = Field(default=16, ge=1, le=1000)
     """Jobs one caller may have running at once (in one process)."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Delete images this many days after they are stored; unset: keep them. [quotas]
+    may set retention_days for groups and subjects too (the most generous group wins)."""
+    retention_sweep_seconds: float = Field(default=600.0, ge=10, le=86400)
+    """How often one process deletes the images whose time has come."""
     job_retention_seconds: int = Field(default=86400, ge=60)
     """How long a finished job (its result or its error) can still be fetched."""
 
@@ -319,6 +360,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL without query or fragment")
         return value.rstrip("/")
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen_is_loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            loopback_address(value)
+        return value
+
     @field_validator("relays")
     @classmethod
     def _relay_names(cls, value: dict[str, AnyRelayConfig]) -> dict[str, AnyRelayConfig]:
@@ -353,7 +401,27 @@ class Settings(BaseSettings):
             raise ValueError("link_ttl_seconds must not exceed link_ttl_max_seconds")
         if self.database_url is not None:
             self._check_shared()
+        if self.metrics:
+            self._check_metrics()
         return self
+
+    def _check_metrics(self) -> None:
+        """/metrics tells how busy the server is and what it spends: never open to
+        whoever reaches the main port."""
+        token = self.metrics_token is not None or self.metrics_token_file is not None
+        address = self.metrics_address()
+        if not token and address is None:
+            raise ValueError(
+                f"metrics = true needs metrics_token ({ENV_PREFIX}METRICS_TOKEN or "
+                "metrics_token_file) for /metrics on the main port, or metrics_listen "
+                '(a loopback address such as "127.0.0.1:9464") for a listener of its own'
+            )
+        if address is not None and address[1] == self.port:
+            raise ValueError(f"metrics_listen must use another port than port ({self.port})")
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics listener, when there is one."""
+        return loopback_address(self.metrics_listen) if self.metrics_listen else None
 
     def _check_shared(self) -> None:
         """Replicas share a database: what each signs, every other must accept."""
@@ -393,6 +461,8 @@ class Settings(BaseSettings):
                 "must share that directory (one machine, or a shared file system); for "
                 'replicas on several machines, set [storage] kind = "s3"'
             )
+        if not self.metrics and (self.metrics_listen or self.metrics_token_file):
+            said.append("metrics_listen or metrics_token_file is set but metrics is off")
         return said
 
 

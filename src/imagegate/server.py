@@ -20,11 +20,13 @@ from imagegate.config import Settings, read_secret_env
 from imagegate.core.clock import Clock, SystemClock
 from imagegate.core.cpu import FairShare
 from imagegate.core.errors import ConfigError
+from imagegate.core.metrics import Metrics
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
 from imagegate.mcp.app import Route, build_mcp, http_app
 from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
+from imagegate.service.housekeeping import Housekeeping
 from imagegate.service.images import ImageService
 from imagegate.service.inputs import InputResolver
 from imagegate.service.jobs import JobRunner
@@ -36,6 +38,7 @@ from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import BlobStore, Storage
 from imagegate.storage.postgres.backend import open_postgres
 from imagegate.storage.s3 import S3BlobStore
+from imagegate.web.metrics import MetricsEndpoint, OwnListener
 from imagegate.web.routes import Routes
 from imagegate.web.uploads import upload_routes
 
@@ -53,7 +56,13 @@ class App:
     """The generated development token (HTTP, no other auth configured), to show the
     operator at start; None otherwise."""
     probes: list[Route] = field(default_factory=list)
-    """/healthz and /readyz, served outside the Host check (HTTP only)."""
+    """/healthz and /readyz, served outside the Host check (HTTP only); and /metrics
+    with its token, when metrics are on without a listener of their own."""
+    metrics: Metrics = field(default_factory=Metrics)
+    scrape: MetricsEndpoint | None = None
+    """/metrics, when metrics are on (HTTP only)."""
+    housekeeping: Housekeeping | None = None
+    """Retention and staging sweeps, which the server's lifespan runs."""
 
     async def aclose(self) -> None:
         await self.service.relays.aclose()
@@ -123,7 +132,9 @@ def open_storage(settings: Settings) -> Storage:
 def build_app(settings: Settings, transport: Transport, clock: Clock | None = None) -> App:
     clock = clock or SystemClock()
     http = transport == "http"
-    relays = build_relays(settings.relays, settings.default_relay, read_secret_env)
+    # Counted whether or not /metrics is served: one code path, and a few counters.
+    metrics = Metrics()
+    relays = build_relays(settings.relays, settings.default_relay, read_secret_env, metrics)
     relay_names = [relay.name for relay in relays.all()]
     policy = AccessPolicy(build_acl(settings, relay_names, http))
     prepare_state_dir(settings.state_dir)
@@ -147,7 +158,16 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     )
     fair = FairShare(settings.cpu_slots) if settings.cpu_slots else None
     service = ImageService(
-        settings, assets, storage.quotas, storage.nonces, relays, signer, clock, inputs, fair
+        settings,
+        assets,
+        storage.quotas,
+        storage.nonces,
+        relays,
+        signer,
+        clock,
+        inputs,
+        fair,
+        metrics=metrics,
     )
     request_state_key = resolve_secret(
         "request_state_key",
@@ -160,10 +180,16 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     routes: list[Route] = []
     probes: list[Route] = []
     if signer is not None:
-        uploads = Uploads(settings, assets, storage.uploads, signer, clock, fair)
-        web = Routes(service, signer, clock)
-        routes = [*web.table(), *upload_routes(uploads)]
+        uploads = Uploads(settings, assets, storage.uploads, signer, clock, fair, metrics)
+        web = Routes(service, signer, clock, metrics)
+        routes = [*web.table(), *upload_routes(uploads, metrics)]
         probes = web.probes()
+    scrape = None
+    if settings.metrics and http:
+        scrape = MetricsEndpoint(metrics, metrics_token(settings))
+        if settings.metrics_listen is None:
+            probes.append(scrape.route())
+    housekeeping = Housekeeping(settings, assets, storage.leases, clock)
     mcp = build_mcp(
         settings,
         service,
@@ -172,10 +198,18 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         clock,
         auth_provider(checks.check, settings) if checks else None,
         request_state_key,
-        JobRunner(storage.jobs, clock, settings.job_retention_seconds, settings.max_running_jobs),
+        JobRunner(
+            storage.jobs,
+            clock,
+            settings.job_retention_seconds,
+            settings.max_running_jobs,
+            metrics=metrics,
+        ),
         local=not http,
+        housekeeping=housekeeping,
         routes=routes,
         uploads=uploads,
+        metrics=metrics,
     )
     return App(
         mcp=mcp,
@@ -185,9 +219,22 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         http=http_client,
         bearer_token=checks.dev_token if checks else None,
         probes=probes,
+        metrics=metrics,
+        scrape=scrape,
+        housekeeping=housekeeping,
     )
 
 
+def metrics_token(settings: Settings) -> str | None:
+    return configured_secret("metrics_token", settings.metrics_token, settings.metrics_token_file)
+
+
 def http_asgi_app(app: App, settings: Settings) -> ASGIApp:
-    """The ASGI app for uvicorn: MCP at `mcp_path` plus the download and health routes."""
-    return http_app(app.mcp, settings, app.probes)
+    """The ASGI app for uvicorn: MCP at `mcp_path` plus the download and health routes;
+    with `metrics_listen`, /metrics alone for requests on that socket, which the entry
+    point binds beside the main one."""
+    asgi = http_app(app.mcp, settings, app.probes)
+    address = settings.metrics_address()
+    if app.scrape is not None and address is not None:
+        return OwnListener(asgi, address[1], app.scrape)
+    return asgi

@@ -38,6 +38,15 @@ class RunningServer:
         return Client(self.mcp_url, auth=BearerAuth(token or self.token), **kwargs)
 
 
+def free_port() -> int:
+    """A port nobody listens on now (for a setting that names one, such as
+    metrics_listen; the harness binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,6 +61,10 @@ async def running_server(
     sock = free_socket()
     port = sock.getsockname()[1]
     settings = Settings(state_dir=state_dir, port=port, **overrides)
+    sockets = [sock]
+    metrics_at = settings.metrics_address() if settings.metrics else None
+    if metrics_at is not None:  # a second socket of the same server, as `serve` does
+        sockets.append(socket.create_server(metrics_at))
     app = build_app(settings, "http", clock)
     config = uvicorn.Config(
         http_asgi_app(app, settings),
@@ -60,7 +73,7 @@ async def running_server(
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(server.serve(sockets=sockets))
     try:
         while not server.started:
             if task.done():
@@ -70,7 +83,8 @@ async def running_server(
     finally:
         server.should_exit = True
         await task
-        sock.close()
+        for each in sockets:
+            each.close()
         await app.aclose()
 
 
@@ -100,3 +114,14 @@ async def http_get(url: str, headers: dict[str, str] | None = None) -> httpx.Res
 async def http_post(url: str, **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(url, **kwargs)
+
+
+async def structured(
+    server: RunningServer, token: str, tool: str, **arguments: Any
+) -> dict[str, Any]:
+    """One tool call as the token's subject; its structured content."""
+    async with server.client(token) as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.structured_content is not None
+    answer: dict[str, Any] = result.structured_content
+    return answer

@@ -23,6 +23,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imagegate.storage.sqlite.schema import LATEST
 from tests.e2e.processes import clean_env, free_port, run, serving
 from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
 
@@ -605,8 +606,8 @@ def test_serve_refuses_an_old_schema_and_db_upgrade_fixes_it(tmp_path: Path) -> 
     assert "Traceback" not in refused.stderr
     upgraded = run("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip().endswith("schema 0 -> 3")
+    assert upgraded.stdout.strip().endswith(f"schema 0 -> {LATEST}")
     again = run("db", "upgrade", env=env)
-    assert again.stdout.strip().endswith("schema 3, up to date")
+    assert again.stdout.strip().endswith(f"schema {LATEST}, up to date")
     with serving(state) as (base_url, _):
         assert httpx.get(f"{base_url}/readyz").status_code == 200

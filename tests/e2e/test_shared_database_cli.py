@@ -7,6 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from imagegate.storage.postgres.schema import LATEST
 from tests.e2e.processes import clean_env, free_port, run
 from tests.services.postgres import Postgres, shared_postgres
 
@@ -33,9 +34,9 @@ def test_db_upgrade_makes_then_keeps_the_schema(server: Postgres, tmp_path: Path
     where = f"postgresql://127.0.0.1:{server.port}/{database}"
     first = run("db", "upgrade", env=env(server, database, tmp_path))
     assert first.returncode == 0, first.stderr
-    assert first.stdout == f"{where}: schema 0 -> 1\n"
+    assert first.stdout == f"{where}: schema 0 -> {LATEST}\n"
     again = run("db", "upgrade", env=env(server, database, tmp_path))
-    assert again.stdout == f"{where}: schema 1, up to date\n"
+    assert again.stdout == f"{where}: schema {LATEST}, up to date\n"
     assert server.password not in first.stdout + first.stderr + again.stdout
 
 
@@ -55,7 +56,7 @@ async def test_serve_refuses_a_newer_schema_before_it_listens(
     assert "Traceback" not in refused.stderr
     older_upgrade = run("db", "upgrade", env=env(server, database, tmp_path))
     assert older_upgrade.stdout.endswith(
-        ": schema 99, newer than this imagegate knows (1); unchanged\n"
+        f": schema 99, newer than this imagegate knows ({LATEST}); unchanged\n"
     )
 
 

@@ -14,6 +14,8 @@ from imagegate.core.errors import (
     PermissionDenied,
     QuotaExceeded,
     RelayError,
+    from_record,
+    recorded,
 )
 from imagegate.mcp.middleware import Failed, Forbidden, Refused, UpstreamFailed, domain_errors
 
@@ -63,3 +65,20 @@ async def test_fastmcp_errors_pass_through(raised: Exception) -> None:
     with pytest.raises(type(raised)) as error:
         await domain_errors(tool)()
     assert error.value is raised
+
+
+async def test_a_quota_refusal_names_its_limit_once() -> None:
+    """A fresh refusal carries its limit (for metrics); a job's refusal raised again for
+    each caller that reads it does not: the job runner counted it already."""
+
+    async def refused_now() -> None:
+        raise QuotaExceeded("images_per_day", "1 of 1", 5)
+
+    async def refused_in_a_job() -> None:
+        raise from_record(recorded(QuotaExceeded("max_stored_bytes", "full", None)))
+
+    with pytest.raises(Refused) as now:
+        await domain_errors(refused_now)()
+    with pytest.raises(Refused, match="max_stored_bytes") as replayed:
+        await domain_errors(refused_in_a_job)()
+    assert (now.value.limit, replayed.value.limit) == ("images_per_day", None)

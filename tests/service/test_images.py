@@ -233,8 +233,8 @@ class ReplyLate:
         self.reserving = anyio.Event()
         self.reply = anyio.Event()
 
-    async def reserve(self, *args: Any) -> Any:
-        reservation = await self._ledger.reserve(*args)
+    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        reservation = await self._ledger.reserve(*args, **kwargs)
         self.reserving.set()
         await self.reply.wait()
         return reservation

@@ -11,6 +11,7 @@ import pytest
 
 from imagegate.core.errors import InvalidRequest, NotFound, QuotaExceeded, RelayError, StorageError
 from imagegate.core.ids import Subject
+from imagegate.core.metrics import Metrics
 from imagegate.relays.base import ProgressFn
 from imagegate.service.jobs import JobRunner, wait_bound
 from imagegate.storage.embedded import open_embedded
@@ -309,3 +310,24 @@ def test_wait_bound(asked: float | None, bound: float) -> None:
 def test_wait_bound_refuses_nonsense(asked: float) -> None:
     with pytest.raises(InvalidRequest, match="wait_seconds must be between 0 and 40"):
         wait_bound(asked, 40.0)
+
+
+async def test_running_jobs_and_their_quota_refusals_are_counted_once(
+    storage: Storage, clock: ManualClock
+) -> None:
+    metrics = Metrics()
+    jobs = runner(storage, clock, metrics=metrics)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    async with jobs.running():
+        work = Work(QuotaExceeded("max_stored_bytes", "full", None))
+        job = await jobs.start(ALICE, "generate_image", {}, work)
+        await work.started.wait()
+        assert sample("imagegate_jobs_running") == 1
+        work.release.set()
+        for _ in range(2):  # read twice, refused once
+            await jobs.wait(ALICE, job.id, 5, 5, noted)
+    assert sample("imagegate_jobs_running") == 0
+    assert sample("imagegate_quota_refusals_total", limit="max_stored_bytes") == 1

@@ -68,3 +68,27 @@ def test_known_answer() -> None:
     )
     check = signer.check(ASSET, "1800000000", "1l74sCr2ONieCQvJHFbyK2K3gEOp0Qyplj1Fmu5byL0", 0)
     assert check is LinkCheck.VALID
+
+
+@pytest.mark.parametrize(
+    ("signed", "presented", "expected"),
+    [
+        (0, "", LinkCheck.VALID),
+        (1, "1", LinkCheck.VALID),
+        (7, "7", LinkCheck.VALID),
+        (0, "1", LinkCheck.BAD_SIGNATURE),  # a generation added to an older link
+        (1, "", LinkCheck.BAD_SIGNATURE),  # dropped from a newer one
+        (1, "2", LinkCheck.BAD_SIGNATURE),
+        (1, "01", LinkCheck.BAD_SIGNATURE),  # another spelling is another message
+        (0, "0", LinkCheck.BAD_SIGNATURE),  # never written: generation 0 has no g=
+        (0, "-1", LinkCheck.BAD_SIGNATURE),
+        (0, "\u0661", LinkCheck.BAD_SIGNATURE),
+        (0, "1" * 10, LinkCheck.BAD_SIGNATURE),
+    ],
+)
+def test_a_links_generation_is_signed_in(signed: int, presented: str, expected: LinkCheck) -> None:
+    signer = LinkSigner(KEY, "http://h")
+    url = signer.sign(ASSET, "png", 1000, generation=signed).url
+    assert ("&g=" in url) is (signed > 0)
+    asset_id, exp, sig = parts(url)
+    assert signer.check(asset_id, exp, sig, now=1, generation=presented) is expected

@@ -1,6 +1,7 @@
 """A blob store that keeps bytes in memory and has no local files to hand out, as a
 remote object store would be: it runs the contract suite on the paths that stream."""
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ class MemoryBlobStore:
         self._staging = staging
         self._max_bytes = max_bytes
         self._blobs = blobs
+        self._written: dict[BlobKey, float] = {}
 
     def stage(self) -> StagedBlob:
         return StagedBlob(self._staging, self._max_bytes)
@@ -35,6 +37,7 @@ class MemoryBlobStore:
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         try:
             self._blobs[key] = staged.path.read_bytes()
+            self._written[key] = time.time()
         finally:
             staged.discard()
 
@@ -53,6 +56,14 @@ class MemoryBlobStore:
 
     async def presigned_url(self, key: BlobKey, max_seconds: int) -> None:
         return None
+
+    def sweep_staging(self) -> int:
+        return 0
+
+    async def stored_before(self, before: float) -> AsyncIterator[BlobKey]:
+        for key in list(self._blobs):
+            if self._written.get(key, 0.0) < before:
+                yield key
 
     async def ready(self) -> bool:
         return True

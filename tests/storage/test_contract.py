@@ -3,6 +3,7 @@ backend in tests/storage/backends.py through the Protocols only."""
 
 import io
 import math
+import time
 from pathlib import Path
 
 import anyio
@@ -729,3 +730,21 @@ async def test_a_lease_is_held_by_one_at_a_time(backend: Backend, state_dir: Pat
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_bytes_no_asset_uses_are_collected_and_only_those(
+    store: AssetStore, storage: Storage
+) -> None:
+    """A process that died between writing bytes and recording them left an orphan."""
+    used = await add(store, ALICE, png("red"))
+    with store.stage() as staged:
+        staged.write(png("blue"))
+        staged.finish()
+        orphan = BlobKey(staged.sha256, "png")
+        await storage.blobs.commit(staged, orphan)
+    assert await store.collect_orphans(before=time.time() - 3600) == 0  # too young
+    assert await store.collect_orphans(before=time.time() + 60) == 1
+    with pytest.raises(NotFound):
+        async with storage.blobs.open(orphan):
+            pass
+    assert await read(store, used) == png("red")

@@ -65,6 +65,7 @@ SECRET_MINIMUMS = {
     "link_key": 16,
     "request_state_key": 32,
     "database_password": 1,
+    "metrics_token": 16,
 }
 """Shortest accepted length of each configured secret, in characters."""
 

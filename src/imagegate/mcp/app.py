@@ -25,6 +25,7 @@ from imagegate.access.audit import AuditLog
 from imagegate.access.policy import AccessPolicy
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
+from imagegate.core.metrics import Metrics
 from imagegate.mcp import tools
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
@@ -33,6 +34,7 @@ from imagegate.mcp.sessions import SessionGuard, SessionRegistry
 from imagegate.mcp.specs import RULES, TOOLS
 from imagegate.mcp.tasks import JobTasks, legacy_capability, serve_tasks
 from imagegate.relays.registry import Relays
+from imagegate.service.housekeeping import Housekeeping
 from imagegate.service.images import ImageService
 from imagegate.service.jobs import JobRunner
 from imagegate.service.uploads import Uploads
@@ -53,16 +55,24 @@ Route = tuple[str, list[str], Handler]
 
 
 class _ServiceLifespan:
-    """What the tools find in their context, and the job runner running meanwhile."""
+    """What the tools find in their context, and the job runner and the housekeeping
+    running meanwhile."""
 
-    def __init__(self, context: dict[str, Any], runner: JobRunner) -> None:
+    def __init__(
+        self, context: dict[str, Any], runner: JobRunner, housekeeping: Housekeeping | None
+    ) -> None:
         self._context = context
         self._runner = runner
+        self._housekeeping = housekeeping
 
     @asynccontextmanager
     async def __call__(self, server: FastMCP[Any]) -> AsyncIterator[dict[str, Any]]:
         async with self._runner.running():
-            yield self._context
+            if self._housekeeping is None:
+                yield self._context
+                return
+            async with self._housekeeping.running():
+                yield self._context
 
 
 def build_mcp(
@@ -77,6 +87,8 @@ def build_mcp(
     local: bool,
     routes: Sequence[Route] = (),
     uploads: Uploads | None = None,
+    metrics: Metrics | None = None,
+    housekeeping: Housekeeping | None = None,
 ) -> FastMCP[Any]:
     default_relay = service.relays.default
     mcp: FastMCP[Any] = FastMCP(
@@ -85,7 +97,9 @@ def build_mcp(
         version=__version__,
         auth=auth,
         middleware=[
-            AuditMiddleware(audit, policy, RULES, default_relay, clock, settings.audit_prompts),
+            AuditMiddleware(
+                audit, policy, RULES, default_relay, clock, settings.audit_prompts, metrics
+            ),
             AclMiddleware(policy, RULES, default_relay),
         ],
         lifespan=_ServiceLifespan(
@@ -96,6 +110,7 @@ def build_mcp(
                 tools.UPLOADS_KEY: uploads,
             },
             runner,
+            housekeeping,
         ),
         mask_error_details=True,
         # The confirmation state of 2026-07-28 calls is sealed with a key that survives

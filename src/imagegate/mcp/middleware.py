@@ -28,9 +28,11 @@ from imagegate.core.errors import (
     ContentRefused,
     ImagegateError,
     PermissionDenied,
+    QuotaExceeded,
     RelayError,
     where,
 )
+from imagegate.core.metrics import Metrics
 from imagegate.mcp.auth import current_identity
 
 log = logging.getLogger("imagegate.access")
@@ -49,9 +51,11 @@ class Refused(ToolError):
     """A domain error: the request was understood and declined (bad argument, not found).
     `summary` is what logs keep of it when the message quotes an upstream."""
 
-    def __init__(self, message: str, summary: str | None = None) -> None:
+    def __init__(self, message: str, summary: str | None = None, limit: str | None = None) -> None:
         super().__init__(message, log_level=logging.DEBUG)
         self.summary = summary or message
+        self.limit = limit
+        """The quota limit that refused the call, if one did (for metrics)."""
 
 
 class UpstreamFailed(Refused):
@@ -97,7 +101,10 @@ def domain_errors(fn: ToolFn) -> ToolFn:
             raise UpstreamFailed(str(err), ours) from None
         except ImagegateError as err:
             refusals.info("tool %s refused: %s", fn.__name__, err)
-            raise Refused(str(err)) from None
+            # A job's error raised again for its caller (core.errors.from_record) has no
+            # limit: the job runner counted that refusal, once, however often it is read.
+            limit = getattr(err, "limit", None) if isinstance(err, QuotaExceeded) else None
+            raise Refused(str(err), limit=limit) from None
         except (FastMCPError, MCPError):
             raise  # FastMCP's own, raised on purpose (and mapped by it)
         except Exception as err:
@@ -181,6 +188,7 @@ class AuditMiddleware(Middleware):
         default_relay: str,
         clock: Clock,
         record_prompts: bool,
+        metrics: Metrics | None = None,
     ) -> None:
         self._audit = audit
         self._policy = policy
@@ -188,14 +196,23 @@ class AuditMiddleware(Middleware):
         self._default_relay = default_relay
         self._clock = clock
         self._record_prompts = record_prompts
+        self._metrics = metrics or Metrics()
 
     async def on_call_tool(
         self,
         context: MiddlewareContext[mt.CallToolRequestParams],
         call_next: CallNext[mt.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
+        with self._metrics.tool_call_in_flight():
+            return await self._audited(context, call_next)
+
+    async def _audited(
+        self,
+        context: MiddlewareContext[mt.CallToolRequestParams],
+        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
         started = time.perf_counter()
-        outcome, detail, images = "error", None, 0
+        outcome, detail, images, limit = "error", None, 0, None
         structured: dict[str, Any] = {}
         try:
             result = await call_next(context)
@@ -212,7 +229,7 @@ class AuditMiddleware(Middleware):
             outcome, detail = "upstream_error", err.summary
             raise
         except Refused as err:
-            outcome, detail = "refused", err.summary
+            outcome, detail, limit = "refused", err.summary, err.limit
             raise
         except ArgumentsInvalid as err:
             refusal = arguments_refusal(err)
@@ -220,6 +237,14 @@ class AuditMiddleware(Middleware):
             raise refusal from None
         finally:
             self._write(context, outcome, detail, images, started, structured)
+            self._count(context.message.name, outcome, limit)
+
+    def _count(self, tool: str, outcome: str, limit: str | None) -> None:
+        # The name is the client's: any string. Only the tools this server has become
+        # a label, or every made-up name would be a series of its own.
+        self._metrics.tool_call(tool if tool in self._rules else "unknown", outcome)
+        if limit is not None:
+            self._metrics.quota_refused(limit)
 
     def _write(
         self,

@@ -63,9 +63,11 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.get_image, READ, False, _READS),
     ToolSpec(tools.create_download_link, SHARE, False, _READS),
     ToolSpec(tools.create_upload_link, UPLOAD, False, _ISSUES),
+    ToolSpec(tools.revoke_links, SHARE, False, _ISSUES),
     ToolSpec(tools.delete_image, DELETE, False, _DESTROYS),
     ToolSpec(tools.get_usage, None, False, _READS),
     ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS),
+    ToolSpec(tools.usage_report, ADMIN, False, _READS),
     ToolSpec(tools.list_relays, None, False, _READS),
     ToolSpec(tools.server_info, None, False, _READS),
 )

@@ -225,6 +225,21 @@ async def reset_usage(
     return _usage_result(await service.usage(caller_of(ctx), subject))
 
 
+async def usage_report(
+    since: Annotated[str, Field(description="First day, YYYY-MM-DD (UTC).")],
+    ctx: Context,
+    until: Annotated[str | None, Field(description="Day after the last; default tomorrow.")] = None,
+    by: Literal["subject", "relay", "day"] = "subject",
+) -> ToolResult:
+    """Admin: images, spend and calls per subject, relay or day over a period."""
+    report = await service_of(ctx).usage_report(since, until, by)
+    total = report.total
+    return ToolResult(
+        content=f"{len(report.rows)} rows; total {total.images} images, {total.spend} spent.",
+        structured_content=report.as_dict(),
+    )
+
+
 AdmitFn = Callable[[ImageService, Confirmer], Awaitable[Admitted]]
 
 
@@ -432,6 +447,16 @@ async def create_upload_link(
     }
     text = f"Upload one image (at most {link.max_bytes} bytes) with: {link.curl}"
     return ToolResult(content=text, structured_content=structured)
+
+
+async def revoke_links(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
+    """End every download link of one of your images made so far (one leaked); the image
+    stays, and links made after this work."""
+    asset = await service_of(ctx).revoke_links(caller_of(ctx), asset_id)
+    return ToolResult(
+        content=f"Revoked the links of {asset.id} made so far.",
+        structured_content={"revoked": asset.id},
+    )
 
 
 async def delete_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:

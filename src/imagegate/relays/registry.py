@@ -9,6 +9,8 @@ import pkgutil
 
 from imagegate import relays as _package
 from imagegate.core.errors import ConfigError, InvalidRequest
+from imagegate.core.metrics import Metrics
+from imagegate.relays.adapter import ConfiguredRelay
 from imagegate.relays.base import Relay, RelayKind, SecretLookup
 from imagegate.relays.config import RelayConfig
 
@@ -62,6 +64,18 @@ def build_relay(name: str, config: RelayConfig, secrets: SecretLookup) -> Relay:
     return kind.create(name, config, secrets)
 
 
-def build_relays(configs: dict[str, RelayConfig], default: str, secrets: SecretLookup) -> Relays:
+def build_relays(
+    configs: dict[str, RelayConfig],
+    default: str,
+    secrets: SecretLookup,
+    metrics: Metrics | None = None,
+) -> Relays:
+    """The relays of one server; their upstream requests count into `metrics`."""
     relays = {name: build_relay(name, config, secrets) for name, config in configs.items()}
+    if metrics is not None:
+        for relay in relays.values():
+            # Given here, not to each kind's constructor: every HTTP relay shares one
+            # Upstream, and a kind's module need not know metrics exist.
+            if isinstance(relay, ConfiguredRelay):
+                relay.upstream.metrics = metrics
     return Relays(relays, default)

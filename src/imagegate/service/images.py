@@ -2,9 +2,11 @@
 list, get, link and delete owned images, and report usage."""
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -24,6 +26,7 @@ from imagegate.core.cpu import FairShare
 from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat
+from imagegate.core.metrics import Metrics
 from imagegate.core.views import View
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
 from imagegate.relays.registry import Relays
@@ -33,12 +36,14 @@ from imagegate.service.inputs import InputResolver, Inputs
 from imagegate.service.links import LinkSigner
 from imagegate.service.quota import (
     check_limits,
+    keep_until,
     limits_for,
     reported_cost,
     seconds_to_next_day,
     seconds_to_next_month,
     stored_bytes_exceeded,
 )
+from imagegate.service.reports import Report, usage_report
 from imagegate.service.saving import SavePlan, save
 from imagegate.service.views import Views
 from imagegate.storage.assets import AssetStore
@@ -156,6 +161,7 @@ class ImageService:
         clock: Clock,
         inputs: InputResolver,
         fair: FairShare | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.assets = assets
@@ -166,6 +172,7 @@ class ImageService:
         self._signer = signer
         self._clock = clock
         self._fair = fair
+        self._metrics = metrics or Metrics()
         self.views = Views(assets, settings.view_cache_bytes)
 
     @contextmanager
@@ -206,8 +213,9 @@ class ImageService:
         # held, unknown to us, until its lease ends; the cancel takes effect just after.
         with anyio.CancelScope(shield=True):
             reservation = await self.quotas.reserve(
-                owner, plan.request.n, spend, self._clock.now(), fits
+                owner, plan.request.n, spend, self._clock.now(), fits, relay=plan.relay.name
             )
+        started = time.perf_counter()
         try:
             produced = await produce(
                 plan.relay, plan.request, self.settings, self.assets.stage, progress
@@ -215,7 +223,9 @@ class ImageService:
         except BaseException:
             await self._release(reservation)
             raise
+        self._metrics.generated(plan.relay.name, time.perf_counter() - started)
         reported = reported_cost([item.image.usage for item in produced])
+        self._metrics.spent(plan.relay.name, plan.call.currency, plan.call.estimate, reported)
         charged = reported if reported is not None else spend
         assets: list[Asset] = []
         with anyio.CancelScope(shield=True):
@@ -227,7 +237,7 @@ class ImageService:
                     plan.request,
                     produced,
                     len(images),
-                    plan.limits.max_stored_bytes,
+                    plan.limits,
                     assets,
                 )
             finally:
@@ -419,10 +429,12 @@ class ImageService:
         request: ImageRequest,
         produced: list[Produced],
         inputs: int,
-        max_stored_bytes: int | None,
+        limits: Limits,
         assets: list[Asset],
     ) -> None:
         """Store what the upstream made, into `assets` as each is stored."""
+        max_stored_bytes = limits.max_stored_bytes
+        keep = keep_until(limits, self._clock.now())
         try:
             if max_stored_bytes is not None:
                 # All or none: each add checks again, atomically, against races.
@@ -448,9 +460,16 @@ class ImageService:
                     params=params,
                 )
                 asset = await self.assets.add(
-                    owner, item.image.staged, item.info, meta, self._clock.now(), max_stored_bytes
+                    owner,
+                    item.image.staged,
+                    item.info,
+                    meta,
+                    self._clock.now(),
+                    max_stored_bytes,
+                    keep,
                 )
                 assets.append(asset)
+                self._metrics.stored("edited" if inputs else "generated", asset.byte_size)
         finally:
             for item in produced:
                 item.image.staged.discard()  # no-op for committed blobs
@@ -482,6 +501,10 @@ class ImageService:
     async def reset_usage(self, subject: str) -> None:
         await self.quotas.reset(subject, self._clock.now())
 
+    async def usage_report(self, since: str, until: str | None, by: str) -> Report:
+        today = datetime.fromtimestamp(self._clock.now(), UTC).date()
+        return await usage_report(self.quotas, since, until, by, today)
+
     async def get(self, caller: Caller, asset_id: str) -> Asset:
         """One of the caller's images (admin: anyone's); another's answers as missing."""
         return await self.assets.get(reach(caller), parse_asset_id(asset_id))
@@ -496,6 +519,11 @@ class ImageService:
 
     async def delete(self, caller: Caller, asset_id: str) -> Asset:
         return await self.assets.delete(reach(caller), parse_asset_id(asset_id))
+
+    async def revoke_links(self, caller: Caller, asset_id: str) -> Asset:
+        """End every link of the image made so far; the image stays, and links made
+        from now on work."""
+        return await self.assets.revoke_links(reach(caller), parse_asset_id(asset_id))
 
     def publish(
         self, asset: Asset, ttl_seconds: int | None = None, view: View | None = None
@@ -518,9 +546,13 @@ class ImageService:
         expires_at = int(self._clock.now()) + ttl
         if view is not None and not view.is_plain:
             extension = view.output_format(asset.format).extension
-            link = self._signer.sign(asset.id, extension, expires_at, view.key, view.query)
+            link = self._signer.sign(
+                asset.id, extension, expires_at, view.key, view.query, asset.link_generation
+            )
         else:
-            link = self._signer.sign(asset.id, asset.format.extension, expires_at)
+            link = self._signer.sign(
+                asset.id, asset.format.extension, expires_at, generation=asset.link_generation
+            )
         return Published(url=link.url, expires_at=link.expires_at)
 
     @property

@@ -37,6 +37,7 @@ from imagegate.core.errors import (
     where,
 )
 from imagegate.core.ids import JobId, Subject, new_job_id, parse_job_id
+from imagegate.core.metrics import Metrics
 from imagegate.relays.base import ProgressFn
 from imagegate.storage.interfaces import Job, JobLedger, JobPage, JobState
 
@@ -95,7 +96,9 @@ class JobRunner:
         save_progress_every: float = 2.0,
         poll_seconds: float = 0.5,
         cancel_wait_seconds: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._ledger = ledger
         self._clock = clock
         self._retention = retention_seconds
@@ -178,6 +181,10 @@ class JobRunner:
         return job
 
     async def _run(self, live: _Live, work: Work) -> None:
+        with self._metrics.job_running():
+            await self._run_to_end(live, work)
+
+    async def _run_to_end(self, live: _Live, work: Work) -> None:
         job_id = live.job.id
         outcome: dict[str, Any] | None = None
         error: dict[str, str] | None = None
@@ -186,6 +193,8 @@ class JobRunner:
                 outcome = await work(self._reporter(live))
         except ImagegateError as err:
             error = recorded(err)
+            if isinstance(err, QuotaExceeded):  # here, not by each call that reads it
+                self._metrics.quota_refused(err.limit)
         except Exception as err:
             log.error("job %s failed: %s", job_id, where(err))
             error = FAILED_UNEXPECTEDLY

@@ -4,6 +4,10 @@ A link is `{base}/files/{asset_id}.{ext}?exp={unix}&sig={hmac}`. The signature c
 version tag, the asset id and the expiry, so neither can be changed; verifying needs the
 key only, so any replica sharing the key can serve the link. Ids are never reused, so a
 deleted asset's links stay dead.
+
+Revoking an asset's links raises its link generation; a link made after that carries
+the generation (`g=`, signed in), and one that carries an older generation (or none)
+is refused as revoked. The route compares the two after it has found the asset.
 """
 
 import base64
@@ -40,23 +44,39 @@ class LinkSigner:
         self._base_url = base_url.rstrip("/")
 
     def _signature(
-        self, asset_id: str, expires_at: int, purpose: bytes = _VERSION, view: str = ""
+        self,
+        asset_id: str,
+        expires_at: int,
+        purpose: bytes = _VERSION,
+        view: str = "",
+        generation: int = 0,
     ) -> str:
         parts = [purpose, asset_id.encode(), str(expires_at).encode()]
         if view:  # a plain link signs exactly as it always did
             parts.append(view.encode())
+        if generation:  # a link of an asset never revoked, too
+            parts.append(f"g={generation}".encode())
         message = b"\n".join(parts)
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(
-        self, asset_id: AssetId, extension: str, expires_at: int, view: str = "", query: str = ""
+        self,
+        asset_id: AssetId,
+        extension: str,
+        expires_at: int,
+        view: str = "",
+        query: str = "",
+        generation: int = 0,
     ) -> SignedLink:
         """A link; with a `view` (its canonical key, and `query`, its URL parameters)
-        to a resized or converted copy, the view signed in too."""
-        sig = self._signature(asset_id, expires_at, view=view)
+        to a resized or converted copy, the view signed in too; with the asset's link
+        `generation` once its links were revoked."""
+        sig = self._signature(asset_id, expires_at, view=view, generation=generation)
         path = f"/files/{quote(asset_id)}.{quote(extension)}"
         extra = f"&{query}" if query else ""
+        if generation:
+            extra += f"&g={generation}"
         return SignedLink(f"{self._base_url}{path}?exp={expires_at}{extra}&sig={sig}", expires_at)
 
     def sign_upload(self, upload_id: UploadId, expires_at: int) -> SignedLink:
@@ -75,14 +95,23 @@ class LinkSigner:
         now: float,
         purpose: bytes = _VERSION,
         view: str = "",
+        generation: str = "",
     ) -> LinkCheck:
-        """Signature first (a tampered expiry is a forgery, not an expiry), then time."""
+        """Signature first (a tampered expiry is a forgery, not an expiry), then time.
+        `generation` is the link's `g` parameter, as given."""
         # isdigit() alone accepts '²' and other digits that int() refuses.
         if not (exp.isascii() and exp.isdigit()) or len(exp) > 12:
             return LinkCheck.BAD_SIGNATURE
-        expected = self._signature(asset_id, int(exp), purpose, view)
+        if generation and not (_is_number(generation) and int(generation) > 0):
+            return LinkCheck.BAD_SIGNATURE
+        expected = self._signature(asset_id, int(exp), purpose, view, int(generation or 0))
         if not hmac.compare_digest(expected.encode(), sig.encode()):
             return LinkCheck.BAD_SIGNATURE
         if now >= int(exp):
             return LinkCheck.EXPIRED
         return LinkCheck.VALID
+
+
+def _is_number(text: str) -> bool:
+    """A number as `sign` writes it: ASCII digits, no leading zero, not too long."""
+    return text.isascii() and text.isdigit() and len(text) <= 9 and text == str(int(text))

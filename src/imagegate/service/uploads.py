@@ -17,16 +17,17 @@ from dataclasses import dataclass
 import anyio
 
 from imagegate.access.policy import Caller
-from imagegate.config import Settings
+from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, run_cpu
 from imagegate.core.errors import ImageRejected, InvalidRequest
 from imagegate.core.ids import UploadId, new_upload_id
 from imagegate.core.images import ImageInfo, inspect_image
 from imagegate.core.metadata import apply_edits, location_edits
+from imagegate.core.metrics import Metrics
 from imagegate.core.staging import StagedBlob
 from imagegate.service.links import LinkCheck, LinkSigner
-from imagegate.service.quota import limits_for, stored_bytes_exceeded
+from imagegate.service.quota import keep_until, limits_for, stored_bytes_exceeded
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import Asset, AssetMeta, UploadLedger, UploadTicket
 
@@ -71,6 +72,7 @@ class Uploads:
         signer: LinkSigner,
         clock: Clock,
         fair: FairShare | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._assets = assets
@@ -78,6 +80,7 @@ class Uploads:
         self._signer = signer
         self._clock = clock
         self._fair = fair
+        self._metrics = metrics or Metrics()
 
     @property
     def max_bytes(self) -> int:
@@ -91,7 +94,8 @@ class Uploads:
         ttl = limit if ttl_seconds is None else ttl_seconds
         if not 1 <= ttl <= limit:
             raise InvalidRequest(f"ttl_seconds must be between 1 and {limit}")
-        stored_limit = limits_for(caller.identity, self._settings.quotas).max_stored_bytes
+        limits = limits_for(caller.identity, self._settings.quotas)
+        stored_limit = limits.max_stored_bytes
         if stored_limit is not None:
             stored = await self._assets.stored_bytes(caller.subject)
             if stored >= stored_limit:
@@ -99,7 +103,9 @@ class Uploads:
         now = self._clock.now()
         expires_at = int(now) + ttl
         name = clean_filename(filename)
-        ticket = UploadTicket(new_upload_id(), caller.subject, expires_at, name, stored_limit)
+        ticket = UploadTicket(
+            new_upload_id(), caller.subject, expires_at, name, stored_limit, limits.retention_days
+        )
         await self._tickets.create(ticket, now)
         signed = self._signer.sign_upload(ticket.id, expires_at)
         return UploadLink(signed.url, expires_at, self.max_bytes, name)
@@ -132,9 +138,18 @@ class Uploads:
                     **({"filename": ticket.filename} if ticket.filename else {}),
                 },
             )
-            return await self._assets.add(
-                ticket.owner, staged, info, meta, self._clock.now(), ticket.stored_limit
+            now = self._clock.now()
+            asset = await self._assets.add(
+                ticket.owner,
+                staged,
+                info,
+                meta,
+                now,
+                ticket.stored_limit,
+                keep_until(Limits(retention_days=ticket.retention_days), now),
             )
+            self._metrics.stored("uploaded", asset.byte_size)
+            return asset
         finally:
             staged.discard()  # a no-op once committed
 

@@ -5,8 +5,7 @@ stored once; deleting an asset removes its bytes when no other asset uses them, 
 index's `references` make that safe against a concurrent add of the same bytes.
 """
 
-import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -43,7 +42,7 @@ class AssetStore:
         meta: AssetMeta,
         now: float,
         max_owner_bytes: int | None = None,
-        keep_until: float | None = math.inf,
+        keep_until: float | None = None,
     ) -> Asset:
         """Commit a finished, inspected staging file as a new asset of `owner`, if the
         owner's assets stay within `max_owner_bytes` (checked while the references are
@@ -94,6 +93,26 @@ class AssetStore:
 
     async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
         return await self._index.list(owner, limit, cursor)
+
+    async def expired(
+        self, now: float, unrecorded_before: float | None, limit: int
+    ) -> Sequence[Asset]:
+        return await self._index.expired(now, unrecorded_before, limit)
+
+    def sweep_staging(self) -> int:
+        return self._blobs.sweep_staging()
+
+    async def collect_orphans(self, before: float) -> int:
+        """Remove the bytes, written before that time, that no asset uses (a process
+        that died between writing bytes and recording them); how many."""
+        removed = 0
+        async for key in self._blobs.stored_before(before):
+            with anyio.CancelScope(shield=True):
+                async with self._index.references(key) as references:
+                    if await references.users() == 0:
+                        await self._blobs.remove(key)
+                        removed += 1
+        return removed
 
     async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         return await self._index.revoke_links(owner, asset_id)

@@ -123,6 +123,24 @@ class FileBlobStore:
     async def presigned_url(self, key: BlobKey, max_seconds: int) -> None:
         return None
 
+    def sweep_staging(self) -> int:
+        return self.staging.sweep_stale_temp()
+
+    async def stored_before(self, before: float) -> AsyncIterator[BlobKey]:
+        def listed() -> list[BlobKey]:
+            keys = []
+            for path in self._blobs.glob("??/*.*"):
+                sha256, _, extension = path.name.partition(".")
+                try:
+                    if path.stat().st_mtime < before:
+                        keys.append(BlobKey(sha256, extension))
+                except (OSError, StorageError):
+                    continue  # gone meanwhile, or not a name this store writes
+            return keys
+
+        for key in await anyio.to_thread.run_sync(listed):
+            yield key
+
     async def ready(self) -> bool:
         return self.staging.writable() and os.access(self._blobs, os.W_OK)
 

@@ -76,8 +76,9 @@ class Asset:
     link_generation: int = 0
     """Raised by each revocation: links signed with an older one no longer work."""
     keep_until: float | None = None
-    """When retention deletes it: inf for never; None for an image stored before
-    retention was recorded (the global retention_days applies to those)."""
+    """When retention deletes it (inf: never); None: the server's retention_days, as it
+    is when the sweep runs, applies (to images stored before retention was recorded,
+    too)."""
 
     @property
     def blob(self) -> BlobKey:
@@ -165,6 +166,16 @@ class BlobStore(Protocol):
         """Can blobs be written now?"""
         ...
 
+    def sweep_staging(self) -> int:
+        """Remove staging files a crash left behind (blocking; run it in a thread):
+        how many."""
+        ...
+
+    def stored_before(self, before: float) -> AsyncIterator[BlobKey]:
+        """The blobs written before that time (unix seconds), in no order: for finding
+        those no asset uses (a crash between the bytes and their record)."""
+        ...
+
 
 class BlobReferences(Protocol):
     """Changes to the assets that use one blob, made while its `references` are held."""
@@ -217,8 +228,8 @@ class AssetIndex(Protocol):
         self, now: float, unrecorded_before: float | None, limit: int
     ) -> Sequence[Asset]:
         """Assets whose retention has run out at `now`, oldest first: those whose
-        `keep_until` has passed, and (with `unrecorded_before`) those stored before
-        retention was recorded and created before that time."""
+        `keep_until` has passed, and (with `unrecorded_before`) those without one that
+        were created before that time."""
         ...
 
     async def ready(self) -> bool: ...
@@ -381,6 +392,8 @@ class UploadTicket:
     stored_limit: int | None = None
     """The owner's max_stored_bytes when the link was made (its groups are known
     then, not when the upload comes)."""
+    retention_days: float | None = None
+    """The owner's retention_days when the link was made, likewise."""
 
 
 class UploadLedger(Protocol):

@@ -152,6 +152,25 @@ class S3BlobStore:
     def local_path(self, key: BlobKey) -> Path | None:
         return None
 
+    def sweep_staging(self) -> int:
+        return self.staging.sweep_stale_temp()
+
+    async def stored_before(self, before: float) -> AsyncIterator[BlobKey]:
+        try:
+            async for page in obstore.list(self._store, prefix=self._prefix or None):
+                for item in page:
+                    name = item["path"].rsplit("/", 1)[-1]
+                    sha256, _, extension = name.partition(".")
+                    if item["last_modified"].timestamp() >= before:
+                        continue
+                    try:
+                        key = BlobKey(sha256, extension)
+                    except StorageError:
+                        continue  # an object this store did not write
+                    yield key
+        except (BaseError, ValueError) as err:
+            raise StorageError(f"could not list the bucket: {_reason(err)}") from None
+
     async def presigned_url(self, key: BlobKey, max_seconds: int) -> str:
         """A short-lived URL that lets its holder GET the object straight from the bucket:
         for presign_seconds, or `max_seconds` if fewer (what is left of a link's life)."""

@@ -31,6 +31,7 @@ from imagegate import __version__
 from imagegate.core.clock import Clock
 from imagegate.core.errors import InvalidRequest, NotFound, StorageError
 from imagegate.core.ids import parse_asset_id
+from imagegate.core.metrics import Metrics
 from imagegate.core.views import PARAMETERS as VIEW_PARAMETERS
 from imagegate.core.views import View
 from imagegate.service.images import ImageService
@@ -64,10 +65,17 @@ def _plain(status: int, text: str) -> Response:
 
 
 class Routes:
-    def __init__(self, service: ImageService, signer: LinkSigner, clock: Clock) -> None:
+    def __init__(
+        self,
+        service: ImageService,
+        signer: LinkSigner,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._service = service
         self._signer = signer
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._redirect = service.settings.storage.serve == "redirect"
         self._ready = False
         self._ready_at = -math.inf
@@ -80,12 +88,14 @@ class Routes:
             view = _view_of(request, self._service.settings.max_image_pixels)
         except InvalidRequest as err:
             return _plain(400, f"bad request: {err}")
+        generation = request.query_params.get("g", "")
         check = self._signer.check(
             raw_id,
             request.query_params.get("exp", ""),
             request.query_params.get("sig", ""),
             now,
             view=view.key if view else "",
+            generation=generation,
         )
         if check is LinkCheck.BAD_SIGNATURE:
             return _plain(403, "forbidden: this download link is not valid (bad signature)")
@@ -103,6 +113,12 @@ class Routes:
         except StorageError as err:
             log.warning("download of %s: %s", raw_id, err)
             return _plain(503, UNAVAILABLE)
+        if int(generation or 0) < asset.link_generation:
+            return _plain(
+                410,
+                "gone: this link was revoked by the image's owner (revoke_links); ask for a "
+                "new one with create_download_link",
+            )
         served = view.output_format(asset.format) if view else asset.format
         if extension != served.extension:
             return _plain(
@@ -123,6 +139,7 @@ class Routes:
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         if path is not None:
+            self._sending(request, asset.byte_size)
             return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
         if self._redirect and request.method == "GET":  # a URL signed for GET can't HEAD
             try:
@@ -160,7 +177,14 @@ class Routes:
         except StorageError as err:
             log.warning("view of %s: %s", asset.id, err)
             return _plain(503, UNAVAILABLE)
+        self._sending(request, len(data))
         return Response(data, media_type=fmt.mime_type, headers=headers)
+
+    def _sending(self, request: Request, byte_count: int) -> None:
+        """Count a body about to be sent (HEAD sends none). A redirect to the bucket is
+        not counted: the bucket sends the bytes."""
+        if request.method == "GET":
+            self._metrics.transferred("download", byte_count)
 
     async def _stream(self, asset: Asset, headers: dict[str, str]) -> Response:
         """Send a blob that is not a local file; the store is opened before the status
@@ -181,6 +205,7 @@ class Routes:
                 try:
                     async for chunk in reader.chunks():
                         yield chunk
+                        self._metrics.transferred("download", len(chunk))
                 except StorageError as err:
                     # The status line is gone: all that is left is to end short, which
                     # the client sees against Content-Length.

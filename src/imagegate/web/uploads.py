@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from imagegate.core.errors import ImageRejected, QuotaExceeded, StorageError, TooLarge
 from imagegate.core.ids import UploadId, is_upload_id
+from imagegate.core.metrics import Metrics
 from imagegate.service.links import LinkCheck
 from imagegate.service.uploads import Uploads
 
@@ -35,8 +36,9 @@ def _error(status: int, message: str) -> Response:
 
 
 class UploadRoute:
-    def __init__(self, uploads: Uploads) -> None:
+    def __init__(self, uploads: Uploads, metrics: Metrics) -> None:
         self._uploads = uploads
+        self._metrics = metrics
 
     async def upload(self, request: Request) -> Response:
         upload_id = request.path_params["upload_id"]
@@ -67,12 +69,13 @@ class UploadRoute:
         if ticket is None:
             return _error(409, "conflict: this upload link was used already; ask for a new one")
         try:
-            asset = await self._uploads.receive(ticket, body)
+            asset = await self._uploads.receive(ticket, self._counted(body))
         except TooLarge:
             return _too_large(self._uploads.max_bytes)
         except ImageRejected as err:
             return _error(415, f"unsupported media type: {err}")
         except QuotaExceeded as err:
+            self._metrics.quota_refused(err.limit)
             return _error(507, str(err))
         except StorageError:
             try:
@@ -95,6 +98,12 @@ class UploadRoute:
             status_code=201,
             headers=_HEADERS,
         )
+
+    async def _counted(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The image's bytes, counted as they come in, whether or not they are kept."""
+        async for chunk in body:
+            self._metrics.transferred("upload", len(chunk))
+            yield chunk
 
     def _body(self, request: Request, limit: int) -> AsyncIterator[bytes] | Response:
         """The image's bytes as they stream in; the parser of a form is made here, so
@@ -187,6 +196,9 @@ async def _first_file(request: Request, found: _FirstFile, limit: int) -> AsyncI
         raise ImageRejected("the form has no file field")
 
 
-def upload_routes(uploads: Uploads) -> list[tuple[str, list[str], Handler]]:
+def upload_routes(
+    uploads: Uploads, metrics: Metrics | None = None
+) -> list[tuple[str, list[str], Handler]]:
     """(path, methods, handler) of the upload route, for the HTTP app."""
-    return [("/uploads/{upload_id}", ["PUT", "POST"], UploadRoute(uploads).upload)]
+    route = UploadRoute(uploads, metrics or Metrics())
+    return [("/uploads/{upload_id}", ["PUT", "POST"], route.upload)]

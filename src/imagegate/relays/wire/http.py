@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import anyio
 import httpx
 
 from imagegate.core.errors import RelayError
+from imagegate.core.metrics import Metrics
 from imagegate.relays.wire.body import JsonBody
 from imagegate.relays.wire.errors import error_fields, error_from_response, parse_json
 
@@ -114,6 +116,8 @@ class Upstream:
         self._max_bytes = max_response_bytes
         self.secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
+        self.metrics = Metrics()
+        """Where each try is counted: the server's, once the registry gives it."""
 
     @property
     def timeouts(self) -> Timeouts:
@@ -177,15 +181,20 @@ class Upstream:
                 kwargs.update(multipart())
             return kwargs
 
-        response = await self._open(method, path, request_kwargs, may_retry)
+        response, started = await self._open(method, path, request_kwargs, may_retry)
+        status: int | None = response.status_code
         try:
             yield response
         except (httpx.TransportError, httpx.StreamError) as err:
+            status = None
             raise RelayError(
                 f"relay {self.relay!r} connection broke mid-response ({type(err).__name__})"
             ) from None
         finally:
             await response.aclose()
+            # Counted once the body is read: for an image, most of the time is the
+            # upstream's work after the headers (a stream's events, a slow JSON body).
+            self.metrics.upstream_request(self.relay, status, time.perf_counter() - started)
 
     async def _open(
         self,
@@ -193,18 +202,22 @@ class Upstream:
         path: str,
         request_kwargs: Callable[[], dict[str, Any]],
         may_retry: Callable[[], bool] | None,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, float]:
+        """A 2xx response, and when its try began (it is counted when it is closed);
+        every failed try is counted here."""
         waited = 0.0
         attempt = 0
         while True:
             response: httpx.Response | None = None
             body = b""
             failure: RelayError
+            started = time.perf_counter()
             try:
                 request = self._client.build_request(method, self.url(path), **request_kwargs())
                 with anyio.fail_after(self._timeouts.first_byte):
                     response = await self._client.send(request, stream=True)
             except TimeoutError:
+                self._count_failure(None, started)
                 # The request went out whole: the upstream may be working (and billing)
                 # on it, so sending it again could pay twice. Give up instead.
                 raise RelayError(
@@ -216,11 +229,12 @@ class Upstream:
                 failure = RelayError(f"relay {self.relay!r} is unreachable ({type(err).__name__})")
             else:
                 if response.is_success:
-                    return response
+                    return response, started
                 body = await self._read_error_body(response)
                 failure = error_from_response(self.relay, response.status_code, body, self.secrets)
-                if not _retryable(response.status_code, body):
-                    raise failure
+            self._count_failure(response, started)
+            if response is not None and not _retryable(response.status_code, body):
+                raise failure
             attempt += 1
             delay = retry_delay(response, attempt - 1, self._retry, body)
             if attempt >= self._retry.attempts or waited + delay > self._retry.budget_seconds:
@@ -234,8 +248,13 @@ class Upstream:
                 failure,
                 delay,
             )
+            self.metrics.upstream_retry(self.relay)
             waited += delay
             await self._sleep(delay)
+
+    def _count_failure(self, response: httpx.Response | None, started: float) -> None:
+        status = response.status_code if response is not None else None
+        self.metrics.upstream_request(self.relay, status, time.perf_counter() - started)
 
     async def _read_error_body(self, response: httpx.Response) -> bytes:
         try:

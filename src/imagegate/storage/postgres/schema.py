@@ -130,6 +130,7 @@ MIGRATIONS = (
         ALTER TABLE assets ADD COLUMN link_generation integer NOT NULL DEFAULT 0;
         ALTER TABLE assets ADD COLUMN keep_until double precision;
         CREATE INDEX assets_by_keep_until ON assets (keep_until);
+        ALTER TABLE uploads ADD COLUMN retention_days double precision;
 
         CREATE TABLE usage_by_relay (
             subject text NOT NULL,

@@ -13,20 +13,21 @@ class PgUploadLedger:
         async with self._db.transaction() as db:
             await db.execute("DELETE FROM uploads WHERE expires < $1", now)
             await db.execute(
-                "INSERT INTO uploads (id, owner, filename, expires, stored_limit) "
-                "VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO uploads (id, owner, filename, expires, stored_limit, retention_days) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
                 ticket.id,
                 ticket.owner,
                 ticket.filename,
                 ticket.expires_at,
                 ticket.stored_limit,
+                ticket.retention_days,
             )
 
     async def claim(self, upload_id: UploadId, now: float) -> UploadTicket | None:
         row = await self._db.run(
             lambda db: db.fetchrow(
                 "UPDATE uploads SET used = $2 WHERE id = $1 AND used IS NULL AND expires > $2 "
-                "RETURNING owner, filename, expires, stored_limit",
+                "RETURNING owner, filename, expires, stored_limit, retention_days",
                 upload_id,
                 now,
             )
@@ -34,7 +35,12 @@ class PgUploadLedger:
         if row is None:
             return None
         return UploadTicket(
-            upload_id, Subject(row["owner"]), row["expires"], row["filename"], row["stored_limit"]
+            upload_id,
+            Subject(row["owner"]),
+            row["expires"],
+            row["filename"],
+            row["stored_limit"],
+            row["retention_days"],
         )
 
     async def release(self, upload_id: UploadId) -> None:

@@ -38,6 +38,7 @@ LINKS_AND_RETENTION = """
 ALTER TABLE assets ADD COLUMN link_generation INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE assets ADD COLUMN keep_until REAL;
 CREATE INDEX IF NOT EXISTS assets_by_keep_until ON assets (keep_until);
+ALTER TABLE uploads ADD COLUMN retention_days REAL;
 """
 
 

@@ -31,9 +31,16 @@ class SqliteUploadLedger:
         def create(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM uploads WHERE expires < ?", (now,))
             db.execute(
-                "INSERT INTO uploads (id, owner, filename, expires, stored_limit) "
-                "VALUES (?,?,?,?,?)",
-                (ticket.id, ticket.owner, ticket.filename, ticket.expires_at, ticket.stored_limit),
+                "INSERT INTO uploads (id, owner, filename, expires, stored_limit, retention_days) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    ticket.id,
+                    ticket.owner,
+                    ticket.filename,
+                    ticket.expires_at,
+                    ticket.stored_limit,
+                    ticket.retention_days,
+                ),
             )
 
         await self._db.write(create)
@@ -46,11 +53,12 @@ class SqliteUploadLedger:
             )
             if claimed.rowcount != 1:
                 return None
-            owner, filename, expires, limit = db.execute(
-                "SELECT owner, filename, expires, stored_limit FROM uploads WHERE id = ?",
+            owner, filename, expires, limit, days = db.execute(
+                "SELECT owner, filename, expires, stored_limit, retention_days FROM uploads "
+                "WHERE id = ?",
                 (upload_id,),
             ).fetchone()
-            return UploadTicket(upload_id, Subject(owner), expires, filename, limit)
+            return UploadTicket(upload_id, Subject(owner), expires, filename, limit, days)
 
         return await self._db.write(claim)
 
