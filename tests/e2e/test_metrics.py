@@ -20,6 +20,7 @@ from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, free_port, http_get, running_server, team_files
+from tests.e2e.processes import serving
 from tests.fakes.upstream import (
     FakeUpstream,
     error_reply,
@@ -242,3 +243,16 @@ async def test_metrics_are_off_by_default(state_dir: Path) -> None:
     async with running_server(state_dir) as server:
         response = await scrape(f"{server.base_url}/metrics", server.token)
     assert response.status_code == 404
+
+
+def test_imagegate_serve_opens_the_metrics_listener(tmp_path: Path) -> None:
+    """The command itself binds the listener (the harness above binds its own)."""
+    listen = f"127.0.0.1:{free_port()}"
+    with serving(tmp_path / "state", IMAGEGATE_METRICS="true", IMAGEGATE_METRICS_LISTEN=listen) as (
+        base_url,
+        _,
+    ):
+        scraped = httpx.get(f"http://{listen}/metrics", timeout=5)
+        assert scraped.status_code == 200
+        assert "imagegate_tool_calls_in_flight" in scraped.text
+        assert httpx.get(f"{base_url}/metrics", timeout=5).status_code == 404

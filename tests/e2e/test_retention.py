@@ -8,6 +8,7 @@ import anyio
 import httpx
 
 from imagegate.config import Limits, QuotaSettings
+from imagegate.storage.embedded import open_embedded
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, http_get, running_server, structured, team_files
 from tests.fakes.upstream import png_bytes
@@ -107,3 +108,16 @@ async def test_one_process_at_a_time_sweeps(
         assert await housekeeping.sweep() == 0  # the other holds the chore
         clock.advance(3601)
         assert await housekeeping.sweep() == 1  # its lease ran out: taken over
+
+
+async def test_a_clean_stop_lets_the_next_process_sweep_at_once(
+    state_dir: Path, clock: ManualClock
+) -> None:
+    async with running_server(state_dir, clock, retention_days=1) as first:
+        leases = first.app.storage.leases
+        assert not await leases.take("retention", "another:1:1", clock.now(), 60)  # held
+    reopened = open_embedded(state_dir, 10**7)
+    try:
+        assert await reopened.leases.take("retention", "another:1:1", clock.now(), 60)
+    finally:
+        await reopened.aclose()

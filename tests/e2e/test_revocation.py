@@ -16,8 +16,9 @@ ACL = (
     f'[subjects."token:alice"]\nscopes = {SCOPES}\n'
     f'[subjects."token:bob"]\nscopes = {SCOPES}\n'
     '[subjects."token:admin"]\nscopes = ["admin", "images:read", "images:share"]\n'
+    '[subjects."token:viewer"]\nscopes = ["images:read", "images:generate", "relay:*"]\n'
 )
-TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "bob", "admin")}
+TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("alice", "bob", "admin", "viewer")}
 
 
 @pytest.fixture
@@ -40,8 +41,8 @@ async def link(server: RunningServer, who: str, asset_id: str, **view: Any) -> s
 
 
 REVOKED = (
-    "gone: this link was revoked by the image's owner (revoke_links); ask for a new one "
-    "with create_download_link\n"
+    "gone: this link was revoked (revoke_links); ask the image's owner for a new one with "
+    "create_download_link\n"
 )
 
 
@@ -79,3 +80,10 @@ async def test_only_the_owner_or_an_admin_revokes(server: RunningServer) -> None
     assert (await http_get(image["url"])).status_code == 200
     await call(server, "admin", "revoke_links", asset_id=image["asset_id"])
     assert (await http_get(image["url"])).status_code == 410
+
+
+async def test_revoking_needs_the_share_scope(server: RunningServer) -> None:
+    """Who may make links may end them; a caller without images:share may do neither."""
+    (image,) = (await call(server, "viewer", "generate_image", prompt="x", size="64x64"))["images"]
+    with pytest.raises(ToolError, match="forbidden: needs scope images:share"):
+        await call(server, "viewer", "revoke_links", asset_id=image["asset_id"])

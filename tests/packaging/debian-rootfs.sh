@@ -57,6 +57,7 @@ fi
 key=$({ cat "$0"; echo "$mirror"; } | sha256sum | cut -c 1-16)
 tarball=$cache/debian-$suite-$key.tar.gz
 if [ -f "$tarball" ]; then
+    touch "$tarball" # in use: see the clean-up below
     echo "$tarball"
     exit 0
 fi
@@ -79,6 +80,7 @@ debootstrap --variant=minbase --include="$include" "$suite" "$work/root" "$mirro
 rm -rf "$work"/root/var/cache/apt/archives/*.deb "$work"/root/var/lib/apt/lists/*
 tar --numeric-owner --xattrs -C "$work/root" -czf "$work/rootfs.tar.gz" .
 mv "$work/rootfs.tar.gz" "$tarball" # atomic: a half-written tarball is never used
-# Older keys are other package lists or mirrors: no test uses them any more.
-find "$cache" -maxdepth 1 -name "debian-$suite-*.tar.gz" ! -path "$tarball" -delete
+# Other keys are other package lists or mirrors. Another checkout on this machine may
+# still use one (a branch, a worktree): drop only those nobody used for a week.
+find "$cache" -maxdepth 1 -name "debian-$suite-*.tar.gz" ! -path "$tarball" -mtime +7 -delete
 echo "$tarball"

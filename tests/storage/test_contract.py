@@ -748,3 +748,23 @@ async def test_bytes_no_asset_uses_are_collected_and_only_those(
         async with storage.blobs.open(orphan):
             pass
     assert await read(store, used) == png("red")
+
+
+async def test_a_released_lease_is_free_at_once(backend: Backend, state_dir: Path) -> None:
+    first, second = backend.open(state_dir), backend.open(state_dir)
+    try:
+        assert await first.leases.take("sweep", "p1", NOON, 600)
+        await second.leases.release("sweep", "p2")  # not its own: nothing happens
+        assert not await second.leases.take("sweep", "p2", NOON + 1, 600)
+        await first.leases.release("sweep", "p1")  # a clean stop
+        assert await second.leases.take("sweep", "p2", NOON + 2, 600)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_used_says_which_blobs_some_asset_has(store: AssetStore, storage: Storage) -> None:
+    asset = await add(store, ALICE, png("red"))
+    other = "f" * 64
+    assert await storage.index.used([asset.sha256, other]) == {asset.sha256}
+    assert await storage.index.used([]) == set()

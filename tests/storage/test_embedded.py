@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from imagegate.core.errors import ImageRejected, SchemaError, StorageError
-from imagegate.core.ids import Subject, parse_job_id
+from imagegate.core.ids import AssetId, Subject, parse_job_id
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded, upgrade_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
-from imagegate.storage.interfaces import AssetMeta, JobState
+from imagegate.storage.interfaces import Asset, AssetMeta, JobState, UsageRow
 from imagegate.storage.sqlite import schema
 from imagegate.storage.sqlite.schema import LATEST
 
@@ -247,3 +247,35 @@ async def test_a_database_failure_is_a_storage_error(state_dir: Path) -> None:
     await storage.aclose()
     with pytest.raises(StorageError, match="the database is closed"):
         await storage.quotas.usage("token:bot", 0)
+
+
+def test_a_version_3_database_with_images_and_usage_upgrades_in_place(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made by the release before link revocation, retention and relay counters."""
+    state_dir.mkdir(mode=0o700)
+    path = state_dir / DATABASE_FILE
+    older = sqlite3.connect(path, isolation_level=None)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+    assert schema.upgrade(older) == (0, 3)
+    monkeypatch.undo()
+    older.execute(
+        "INSERT INTO assets VALUES ('img_0123456789abcdef01234567', 'token:alice', ?, 'png', "
+        "8, 8, 75, 'placeholder', 'p', NULL, '{}', 1800000000000000)",
+        ("a" * 64,),
+    )
+    older.execute("INSERT INTO usage_daily VALUES ('token:alice', '2027-01-15', 2, 0.5, 1)")
+    older.close()
+    assert upgrade_embedded(state_dir) == (3, LATEST)
+
+    async def read() -> tuple[Asset, list[UsageRow]]:
+        storage = open_embedded(state_dir, 10**7)
+        try:
+            asset = await storage.index.get(None, AssetId("img_0123456789abcdef01234567"))
+            return asset, await storage.quotas.report("2027-01-15", "2027-01-16", "relay")
+        finally:
+            await storage.aclose()
+
+    asset, by_relay = anyio.run(read)
+    assert (asset.link_generation, asset.keep_until) == (0, None)
+    assert by_relay == [UsageRow("", 2, 0.5, 1)]  # counted before relays were recorded

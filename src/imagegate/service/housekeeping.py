@@ -18,7 +18,7 @@ import anyio
 
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
-from imagegate.core.errors import ImagegateError, NotFound
+from imagegate.core.errors import ImagegateError, NotFound, StorageError
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import Leases
 from imagegate.storage.processes import this_process
@@ -26,8 +26,8 @@ from imagegate.storage.processes import this_process
 log = logging.getLogger("imagegate.housekeeping")
 
 BATCH = 200
-LEASE = "retention"
-ORPHANS = "orphans"
+RETENTION_LEASE = "retention"
+ORPHANS_LEASE = "orphans"
 DAY = 86_400.0
 
 
@@ -42,53 +42,78 @@ class Housekeeping:
         self._holder = this_process()
         self._orphans_due = 0.0
 
-    async def collect_orphans(self) -> int:
-        """Once a day, in one process: remove bytes no image uses, a day old or more."""
-        now = self._clock.now()
-        if now < self._orphans_due or not await self._leases.take(ORPHANS, self._holder, now, DAY):
-            return 0
-        self._orphans_due = now + DAY
-        return await self._assets.collect_orphans(now - DAY)
-
     async def sweep(self) -> int:
-        """Delete the images whose time has come, if no other process is at it; how many."""
-        every = self._settings.retention_sweep_seconds
-        now = self._clock.now()
-        if not await self._leases.take(LEASE, self._holder, now, 2 * every):
-            return 0
+        """Delete the images whose time has come, if no other process is at it; how
+        many. An image that can't be deleted now (the store refused) is left for the
+        next sweep and does not hold up the others."""
         days = self._settings.retention_days
-        unrecorded_before = None if days is None else now - days * 86_400
+        now = self._clock.now()
+        unrecorded_before = None if days is None else now - days * DAY
         deleted = 0
-        while True:
-            due = await self._assets.expired(now, unrecorded_before, BATCH)
-            for asset in due:
+        failed: set[str] = set()
+        # The lease is renewed for each batch: a long first sweep must not outlast it.
+        while await self._leases.take(
+            RETENTION_LEASE, self._holder, self._clock.now(), 2 * self._every
+        ):
+            due = await self._assets.expired(now, unrecorded_before, BATCH + len(failed))
+            todo = [asset for asset in due if asset.id not in failed]
+            for asset in todo:
                 try:
                     await self._assets.delete(None, asset.id)
                     deleted += 1
                 except NotFound:
                     pass  # deleted meanwhile, by its owner
-            if len(due) < BATCH:
-                return deleted
+                except StorageError as err:
+                    failed.add(asset.id)
+                    log.warning("retention: could not delete %s now: %s", asset.id, err)
+            if len(todo) < BATCH:
+                break
+        return deleted
+
+    async def collect_orphans(self) -> int:
+        """Once a day, in one process: remove bytes no image uses, a day old or more."""
+        now = self._clock.now()
+        if now < self._orphans_due or not await self._leases.take(
+            ORPHANS_LEASE, self._holder, now, DAY
+        ):
+            return 0
+        self._orphans_due = now + DAY
+        return await self._assets.collect_orphans(now - DAY)
+
+    @property
+    def _every(self) -> float:
+        return self._settings.retention_sweep_seconds
+
+    async def _chores(self) -> None:
+        # Each chore on its own: one that fails (a store down, a bug) must not stop the
+        # others, nor the next round.
+        for name, chore in (
+            ("retention", self.sweep),
+            ("orphans", self.collect_orphans),
+            ("staging", self._sweep_staging),
+        ):
+            try:
+                done = await chore()
+            except ImagegateError as err:
+                log.warning("housekeeping (%s) failed this time: %s", name, err)
+            except Exception:
+                log.exception("housekeeping (%s) failed this time", name)
+            else:
+                if done:
+                    log.info("housekeeping (%s): %d removed", name, done)
+
+    async def _sweep_staging(self) -> int:
+        return await anyio.to_thread.run_sync(self._assets.sweep_staging)
 
     async def _forever(self) -> None:
         while True:
-            try:
-                deleted = await self.sweep()
-                if deleted:
-                    log.info("retention: deleted %d image(s) whose time had come", deleted)
-                orphans = await self.collect_orphans()
-                if orphans:
-                    log.warning("removed %d stored file(s) that no image used", orphans)
-                swept = await anyio.to_thread.run_sync(self._assets.sweep_staging)
-                if swept:
-                    log.info("removed %d staging file(s) left by a crash", swept)
-            except ImagegateError as err:
-                log.warning("housekeeping failed this time: %s", err)
-            await anyio.sleep(self._settings.retention_sweep_seconds)
+            await self._chores()
+            await anyio.sleep(self._every)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The chores, for as long as the server serves."""
+        """The chores, for as long as the server serves. A clean stop lets go of the
+        leases, so that the next process (a restart) sweeps at once."""
         chores = asyncio.create_task(self._forever(), name="imagegate-housekeeping")
         try:
             yield
@@ -96,3 +121,8 @@ class Housekeeping:
             chores.cancel()
             with anyio.CancelScope(shield=True):
                 await asyncio.gather(chores, return_exceptions=True)
+                for lease in (RETENTION_LEASE, ORPHANS_LEASE):
+                    try:
+                        await self._leases.release(lease, self._holder)
+                    except ImagegateError as err:
+                        log.warning("could not let go of the %s lease: %s", lease, err)

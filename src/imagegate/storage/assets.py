@@ -5,6 +5,7 @@ stored once; deleting an asset removes its bytes when no other asset uses them, 
 index's `references` make that safe against a concurrent add of the same bytes.
 """
 
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ from imagegate.storage.interfaces import (
     BlobStore,
     Page,
 )
+
+ORPHAN_BATCH = 500
 
 
 class AssetStore:
@@ -106,10 +109,24 @@ class AssetStore:
         """Remove the bytes, written before that time, that no asset uses (a process
         that died between writing bytes and recording them); how many."""
         removed = 0
+        batch: builtins.list[BlobKey] = []
         async for key in self._blobs.stored_before(before):
+            batch.append(key)
+            if len(batch) == ORPHAN_BATCH:
+                removed += await self._remove_unused(batch)
+                batch = []
+        return removed + await self._remove_unused(batch)
+
+    async def _remove_unused(self, keys: Sequence[BlobKey]) -> int:
+        # A read first: only the few unused ones take their blob's lock (a write).
+        used = await self._index.used([key.sha256 for key in keys])
+        removed = 0
+        for key in keys:
+            if key.sha256 in used:
+                continue
             with anyio.CancelScope(shield=True):
                 async with self._index.references(key) as references:
-                    if await references.users() == 0:
+                    if await references.users() == 0:  # still, now that it is held
                         await self._blobs.remove(key)
                         removed += 1
         return removed

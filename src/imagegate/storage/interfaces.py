@@ -219,6 +219,11 @@ class AssetIndex(Protocol):
         """The bytes of all the owner's assets."""
         ...
 
+    async def used(self, sha256s: Sequence[str]) -> set[str]:
+        """Which of these blobs some asset uses, as of now (a read: a blob it leaves
+        out may still be taken by an add in progress; hold its references to be sure)."""
+        ...
+
     async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         """End every link of the asset made so far (its link generation goes up);
         NotFound for a missing asset and for another owner's alike."""
@@ -286,6 +291,11 @@ class Leases(Protocol):
     async def take(self, name: str, holder: str, now: float, seconds: float) -> bool:
         """Hold `name` until `now + seconds` if it is free, expired, or `holder`'s
         already; False when another holder has it."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Let go of `name` if `holder` has it (a process that stops cleanly), so that
+        the next one need not wait for the lease to run out."""
         ...
 
 

@@ -18,7 +18,7 @@ REPORTS = {
             FROM usage_daily AS d LEFT JOIN (
                 SELECT subject, day, SUM(images) AS images, SUM(spend) AS spend,
                        SUM(calls) AS calls
-                FROM usage_by_relay GROUP BY subject, day
+                FROM usage_by_relay WHERE day >= ?1 AND day < ?2 GROUP BY subject, day
             ) AS r ON r.subject = d.subject AND r.day = d.day
             WHERE d.day >= ?1 AND d.day < ?2
         ) AS counted GROUP BY 1 HAVING SUM(calls) > 0 ORDER BY 1

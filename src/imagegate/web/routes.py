@@ -116,7 +116,7 @@ class Routes:
         if int(generation or 0) < asset.link_generation:
             return _plain(
                 410,
-                "gone: this link was revoked by the image's owner (revoke_links); ask for a "
+                "gone: this link was revoked (revoke_links); ask the image's owner for a "
                 "new one with create_download_link",
             )
         served = view.output_format(asset.format) if view else asset.format

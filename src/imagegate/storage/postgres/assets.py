@@ -91,6 +91,14 @@ class PgAssetIndex:
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.run(lambda db: _owned_bytes(db, owner))
 
+    async def used(self, sha256s: Sequence[str]) -> set[str]:
+        rows = await self._db.run(
+            lambda db: db.fetch(
+                "SELECT DISTINCT sha256 FROM assets WHERE sha256 = ANY($1)", list(sha256s)
+            )
+        )
+        return {row["sha256"] for row in rows}
+
     async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         query = "UPDATE assets SET link_generation = link_generation + 1 WHERE id = $1"
         args: list[Any] = [asset_id]

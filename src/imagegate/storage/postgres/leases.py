@@ -20,3 +20,10 @@ class PgLeases:
             )
         )
         return taken is not None
+
+    async def release(self, name: str, holder: str) -> None:
+        await self._db.run(
+            lambda db: db.execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder
+            )
+        )

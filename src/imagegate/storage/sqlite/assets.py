@@ -144,6 +144,14 @@ class SqliteAssetIndex:
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.read(lambda db: _owned_bytes(db, owner))
 
+    async def used(self, sha256s: Sequence[str]) -> set[str]:
+        if not sha256s:
+            return set()
+        marks = ",".join("?" * len(sha256s))
+        query = f"SELECT DISTINCT sha256 FROM assets WHERE sha256 IN ({marks})"  # noqa: S608
+        rows = await self._db.read(lambda db: db.execute(query, list(sha256s)).fetchall())
+        return {row[0] for row in rows}
+
     async def revoke_links(self, owner: Subject | None, asset_id: AssetId) -> Asset:
         query = "UPDATE assets SET link_generation = link_generation + 1 WHERE id = ?"
         args: tuple[str, ...] = (asset_id,)

@@ -31,3 +31,10 @@ class SqliteLeases:
             )
         )
         return int(taken.rowcount) == 1
+
+    async def release(self, name: str, holder: str) -> None:
+        await self._db.write(
+            lambda db: db.execute(
+                "DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)
+            )
+        )
