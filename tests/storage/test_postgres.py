@@ -295,3 +295,27 @@ async def test_a_closed_backend_fails_cleanly(
 def test_a_database_is_named_without_its_credentials() -> None:
     url = "postgresql://imagegate:s3cret@db.internal:5433/images?sslmode=require"
     assert database_name(url) == "postgresql://db.internal:5433/images"
+
+
+async def test_a_replica_waits_for_another_that_is_creating_the_schema(
+    server: Postgres, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half-way through creating the database, the first replica shows an older
+    version: a second one must wait for it, not refuse the database as old."""
+    creator = await connect(server, database)
+    try:
+        await creator.execute("SELECT pg_advisory_lock(1, 0)")
+        with monkeypatch.context() as first_only:
+            first_only.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+            await schema.upgrade(creator)  # version 1 of LATEST, the lock still held
+        second = opened(server, database, tmp_path)
+        opening = asyncio.create_task(second.open())
+        await asyncio.sleep(0.5)
+        assert not opening.done()  # waiting, not refusing
+        assert await schema.upgrade(creator) == (1, schema.LATEST)
+        await creator.execute("SELECT pg_advisory_unlock(1, 0)")
+        await asyncio.wait_for(opening, 10)
+        assert await second.index.ready()
+        await second.aclose()
+    finally:
+        await creator.close()

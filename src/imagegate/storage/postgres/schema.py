@@ -218,8 +218,19 @@ async def check(connection: Connection) -> None:
     found = await versions(connection)
     if found is not None and found[0] == LATEST:
         return
-    if found is None or found[0] == 0:  # new, or being made by another process now:
-        await upgrade(connection)  # this waits for it
+    # Judge under the upgrade lock: a process creating the database right now shows
+    # every version on its way to the latest, and an older one must not be refused.
+    await connection.execute("SELECT pg_advisory_lock($1, 0)", int(Lock.SCHEMA))
+    try:
+        await _judge(connection)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1, 0)", int(Lock.SCHEMA))
+
+
+async def _judge(connection: Connection) -> None:
+    found = await versions(connection)
+    if found is None or found[0] == 0:  # new (or a creation that failed half-way)
+        await upgrade(connection)
         return
     number, readable_from = found
     if number < LATEST:
@@ -233,9 +244,10 @@ async def check(connection: Connection) -> None:
             f"schema {readable_from} can't use (this one knows {LATEST}): a newer imagegate "
             "upgraded it. Run that version, or restore a backup taken before the upgrade"
         )
-    log.info(
-        "the database has schema version %d, newer than this imagegate knows (%d); "
-        "it still uses it (an upgrade in progress)",
-        number,
-        LATEST,
-    )
+    if number > LATEST:
+        log.info(
+            "the database has schema version %d, newer than this imagegate knows (%d); "
+            "it still uses it (an upgrade in progress)",
+            number,
+            LATEST,
+        )
