@@ -6,6 +6,7 @@ from pydantic import SecretStr
 from imagegate.config import Settings, load_settings
 from imagegate.core.errors import ConfigError
 from imagegate.core.secrets import configured_secret
+from imagegate.server import setup_tracing
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -283,3 +284,83 @@ def test_metrics_with_a_token_or_a_listener_are_accepted(
     assert on_main_port.metrics_address() is None
     with pytest.raises(ConfigError, match="metrics_token: must be at least 16 characters"):
         configured_secret("metrics_token", SecretStr("short"), None)
+
+
+def test_traces_and_json_logs_are_off_by_default() -> None:
+    settings = load_settings()
+    assert settings.otlp_endpoint is None
+    assert settings.otlp_traces_url() is None
+    assert settings.otlp_service_name == "imagegate"
+    assert settings.log_format == "text"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url"),
+    [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("https://otel.example.com/", "https://otel.example.com/v1/traces"),
+        ("https://otel.example.com/v1/traces", "https://otel.example.com/v1/traces"),
+    ],
+)
+def test_otlp_endpoint_names_the_collector(tmp_path: Path, endpoint: str, url: str) -> None:
+    settings = load_settings(
+        write(tmp_path, f'otlp_endpoint = "{endpoint}"\nlog_format = "json"\n')
+    )
+    assert settings.otlp_traces_url() == url
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('otlp_endpoint = "grpc://127.0.0.1:4317"\n', "otlp_endpoint"),
+        ('otlp_endpoint = "https://user:key@otel.example.com"\n', "without credentials"),
+        ('otlp_endpoint = "https://otel.example.com/?key=1"\n', "without credentials, query"),
+        ('otlp_headers_env = "x-api-key=abc"\n', "otlp_headers_env"),
+        ('log_format = "logfmt"\n', "log_format"),
+    ],
+)
+def test_bad_trace_and_log_settings(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+    assert "abc" not in str(raised.value)  # a value put where the name goes stays unsaid
+
+
+def test_collector_headers_in_clear_or_unused_are_warned_about(tmp_path: Path) -> None:
+    unused = load_settings(write(tmp_path, 'otlp_headers_env = "OTLP_HEADERS"\n'))
+    assert any("no traces are sent" in warning for warning in unused.warnings())
+    clear = load_settings(
+        write(
+            tmp_path,
+            'otlp_endpoint = "http://otel.example.com:4318"\notlp_headers_env = "OTLP_HEADERS"\n',
+        )
+    )
+    assert any("plain http://" in warning for warning in clear.warnings())
+    local = load_settings(
+        write(tmp_path, 'otlp_endpoint = "http://[::1]:4318"\notlp_headers_env = "OTLP_HEADERS"\n')
+    )
+    assert local.warnings() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [(None, "OTLP_HEADERS is not set"), ("x-api-key", "entry 1 is not key=value")],
+)
+def test_collector_headers_come_from_the_named_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, fragment: str
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("OTLP_HEADERS", value)
+    settings = Settings(otlp_endpoint="https://otel.example.com", otlp_headers_env="OTLP_HEADERS")
+    with pytest.raises(ConfigError, match=fragment):
+        setup_tracing(settings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["retention_days = inf\n", "retention_days = 0\n", "[quotas.default]\nretention_days = nan\n"],
+)
+def test_retention_must_be_a_finite_number_of_days(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="retention_days"):
+        load_settings(write(tmp_path, text))

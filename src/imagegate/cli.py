@@ -27,6 +27,7 @@ from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_en
 from imagegate.config import Settings, config_path_from_env, load_settings, read_secret_env
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, SchemaError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
+from imagegate.core.logjson import JsonLines
 from imagegate.core.notify import READY, STOPPING, Notifier
 from imagegate.core.secrets import configured_secret
 from imagegate.core.staging import StagedBlob
@@ -41,6 +42,8 @@ from imagegate.server import (
     http_asgi_app,
     metrics_token,
     open_storage,
+    otlp_headers,
+    setup_tracing,
 )
 from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
 from imagegate.service.reports import BY, Report, usage_report
@@ -195,6 +198,9 @@ def _setup_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_format == "json":
+        for handler in logging.root.handlers:
+            handler.setFormatter(JsonLines())
     # httpx logs every request URL at INFO; an image URL an upstream returns can carry
     # a signature (S3, Azure SAS) that must not reach the log.
     for noisy in ("httpx", "httpcore"):
@@ -216,8 +222,13 @@ def _indent(text: str) -> str:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    app = build_app(settings, args.transport)
-    asyncio.run(_run(app, settings, args.transport))
+    tracing = setup_tracing(settings)
+    try:
+        app = build_app(settings, args.transport)
+        asyncio.run(_run(app, settings, args.transport))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # sends the spans still batched
     return 0
 
 
@@ -300,6 +311,10 @@ def _announce(app: App, settings: Settings) -> None:
             lines.append(f"development bearer token: {app.bearer_token}")
         lines.append(f"bearer token file: {token_file} (send 'Authorization: Bearer <token>')")
     lines.append(f"state: {settings.state_dir}")
+    if settings.log_format == "json":  # a pipeline reading JSON lines gets these as records
+        for line in lines:
+            logging.getLogger("imagegate").info("%s", line)
+        return
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
@@ -609,6 +624,8 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         )
     )
     attempt(lambda: metrics_token(settings))
+    if settings.otlp_endpoint is not None:
+        attempt(lambda: otlp_headers(settings))
     token = attempt(lambda: static_token(settings))
     tokens_file = settings.tokens_file
     mapped = (

@@ -61,7 +61,7 @@ class Limits(BaseModel):
     spend_per_month: float | None = Field(default=None, ge=0)
     max_stored_bytes: int | None = Field(default=None, ge=0)
     """The bytes of all one's images together, uploaded and generated."""
-    retention_days: float | None = Field(default=None, gt=0)
+    retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Images are deleted this many days after they are stored (the top-level
     retention_days when unset here)."""
 
@@ -219,6 +219,8 @@ class Settings(BaseSettings):
     mcp_path: str = "/mcp"
     public_url: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """The server log's lines: text, or one JSON object each (with the trace id)."""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -249,6 +251,13 @@ class Settings(BaseSettings):
     metrics_listen: str | None = None
     """A loopback address of its own for /metrics, such as 127.0.0.1:9464, serving
     nothing else; the main port then has no /metrics."""
+    otlp_endpoint: str | None = None
+    """An OpenTelemetry collector's OTLP/HTTP address, such as http://127.0.0.1:4318
+    (traces go to its /v1/traces): when set, every tool call is traced."""
+    otlp_headers_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The name of an environment variable holding the collector's headers, as
+    `key=value,key2=value2` (an API key): never the headers themselves in the file."""
+    otlp_service_name: str = Field(default="imagegate", min_length=1, max_length=100)
 
     database_url: str | None = None
     """A PostgreSQL database that several replicas share, as postgresql://user@host/db;
@@ -307,7 +316,7 @@ class Settings(BaseSettings):
     """Remove location metadata (EXIF GPS, XMP and IPTC places) from uploads."""
     max_running_jobs: int = Field(default=16, ge=1, le=1000)
     """Jobs one caller may have running at once (in one process)."""
-    retention_days: float | None = Field(default=None, gt=0)
+    retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Delete images this many days after they are stored; unset: keep them. [quotas]
     may set retention_days for groups and subjects too (the most generous group wins)."""
     retention_sweep_seconds: float = Field(default=600.0, ge=10, le=86400)
@@ -366,6 +375,27 @@ class Settings(BaseSettings):
         if value is not None:
             loopback_address(value)
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # No user:password@: credentials go in otlp_headers_env, out of the file.
+        if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                "must be an http:// or https:// URL without credentials, query or fragment, "
+                "such as http://127.0.0.1:4318"
+            )
+        return value.rstrip("/")
+
+    def otlp_traces_url(self) -> str | None:
+        """Where spans are sent: the endpoint's /v1/traces, unless it names that path."""
+        if self.otlp_endpoint is None:
+            return None
+        if self.otlp_endpoint.endswith("/v1/traces"):
+            return self.otlp_endpoint
+        return self.otlp_endpoint + "/v1/traces"
 
     @field_validator("relays")
     @classmethod
@@ -463,7 +493,18 @@ class Settings(BaseSettings):
             )
         if not self.metrics and (self.metrics_listen or self.metrics_token_file):
             said.append("metrics_listen or metrics_token_file is set but metrics is off")
+        if self.otlp_headers_env and self.otlp_endpoint is None:
+            said.append("otlp_headers_env is set but otlp_endpoint is not: no traces are sent")
+        if self.otlp_headers_env and self._otlp_in_clear():
+            said.append(
+                "otlp_headers_env: the collector's headers (an API key) go over plain http:// "
+                "to another machine; use https://"
+            )
         return said
+
+    def _otlp_in_clear(self) -> bool:
+        url = urlsplit(self.otlp_endpoint or "")
+        return url.scheme == "http" and not is_loopback_host(url.hostname or "")
 
 
 def config_path_from_env() -> Path | None:

@@ -10,9 +10,12 @@ from typing import Any, Literal
 
 import httpx
 from fastmcp import FastMCP
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import SecretStr
 from starlette.types import ASGIApp
 
+from imagegate import __version__
 from imagegate.access.audit import AuditLog
 from imagegate.access.policy import AccessPolicy
 from imagegate.access.setup import build_acl, build_token_checks
@@ -23,6 +26,7 @@ from imagegate.core.errors import ConfigError
 from imagegate.core.metrics import Metrics
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
+from imagegate.core.tracing import Tracing, install, parse_headers
 from imagegate.mcp.app import Route, build_mcp, http_app
 from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
@@ -223,6 +227,37 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         scrape=scrape,
         housekeeping=housekeeping,
     )
+
+
+def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tracing | None:
+    """Traces for this process, when otlp_endpoint is set (or an `exporter` is given,
+    as tests do): spans batched to the collector over OTLP/HTTP. None when off."""
+    if exporter is not None:
+        return install(exporter, settings.otlp_service_name, __version__, batch=False)
+    url = settings.otlp_traces_url()
+    if url is None:
+        return None
+    return install(
+        OTLPSpanExporter(endpoint=url, headers=otlp_headers(settings), timeout=10),
+        settings.otlp_service_name,
+        __version__,
+    )
+
+
+def otlp_headers(settings: Settings) -> dict[str, str]:
+    """The collector's headers, from the variable otlp_headers_env names (if any)."""
+    if not settings.otlp_headers_env:
+        return {}
+    text = read_secret_env(settings.otlp_headers_env)
+    if text is None:
+        raise ConfigError(
+            f"otlp_headers_env: the environment variable {settings.otlp_headers_env} is "
+            "not set; it must hold the collector's headers, as key=value,key2=value2"
+        )
+    try:
+        return parse_headers(text)
+    except ValueError as err:
+        raise ConfigError(f"otlp_headers_env {settings.otlp_headers_env}: {err}") from None
 
 
 def metrics_token(settings: Settings) -> str | None:

@@ -288,6 +288,13 @@ def test_generate_into_a_directory_it_cannot_write_fails_cleanly(tmp_path: Path)
         ({"IMAGEGATE_REQUEST_STATE_KEY": "x" * 31}, "request_state_key: must be at least 32"),
         ({"IMAGEGATE_BEARER_TOKEN": "short"}, "bearer_token: must be at least 16 characters"),
         ({"IMAGEGATE_QUOTAS": "{bad"}, "environment IMAGEGATE_QUOTAS: not valid JSON"),
+        (
+            {
+                "IMAGEGATE_OTLP_ENDPOINT": "https://otel.example.com",
+                "IMAGEGATE_OTLP_HEADERS_ENV": "OTLP_HEADERS_UNSET",
+            },
+            "the environment variable OTLP_HEADERS_UNSET is not set",
+        ),
     ],
 )
 def test_what_serve_would_refuse_check_config_refuses_too(

@@ -33,12 +33,15 @@ class AuditRecord:
     confirmation: str | None = None
     """Paid relays: paid:auto, accepted, declined, cancel or unsupported."""
     prompt: str | None = None
+    trace_id: str | None = None
+    """The call's trace (32 hex digits), when traces are on: the line leads to it."""
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds")
-        if data["prompt"] is None:
-            del data["prompt"]
+        for optional in ("prompt", "trace_id"):
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

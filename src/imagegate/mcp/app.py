@@ -39,6 +39,7 @@ from imagegate.service.images import ImageService
 from imagegate.service.jobs import JobRunner
 from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import ExplainTooLarge
+from imagegate.web.traced import TracedRequests
 from imagegate.web.unauthorized import ExplainUnauthorized
 
 INSTRUCTIONS = (
@@ -233,12 +234,13 @@ def http_app(mcp: FastMCP[Any], settings: Settings, probes: Sequence[Route] = ()
         ],
     )
     sessions.attach(app, settings.mcp_path)
+    traced = TracedRequests(app, settings.mcp_path)
     if not probes:
-        return app
+        return traced
     answering = Starlette(
         routes=[StarletteRoute(path, handler, methods=methods) for path, methods, handler in probes]
     )
-    return _ProbesFirst(app, answering, {path for path, _, _ in probes})
+    return _ProbesFirst(traced, answering, {path for path, _, _ in probes})
 
 
 class _ProbesFirst:

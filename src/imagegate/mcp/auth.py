@@ -12,6 +12,7 @@ from pydantic import Field
 from imagegate.access.identity import LOCAL_IDENTITY, Identity, TokenCheck
 from imagegate.config import Settings
 from imagegate.core.ids import Subject
+from imagegate.core.tracing import span
 
 log = logging.getLogger("imagegate.access")
 
@@ -30,7 +31,9 @@ class CheckVerifier(TokenVerifier):
         self._check = check
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        result = await self._check.verify(token)
+        with span("auth") as step:
+            result = await self._check.verify(token)
+            step.set("outcome", "rejected" if result is None else "ok")
         if result is None:
             return None
         identity = result.identity

@@ -30,6 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from imagegate.core.errors import NotConfirmed
+from imagegate.core.tracing import span
 from imagegate.service.confirm import PaidCall
 
 log = logging.getLogger("imagegate.confirm")
@@ -65,6 +66,14 @@ class Confirmer:
         return self.call.estimate if self.call else None
 
     async def __call__(self, call: PaidCall, ask: bool) -> None:
+        with span("confirm", relay=call.relay) as step:
+            try:
+                await self._confirm(call, ask)
+            finally:
+                # None: a 2026-07-28 client was asked, and answers with the next call.
+                step.set("outcome", self.outcome or "asked")
+
+    async def _confirm(self, call: PaidCall, ask: bool) -> None:
         self.call = call
         if not ask:
             self.outcome = "paid:auto"

@@ -33,6 +33,7 @@ from imagegate.core.errors import (
     where,
 )
 from imagegate.core.metrics import Metrics
+from imagegate.core.tracing import current_trace_id, span
 from imagegate.mcp.auth import current_identity
 
 log = logging.getLogger("imagegate.access")
@@ -154,11 +155,14 @@ class AclMiddleware(Middleware):
         context: MiddlewareContext[mt.CallToolRequestParams],
         call_next: CallNext[mt.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        caller = _caller(self._policy, context.fastmcp_context)
         name = context.message.name
-        rule = self._rules.get(name)
-        relay = requested_relay(rule, context.message.arguments or {}, self._default_relay)
-        decision = decide(caller.scopes, rule, relay)
+        # Only this server's tool names: the client's string could be anything.
+        with span("acl", tool=name if name in self._rules else "unknown") as step:
+            caller = _caller(self._policy, context.fastmcp_context)
+            rule = self._rules.get(name)
+            relay = requested_relay(rule, context.message.arguments or {}, self._default_relay)
+            decision = decide(caller.scopes, rule, relay)
+            step.set("outcome", "allowed" if decision.allowed else "denied")
         if not decision.allowed:
             # %r: the tool and relay names come from the client and may hold newlines.
             log.warning("denied %r to %s: needs %r", name, caller.subject, decision.missing)
@@ -276,6 +280,7 @@ class AuditMiddleware(Middleware):
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 detail=detail,
                 prompt=prompt if isinstance(prompt, str) else None,
+                trace_id=current_trace_id(),
             )
         )
 

@@ -14,6 +14,7 @@ from imagegate.config import Settings
 from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat, ImageInfo, inspect_image
+from imagegate.core.tracing import span
 from imagegate.relays.base import (
     ImageRequest,
     InputImage,
@@ -138,7 +139,9 @@ async def produce(
 ) -> list[Produced]:
     """Run the relay and inspect what it made; on any failure nothing stays staged."""
     relay.capabilities.check(request, relay.name)
-    images = await relay.generate(request, stage, progress)
+    with span("relay", relay=relay.name, kind=relay.kind) as step:
+        images = await relay.generate(request, stage, progress)
+        step.set("images", len(images))
     produced: list[Produced] = []
     try:
         for image in images:

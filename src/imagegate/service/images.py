@@ -27,6 +27,7 @@ from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.core.metrics import Metrics
+from imagegate.core.tracing import span
 from imagegate.core.views import View
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
 from imagegate.relays.registry import Relays
@@ -211,7 +212,7 @@ class ImageService:
 
         # Shielded: a cancel that lands while the reservation commits would leave it
         # held, unknown to us, until its lease ends; the cancel takes effect just after.
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), span("quota.reserve", relay=plan.relay.name):
             reservation = await self.quotas.reserve(
                 owner, plan.request.n, spend, self._clock.now(), fits, relay=plan.relay.name
             )
@@ -272,13 +273,14 @@ class ImageService:
         total. Neither is a call (no slot, no cooldown): an answer may come back in
         another request (2026-07-28), or never."""
         now = self._clock.now()
-        if first.limits.max_stored_bytes is not None:
-            stored = await self.assets.stored_bytes(caller.subject)
-            if stored >= first.limits.max_stored_bytes:
-                raise stored_bytes_exceeded(stored, first.limits.max_stored_bytes)
-        usage = await self.quotas.usage(caller.subject, now)
-        images = sum(plan.request.n for plan in plans)
-        check_limits(first.limits, usage, images, sum(plan.spend for plan in plans), now)
+        with span("quota.check", relay=first.relay.name):
+            if first.limits.max_stored_bytes is not None:
+                stored = await self.assets.stored_bytes(caller.subject)
+                if stored >= first.limits.max_stored_bytes:
+                    raise stored_bytes_exceeded(stored, first.limits.max_stored_bytes)
+            usage = await self.quotas.usage(caller.subject, now)
+            images = sum(plan.request.n for plan in plans)
+            check_limits(first.limits, usage, images, sum(plan.spend for plan in plans), now)
         paid = [plan.call for plan in plans if plan.paid]
         if paid:
             await confirm(batch_total(paid), needs_confirmation(caller, True))

@@ -22,7 +22,8 @@ import anyio
 import httpx
 
 from imagegate.core.errors import RelayError
-from imagegate.core.metrics import Metrics
+from imagegate.core.metrics import Metrics, status_class
+from imagegate.core.tracing import Span, span
 from imagegate.relays.wire.body import JsonBody
 from imagegate.relays.wire.errors import error_fields, error_from_response, parse_json
 
@@ -181,20 +182,24 @@ class Upstream:
                 kwargs.update(multipart())
             return kwargs
 
-        response, started = await self._open(method, path, request_kwargs, may_retry)
-        status: int | None = response.status_code
-        try:
-            yield response
-        except (httpx.TransportError, httpx.StreamError) as err:
-            status = None
-            raise RelayError(
-                f"relay {self.relay!r} connection broke mid-response ({type(err).__name__})"
-            ) from None
-        finally:
-            await response.aclose()
-            # Counted once the body is read: for an image, most of the time is the
-            # upstream's work after the headers (a stream's events, a slow JSON body).
-            self.metrics.upstream_request(self.relay, status, time.perf_counter() - started)
+        # Neither the URL nor the trace context goes into the span or to the upstream:
+        # the URL may hold a key (Gemini) and the upstream is another company.
+        with span("upstream", relay=self.relay, method=method) as step:
+            response, started = await self._open(method, path, request_kwargs, may_retry, step)
+            status: int | None = response.status_code
+            try:
+                yield response
+            except (httpx.TransportError, httpx.StreamError) as err:
+                status = None
+                raise RelayError(
+                    f"relay {self.relay!r} connection broke mid-response ({type(err).__name__})"
+                ) from None
+            finally:
+                await response.aclose()
+                step.set("status_class", status_class(status))
+                # Counted once the body is read: for an image, most of the time is the
+                # upstream's work after the headers (a stream's events, a slow JSON body).
+                self.metrics.upstream_request(self.relay, status, time.perf_counter() - started)
 
     async def _open(
         self,
@@ -202,6 +207,7 @@ class Upstream:
         path: str,
         request_kwargs: Callable[[], dict[str, Any]],
         may_retry: Callable[[], bool] | None,
+        step: Span,
     ) -> tuple[httpx.Response, float]:
         """A 2xx response, and when its try began (it is counted when it is closed);
         every failed try is counted here."""
@@ -212,6 +218,7 @@ class Upstream:
             body = b""
             failure: RelayError
             started = time.perf_counter()
+            step.set("tries", attempt + 1)
             try:
                 request = self._client.build_request(method, self.url(path), **request_kwargs())
                 with anyio.fail_after(self._timeouts.first_byte):
@@ -232,6 +239,7 @@ class Upstream:
                     return response, started
                 body = await self._read_error_body(response)
                 failure = error_from_response(self.relay, response.status_code, body, self.secrets)
+            step.set("status_class", status_class(response.status_code if response else None))
             self._count_failure(response, started)
             if response is not None and not _retryable(response.status_code, body):
                 raise failure
