@@ -293,12 +293,23 @@ class _NotifyingServer(uvicorn.Server):
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """Bind before anything else starts, so a busy port is one clear line."""
+    """Bind before anything else starts, so a busy port is one clear line.
+
+    The socket names its protocol (TCP): asyncio sets TCP_NODELAY on the connections
+    it accepts only then. Without it, an answer written in two pieces waits for the
+    client's delayed ACK, about 40 ms on every small answer."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=256)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" means IPv6 only, as create_server had it
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(256)
     except OSError as err:
+        sock.close()
         raise ConfigError(f"could not listen on {host}:{port}: {err.strerror}") from None
+    return sock
 
 
 def _announce(app: App, settings: Settings) -> None:

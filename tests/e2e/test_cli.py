@@ -23,6 +23,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imagegate.cli import _listen
 from imagegate.storage.sqlite.schema import LATEST
 from tests.e2e.processes import clean_env, free_port, run, serving
 from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
@@ -618,3 +619,16 @@ def test_serve_refuses_an_old_schema_and_db_upgrade_fixes_it(tmp_path: Path) -> 
     assert again.stdout.strip().endswith(f"schema {LATEST}, up to date")
     with serving(state) as (base_url, _):
         assert httpx.get(f"{base_url}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_the_listener_is_tcp_so_that_answers_are_not_delayed(host: str) -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only when the listening socket
+    names IPPROTO_TCP; a plain create_server() socket says 0, and small answers then
+    wait ~40 ms for the client's delayed ACK."""
+    sock = _listen(host, 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    finally:
+        sock.close()
