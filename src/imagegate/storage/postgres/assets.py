@@ -9,10 +9,10 @@ import asyncpg
 
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
-from imagegate.core.images import ImageFormat
 from imagegate.storage.interfaces import Asset, BlobKey, Page
 from imagegate.storage.postgres.database import Connection, Lock, PgDatabase, lock
 from imagegate.storage.postgres.paging import newest_first
+from imagegate.storage.rows import asset_from_row
 
 
 class _References:
@@ -79,14 +79,14 @@ class PgAssetIndex:
         row = await self._db.run(lambda db: db.fetchrow(query, *args))
         if row is None:
             raise NotFound(f"image not found: {asset_id}")
-        return _asset_from_row(row)
+        return asset_from_row(row)
 
     async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
         query, args = "SELECT * FROM assets WHERE true", []
         if owner is not None:
             query, args = "SELECT * FROM assets WHERE owner = $1", [owner]
         rows, next_cursor = await newest_first(self._db, query, args, limit, cursor, is_asset_id)
-        return Page([_asset_from_row(row) for row in rows], next_cursor)
+        return Page([asset_from_row(row) for row in rows], next_cursor)
 
     async def stored_bytes(self, owner: Subject) -> int:
         return await self._db.run(lambda db: _owned_bytes(db, owner))
@@ -108,7 +108,7 @@ class PgAssetIndex:
         row = await self._db.run(lambda db: db.fetchrow(query + " RETURNING *", *args))
         if row is None:
             raise NotFound(f"image not found: {asset_id}")
-        return _asset_from_row(row)
+        return asset_from_row(row)
 
     async def expired(
         self, now: float, unrecorded_before: float | None, limit: int
@@ -122,7 +122,7 @@ class PgAssetIndex:
                 limit,
             )
         )
-        return [_asset_from_row(row) for row in rows]
+        return [asset_from_row(row) for row in rows]
 
     async def ready(self) -> bool:
         try:
@@ -141,22 +141,3 @@ async def _owned_bytes(connection: Connection, owner: Subject) -> int:
         "SELECT COALESCE(SUM(byte_size), 0) FROM assets WHERE owner = $1", owner
     )
     return int(total)
-
-
-def _asset_from_row(row: asyncpg.Record) -> Asset:
-    return Asset(
-        id=AssetId(row["id"]),
-        owner=Subject(row["owner"]),
-        sha256=row["sha256"],
-        format=ImageFormat(row["format"]),
-        width=row["width"],
-        height=row["height"],
-        byte_size=row["byte_size"],
-        relay=row["relay"],
-        prompt=row["prompt"],
-        revised_prompt=row["revised_prompt"],
-        params=json.loads(row["params"]),
-        created_at=row["created_us"] / 1_000_000,
-        link_generation=row["link_generation"],
-        keep_until=row["keep_until"],
-    )

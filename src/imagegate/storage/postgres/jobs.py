@@ -7,13 +7,12 @@ Each running job names the process that runs it; when that process stops beating
 import json
 from typing import Any
 
-import asyncpg
-
 from imagegate.core.errors import NotFound
 from imagegate.core.ids import JobId, Subject, is_job_id
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.postgres.database import PgDatabase
 from imagegate.storage.postgres.paging import newest_first
+from imagegate.storage.rows import job_from_row
 
 
 def _us(seconds: float) -> int:
@@ -101,12 +100,12 @@ class PgJobLedger:
         )
         if row is None:
             raise NotFound(f"job not found: {job_id}")
-        return _job_from_row(row)
+        return job_from_row(row)
 
     async def list(self, owner: Subject, limit: int, cursor: str | None) -> JobPage:
         query = "SELECT * FROM jobs WHERE owner = $1"
         rows, next_cursor = await newest_first(self._db, query, [owner], limit, cursor, is_job_id)
-        return JobPage([_job_from_row(row) for row in rows], next_cursor)
+        return JobPage([job_from_row(row) for row in rows], next_cursor)
 
     async def sweep(self, finished_before: float) -> int:
         status = await self._db.run(
@@ -116,19 +115,3 @@ class PgJobLedger:
             )
         )
         return int(status.split()[-1])
-
-
-def _job_from_row(row: asyncpg.Record) -> Job:
-    return Job(
-        id=JobId(row["id"]),
-        owner=Subject(row["owner"]),
-        tool=row["tool"],
-        state=JobState(row["state"]),
-        created_at=row["created_us"] / 1_000_000,
-        updated_at=row["updated_us"] / 1_000_000,
-        progress=row["progress"],
-        message=row["message"],
-        request=json.loads(row["request"]),
-        outcome=None if row["outcome"] is None else json.loads(row["outcome"]),
-        error=None if row["error"] is None else json.loads(row["error"]),
-    )

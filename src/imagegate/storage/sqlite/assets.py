@@ -8,10 +8,10 @@ from typing import Any
 
 from imagegate.core.errors import NotFound, StorageError
 from imagegate.core.ids import AssetId, Subject, is_asset_id
-from imagegate.core.images import ImageFormat
 from imagegate.storage.cursors import decode_cursor, encode_cursor
 from imagegate.storage.interfaces import Asset, BlobKey, Page
-from imagegate.storage.sqlite.database import Database, Transaction, run_script
+from imagegate.storage.rows import asset_from_row
+from imagegate.storage.sqlite.database import Database, Transaction, rows_by_name, run_script
 from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST
 
 SCHEMA = """
@@ -117,10 +117,10 @@ class SqliteAssetIndex:
         if owner is not None:
             query += " AND owner = ?"
             args += (owner,)
-        rows = await self._db.read(lambda db: _rows(db, query, args))
+        rows = await self._db.read(lambda db: rows_by_name(db, query, args))
         if not rows:
             raise NotFound(f"image not found: {asset_id}")
-        return _asset_from_row(rows[0])
+        return asset_from_row(rows[0])
 
     async def list(self, owner: Subject | None, limit: int, cursor: str | None = None) -> Page:
         query = "SELECT * FROM assets WHERE 1 = 1"
@@ -134,8 +134,8 @@ class SqliteAssetIndex:
             args += [created_us, created_us, last_id]
         query += NEWEST_FIRST
         args.append(limit + 1)
-        rows = await self._db.read(lambda db: _rows(db, query, args))
-        assets = [_asset_from_row(row) for row in rows[:limit]]
+        rows = await self._db.read(lambda db: rows_by_name(db, query, args))
+        assets = [asset_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             next_cursor = encode_cursor(rows[limit - 1]["created_us"], rows[limit - 1]["id"])
@@ -162,12 +162,12 @@ class SqliteAssetIndex:
         def revoke(db: sqlite3.Connection) -> list[sqlite3.Row]:
             if db.execute(query, args).rowcount != 1:
                 return []
-            return _rows(db, "SELECT * FROM assets WHERE id = ?", (asset_id,))
+            return rows_by_name(db, "SELECT * FROM assets WHERE id = ?", (asset_id,))
 
         rows = await self._db.write(revoke)
         if not rows:
             raise NotFound(f"image not found: {asset_id}")
-        return _asset_from_row(rows[0])
+        return asset_from_row(rows[0])
 
     async def expired(
         self, now: float, unrecorded_before: float | None, limit: int
@@ -179,8 +179,8 @@ class SqliteAssetIndex:
             args.append(int(unrecorded_before * 1_000_000))
         query += " ORDER BY created_us LIMIT ?"
         args.append(limit)
-        rows = await self._db.read(lambda db: _rows(db, query, args))
-        return [_asset_from_row(row) for row in rows]
+        rows = await self._db.read(lambda db: rows_by_name(db, query, args))
+        return [asset_from_row(row) for row in rows]
 
     async def ready(self) -> bool:
         try:
@@ -200,28 +200,3 @@ def _owned_bytes(db: sqlite3.Connection, owner: Subject) -> int:
         "SELECT COALESCE(SUM(byte_size), 0) FROM assets WHERE owner = ?", (owner,)
     ).fetchone()
     return int(total)
-
-
-def _rows(db: sqlite3.Connection, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
-    cursor = db.cursor()
-    cursor.row_factory = sqlite3.Row  # by name: the columns grow with migrations
-    return cursor.execute(query, args).fetchall()
-
-
-def _asset_from_row(row: sqlite3.Row) -> Asset:
-    return Asset(
-        id=AssetId(row["id"]),
-        owner=Subject(row["owner"]),
-        sha256=row["sha256"],
-        format=ImageFormat(row["format"]),
-        width=row["width"],
-        height=row["height"],
-        byte_size=row["byte_size"],
-        relay=row["relay"],
-        prompt=row["prompt"],
-        revised_prompt=row["revised_prompt"],
-        params=json.loads(row["params"]),
-        created_at=row["created_us"] / 1_000_000,
-        link_generation=row["link_generation"],
-        keep_until=row["keep_until"],
-    )

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
@@ -48,6 +48,13 @@ def run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+def rows_by_name(db: sqlite3.Connection, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
+    """The rows of a query, read by column name: columns grow with migrations."""
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(query, args).fetchall()
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -8,7 +8,6 @@ quota reservations are released (quotas.py).
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from imagegate.core.errors import NotFound
@@ -16,8 +15,9 @@ from imagegate.core.ids import JobId, Subject, is_job_id
 from imagegate.storage.cursors import decode_cursor, encode_cursor
 from imagegate.storage.interfaces import Job, JobPage, JobState
 from imagegate.storage.processes import is_gone
+from imagegate.storage.rows import job_from_row
 from imagegate.storage.rules import ABANDONED
-from imagegate.storage.sqlite.database import Database, run_script
+from imagegate.storage.sqlite.database import Database, rows_by_name, run_script
 from imagegate.storage.sqlite.paging import AFTER_CURSOR, NEWEST_FIRST
 
 SCHEMA = """
@@ -139,11 +139,13 @@ class SqliteJobLedger:
 
     async def get(self, owner: Subject, job_id: JobId) -> Job:
         rows = await self._db.read(
-            lambda db: _rows(db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner))
+            lambda db: rows_by_name(
+                db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
+            )
         )
         if not rows:
             raise NotFound(f"job not found: {job_id}")
-        return _job_from_row(rows[0])
+        return job_from_row(rows[0])
 
     async def list(self, owner: Subject, limit: int, cursor: str | None) -> JobPage:
         query = "SELECT * FROM jobs WHERE owner = ?"
@@ -154,8 +156,8 @@ class SqliteJobLedger:
             args += [created_us, created_us, last_id]
         query += NEWEST_FIRST
         args.append(limit + 1)
-        rows = await self._db.read(lambda db: _rows(db, query, args))
-        jobs = [_job_from_row(row) for row in rows[:limit]]
+        rows = await self._db.read(lambda db: rows_by_name(db, query, args))
+        jobs = [job_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -170,25 +172,3 @@ class SqliteJobLedger:
             )
         )
         return int(deleted.rowcount)
-
-
-def _rows(db: sqlite3.Connection, query: str, args: Sequence[Any]) -> list[sqlite3.Row]:
-    cursor = db.cursor()
-    cursor.row_factory = sqlite3.Row  # by name: the columns may grow
-    return cursor.execute(query, args).fetchall()
-
-
-def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(
-        id=JobId(row["id"]),
-        owner=Subject(row["owner"]),
-        tool=row["tool"],
-        state=JobState(row["state"]),
-        created_at=row["created_us"] / 1_000_000,
-        updated_at=row["updated_us"] / 1_000_000,
-        progress=row["progress"],
-        message=row["message"],
-        request=json.loads(row["request"]),
-        outcome=None if row["outcome"] is None else json.loads(row["outcome"]),
-        error=None if row["error"] is None else json.loads(row["error"]),
-    )
