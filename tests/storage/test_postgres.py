@@ -3,6 +3,8 @@ across machines, and failures reported without secrets. The contract suite cover
 rest on it too (tests/storage/backends.py)."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,35 +41,32 @@ def opened(server: Postgres, name: str, root: Path, **kwargs: object) -> Storage
     return open_postgres(server.url(name), server.password, 2, blobs, **kwargs)  # type: ignore[arg-type]
 
 
-async def connect(server: Postgres, name: str) -> asyncpg.Connection:
-    return await asyncpg.connect(server.url(name), password=server.password)
+@asynccontextmanager
+async def connected(server: Postgres, name: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(server.url(name), password=server.password)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def set_version(
     server: Postgres, name: str, number: int, readable_from: int | None = None
 ) -> None:
-    connection = await connect(server, name)
-    try:
+    async with connected(server, name) as connection:
         await connection.execute(
             "UPDATE imagegate_schema SET version = $1, readable_from = $2",
             number,
             min(number, schema.LATEST) if readable_from is None else readable_from,
         )
-    finally:
-        await connection.close()
 
 
 async def test_a_new_database_is_made_at_the_latest_schema(
     server: Postgres, database: str, tmp_path: Path
 ) -> None:
-    storage = opened(server, database, tmp_path)
-    await storage.open()
-    await storage.aclose()
-    connection = await connect(server, database)
-    try:
+    await made(server, database, tmp_path)
+    async with connected(server, database) as connection:
         assert await schema.version(connection) == schema.LATEST
-    finally:
-        await connection.close()
 
 
 async def test_replicas_starting_together_create_the_schema_once(
@@ -114,11 +113,8 @@ async def test_an_older_schema_is_refused_then_upgraded_by_db_upgrade(
     assert await upgrade_postgres(url, server.password) == (NEXT.number - 1, NEXT.number)
     assert await upgrade_postgres(url, server.password) == (NEXT.number, NEXT.number)
     await made(server, database, tmp_path)
-    connection = await connect(server, database)
-    try:
+    async with connected(server, database) as connection:
         assert await connection.fetchval("SELECT to_regclass('next_feature') IS NOT NULL")
-    finally:
-        await connection.close()
 
 
 async def test_a_newer_schema_is_used_while_this_version_can_read_it(
@@ -166,11 +162,8 @@ async def test_only_a_migration_that_is_not_additive_locks_older_versions_out(
     )
     monkeypatch.setattr(schema, "LATEST", NEXT.number)
     await upgrade_postgres(server.url(database), server.password)
-    connection = await connect(server, database)
-    try:
+    async with connected(server, database) as connection:
         assert await schema.versions(connection) == (NEXT.number, readable_from)
-    finally:
-        await connection.close()
 
 
 async def test_db_upgrade_makes_a_new_database(
@@ -183,9 +176,8 @@ async def test_db_upgrade_makes_a_new_database(
 async def test_a_database_of_another_application_is_refused(
     server: Postgres, database: str, tmp_path: Path
 ) -> None:
-    connection = await connect(server, database)
-    await connection.execute("CREATE TABLE invoices (id integer)")
-    await connection.close()
+    async with connected(server, database) as connection:
+        await connection.execute("CREATE TABLE invoices (id integer)")
     storage = opened(server, database, tmp_path)
     with pytest.raises(SchemaError, match="has tables but no imagegate schema version"):
         await storage.open()
@@ -240,28 +232,18 @@ async def test_what_a_silent_process_held_is_released_by_another(
 async def test_a_process_learns_that_it_was_taken_for_gone(
     server: Postgres, database: str, tmp_path: Path
 ) -> None:
-    storage = opened(server, database, tmp_path)
-    await storage.open()
-    await storage.aclose()
-    connection = await connect(server, database)
-    try:
+    await made(server, database, tmp_path)
+    async with connected(server, database) as connection:
         assert await beat(connection, "host:1:1")  # a row made anew: it had been reaped
         assert not await beat(connection, "host:1:1")  # an ordinary beat
-    finally:
-        await connection.close()
 
 
 async def test_a_clean_close_leaves_nothing_held_to_reap(
     server: Postgres, database: str, tmp_path: Path
 ) -> None:
-    storage = opened(server, database, tmp_path)
-    await storage.open()
-    await storage.aclose()
-    connection = await connect(server, database)
-    try:
+    await made(server, database, tmp_path)
+    async with connected(server, database) as connection:
         assert await connection.fetchval("SELECT count(*) FROM holders") == 0
-    finally:
-        await connection.close()
 
 
 async def test_failures_are_storage_errors_without_the_password(
@@ -302,8 +284,7 @@ async def test_a_replica_waits_for_another_that_is_creating_the_schema(
 ) -> None:
     """Half-way through creating the database, the first replica shows an older
     version: a second one must wait for it, not refuse the database as old."""
-    creator = await connect(server, database)
-    try:
+    async with connected(server, database) as creator:
         await creator.execute("SELECT pg_advisory_lock(1, 0)")
         with monkeypatch.context() as first_only:
             first_only.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
@@ -317,5 +298,3 @@ async def test_a_replica_waits_for_another_that_is_creating_the_schema(
         await asyncio.wait_for(opening, 10)
         assert await second.index.ready()
         await second.aclose()
-    finally:
-        await creator.close()
