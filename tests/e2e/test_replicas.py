@@ -33,7 +33,6 @@ from fastmcp import Client
 from fastmcp.client.auth import BearerAuth
 from fastmcp.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from obstore.store import S3Store
 
 from tests.e2e.harness import team_files
 from tests.e2e.processes import COMMAND, clean_env
@@ -119,16 +118,7 @@ class ReplicaSettings:
     async def stored_blobs(self) -> set[str]:
         """The content hashes of every object in the shared bucket (S3 lists only
         complete objects: an upload cut short is never one)."""
-        store = S3Store(
-            self.bucket,
-            endpoint=self.s3.endpoint,
-            region=self.s3.region,
-            access_key_id=self.s3.access_key,
-            secret_access_key=self.s3.secret_key,
-            virtual_hosted_style_request=False,
-            client_options={"allow_http": True},
-        )
-        listed = await obstore.list(store, prefix=PREFIX).collect_async()
+        listed = await obstore.list(self.s3.store(self.bucket), prefix=PREFIX).collect_async()
         return {item["path"].rsplit("/", 1)[1].split(".")[0] for item in listed}
 
     def staging_leftovers(self, *names: str) -> list[Path]:

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import obstore
 import pytest
-from obstore.store import S3Store
 from PIL import Image
 
 from imagegate.core.errors import ConfigError
@@ -58,16 +57,7 @@ async def http_put(url: str, body: bytes) -> httpx.Response:
 
 
 def objects(s3: S3Server, bucket: str) -> list[str]:
-    store = S3Store(
-        bucket,
-        endpoint=s3.endpoint,
-        region=s3.region,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
-    return sorted(item["path"] for item in obstore.list(store).collect())
+    return sorted(item["path"] for item in obstore.list(s3.store(bucket)).collect())
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
+from obstore.store import S3Store
 
 from tests.services._process import (
     ServiceUnavailable,
@@ -73,6 +74,20 @@ class S3Server:
                 headers={"X-Auth-Token": auth.headers["X-Auth-Token"]},
             )
             created.raise_for_status()
+
+    def store(self, bucket: str, secret_key: str | None = None) -> S3Store:
+        """An obstore client of one bucket, as the tests read it behind imagegate's back
+        (another secret: to see a wrong one refused)."""
+        return S3Store(
+            bucket,
+            endpoint=self.endpoint,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=secret_key or self.secret_key,
+            # No DNS for bucket.127.0.0.1: buckets go in the path.
+            virtual_hosted_style_request=False,
+            client_options={"allow_http": True},
+        )
 
     def presign_get(
         self,

@@ -19,7 +19,6 @@ pytest.importorskip("obstore", reason="obstore is not installed (pip install obs
 
 import obstore
 from obstore.exceptions import BaseError
-from obstore.store import S3Store
 
 from tests.services.s3 import S3Server, ServiceUnavailable, running_s3
 
@@ -42,19 +41,6 @@ def bucket(s3: S3Server) -> str:
     return name
 
 
-def store_for(s3: S3Server, bucket: str, secret_key: str | None = None) -> S3Store:
-    return S3Store(
-        bucket,
-        endpoint=s3.endpoint,
-        region=s3.region,
-        access_key_id=s3.access_key,
-        secret_access_key=secret_key or s3.secret_key,
-        # No DNS for bucket.127.0.0.1: buckets go in the path.
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
-
-
 def tampered(url: str) -> str:
     # Edit the signature text only, so the rest of the URL keeps its exact encoding.
     head, signature = url.rsplit("X-Amz-Signature=", 1)
@@ -64,7 +50,7 @@ def tampered(url: str) -> str:
 
 
 async def test_head_and_list_answer_for_readiness(s3: S3Server, bucket: str) -> None:
-    store = store_for(s3, bucket)
+    store = s3.store(bucket)
     assert await obstore.list(store).collect_async() == []
     await obstore.put_async(store, "ready/probe.txt", b"ok")
 
@@ -78,7 +64,7 @@ async def test_head_and_list_answer_for_readiness(s3: S3Server, bucket: str) -> 
 async def test_large_file_round_trips_through_multipart(
     s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
-    store = store_for(s3, bucket)
+    store = s3.store(bucket)
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(BIG))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -103,7 +89,7 @@ async def test_large_file_round_trips_through_multipart(
 
 
 async def test_presigned_get_works_and_tampering_is_refused(s3: S3Server, bucket: str) -> None:
-    store = store_for(s3, bucket)
+    store = s3.store(bucket)
     await obstore.put_async(store, "a b/photo.png", b"\x89PNG-data")
     url = await obstore.sign_async(store, "GET", "a b/photo.png", timedelta(minutes=5))
 
@@ -120,14 +106,14 @@ async def test_presigned_get_works_and_tampering_is_refused(s3: S3Server, bucket
 
 
 async def test_wrong_secret_is_refused(s3: S3Server, bucket: str) -> None:
-    store = store_for(s3, bucket, secret_key="not-the-secret")
+    store = s3.store(bucket, secret_key="not-the-secret")
 
     with pytest.raises(BaseError, match=r"403 Forbidden"):
         await obstore.put_async(store, "x.txt", b"x")
 
 
 async def test_expired_presigned_url_is_refused(s3: S3Server, bucket: str) -> None:
-    store = store_for(s3, bucket)
+    store = s3.store(bucket)
     await obstore.put_async(store, "soon-gone.txt", b"x")
     url = await obstore.sign_async(store, "GET", "soon-gone.txt", timedelta(seconds=1))
     await asyncio.sleep(2.1)
@@ -139,7 +125,7 @@ async def test_expired_presigned_url_is_refused(s3: S3Server, bucket: str) -> No
 
 
 async def test_signed_response_overrides_are_honoured(s3: S3Server, bucket: str) -> None:
-    store = store_for(s3, bucket)
+    store = s3.store(bucket)
     await obstore.put_async(store, "out/cat.png", b"png")
     url = s3.presign_get(
         bucket,
