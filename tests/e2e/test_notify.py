@@ -31,24 +31,31 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_ready_only_once_the_port_answers_and_stopping_on_sigterm(
-    tmp_path: Path, notify_socket: tuple[socket.socket, Path]
-) -> None:
-    sock, path = notify_socket
+def serve_notifying(
+    tmp_path: Path, notify: Path, stderr: int
+) -> tuple["subprocess.Popen[str]", int, str]:
+    """`imagegate serve` told to notify on `notify`: the process, its port, its /healthz."""
     port = free_port()
-    healthz = f"http://127.0.0.1:{port}/healthz"
     env = clean_env(
         IMAGEGATE_STATE_DIR=str(tmp_path / "state"),
         IMAGEGATE_PORT=str(port),
-        NOTIFY_SOCKET=str(path),
+        NOTIFY_SOCKET=str(notify),
     )
     process = subprocess.Popen(
         [*COMMAND, "serve", "--transport", "http"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
+    return process, port, f"http://127.0.0.1:{port}/healthz"
+
+
+def test_ready_only_once_the_port_answers_and_stopping_on_sigterm(
+    tmp_path: Path, notify_socket: tuple[socket.socket, Path]
+) -> None:
+    sock, path = notify_socket
+    process, port, healthz = serve_notifying(tmp_path, path, subprocess.PIPE)
     try:
         sock.settimeout(60)  # the server's imports and start-up, on a slow machine
         ready = sock.recv(4096).decode()
@@ -83,19 +90,7 @@ def test_ready_comes_after_the_port_answers_not_before(
     """The other side of the ordering: until the port answers, no READY=1 has come."""
     sock, path = notify_socket
     sock.setblocking(False)
-    port = free_port()
-    healthz = f"http://127.0.0.1:{port}/healthz"
-    env = clean_env(
-        IMAGEGATE_STATE_DIR=str(tmp_path / "state"),
-        IMAGEGATE_PORT=str(port),
-        NOTIFY_SOCKET=str(path),
-    )
-    process = subprocess.Popen(
-        [*COMMAND, "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, _, healthz = serve_notifying(tmp_path, path, subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         refused = 0
