@@ -436,7 +436,7 @@ class ImageService:
     ) -> None:
         """Store what the upstream made, into `assets` as each is stored."""
         max_stored_bytes = limits.max_stored_bytes
-        keep = keep_until(limits, self._clock.now())
+        keep = keep_until(limits.retention_days, self._clock.now())
         try:
             if max_stored_bytes is not None:
                 # All or none: each add checks again, atomically, against races.

@@ -41,13 +41,13 @@ def _most_generous(name: str, values: list[Any]) -> Any:
     return min(values) if name in _LESS_IS_MORE else max(values)
 
 
-def keep_until(limits: Limits, now: float) -> float | None:
-    """When an image stored now is deleted by retention, if `[quotas]` says (its
-    retention_days, as other limits: the subject's, else the most generous group's,
-    else the default's); None leaves it to the top-level retention_days, read at each
-    sweep, so that setting or changing it applies to the images already stored."""
-    days = limits.retention_days
-    return None if days is None else now + days * 86_400
+def keep_until(retention_days: float | None, now: float) -> float | None:
+    """When an image stored now is deleted by retention, if `[quotas]` says (the
+    caller's `retention_days`, resolved as other limits: the subject's, else the most
+    generous group's, else the default's); None leaves it to the top-level
+    retention_days, read at each sweep, so that setting or changing it applies to the
+    images already stored."""
+    return None if retention_days is None else now + retention_days * 86_400
 
 
 def stored_bytes_exceeded(stored: int, limit: int, adding: int = 0) -> QuotaExceeded:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import anyio
 
 from imagegate.access.policy import Caller
-from imagegate.config import Limits, Settings
+from imagegate.config import Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, run_cpu
 from imagegate.core.errors import ImageRejected, InvalidRequest
@@ -146,7 +146,7 @@ class Uploads:
                 meta,
                 now,
                 ticket.stored_limit,
-                keep_until(Limits(retention_days=ticket.retention_days), now),
+                keep_until(ticket.retention_days, now),
             )
             self._metrics.stored("uploaded", asset.byte_size)
             return asset
