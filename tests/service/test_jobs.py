@@ -1,6 +1,7 @@
 """The job runner on the embedded ledger: each way a job ends, exactly once; waiting with
 progress; a cancel from another process; the bound of a wait."""
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -294,6 +295,23 @@ async def test_one_owner_may_run_only_so_many_jobs(storage: Storage, clock: Manu
         works[0].release.set()
         await jobs.wait(ALICE, first.id, 5, 5, noted)
         jobs.check_room(ALICE)  # one ended: room again
+        for work in works:
+            work.release.set()
+
+
+async def test_starts_made_at_once_cannot_run_more_jobs_than_allowed(
+    storage: Storage, clock: ManualClock
+) -> None:
+    """Each start awaits the ledger: the ones waiting there must already be counted."""
+    jobs = runner(storage, clock, max_running_per_owner=2)
+    async with jobs.running():
+        works = [Work() for _ in range(6)]
+        started = await asyncio.gather(
+            *(jobs.start(ALICE, "generate_image", {}, work) for work in works),
+            return_exceptions=True,
+        )
+        refused = [s for s in started if isinstance(s, QuotaExceeded)]
+        assert (len(started) - len(refused), len(refused)) == (2, 4)
         for work in works:
             work.release.set()
 

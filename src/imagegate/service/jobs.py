@@ -167,9 +167,14 @@ class JobRunner:
             raise StorageError("jobs cannot start: the server is stopping")
         now = self._clock.now()
         job = Job(new_job_id(), owner, tool, JobState.RUNNING, now, now, request=request)
-        await self._ledger.create(job)
         live = _Live(job, partial=partial)
+        # Counted before the ledger's await: starts that check meanwhile must see it.
         self._live[job.id] = live
+        try:
+            await self._ledger.create(job)
+        except BaseException:
+            del self._live[job.id]
+            raise
         try:
             group.start_soon(self._run, live, work)
         except RuntimeError:  # the group closed meanwhile: the job never ran
