@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import random
 import socket
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
@@ -233,6 +234,37 @@ async def test_more_images_than_asked_are_not_kept(
     images = await make_relay().generate(make_request(n=2), blobs.stage, Progress())
     assert len(images) == 2
     assert len(leftovers(tmp_path)) == 2
+
+
+def noise_png(side: int = 256) -> bytes:
+    """Large enough (about 200 KB) to be decoded while the answer arrives."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3)).save(
+        out, "PNG"
+    )
+    return out.getvalue()
+
+
+async def test_large_images_are_decoded_as_the_answer_arrives(
+    mock: respx.MockRouter, blobs: FileBlobStore
+) -> None:
+    images = [noise_png(256), noise_png(257), noise_png(258)]
+    items = [{"b64_json": b64(image), "revised_prompt": "a cat"} for image in images]
+    mock.post("/images/generations").respond(json={"data": items})
+    made = await make_relay().generate(make_request(n=2), blobs.stage, Progress())
+    assert [image.staged.path.read_bytes() for image in made] == images[:2]
+    assert [image.revised_prompt for image in made] == ["a cat", "a cat"]
+
+
+async def test_damaged_large_image_is_refused_and_nothing_is_kept(
+    mock: respx.MockRouter, blobs: FileBlobStore, tmp_path: Path
+) -> None:
+    good, bad = b64(noise_png()), b64(noise_png(300))
+    bad = bad[:1000] + "*" + bad[1001:]
+    mock.post("/images/generations").respond(json={"data": [{"b64_json": good}, {"b64_json": bad}]})
+    with pytest.raises(RelayError, match="damaged base64 image data"):
+        await make_relay().generate(make_request(n=2), blobs.stage, Progress())
+    assert leftovers(tmp_path) == []
 
 
 async def test_revised_prompt_is_recorded(mock: respx.MockRouter, blobs: FileBlobStore) -> None:

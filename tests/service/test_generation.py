@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from imagegate.config import Settings
-from imagegate.core.errors import ImageRejected, InvalidRequest
+from imagegate.core.errors import ImageRejected, InvalidRequest, RelayError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.base import (
     Capabilities,
@@ -16,6 +16,7 @@ from imagegate.relays.base import (
 from imagegate.relays.placeholder import PlaceholderRelay, PlaceholderRelayConfig
 from imagegate.service.generation import GenerateArgs, build_request, produce
 from imagegate.storage.files import FileBlobStore
+from tests.fakes.upstream import png_bytes
 
 PLACEHOLDER = PlaceholderRelay("placeholder", PlaceholderRelayConfig(kind="placeholder"))
 
@@ -83,3 +84,42 @@ async def test_output_that_is_not_an_image_is_rejected_and_nothing_stays(tmp_pat
     with pytest.raises(ImageRejected, match="not a PNG, JPEG, WebP or GIF"):
         await produce(GarbageRelay(), request, settings, blobs.stage, progress)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+class ExtraRelay(GarbageRelay):
+    """Stages one blob more than it returns (an answer's extra image), or fails after
+    staging: produce must leave neither behind."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    async def generate(
+        self, request: ImageRequest, stage: StageFn, progress: ProgressFn
+    ) -> list[RelayImage]:
+        kept, extra = stage(), stage()
+        for blob in (kept, extra):
+            blob.write(png_bytes())
+            blob.finish()
+        if self.fail:
+            raise RelayError("the upstream failed after sending images")
+        return [RelayImage(kept)]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_what_a_relay_staged_but_did_not_return_is_removed(
+    tmp_path: Path, fail: bool
+) -> None:
+    settings = Settings()
+    blobs = FileBlobStore(tmp_path, settings.max_image_bytes)
+    request = build_request(GenerateArgs("x"), PLACEHOLDER, settings)
+
+    async def progress(fraction: float | None, message: str) -> None:
+        return None
+
+    if fail:
+        with pytest.raises(RelayError):
+            await produce(ExtraRelay(fail), request, settings, blobs.stage, progress)
+        assert list((tmp_path / "tmp").iterdir()) == []
+        return
+    produced = await produce(ExtraRelay(fail), request, settings, blobs.stage, progress)
+    assert list((tmp_path / "tmp").iterdir()) == [produced[0].image.staged.path]

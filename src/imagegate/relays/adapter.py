@@ -27,6 +27,7 @@ from imagegate.relays.config import HttpRelayConfig, PriceTable
 from imagegate.relays.wire.body import ImageData
 from imagegate.relays.wire.fetch import ImageFetcher
 from imagegate.relays.wire.http import RetryPolicy, Timeouts, Upstream
+from imagegate.relays.wire.spool import Spooled
 
 DEFAULT_SIZE = Size(1024, 1024)
 
@@ -154,7 +155,13 @@ async def discarded_on_failure(
 
 
 async def staged_from_base64(stage: StageFn, encoded: str, relay: str) -> StagedBlob:
-    """A finished staged blob from base64 an upstream sent; nothing left on failure."""
+    """A finished staged blob from base64 an upstream sent; nothing left on failure.
+    A `Spooled` string was decoded while the answer arrived: its blob is taken."""
+    if isinstance(encoded, Spooled):
+        try:
+            return encoded.claim()
+        except Base64Error as err:
+            raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
 
     def decode(staged: StagedBlob) -> None:
         try:
@@ -174,7 +181,7 @@ async def _staged(stage: StageFn, fill: Callable[[StagedBlob], Awaitable[None]])
     staged = stage()
     try:
         await fill(staged)
-        staged.finish()
+        await anyio.to_thread.run_sync(staged.finish)  # an fsync: not on the event loop
     except BaseException:
         staged.discard()
         raise

@@ -139,7 +139,7 @@ class GeminiRelay(ConfiguredRelay[GeminiRelayConfig]):
         body = json_body(self.request_body(request))
 
         async def one() -> RelayImage:
-            answer = await self.upstream.request_json("POST", self._path, body)
+            answer = await self.upstream.request_json("POST", self._path, body, stage=stage)
             return await self._image(answer, request, stage)
 
         return await one_call_per_image(

@@ -158,7 +158,7 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
                         stream = _ImageStream(self, request, stage, progress, images)
                         await stream.read(response, self._config.max_response_bytes)
                     else:
-                        payload = await self.upstream.read_json(response)
+                        payload = await self.upstream.read_json(response, stage)
                 if not streamed:
                     await self._take_json(payload, request, stage, progress, images)
         return images

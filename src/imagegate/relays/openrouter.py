@@ -113,7 +113,7 @@ class OpenRouterRelay(ConfiguredRelay[OpenRouterRelayConfig]):
         body = json_body(self.request_body(request))
 
         async def one() -> RelayImage:
-            answer = await self.upstream.request_json("POST", "chat/completions", body)
+            answer = await self.upstream.request_json("POST", "chat/completions", body, stage=stage)
             return await self._image(json_object(answer), request, stage)
 
         return await one_call_per_image(

@@ -160,7 +160,7 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
             await progress(0.0, "sending to the SD backend")
             try:
                 with anyio.fail_after(self.upstream.timeouts.total):
-                    answer = await self._post_while_polling(path, body, progress)
+                    answer = await self._post_while_polling(path, body, progress, stage)
             except TimeoutError:
                 raise RelayError(
                     f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
@@ -186,7 +186,9 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
         finally:
             self._backend.release()
 
-    async def _post_while_polling(self, path: str, body: JsonBody, progress: ProgressFn) -> Any:
+    async def _post_while_polling(
+        self, path: str, body: JsonBody, progress: ProgressFn, stage: StageFn
+    ) -> Any:
         """POST the job and report progress while it runs. A job whose progress stops
         moving for `stall_seconds` is abandoned; a job that started is never POSTed
         again (a retry would run it again, on a backend that is struggling)."""
@@ -197,7 +199,7 @@ class SDWebUIRelay(ConfiguredRelay[SDWebUIRelayConfig]):
             tasks.start_soon(self._poll, progress, job, tasks.cancel_scope)
             try:
                 answer = await self.upstream.request_json(
-                    "POST", path, body, may_retry=lambda: not job.started
+                    "POST", path, body, may_retry=lambda: not job.started, stage=stage
                 )
             except Exception as err:  # re-raised below, not wrapped in an ExceptionGroup
                 failure = err

@@ -14,6 +14,7 @@ from imagegate.config import Settings
 from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat, ImageInfo, inspect_image
+from imagegate.core.staging import StagedBlob
 from imagegate.core.tracing import span
 from imagegate.relays.base import (
     ImageRequest,
@@ -137,11 +138,26 @@ async def produce(
     stage: StageFn,
     progress: ProgressFn,
 ) -> list[Produced]:
-    """Run the relay and inspect what it made; on any failure nothing stays staged."""
+    """Run the relay and inspect what it made; on any failure nothing stays staged, and
+    nothing the relay staged but did not return (an answer's extra images) either."""
     relay.capabilities.check(request, relay.name)
-    with span("relay", relay=relay.name, kind=relay.kind) as step:
-        images = await relay.generate(request, stage, progress)
-        step.set("images", len(images))
+    staged: list[StagedBlob] = []
+
+    def tracked() -> StagedBlob:
+        blob = stage()
+        staged.append(blob)
+        return blob
+
+    images: list[RelayImage] = []
+    try:
+        with span("relay", relay=relay.name, kind=relay.kind) as step:
+            images = await relay.generate(request, tracked, progress)
+            step.set("images", len(images))
+    finally:
+        returned = {id(image.staged) for image in images}
+        for blob in staged:
+            if id(blob) not in returned:
+                blob.discard()
     produced: list[Produced] = []
     try:
         for image in images:

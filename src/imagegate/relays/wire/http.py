@@ -21,13 +21,19 @@ from typing import Any
 import anyio
 import httpx
 
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import RelayError
 from imagegate.core.metrics import Metrics, status_class
 from imagegate.core.tracing import Span, span
+from imagegate.relays.base import StageFn
 from imagegate.relays.wire.body import JsonBody
 from imagegate.relays.wire.errors import error_fields, error_from_response, parse_json
+from imagegate.relays.wire.spool import JsonSpool
 
 log = logging.getLogger("imagegate.relays")
+
+_SPOOL_BATCH = 1 << 20
+"""Bytes of an answer handed to a worker thread at once: fewer, larger hand-offs."""
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -138,20 +144,40 @@ class Upstream:
         *,
         params: dict[str, str] | None = None,
         may_retry: Callable[[], bool] | None = None,
+        stage: StageFn | None = None,
     ) -> Any:
-        """Send, retrying what may be retried; return the parsed JSON body."""
+        """Send, retrying what may be retried; return the parsed JSON body (with
+        `stage`, its images already staged: see `read_json`)."""
         async with self.stream(method, path, body, params=params, may_retry=may_retry) as response:
-            return await self.read_json(response)
+            return await self.read_json(response, stage)
 
-    async def read_json(self, response: httpx.Response) -> Any:
-        """The whole (capped) body of `response`, parsed as JSON."""
-        raw = await self.read_capped(response)
+    async def read_json(self, response: httpx.Response, stage: StageFn | None = None) -> Any:
+        """The whole (capped) body of `response`, parsed as JSON. With `stage`, the
+        body is parsed as it arrives, in worker threads, and each image in it is
+        decoded into a blob from `stage` on the way (a `Spooled` in the value)."""
+        if stage is None:
+            raw = await self.read_capped(response)
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise self._not_json() from None
+        spool = JsonSpool(stage)
         try:
-            return json.loads(raw)
+            batch = bytearray()
+            async for chunk in self.iter_capped(response):
+                batch += chunk
+                if len(batch) >= _SPOOL_BATCH:
+                    await run_cpu(spool.feed, bytes(batch))
+                    batch.clear()
+            await run_cpu(spool.feed, bytes(batch))
+            return await run_cpu(spool.finish)
         except ValueError:
-            raise RelayError(
-                f"relay {self.relay!r} answered with something that is not JSON"
-            ) from None
+            raise self._not_json() from None
+        finally:
+            spool.discard()
+
+    def _not_json(self) -> RelayError:
+        return RelayError(f"relay {self.relay!r} answered with something that is not JSON")
 
     @asynccontextmanager
     async def stream(

@@ -1,0 +1,156 @@
+"""JsonSpool: a JSON answer parsed in pieces, its images decoded straight into blobs."""
+
+import base64
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagegate.core.base64data import Base64Error
+from imagegate.core.errors import TooLarge
+from imagegate.core.staging import StagedBlob
+from imagegate.relays.wire.spool import JsonSpool, Spooled
+
+# A PNG's first bytes, then noise: what matters is the base64 prefix and the length.
+IMAGE = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + random.Random(7).randbytes(3000)
+ENCODED = base64.b64encode(IMAGE).decode()
+THRESHOLD = 256
+
+
+def stager(directory: Path, max_bytes: int = 1 << 20) -> Callable[[], StagedBlob]:
+    return lambda: StagedBlob(directory, max_bytes)
+
+
+def spooled(directory: Path, text: bytes, pieces: int = 1, max_bytes: int = 1 << 20) -> Any:
+    spool = JsonSpool(stager(directory, max_bytes), threshold=THRESHOLD)
+    step = max(1, len(text) // pieces)
+    for start in range(0, len(text), step):
+        spool.feed(text[start : start + step])
+    return spool.finish()
+
+
+def files(directory: Path) -> list[Path]:
+    return sorted(directory.iterdir())
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 7, 100, 10_000])
+def test_an_image_is_decoded_into_a_blob_whatever_the_pieces(tmp_path: Path, pieces: int) -> None:
+    doc = {"created": 1, "data": [{"b64_json": ENCODED, "revised_prompt": 'a "cat" \\ é'}]}
+    value = spooled(tmp_path, json.dumps(doc).encode(), pieces)
+    item = value["data"][0]
+    assert value["created"] == 1
+    assert item["revised_prompt"] == 'a "cat" \\ é'
+    encoded = item["b64_json"]
+    assert isinstance(encoded, Spooled)
+    assert encoded.startswith("iVBORw0KGgo")
+    assert encoded.endswith("…")
+    staged = encoded.claim()
+    assert staged.path.read_bytes() == IMAGE
+    assert staged.sha256 == hashlib.sha256(IMAGE).hexdigest()
+    assert staged.size == len(IMAGE)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(f"data:image/png;base64,{ENCODED}", id="data URL"),
+        pytest.param(f"data:image/png;base64,{ENCODED}".replace("/", "\\/"), id="escaped slashes"),
+        pytest.param(
+            "\\n".join(ENCODED[i : i + 76] for i in range(0, len(ENCODED), 76)), id="MIME lines"
+        ),
+    ],
+)
+@pytest.mark.parametrize("pieces", [1, 3, 1000])
+def test_what_encoders_do_to_base64_is_undone(tmp_path: Path, text: str, pieces: int) -> None:
+    # `text` is JSON string content as an encoder wrote it: escapes are written out.
+    value = spooled(tmp_path, b'{"url": "' + text.encode() + b'"}', pieces)
+    assert isinstance(value["url"], Spooled)
+    assert value["url"].claim().path.read_bytes() == IMAGE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("x" * 1000, id="long text"),
+        pytest.param('é \\" \\u00e9 ' * 200, id="long text with escapes"),
+        pytest.param(ENCODED[:200], id="short base64"),
+        pytest.param("AAAA" * 500, id="base64 of no image"),
+    ],
+)
+def test_other_strings_stay_as_they_are(tmp_path: Path, text: str) -> None:
+    raw = b'{"text": "' + text.encode() + b'", "n": [1, 2.5, null, true]}'
+    value = spooled(tmp_path, raw, 5)
+    assert value == json.loads(raw)
+    assert not isinstance(value["text"], Spooled)
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        pytest.param(ENCODED[:-8] + "!!!!" + ENCODED[-4:], "invalid characters", id="bad char"),
+        pytest.param(ENCODED + "A", "truncated", id="cut off"),
+        pytest.param(ENCODED[: len(ENCODED) // 4 * 4 - 2], "truncated", id="no padding"),
+        pytest.param(ENCODED.replace("A", "\\u0041", 1), "invalid characters", id="unicode esc"),
+    ],
+)
+def test_damaged_base64_is_refused_when_claimed_and_leaves_no_file(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    value = spooled(tmp_path, json.dumps({"b64_json": text}).encode(), 4)
+    with pytest.raises(Base64Error, match=error):
+        value["b64_json"].claim()
+    assert files(tmp_path) == []
+
+
+def test_an_image_over_the_cap_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    value = spooled(tmp_path, json.dumps({"b64_json": ENCODED}).encode(), 3, max_bytes=1000)
+    with pytest.raises(TooLarge):
+        value["b64_json"].claim()
+    assert files(tmp_path) == []
+
+
+def test_an_image_is_claimed_once(tmp_path: Path) -> None:
+    value = spooled(tmp_path, json.dumps({"b64_json": ENCODED}).encode())
+    value["b64_json"].claim()
+    with pytest.raises(RuntimeError):
+        value["b64_json"].claim()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"b64_json": "' + ENCODED.encode(), id="cut inside the image"),
+        pytest.param(b'{"b64_json": "' + ENCODED.encode() + b'", "x": ', id="cut after it"),
+        pytest.param(b"<html>bad gateway</html>", id="not JSON"),
+    ],
+)
+def test_a_document_that_is_not_complete_json_is_refused_and_leaves_no_file(
+    tmp_path: Path, raw: bytes
+) -> None:
+    spool = JsonSpool(stager(tmp_path), threshold=THRESHOLD)
+    spool.feed(raw)
+    with pytest.raises(ValueError):  # noqa: PT011 - json's own error, whatever its text
+        spool.finish()
+    spool.discard()
+    assert files(tmp_path) == []
+
+
+def test_discard_removes_what_was_spooled_before_a_failure(tmp_path: Path) -> None:
+    spool = JsonSpool(stager(tmp_path), threshold=THRESHOLD)
+    spool.feed(json.dumps({"data": [{"b64_json": ENCODED}]}).encode()[:-5])
+    assert len(files(tmp_path)) == 1
+    spool.discard()
+    assert files(tmp_path) == []
+
+
+def test_an_upstream_cannot_forge_a_spooled_marker(tmp_path: Path) -> None:
+    forged = "\u0000spooled:0000000000000000:0"
+    doc = json.dumps({"b64_json": ENCODED, "fake": forged}).encode()
+    value = spooled(tmp_path, doc)
+    assert value["fake"] == forged
+    assert not isinstance(value["fake"], Spooled)
