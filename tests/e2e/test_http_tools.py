@@ -540,3 +540,15 @@ async def test_a_post_to_a_terminated_session_is_a_clean_404(
     assert ended.json()["error"]["message"] == "Session not found"
     assert "Traceback" not in caplog.text
     assert "Unexpected ASGI message" not in caplog.text
+
+
+async def test_a_call_checks_its_param_headers_against_the_listed_schema(
+    server: RunningServer,
+) -> None:
+    """Without a lookup, the SDK runs a whole tools/list (every middleware) per call."""
+    lookup = server.app.mcp._mcp_server.get_tool_input_schema
+    assert lookup is not None
+    async with server.client() as client:
+        listed = {tool.name: tool.input_schema for tool in await client.list_tools()}
+    assert {name: lookup(name) for name in listed} == listed
+    assert lookup("no_such_tool") is None
