@@ -38,6 +38,11 @@ async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite
         raise StorageError(f"the database failed: {err}") from None
 
 
+def _begin_then(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    return work(db)
+
+
 Prepare = Callable[[sqlite3.Connection], None]
 """Run once when the database opens: check its schema, clean up."""
 
@@ -92,9 +97,19 @@ class Database:
             return await _in_thread(work, self._db)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` inside one IMMEDIATE transaction."""
-        async with self.transaction() as transaction:
-            return await transaction.run(work)
+        """Run `work` inside one IMMEDIATE transaction. BEGIN goes to the thread with
+        the work (each hand-off costs the event loop), COMMIT after it: a cancel that
+        lands during the work still rolls it back."""
+        async with self._lock:
+            self._check_open()
+            try:
+                result = await _in_thread(lambda db: _begin_then(work, db), self._db)
+                await _in_thread(lambda db: db.execute("COMMIT"), self._db)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._rollback)
+                raise
+            return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
