@@ -1,4 +1,11 @@
-"""Command line: serve, generate, check-config."""
+"""Command line: serve, generate, check-config.
+
+Each command imports what it uses when it runs, not this module: `--version` and
+`check-config` then answer without loading the server (FastMCP, uvicorn), the remote
+client or the storage drivers, and the settings load only once the command is known.
+"""
+
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -15,43 +22,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
-
-import uvicorn
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from imagegate import __version__
-from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX
-from imagegate.access.scopes import check_scope
-from imagegate.access.setup import DEV_TOKEN_FILE, build_acl, static_token, team_auth
-from imagegate.access.tokens import SUBJECT_NAME, load_tokens_file, new_token_entry
-from imagegate.config import Settings, config_path_from_env, load_settings, read_secret_env
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, SchemaError
-from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
-from imagegate.core.logjson import JsonLines
-from imagegate.core.notify import READY, STOPPING, Notifier
-from imagegate.core.secrets import configured_secret
-from imagegate.core.staging import StagedBlob
-from imagegate.core.statedir import state_dir_problem
-from imagegate.relays.base import Relay
-from imagegate.relays.registry import build_relay
-from imagegate.remote import Remote, RemoteError, Session, download, not_confirmed, remote_of
-from imagegate.server import (
-    App,
-    build_app,
-    database_password,
-    http_asgi_app,
-    metrics_token,
-    open_storage,
-    otlp_headers,
-    setup_tracing,
-)
-from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
-from imagegate.service.reports import BY, Report, usage_report
-from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
-from imagegate.storage.postgres.backend import database_name, upgrade_postgres
-from imagegate.storage.postgres.schema import LATEST as SHARED_LATEST
-from imagegate.storage.sqlite.schema import LATEST
-from imagegate.web.connections import guarded_protocol
+from imagegate.service.reports import BY
+
+if TYPE_CHECKING:
+    from imagegate.config import Settings
+    from imagegate.core.images import ImageFormat
+    from imagegate.relays.base import Relay
+    from imagegate.remote import Remote
+    from imagegate.server import App
+    from imagegate.service.reports import Report
 
 T = TypeVar("T")
 
@@ -62,6 +45,8 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from imagegate.config import load_settings
+
     try:
         settings = load_settings(args.config)
     except ConfigError as err:
@@ -192,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(settings: Settings) -> None:
+    from imagegate.core.logjson import JsonLines
+
     # stderr only: on stdio, stdout carries the protocol.
     logging.basicConfig(
         stream=sys.stderr,
@@ -205,8 +192,14 @@ def _setup_logging(settings: Settings) -> None:
     # a signature (S3, Azure SAS) that must not reach the log.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    # FastMCP sets up its own (rich, multi-line) handler on import: one format, one
-    # level for the journal instead.
+
+
+def _fastmcp_logging() -> None:
+    """For the commands that use FastMCP, after `_setup_logging`: FastMCP sets up its
+    own (rich, multi-line) handler when it is imported; one format, one level for the
+    journal instead."""
+    import fastmcp  # noqa: F401 - imported first, so that its handler is there to go
+
     fastmcp_log = logging.getLogger("fastmcp")
     for handler in fastmcp_log.handlers[:]:
         fastmcp_log.removeHandler(handler)
@@ -222,6 +215,9 @@ def _indent(text: str) -> str:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from imagegate.server import build_app, setup_tracing
+
+    _fastmcp_logging()
     tracing = setup_tracing(settings)
     try:
         app = build_app(settings, args.transport)
@@ -244,6 +240,13 @@ async def _run(app: App, settings: Settings, transport: str) -> None:
 
 
 async def _serve_http(app: App, settings: Settings) -> None:
+    import uvicorn
+
+    from imagegate.core.notify import Notifier
+    from imagegate.server import http_asgi_app
+    from imagegate.web.connections import guarded_protocol
+    from imagegate.web.notifying import NotifyingServer
+
     sock = _listen(settings.host, settings.port)
     # The metrics listener is a second socket of the same server: the app tells them
     # apart by the socket a request came in on (server.http_asgi_app).
@@ -266,30 +269,7 @@ async def _serve_http(app: App, settings: Settings) -> None:
     # systemd's own protocol, not a setting: the variable is systemd's, read here.
     notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
     status = f"STATUS=serving MCP at {settings.base_url()}{settings.mcp_path}"
-    await _NotifyingServer(config, notifier, status).serve(sockets=sockets)
-
-
-class _NotifyingServer(uvicorn.Server):
-    """uvicorn's server, telling systemd (Type=notify) when the port answers and when
-    it begins to stop. The socket is bound and listening long before (`_listen`), but
-    requests get no answer until uvicorn serves it: `active` must mean answering."""
-
-    def __init__(self, config: uvicorn.Config, notifier: Notifier, status: str) -> None:
-        super().__init__(config)
-        self._notifier = notifier
-        self._status = status
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # The application's startup (lifespan) has run and the listener is serving
-        # when this returns; a failed startup exits from inside it instead.
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._notifier.notify(READY, self._status)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # First, so that `systemctl status` says "deactivating" while requests drain.
-        self._notifier.notify(STOPPING, "STATUS=shutting down")
-        await super().shutdown(sockets=sockets)
+    await NotifyingServer(config, notifier, status).serve(sockets=sockets)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -313,6 +293,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _announce(app: App, settings: Settings) -> None:
+    from imagegate.access.setup import DEV_TOKEN_FILE
+
     url = f"{settings.base_url()}{settings.mcp_path}"
     lines = [f"imagegate {__version__}: MCP over streamable HTTP at {url}"]
     lines += [f"warning: {warning}" for warning in settings.warnings()]
@@ -330,7 +312,7 @@ def _announce(app: App, settings: Settings) -> None:
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    server = remote_of(args.server, args.token_file)
+    server = _server_of(args)
     if server is not None:
         arguments = _make_arguments(args)
         target = _remote_target(args.out, args.n)
@@ -364,9 +346,16 @@ def _pull(settings: Settings, args: argparse.Namespace) -> int:
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     done: tuple[int, int] | None
     if settings.database_url is not None:
+        from imagegate.server import database_password
+        from imagegate.storage.postgres.backend import database_name, upgrade_postgres
+        from imagegate.storage.postgres.schema import LATEST as SHARED_LATEST
+
         where, latest = database_name(settings.database_url), SHARED_LATEST
         done = asyncio.run(upgrade_postgres(settings.database_url, database_password(settings)))
     else:
+        from imagegate.storage.embedded import DATABASE_FILE, upgrade_embedded
+        from imagegate.storage.sqlite.schema import LATEST
+
         where, latest = str(settings.state_dir / DATABASE_FILE), LATEST
         done = upgrade_embedded(settings.state_dir)
     if done is None:
@@ -381,6 +370,9 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _usage_report(settings: Settings, args: argparse.Namespace) -> int:
+    from imagegate.server import open_storage
+    from imagegate.service.reports import usage_report
+
     async def read() -> Report:
         storage = open_storage(settings)
         try:
@@ -414,9 +406,19 @@ def _usage_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _needs_server(args: argparse.Namespace, command: str) -> Remote:
-    server = remote_of(args.server, args.token_file)
+    server = _server_of(args)
     if server is None:
         raise InvalidRequest(f"{command} works through a server: pass --server URL")
+    return server
+
+
+def _server_of(args: argparse.Namespace) -> Remote | None:
+    """The server --server (or $IMAGEGATE_SERVER) names, if any; FastMCP is its client."""
+    from imagegate.remote import remote_of
+
+    server = remote_of(args.server, args.token_file)
+    if server is not None:
+        _fastmcp_logging()
     return server
 
 
@@ -460,6 +462,8 @@ async def _through(
 ) -> dict[str, Any]:
     """A generation or edit on the server (local `images` and `mask` uploaded first),
     its images downloaded into the `target` directory (or its one file)."""
+    from imagegate.remote import RemoteError, Session, download, not_confirmed
+
     started = time.monotonic()
     async with Session(server) as session:
         if images:
@@ -477,12 +481,17 @@ async def _through(
 
 
 async def _pull_images(server: Remote, asset_ids: list[str], out: Path) -> dict[str, Any]:
+    from imagegate.remote import Session, download
+
     async with Session(server) as session:
         found = [(await session.call("get_image", {"asset_id": i}))["images"][0] for i in asset_ids]
     return {"images": await download(found, out, None)}
 
 
 async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from imagegate.core.staging import StagedBlob
+    from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
+
     watch = Stopwatch()
     relay = _one_relay(settings, args.relay)
     request = build_request(
@@ -563,11 +572,10 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
     return {"relay": relay.name, "images": images, "elapsed_seconds": watch.elapsed()}
 
 
-_EXTENSIONS = ", ".join(f".{fmt.extension}" for fmt in OUTPUT_FORMATS)
-
-
 def _format_of(out: Path) -> str | None:
     """`--out picture.jpg` without --format asks for a JPEG."""
+    from imagegate.core.images import OUTPUT_FORMATS
+
     suffix = out.suffix.lower().lstrip(".")
     matches = [f.value for f in OUTPUT_FORMATS if suffix in (f.value, f.extension)]
     return matches[0] if matches else None
@@ -575,6 +583,9 @@ def _format_of(out: Path) -> str | None:
 
 def _one_relay(settings: Settings, name: str | None) -> Relay:
     """Only the relay this command uses: the others' keys need not be set here."""
+    from imagegate.config import read_secret_env
+    from imagegate.relays.registry import build_relay
+
     name = name or settings.default_relay
     if name not in settings.relays:
         known = ", ".join(settings.relays)
@@ -586,6 +597,9 @@ def _output_target(
     out: Path, n: int, output_format: ImageFormat, format_given: bool
 ) -> tuple[Path, Path, bool]:
     """(target, directory, is_explicit_file) for --out, checked before any work."""
+    from imagegate.core.images import OUTPUT_FORMATS
+
+    extensions = ", ".join(f".{fmt.extension}" for fmt in OUTPUT_FORMATS)
     explicit_file = not out.is_dir() and out.suffix != ""
     if explicit_file and n != 1:
         raise InvalidRequest("--out names a file, but -n is more than 1; give a directory")
@@ -594,13 +608,13 @@ def _output_target(
         why = (
             f"the format --format {output_format.value} asks for"
             if format_given
-            else f"the relay's default format; end it in {_EXTENSIONS} or pass --format"
+            else f"the relay's default format; end it in {extensions} or pass --format"
         )
         raise InvalidRequest(f"--out {out.name} does not end in .{output_format.extension}, {why}")
     directory = out.parent if explicit_file else out
     if not explicit_file and not out.exists() and out.parent.is_dir():
         raise InvalidRequest(
-            f"--out {out}: no such directory; to write one file, end its name in {_EXTENSIONS}"
+            f"--out {out}: no such directory; to write one file, end its name in {extensions}"
         )
     if not directory.is_dir():
         raise InvalidRequest(f"output directory does not exist: {directory}")
@@ -612,6 +626,13 @@ def _output_target(
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     """Everything `serve` would refuse, found without serving or writing anything;
     every problem at once, not only the first."""
+    from imagegate.access.setup import build_acl, metrics_token, static_token, team_auth
+    from imagegate.access.tokens import load_tokens_file
+    from imagegate.config import config_path_from_env, otlp_headers, read_secret_env
+    from imagegate.core.secrets import configured_secret
+    from imagegate.core.statedir import state_dir_problem
+    from imagegate.relays.registry import build_relay
+
     problems: list[str] = []
 
     def attempt(check: Callable[[], T]) -> T | None:
@@ -697,6 +718,10 @@ MAX_TOKEN_DAYS = 3650
 
 
 def _token_new(settings: Settings, args: argparse.Namespace) -> int:
+    from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX
+    from imagegate.access.scopes import check_scope
+    from imagegate.access.tokens import SUBJECT_NAME, new_token_entry
+
     if not re.fullmatch(SUBJECT_NAME, args.subject):
         raise InvalidRequest("--subject: 1-64 of letters, digits, '.', '_', '@', '-'")
     names = list(settings.relays)  # names only: relay keys are not needed to mint a token

@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from imagegate.core.errors import ConfigError
 from imagegate.core.tomlfile import describe, key_lines, line_of, read_toml
+from imagegate.core.tracing import parse_headers
 from imagegate.relays.config import RelayConfig
 from imagegate.relays.registry import KINDS
 from imagegate.relays.wire.fetch import is_loopback_host
@@ -510,6 +511,22 @@ class Settings(BaseSettings):
 def config_path_from_env() -> Path | None:
     value = os.environ.get(CONFIG_ENV)
     return Path(value) if value else None
+
+
+def otlp_headers(settings: Settings) -> dict[str, str]:
+    """The collector's headers, from the variable otlp_headers_env names (if any)."""
+    if not settings.otlp_headers_env:
+        return {}
+    text = read_secret_env(settings.otlp_headers_env)
+    if text is None:
+        raise ConfigError(
+            f"otlp_headers_env: the environment variable {settings.otlp_headers_env} is "
+            "not set; it must hold the collector's headers, as key=value,key2=value2"
+        )
+    try:
+        return parse_headers(text)
+    except ValueError as err:
+        raise ConfigError(f"otlp_headers_env {settings.otlp_headers_env}: {err}") from None
 
 
 def load_settings(config_path: Path | None = None) -> Settings:

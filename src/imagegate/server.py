@@ -4,29 +4,28 @@ Nothing here is a module-level singleton; `build_app` constructs everything and
 passes it down, so tests can build as many independent servers as they need.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from fastmcp import FastMCP
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import SecretStr
 from starlette.types import ASGIApp
 
 from imagegate import __version__
 from imagegate.access.audit import AuditLog
 from imagegate.access.policy import AccessPolicy
-from imagegate.access.setup import build_acl, build_token_checks
-from imagegate.config import Settings, read_secret_env
+from imagegate.access.setup import build_acl, build_token_checks, metrics_token
+from imagegate.config import Settings, otlp_headers, read_secret_env
 from imagegate.core.clock import Clock, SystemClock
 from imagegate.core.cpu import FairShare
 from imagegate.core.errors import ConfigError
 from imagegate.core.metrics import Metrics
 from imagegate.core.secrets import configured_secret, load_or_create_secret
 from imagegate.core.statedir import prepare_state_dir
-from imagegate.core.tracing import Tracing, install, parse_headers
 from imagegate.mcp.app import Route, build_mcp, http_app
 from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
@@ -40,11 +39,14 @@ from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import BlobStore, Storage
-from imagegate.storage.postgres.backend import open_postgres
-from imagegate.storage.s3 import S3BlobStore
 from imagegate.web.metrics import MetricsEndpoint, OwnListener
 from imagegate.web.routes import Routes
 from imagegate.web.uploads import upload_routes
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from imagegate.core.spanexport import Tracing
 
 Transport = Literal["stdio", "http"]
 
@@ -55,7 +57,8 @@ class App:
     service: ImageService
     storage: Storage
     audit: AuditLog
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient | None
+    """The token checks' client (an OIDC provider's keys): HTTP only."""
     bearer_token: str | None
     """The generated development token (HTTP, no other auth configured), to show the
     operator at start; None otherwise."""
@@ -70,7 +73,8 @@ class App:
 
     async def aclose(self) -> None:
         await self.service.relays.aclose()
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.aclose()
         self.audit.close()
         await self.storage.aclose()
 
@@ -99,6 +103,9 @@ def open_blobs(settings: Settings) -> BlobStore:
         return FileBlobStore(settings.state_dir, settings.max_image_bytes)
     assert store.endpoint is not None  # StorageSettings checked both for kind "s3"
     assert store.bucket is not None
+    # Imported here: only a server with a bucket loads obstore.
+    from imagegate.storage.s3 import S3BlobStore
+
     return S3BlobStore(
         settings.state_dir,
         settings.max_image_bytes,
@@ -128,6 +135,9 @@ def open_storage(settings: Settings) -> Storage:
     blobs = open_blobs(settings)
     if settings.database_url is None:
         return open_embedded(settings.state_dir, settings.max_image_bytes, blobs)
+    # Imported here: only a server with a database loads asyncpg.
+    from imagegate.storage.postgres.backend import open_postgres
+
     return open_postgres(
         settings.database_url, database_password(settings), settings.database_pool_size, blobs
     )
@@ -142,8 +152,11 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     relay_names = [relay.name for relay in relays.all()]
     policy = AccessPolicy(build_acl(settings, relay_names, http))
     prepare_state_dir(settings.state_dir)
-    http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-    checks = build_token_checks(settings, relay_names, clock, http_client) if http else None
+    http_client = None
+    checks = None
+    if http:  # stdio has no token checks, and is spared making a TLS context for them
+        http_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        checks = build_token_checks(settings, relay_names, clock, http_client)
     audit = AuditLog(settings.audit_log)
     storage = open_storage(settings)
     assets = AssetStore(storage.index, storage.blobs)
@@ -232,36 +245,21 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
 def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tracing | None:
     """Traces for this process, when otlp_endpoint is set (or an `exporter` is given,
     as tests do): spans batched to the collector over OTLP/HTTP. None when off."""
+    url = settings.otlp_traces_url()
+    if exporter is None and url is None:
+        return None
+    # Only now: a process that sends no traces never loads OpenTelemetry's SDK.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from imagegate.core.spanexport import install
+
     if exporter is not None:
         return install(exporter, settings.otlp_service_name, __version__, batch=False)
-    url = settings.otlp_traces_url()
-    if url is None:
-        return None
     return install(
         OTLPSpanExporter(endpoint=url, headers=otlp_headers(settings), timeout=10),
         settings.otlp_service_name,
         __version__,
     )
-
-
-def otlp_headers(settings: Settings) -> dict[str, str]:
-    """The collector's headers, from the variable otlp_headers_env names (if any)."""
-    if not settings.otlp_headers_env:
-        return {}
-    text = read_secret_env(settings.otlp_headers_env)
-    if text is None:
-        raise ConfigError(
-            f"otlp_headers_env: the environment variable {settings.otlp_headers_env} is "
-            "not set; it must hold the collector's headers, as key=value,key2=value2"
-        )
-    try:
-        return parse_headers(text)
-    except ValueError as err:
-        raise ConfigError(f"otlp_headers_env {settings.otlp_headers_env}: {err}") from None
-
-
-def metrics_token(settings: Settings) -> str | None:
-    return configured_secret("metrics_token", settings.metrics_token, settings.metrics_token_file)
 
 
 def http_asgi_app(app: App, settings: Settings) -> ASGIApp:

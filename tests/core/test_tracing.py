@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from imagegate.core.tracing import _Redacting, current_trace_id, parse_headers
+from imagegate.core.spanexport import _Redacting
+from imagegate.core.tracing import current_trace_id, parse_headers
 
 
 @pytest.fixture

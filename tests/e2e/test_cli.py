@@ -352,6 +352,64 @@ def test_check_config_accepts_the_defaults_and_the_example(tmp_path: Path) -> No
     assert "configuration OK" in result.stdout
 
 
+SERVING = ("uvicorn", "starlette", "fastmcp", "mcp", "opentelemetry.sdk", "asyncpg", "obstore")
+"""What serving needs and the quick commands don't: the MCP server and client, the HTTP
+server, the SDK that sends traces, the database and bucket drivers."""
+
+
+@pytest.mark.parametrize(
+    ("args", "not_loaded"),
+    [
+        (["--version"], (*SERVING, "imagegate.config", "pydantic", "httpx")),
+        (["check-config"], (*SERVING, "joserfc")),
+    ],
+)
+def test_quick_commands_load_only_what_they_use(
+    tmp_path: Path, args: list[str], not_loaded: tuple[str, ...]
+) -> None:
+    """`--version` and `check-config` answer at once (a shell completion, a deploy
+    script): they import neither the server nor its drivers."""
+    assert _among(_loaded_by(tmp_path, *args), not_loaded) == []
+
+
+def test_the_stdio_server_loads_no_client_and_no_unused_driver(tmp_path: Path) -> None:
+    """What stdio doesn't use, it doesn't load before its first answer: the remote
+    client, the database and bucket drivers, the trace SDK, JWT checks."""
+    loaded = _loaded_by(tmp_path, "serve", "--transport", "stdio")  # stdin empty: it ends
+    unused = ("fastmcp.client", "asyncpg", "obstore", "opentelemetry.sdk", "joserfc.jwt")
+    assert "imagegate.server" in loaded
+    assert _among(loaded, unused) == []
+
+
+def _loaded_by(state_dir: Path, *args: str) -> list[str]:
+    """The modules that running the command leaves imported."""
+    entry = (
+        "import sys\n"
+        "from imagegate.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"  # --version exits from argparse
+        "    pass\n"
+        "print(' '.join(sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", entry, *args],
+        env=clean_env(IMAGEGATE_STATE_DIR=str(state_dir)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1].split()
+
+
+def _among(loaded: list[str], packages: tuple[str, ...]) -> list[str]:
+    """The modules of `loaded` that are one of `packages` or inside one."""
+    return [m for m in loaded if any(m == p or m.startswith(f"{p}.") for p in packages)]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -17,7 +17,6 @@ import httpx
 from imagegate.access.acl import OPEN_ACL, TEAM_OPEN_ACL, Acl, load_acl
 from imagegate.access.bearer import TOKEN_SUBJECT_PREFIX, StaticBearerVerifier
 from imagegate.access.identity import TokenCheck
-from imagegate.access.oidc import OIDCVerifier
 from imagegate.access.tokens import MappedTokensVerifier
 from imagegate.access.verifiers import FirstMatch
 from imagegate.config import Settings
@@ -60,6 +59,11 @@ def static_token(settings: Settings) -> str | None:
     return None if token is None else token.strip()
 
 
+def metrics_token(settings: Settings) -> str | None:
+    """The scraper's bearer token for /metrics, when one is set (not an MCP token)."""
+    return configured_secret("metrics_token", settings.metrics_token, settings.metrics_token_file)
+
+
 @dataclass
 class TokenChecks:
     check: FirstMatch
@@ -92,6 +96,9 @@ def build_token_checks(
                 bearer_subject,
             )
     if settings.oidc is not None:
+        # JOSE and its cryptography load only for a server that checks JWTs.
+        from imagegate.access.oidc import OIDCVerifier
+
         checks.append(OIDCVerifier(settings.oidc, http, clock.now))
     if not checks:
         dev_token = load_or_create_secret(settings.state_dir / DEV_TOKEN_FILE)

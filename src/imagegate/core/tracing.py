@@ -1,4 +1,4 @@
-"""Traces: one per tool call, through OpenTelemetry, off unless `install`ed.
+"""Traces: one per tool call, through OpenTelemetry, off unless `spanexport.install`ed.
 
 FastMCP makes its own spans (a `tools/call <tool>` span per call) with OpenTelemetry's
 global tracer provider; ours come from the same provider, which is what joins them in
@@ -8,49 +8,26 @@ is OpenTelemetry's no-op, costing a function call or two.
 
 What a span may carry is decided twice: instrumentation passes only bounded, non-secret
 values (tool, relay, outcome, status class), and the exporter keeps only attributes
-named in `KEPT` (or ours), with no exception messages. So the prompt, a token, the
-subject, an asset id or a signed URL reaches the collector neither from our spans nor
-from FastMCP's (whose `enduser.id` is the subject, and whose error status quotes the
-error message, which can quote an upstream, which can quote the prompt).
+named in `spanexport.KEPT` (or ours), with no exception messages. So the prompt, a
+token, the subject, an asset id or a signed URL reaches the collector neither from our
+spans nor from FastMCP's (whose `enduser.id` is the subject, and whose error status
+quotes the error message, which can quote an upstream, which can quote the prompt).
+
+This module needs only OpenTelemetry's API. The SDK, which records and sends spans, is
+`spanexport`'s, imported only when tracing is on.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 Attribute = str | int | float | bool
 
 PREFIX = "imagegate."
-KEPT = frozenset(
-    {
-        "mcp.method.name",
-        "mcp.protocol.version",
-        "fastmcp.server.name",
-        "fastmcp.span.seam",
-        "fastmcp.component.type",
-        "fastmcp.provider.type",
-        "gen_ai.tool.name",
-        "error.type",
-        "http.request.method",
-        "http.response.status_code",
-    }
-)
-"""Attributes other than ours that reach the collector. Not kept, among FastMCP's:
-enduser.id (the subject), enduser.scope, mcp.session.id, mcp.resource.uri and
-fastmcp.component.key (an image:// URI names an asset)."""
 
 _tracer = trace.get_tracer("imagegate")
 """A proxy: it finds the provider `install` sets, whenever that happens."""
@@ -127,83 +104,10 @@ def parse_headers(text: str) -> dict[str, str]:
 
 def flush(timeout_millis: int = 5000) -> None:
     """Send the spans still batched, if tracing is on (blocks: run it in a thread)."""
+    # Here, not at the top: the SDK is loaded when tracing is on (`spanexport`) or now,
+    # at exit; a provider of its kind is there only if `install` set one.
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.force_flush(timeout_millis)
-
-
-@dataclass(frozen=True)
-class Tracing:
-    """What `install` set up: shut it down at exit, so the last spans are sent."""
-
-    processor: SpanProcessor
-
-    def shutdown(self) -> None:
-        self.processor.shutdown()
-
-
-def install(exporter: SpanExporter, service_name: str, version: str, batch: bool = True) -> Tracing:
-    """Send every span of this process to `exporter`, redacted, from now on.
-
-    The global provider can be set once per process; a later `install` (tests that
-    build several servers) adds its exporter to the provider already there."""
-    redacted = _Redacting(exporter)
-    processor: SpanProcessor = (
-        BatchSpanProcessor(redacted) if batch else SimpleSpanProcessor(redacted)
-    )
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": service_name, "service.version": version})
-        )
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(processor)
-    return Tracing(processor)
-
-
-class _Redacting(SpanExporter):
-    """Passes on copies of the spans with only `KEPT` attributes (and ours), no status
-    description and, of exception events, only the exception's type."""
-
-    def __init__(self, inner: SpanExporter) -> None:
-        self._inner = inner
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._inner.export([_redacted(each) for each in spans])
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-def _redacted(span: ReadableSpan) -> ReadableSpan:
-    attributes = {
-        key: value
-        for key, value in (span.attributes or {}).items()
-        if key in KEPT or key.startswith(PREFIX)
-    }
-    events = [
-        Event(
-            event.name,
-            {"exception.type": str((event.attributes or {}).get("exception.type", ""))},
-            event.timestamp,
-        )
-        for event in span.events
-        if event.name == "exception"
-    ]
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=events,
-        links=span.links,
-        kind=span.kind,
-        status=Status(span.status.status_code),
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
