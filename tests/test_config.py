@@ -364,3 +364,49 @@ def test_collector_headers_come_from_the_named_variable(
 def test_retention_must_be_a_finite_number_of_days(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="retention_days"):
         load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('[storage]\naccel_redirect = "_imagegate_blobs/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/_imagegate_blobs"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/a/../b/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/./b/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "//b/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/b%2F/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/b c/"\n', "must be a URL path that starts"),
+        ('[storage]\naccel_redirect = "/b/"\n', "needs public_url"),
+        (
+            'public_url = "https://i.example.com"\n[storage]\naccel_redirect = "/files/x/"\n',
+            "own path /files/",
+        ),
+        (
+            'public_url = "https://i.example.com"\n[storage]\naccel_redirect = "/mcp/"\n',
+            "own path /mcp",
+        ),
+        (
+            'public_url = "https://i.example.com"\nmcp_path = "/api/mcp"\n'
+            '[storage]\naccel_redirect = "/api/blobs/"\n',
+            "own path /api/mcp",
+        ),
+        (
+            'public_url = "https://i.example.com"\n[storage]\nkind = "s3"\n'
+            'endpoint = "https://s3.example.com"\nbucket = "images"\n'
+            'accel_redirect = "/_imagegate_blobs/"\n',
+            'accel_redirect works with kind = "files" only',
+        ),
+    ],
+)
+def test_accel_redirect_is_checked(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="accel_redirect") as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+
+
+def test_accel_redirect_is_accepted(tmp_path: Path) -> None:
+    text = 'public_url = "https://i.example.com"\n[storage]\naccel_redirect = "/_blobs.v1/x-y/"\n'
+    settings = load_settings(write(tmp_path, text))
+    assert settings.storage.accel_redirect == "/_blobs.v1/x-y/"
+    assert Settings().storage.accel_redirect is None

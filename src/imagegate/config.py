@@ -43,6 +43,9 @@ SECRET_KEYS = frozenset(
     {"bearer_token", "link_key", "request_state_key", "database_password", "metrics_token"}
 )
 _RELAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_ACCEL_PREFIX = re.compile(r"/([A-Za-z0-9_-][A-Za-z0-9._-]*/)+")
+_OWN_PATHS = ("/files/", "/uploads/", "/healthz", "/readyz", "/metrics", "/.well-known/")
+"""Where imagegate answers, besides mcp_path: an nginx location must not take them."""
 
 
 def default_state_dir() -> Path:
@@ -147,11 +150,35 @@ class StorageSettings(BaseModel):
     presign_seconds: int = Field(default=60, ge=5, le=3600)
     allow_http: bool = False
     """Talk to a non-loopback endpoint over plain http (keys and images in clear)."""
+    accel_redirect: str | None = None
+    """With kind = "files" behind nginx: the URL prefix of an nginx `internal` location
+    whose `alias` is `<state_dir>/blobs/`. A download that passes every check is then
+    answered with an empty body and `X-Accel-Redirect: <prefix><aa>/<sha256>.<ext>`,
+    and nginx sends the file."""
+
+    @field_validator("accel_redirect")
+    @classmethod
+    def _accel_redirect_is_a_prefix(cls, value: str | None) -> str | None:
+        # Names of letters, digits, '_', '-' and dots, none starting with a dot: no
+        # '.' or '..', no '//', nothing nginx would decode or normalise.
+        if value is not None and not _ACCEL_PREFIX.fullmatch(value):
+            raise ValueError(
+                'must be a URL path that starts and ends with "/", such as '
+                '"/_imagegate_blobs/": names of letters, digits, "_", "-" and ".", none '
+                'starting with "."'
+            )
+        return value
 
     @model_validator(mode="after")
     def _s3_needs(self) -> "StorageSettings":
         if self.kind != "s3":
             return self
+        if self.accel_redirect is not None:
+            raise ValueError(
+                'accel_redirect works with kind = "files" only: nginx reads the image '
+                'files from this machine\'s disk; with a bucket, serve = "redirect" '
+                "sends the bytes from the bucket"
+            )
         if not self.endpoint or not self.bucket:
             raise ValueError('kind = "s3" needs endpoint and bucket')
         if not re.fullmatch(r"https?://[^/?#\s]+/?", self.endpoint):
@@ -434,7 +461,26 @@ class Settings(BaseSettings):
             self._check_shared()
         if self.metrics:
             self._check_metrics()
+        if self.storage.accel_redirect is not None:
+            self._check_accel_redirect(self.storage.accel_redirect)
         return self
+
+    def _check_accel_redirect(self, prefix: str) -> None:
+        """The links must lead to nginx, and nginx's internal location must not hide
+        any of imagegate's own paths (a request there would get nginx's 404)."""
+        if not self.public_url:
+            raise ValueError(
+                "storage.accel_redirect needs public_url, the address of the nginx in "
+                "front: a link that reaches imagegate itself gets an empty answer"
+            )
+        first = "/" + prefix.split("/")[1]
+        for own in (self.mcp_path, *_OWN_PATHS):
+            if own == first or own.startswith(first + "/"):
+                raise ValueError(
+                    f"storage.accel_redirect {prefix!r} starts with the same name as "
+                    f"imagegate's own path {own}, which nginx's internal location could "
+                    'hide; choose another, such as "/_imagegate_blobs/"'
+                )
 
     def _check_metrics(self) -> None:
         """/metrics tells how busy the server is and what it spends: never open to

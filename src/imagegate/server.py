@@ -25,7 +25,7 @@ from imagegate.core.cpu import FairShare
 from imagegate.core.errors import ConfigError
 from imagegate.core.metrics import Metrics
 from imagegate.core.secrets import configured_secret, load_or_create_secret
-from imagegate.core.statedir import prepare_state_dir
+from imagegate.core.statedir import open_to_web_server, prepare_state_dir
 from imagegate.mcp.app import Route, build_mcp, http_app
 from imagegate.mcp.auth import auth_provider
 from imagegate.relays.registry import build_relays
@@ -100,7 +100,11 @@ def open_blobs(settings: Settings) -> BlobStore:
     local, under the state directory)."""
     store = settings.storage
     if store.kind == "files":
-        return FileBlobStore(settings.state_dir, settings.max_image_bytes)
+        return FileBlobStore(
+            settings.state_dir,
+            settings.max_image_bytes,
+            readable_by_web_server=store.accel_redirect is not None,
+        )
     assert store.endpoint is not None  # StorageSettings checked both for kind "s3"
     assert store.bucket is not None
     # Imported here: only a server with a bucket loads obstore.
@@ -151,7 +155,8 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     relays = build_relays(settings.relays, settings.default_relay, read_secret_env, metrics)
     relay_names = [relay.name for relay in relays.all()]
     policy = AccessPolicy(build_acl(settings, relay_names, http))
-    prepare_state_dir(settings.state_dir)
+    accel = settings.storage.accel_redirect is not None
+    prepare_state_dir(settings.state_dir, web_passage=accel)
     http_client = None
     checks = None
     if http:  # stdio has no token checks, and is spared making a TLS context for them
@@ -159,6 +164,8 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         checks = build_token_checks(settings, relay_names, clock, http_client)
     audit = AuditLog(settings.audit_log)
     storage = open_storage(settings)
+    if accel:  # the database file is there now: it is kept from nginx before the way in
+        open_to_web_server(settings.state_dir)
     assets = AssetStore(storage.index, storage.blobs)
     signer = None
     if http or settings.public_url:

@@ -9,8 +9,10 @@ from tests.services._process import port_open, require, supervised
 
 
 @contextmanager
-def running_nginx(tmp_dir: Path, http_config: str, port: int) -> Iterator[int]:
+def running_nginx(tmp_dir: Path, http_config: str, port: int, user: str = "root") -> Iterator[int]:
     """Run nginx with http_config inside its `http {}` block; a server there listens on port.
+    Run as root, its workers are `user`'s (another than root only where that user can
+    read what the config names).
 
     Example http_config: `upstream app { server 127.0.0.1:8001; }
     server { listen 127.0.0.1:PORT; location / { proxy_pass http://app; } }`.
@@ -23,10 +25,10 @@ def running_nginx(tmp_dir: Path, http_config: str, port: int) -> Iterator[int]:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     # As root, workers would switch to `nobody`, who cannot enter pytest's 0700 temp dirs.
-    user = "user root;\n" if os.geteuid() == 0 else ""
+    workers = f"user {user};\n" if os.geteuid() == 0 else ""
     config = tmp_dir / "nginx.conf"
     config.write_text(
-        f"{user}pid {tmp_dir / 'nginx.pid'};\n"
+        f"{workers}pid {tmp_dir / 'nginx.pid'};\n"
         "error_log stderr warn;\n"
         "worker_processes 1;\n"
         "events { worker_connections 256; }\n"

@@ -1,6 +1,7 @@
 """What only the embedded backend (SQLite + blob files) promises: its files on disk."""
 
 import io
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded, upgrade_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
-from imagegate.storage.interfaces import Asset, AssetMeta, JobState, UsageRow
+from imagegate.storage.interfaces import Asset, AssetMeta, BlobKey, JobState, UsageRow
 from imagegate.storage.sqlite import schema
 from imagegate.storage.sqlite.schema import LATEST
 
@@ -279,3 +280,38 @@ def test_a_version_3_database_with_images_and_usage_upgrades_in_place(
     asset, by_relay = anyio.run(read)
     assert (asset.link_generation, asset.keep_until) == (0, None)
     assert by_relay == [UsageRow("", 2, 0.5, 1)]  # counted before relays were recorded
+
+
+async def test_blobs_for_the_web_server_are_readable_by_others(state_dir: Path) -> None:
+    """accel_redirect: nginx reads blob files as one of "others" (the state directory
+    keeps everyone else out): the files are 0444 and their folders 0711, those found as
+    well as those made, whatever the umask."""
+    state_dir.mkdir(mode=0o700)
+    storage = open_embedded(state_dir, 10**7)
+    store = AssetStore(storage.index, storage.blobs)
+    with store.stage() as staged:
+        staged.write(png())
+        staged.finish()
+        info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+        asset = await store.add(ALICE, staged, info, AssetMeta(relay="r", prompt="p"), 1.0)
+    await storage.aclose()
+    found = state_dir / "blobs" / asset.blob.relative_path
+    assert (found.stat().st_mode & 0o777, found.parent.stat().st_mode & 0o777) == (0o440, 0o700)
+
+    shared = FileBlobStore(state_dir, 10**7, readable_by_web_server=True)
+    assert found.stat().st_mode & 0o777 == 0o444
+    assert found.parent.stat().st_mode & 0o777 == 0o711
+    assert (state_dir / "blobs").stat().st_mode & 0o777 == 0o711
+    old_umask = os.umask(0o077)  # the packaged unit's
+    try:
+        with shared.stage() as staged:
+            staged.write(b"other bytes")
+            staged.finish()
+            key = BlobKey(staged.sha256, "png")
+            await shared.commit(staged, key)
+    finally:
+        os.umask(old_umask)
+    made = shared.local_path(key)
+    assert made.read_bytes() == b"other bytes"
+    assert (made.stat().st_mode & 0o777, made.parent.stat().st_mode & 0o777) == (0o444, 0o711)
+    assert (state_dir / "tmp").stat().st_mode & 0o777 == 0o700

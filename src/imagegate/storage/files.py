@@ -5,11 +5,18 @@ directory fsynced. A crash at any point leaves at most a stray temp file, never 
 partial file under a real name. Staging files are named after their process: when the
 store opens, those of processes of this machine that are gone are removed at once
 (live processes sharing the directory keep theirs), and any other after an hour.
-Blobs are read-only (0440).
+Blobs are read-only (0440), in folders of the owner's alone (0700).
+
+A store `readable_by_web_server` (`[storage] accel_redirect`) makes the blob files
+0444 and their folders 0711, those found as well as those it makes: nginx reads them,
+as one of "others". The state directory around them is what keeps other users out
+(core.statedir). Nothing lists a folder but the owner.
 """
 
+import logging
 import os
 import re
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +30,11 @@ from imagegate.storage.interfaces import BlobKey
 from imagegate.storage.processes import local_tag, local_tag_is_gone, machine
 
 STALE_TEMP_SECONDS = 3600
+WEB_FILE_MODE = 0o444
+WEB_FOLDER_MODE = 0o711
 _OWNED = re.compile(r"stage-([0-9a-f]{12}\.\d+\.\d*)-.*\.part")
 CHUNK_BYTES = 1 << 16
+log = logging.getLogger("imagegate.storage")
 
 
 class _FileReader:
@@ -75,17 +85,21 @@ class StagingArea:
 
 
 class FileBlobStore:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, readable_by_web_server: bool = False) -> None:
         self.staging = StagingArea(root, max_bytes)
         self._blobs = root / "blobs"
         self._blobs.mkdir(exist_ok=True, mode=0o700)
+        self._web = readable_by_web_server
+        self._file_mode = WEB_FILE_MODE if self._web else 0o440
+        if self._web:
+            _open_to_web_server(self._blobs)
 
     def stage(self) -> StagedBlob:
         return self.staging.stage()
 
     def _path(self, key: BlobKey) -> Path:
         # BlobKey validated both parts: this is a path under blobs/, and nothing else.
-        return self._blobs / key.sha256[:2] / str(key)
+        return self._blobs / key.relative_path
 
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         await anyio.to_thread.run_sync(self._commit, staged, key)
@@ -94,7 +108,9 @@ class FileBlobStore:
         target = self._path(key)
         try:
             target.parent.mkdir(exist_ok=True, mode=0o700)
-            os.chmod(staged.path, 0o440)
+            if self._web:  # mkdir's mode passes through the umask
+                os.chmod(target.parent, WEB_FOLDER_MODE)
+            os.chmod(staged.path, self._file_mode)
             os.replace(staged.path, target)
             _fsync_directory(target.parent)
         except OSError as err:
@@ -143,6 +159,36 @@ class FileBlobStore:
 
     async def ready(self) -> bool:
         return self.staging.writable() and os.access(self._blobs, os.W_OK)
+
+
+def _open_to_web_server(blobs: Path) -> None:
+    """Give the folders and files already there the modes nginx needs (a store not
+    readable by the web server made them its owner's alone): each folder's files
+    first, then the folder."""
+    changed = 0
+    try:
+        with os.scandir(blobs) as folders:
+            for folder in folders:
+                if not folder.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(folder.path) as entries:
+                    for entry in entries:
+                        if entry.is_file(follow_symlinks=False) and _mode(entry) != WEB_FILE_MODE:
+                            os.chmod(entry.path, WEB_FILE_MODE)
+                            changed += 1
+                if _mode(folder) != WEB_FOLDER_MODE:
+                    os.chmod(folder.path, WEB_FOLDER_MODE)
+        os.chmod(blobs, WEB_FOLDER_MODE)
+    except OSError as err:
+        raise StorageError(
+            f"could not make the blobs readable by the web server: {err.strerror}"
+        ) from None
+    if changed:
+        log.info("made %d blob files readable by the web server (accel_redirect)", changed)
+
+
+def _mode(entry: os.DirEntry[str]) -> int:
+    return stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
 
 
 def _fsync_directory(directory: Path) -> None:

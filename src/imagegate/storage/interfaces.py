@@ -48,6 +48,13 @@ class BlobKey:
     def __str__(self) -> str:
         return f"{self.sha256}.{self.extension}"
 
+    @property
+    def relative_path(self) -> str:
+        """`<aa>/<sha256>.<ext>`: where a store that lays blobs out in folders keeps
+        this one, below its root (files under `blobs/`; the nginx location that
+        `accel_redirect` names maps onto the same layout)."""
+        return f"{self.sha256[:2]}/{self}"
+
 
 @dataclass(frozen=True)
 class AssetMeta:

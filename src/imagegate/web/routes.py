@@ -3,9 +3,11 @@
 These routes are not behind MCP auth on purpose: a download link carries its own
 signature. The bytes served are found through the asset record; nothing in the URL is
 ever used as a path. A blob the storage keeps as a local file is sent from it (zero
-copy). One in a bucket is, by default, a redirect to a short-lived URL the bucket
-signs, after imagegate's own checks (signature, expiry, the image still there); with
-`storage.serve = "proxy"`, or for HEAD, it is streamed through.
+copy), or, with `storage.accel_redirect`, named to nginx in `X-Accel-Redirect` for
+nginx to send. One in a bucket is, by default, a redirect to a short-lived URL the
+bucket signs, after imagegate's own checks (signature, expiry, revocation, the image
+still there); with `storage.serve = "proxy"`, or for HEAD, it is streamed through.
+Views (resized or converted copies) are rendered in memory and always sent by imagegate.
 """
 
 import hashlib
@@ -64,6 +66,20 @@ def _plain(status: int, text: str) -> Response:
     )
 
 
+def accel_response(prefix: str, asset: Asset, headers: dict[str, str]) -> Response:
+    """A download every check has passed, for nginx to send: an empty 200 naming the
+    blob below nginx's internal location (`prefix` maps to the blob folder). The name
+    comes from the asset record, never from the request. nginx keeps Content-Type,
+    Content-Disposition and Cache-Control from this answer and serves ranges, HEAD and
+    If-Modified-Since from the file; the other headers its location must add (the
+    shipped nginx.conf passes them on with $upstream_http_*)."""
+    return Response(
+        status_code=200,
+        media_type=asset.format.mime_type,
+        headers={**headers, "X-Accel-Redirect": prefix + asset.blob.relative_path},
+    )
+
+
 class Routes:
     def __init__(
         self,
@@ -77,6 +93,7 @@ class Routes:
         self._clock = clock
         self._metrics = metrics or Metrics()
         self._redirect = service.settings.storage.serve == "redirect"
+        self._accel = service.settings.storage.accel_redirect
         self._ready = False
         self._ready_at = -math.inf
 
@@ -140,6 +157,8 @@ class Routes:
             return Response(status_code=304, headers=headers)
         if path is not None:
             self._sending(request, asset.byte_size)
+            if self._accel is not None:
+                return accel_response(self._accel, asset, headers)
             return FileResponse(path, media_type=asset.format.mime_type, headers=headers)
         if self._redirect and request.method == "GET":  # a URL signed for GET can't HEAD
             try:
@@ -181,8 +200,9 @@ class Routes:
         return Response(data, media_type=fmt.mime_type, headers=headers)
 
     def _sending(self, request: Request, byte_count: int) -> None:
-        """Count a body about to be sent (HEAD sends none). A redirect to the bucket is
-        not counted: the bucket sends the bytes."""
+        """Count a body about to be sent (HEAD sends none), by imagegate or by nginx on
+        its behalf (accel_redirect). A redirect to the bucket is not counted: the bucket
+        sends the bytes."""
         if request.method == "GET":
             self._metrics.transferred("download", byte_count)
 
