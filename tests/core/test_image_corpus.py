@@ -1,0 +1,190 @@
+"""The cheap checks (a PNG's structure, a JPEG decoded at 1/8) refuse what a full
+decode refuses: the same verdict on every file of a corpus of whole and damaged images.
+
+The full decode is what `inspect_image` did before: Pillow's verify(), then load() at
+full size. Where the cheap check is stricter, the case says so (STRICTER)."""
+
+import io
+import random
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagegate.core.errors import ImageRejected
+from imagegate.core.images import inspect_image
+
+Corpus = Iterator[tuple[str, bytes]]
+
+
+def full_decode_refuses(path: Path) -> bool:
+    try:
+        with Image.open(path) as probe:
+            probe.verify()
+        with Image.open(path) as full:
+            full.load()
+    except Exception:  # whatever Pillow raises is a refusal
+        return True
+    return False
+
+
+def cheap_check_refuses(path: Path) -> bool:
+    try:
+        inspect_image(path, max_bytes=1 << 30, max_pixels=1 << 30)
+    except ImageRejected:
+        return True
+    return False
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png(
+    width: int,
+    height: int,
+    raw: bytes,
+    colour: int = 2,
+    depth: int = 8,
+    interlace: int = 0,
+    palette: bool = False,
+    stream: Callable[[bytes], bytes] = zlib.compress,
+    end: bool = True,
+) -> bytes:
+    """A PNG from raw (filtered) scanlines, to damage in ways no encoder would."""
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
+    if palette:
+        parts.append(chunk(b"PLTE", bytes(range(48))))
+    parts.append(chunk(b"IDAT", stream(raw)))
+    if end:
+        parts.append(chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def rows(rng: random.Random, sizes: list[tuple[int, int]], filters: bytes = b"\x00") -> bytes:
+    """Scanlines of random samples: `sizes` is (bytes per row, rows) per pass."""
+    out = bytearray()
+    for size, count in sizes:
+        for index in range(count):
+            out += filters[index % len(filters)].to_bytes(1, "big") + rng.randbytes(size)
+    return bytes(out)
+
+
+def adam7_sizes(width: int, height: int, bytes_per_pixel: int) -> list[tuple[int, int]]:
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4))
+    passes += ((1, 0, 2, 2), (0, 1, 1, 2))
+    return [
+        (-(-(width - x) // dx) * bytes_per_pixel, -(-(height - y) // dy))
+        for x, y, dx, dy in passes
+        if width > x and height > y
+    ]
+
+
+def saved(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def noise(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    return Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
+
+
+def cuts(name: str, data: bytes, end_crc: int = 0) -> Corpus:
+    """`data` cut short at many places. A cut inside the last `end_crc` bytes (a PNG's
+    IEND CRC) is STRICTER: Pillow stops at IEND's type, and takes a file without
+    IEND's CRC for whole."""
+    kept = [int(len(data) * fraction) for fraction in (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99)]
+    kept += [len(data) - short for short in (1, 4, 12, 13)]
+    for length in kept:
+        stricter = "STRICTER: " if len(data) - end_crc <= length < len(data) else ""
+        yield f"{stricter}{name} cut to {length} of {len(data)} bytes", data[:length]
+
+
+def flips(name: str, data: bytes, rng: random.Random) -> Corpus:
+    for _ in range(6):
+        at = rng.randrange(8, len(data))
+        damaged = bytearray(data)
+        damaged[at] ^= 0x55
+        yield f"{name} flipped at {at}", bytes(damaged)
+
+
+def png_corpus() -> Corpus:
+    rng = random.Random(16)
+    whole = {
+        "rgb": saved(noise(rng, (64, 48)), "PNG"),
+        "rgb stored": saved(noise(rng, (40, 30)), "PNG", compress_level=0),
+        "rgba": saved(noise(rng, (33, 17)).convert("RGBA"), "PNG"),
+        "palette": saved(noise(rng, (31, 9)).convert("P"), "PNG"),
+        "grey 16": saved(noise(rng, (20, 20)).convert("I;16"), "PNG"),
+        "bilevel": saved(noise(rng, (37, 11)).convert("1"), "PNG"),
+        "interlaced": png(21, 13, rows(rng, adam7_sizes(21, 13, 3)), interlace=1),
+        "interlaced 1 px": png(1, 1, rows(rng, adam7_sizes(1, 1, 3)), interlace=1),
+        "all filters": png(16, 10, rows(rng, [(48, 10)], b"\x00\x01\x02\x03\x04")),
+    }
+    for name, data in whole.items():
+        yield name, data
+        yield from cuts(name, data, end_crc=4)
+        yield from flips(name, data, rng)
+    good = rows(rng, [(48, 10)])
+    text = chunk(b"tEXt", b"Comment\x00made by a test")
+    with_text = png(16, 10, good)
+    with_text = with_text[:33] + text + with_text[33:]
+    yield "an ancillary chunk", with_text
+    yield "an ancillary chunk's CRC wrong", with_text[:33] + text[:-1] + b"!" + with_text[33:]
+    idat_crc = with_text.index(b"IEND") - 8
+    yield "IDAT's CRC wrong", with_text[:idat_crc] + b"!!!!" + with_text[idat_crc + 4 :]
+    yield "unknown filter type", png(16, 10, rows(rng, [(48, 10)], b"\x00\x05"))
+    # STRICTER: Pillow leaves the missing rows black.
+    yield "STRICTER: fewer rows than IHDR says", png(16, 10, good[: 49 * 7])
+    yield "half a row short", png(16, 10, good[:-20])
+    yield "more data than IHDR says", png(16, 10, good + bytes(49))
+    yield "no IEND", png(16, 10, good, end=False)
+    # STRICTER: the PNG standard requires PLTE there; Pillow makes up a palette.
+    yield "STRICTER: palette image without PLTE", png(8, 8, rows(rng, [(8, 8)]), colour=3)
+    yield "palette image with PLTE", png(8, 8, rows(rng, [(8, 8)]), colour=3, palette=True)
+    yield "not zlib", png(16, 10, good, stream=lambda raw: b"\x00\x01" + raw)
+    yield "stream cut", png(16, 10, good, stream=lambda raw: zlib.compress(raw)[:-30])
+    yield "bad depth", png(16, 10, good, depth=3)
+    yield "zero width", png(0, 10, good)
+    yield (
+        "wrong zlib checksum",
+        png(16, 10, good, stream=lambda raw: zlib.compress(raw)[:-4] + b"\x00\x00\x00\x00"),
+    )
+
+
+def jpeg_corpus() -> Corpus:
+    rng = random.Random(17)
+    whole = {
+        "jpeg": saved(noise(rng, (64, 48)), "JPEG", quality=90),
+        "jpeg progressive": saved(noise(rng, (64, 48)), "JPEG", progressive=True),
+        "jpeg grey": saved(noise(rng, (40, 24)).convert("L"), "JPEG"),
+        "jpeg 4:2:0": saved(noise(rng, (50, 30)), "JPEG", subsampling=2),
+    }
+    for name, data in whole.items():
+        yield name, data
+        yield from cuts(name, data)
+        yield from flips(name, data, rng)
+
+
+@pytest.mark.parametrize(("case", "data"), [*png_corpus(), *jpeg_corpus()])
+def test_the_cheap_check_refuses_what_a_full_decode_refuses(
+    tmp_path: Path, case: str, data: bytes
+) -> None:
+    path = tmp_path / "image"
+    path.write_bytes(data)
+    if case.startswith("STRICTER"):
+        assert not full_decode_refuses(path)
+        assert cheap_check_refuses(path)
+        return
+    assert cheap_check_refuses(path) == full_decode_refuses(path)
+
+
+def test_the_corpus_has_both_verdicts() -> None:
+    """A corpus that every check passes (or fails) would prove nothing."""
+    names = [name for name, _ in [*png_corpus(), *jpeg_corpus()]]
+    assert len(names) > 200
