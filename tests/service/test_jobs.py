@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from imagegate.core.cpu import acting_subject
 from imagegate.core.errors import InvalidRequest, NotFound, QuotaExceeded, RelayError, StorageError
 from imagegate.core.ids import Subject
 from imagegate.core.metrics import Metrics
@@ -44,8 +45,10 @@ class Work:
         self.result = {"assets": ["img_x"]} if result is None else result
         self.cancelled = False
         self.stopped = anyio.Event()
+        self.acting_for = ""
 
     async def __call__(self, progress: ProgressFn) -> dict[str, Any]:
+        self.acting_for = acting_subject()
         await progress(0.25, "drawing")
         self.started.set()
         try:
@@ -297,6 +300,18 @@ async def test_one_owner_may_run_only_so_many_jobs(storage: Storage, clock: Manu
         jobs.check_room(ALICE)  # one ended: room again
         for work in works:
             work.release.set()
+
+
+async def test_a_job_acts_for_its_owner(storage: Storage, clock: ManualClock) -> None:
+    """Its database turns and CPU steps are then taken among its owner's."""
+    jobs = runner(storage, clock)
+    async with jobs.running():
+        work = Work()
+        job = await jobs.start(ALICE, "generate_image", {}, work)
+        await work.started.wait()
+        work.release.set()
+        await jobs.wait(ALICE, job.id, 5, 5, noted)
+    assert work.acting_for == ALICE
 
 
 async def test_starts_made_at_once_cannot_run_more_jobs_than_allowed(

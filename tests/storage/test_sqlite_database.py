@@ -2,11 +2,13 @@
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
+from imagegate.core.cpu import acting_for
 from imagegate.core.errors import StorageError
 from imagegate.storage.sqlite.database import Database
 
@@ -56,4 +58,34 @@ async def test_a_write_cancelled_while_its_work_runs_is_rolled_back(tmp_path: Pa
     assert await rows(database) == []
     await database.write(lambda db: db.execute("INSERT INTO t VALUES (2)"))
     assert await rows(database) == [2]
+    await database.aclose()
+
+
+async def test_callers_take_turns_round_robin(tmp_path: Path) -> None:
+    """One caller with five writes queued does not hold another's one behind all five."""
+    database = Database(tmp_path / "db", [create])
+    order: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first(db: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(5)
+
+    def insert(who: str) -> Callable[[sqlite3.Connection], None]:
+        return lambda db: order.append(who)
+
+    async def write_as(who: str, work: Callable[[sqlite3.Connection], None]) -> None:
+        with acting_for(who):
+            await database.write(work)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(write_as, "busy", first)
+        await anyio.to_thread.run_sync(holding.wait, 5)
+        for _ in range(5):
+            tasks.start_soon(write_as, "busy", insert("busy"))
+        await anyio.wait_all_tasks_blocked()
+        tasks.start_soon(write_as, "light", insert("light"))
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert order == ["busy", "light", "busy", "busy", "busy", "busy"]
     await database.aclose()

@@ -6,6 +6,10 @@ service sets it around each call), a step waits for one of the share's slots, an
 freed slots go round-robin to the subjects that wait: one caller with sixteen large
 images in flight gets a turn, then the next caller does, instead of the others queueing
 behind all sixteen. Outside a share (the command line, tests) a step just runs.
+
+`acting_for(subject)` names the caller for the rest of a call (the MCP layer sets it
+once the caller is known); other turn-taking uses it too: the embedded database gives
+its connection round-robin by subject the same way, with a one-slot FairShare.
 """
 
 from collections import deque
@@ -35,7 +39,8 @@ class FairShare:
         """Steps run through `run_cpu` in this block count for `subject`."""
         token = _current.set((self, subject))
         try:
-            yield
+            with acting_for(subject):
+                yield
         finally:
             _current.reset(token)
 
@@ -86,6 +91,22 @@ class FairShare:
 
 
 _current: ContextVar[tuple[FairShare, str] | None] = ContextVar("fair_share", default=None)
+_subject: ContextVar[str] = ContextVar("acting_subject", default="")
+
+
+@contextmanager
+def acting_for(subject: str) -> Iterator[None]:
+    """Work in this block is done for `subject` (see `acting_subject`)."""
+    token = _subject.set(subject)
+    try:
+        yield
+    finally:
+        _subject.reset(token)
+
+
+def acting_subject() -> str:
+    """Whom the current work is for; "" outside any call (housekeeping, downloads)."""
+    return _subject.get()
 
 
 async def run_cpu(work: Callable[..., T], *args: object) -> T:

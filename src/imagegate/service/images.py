@@ -22,7 +22,7 @@ from imagegate.access.policy import (
 )
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
-from imagegate.core.cpu import FairShare
+from imagegate.core.cpu import FairShare, acting_for
 from imagegate.core.errors import ImagegateError, InvalidRequest
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat
@@ -179,7 +179,8 @@ class ImageService:
     @contextmanager
     def _acting_for(self, subject: str) -> Iterator[None]:
         if self._fair is None:
-            yield
+            with acting_for(subject):
+                yield
             return
         with self._fair.acting_for(subject):
             yield

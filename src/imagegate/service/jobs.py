@@ -28,6 +28,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from imagegate.core.clock import Clock
+from imagegate.core.cpu import acting_for
 from imagegate.core.errors import (
     ImagegateError,
     InvalidRequest,
@@ -171,7 +172,8 @@ class JobRunner:
         # Counted before the ledger's await: starts that check meanwhile must see it.
         self._live[job.id] = live
         try:
-            await self._ledger.create(job)
+            with acting_for(owner):
+                await self._ledger.create(job)
         except BaseException:
             del self._live[job.id]
             raise
@@ -186,7 +188,8 @@ class JobRunner:
         return job
 
     async def _run(self, live: _Live, work: Work) -> None:
-        with self._metrics.job_running():
+        # The job's turns (the database, CPU-bound steps) come round-robin by owner.
+        with self._metrics.job_running(), acting_for(live.job.owner):
             await self._run_to_end(live, work)
 
     async def _run_to_end(self, live: _Live, work: Work) -> None:

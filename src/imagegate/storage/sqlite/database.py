@@ -1,9 +1,11 @@
 """The embedded SQLite database: one connection, WAL, IMMEDIATE writes, async access.
 
-Statements run in worker threads so that the event loop never waits for the disk. One
-async lock serialises use of the connection inside this process; waiting callers hold
-no thread. IMMEDIATE transactions take SQLite's write lock at BEGIN, so a
-check-then-write inside one is atomic across processes that share the file too.
+Statements run in worker threads so that the event loop never waits for the disk. The
+connection is used by one caller at a time inside this process; waiting callers hold
+no thread, and take turns round-robin by subject (core.cpu.acting_subject), so that a
+caller with sixteen calls in flight does not queue another's one behind all of them.
+IMMEDIATE transactions take SQLite's write lock at BEGIN, so a check-then-write inside
+one is atomic across processes that share the file too.
 """
 
 import sqlite3
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from imagegate.core.cpu import FairShare, acting_subject
 from imagegate.core.errors import StorageError
 
 T = TypeVar("T")
@@ -77,7 +80,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 class Database:
     def __init__(self, path: Path, prepare: Sequence[Prepare]) -> None:
-        self._lock = anyio.Lock()
+        self._turns = FairShare(1)
         self._db = connect(path)
         try:
             for step in prepare:
@@ -92,7 +95,7 @@ class Database:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` (reads, no transaction) on the connection."""
-        async with self._lock:
+        async with self._turns.slot(acting_subject()):
             self._check_open()
             return await _in_thread(work, self._db)
 
@@ -100,7 +103,7 @@ class Database:
         """Run `work` inside one IMMEDIATE transaction. BEGIN goes to the thread with
         the work (each hand-off costs the event loop), COMMIT after it: a cancel that
         lands during the work still rolls it back."""
-        async with self._lock:
+        async with self._turns.slot(acting_subject()):
             self._check_open()
             try:
                 result = await _in_thread(lambda db: _begin_then(work, db), self._db)
@@ -116,7 +119,7 @@ class Database:
         """An IMMEDIATE transaction, committed when the block ends without error and
         rolled back otherwise (also when the caller is cancelled). The lock is not
         re-entrant: make no other call on this database inside the block."""
-        async with self._lock:
+        async with self._turns.slot(acting_subject()):
             self._check_open()
             await _in_thread(lambda db: db.execute("BEGIN IMMEDIATE"), self._db)
             try:
@@ -137,7 +140,7 @@ class Database:
 
     async def aclose(self) -> None:
         """Close once no statement runs; later calls fail with StorageError."""
-        async with self._lock:
+        async with self._turns.slot(acting_subject()):
             if not self._closed:
                 self._closed = True
                 self._db.close()
