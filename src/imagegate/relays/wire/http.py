@@ -163,13 +163,16 @@ class Upstream:
                 raise self._not_json() from None
         spool = JsonSpool(stage)
         try:
-            batch = bytearray()
+            # The pieces go to the thread as they came: no copy on the event loop.
+            batch: list[bytes] = []
+            size = 0
             async for chunk in self.iter_capped(response):
-                batch += chunk
-                if len(batch) >= _SPOOL_BATCH:
-                    await run_cpu(spool.feed, bytes(batch))
-                    batch.clear()
-            await run_cpu(spool.feed, bytes(batch))
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= _SPOOL_BATCH:
+                    await run_cpu(spool.feed_all, batch)
+                    batch, size = [], 0
+            await run_cpu(spool.feed_all, batch)
             return await run_cpu(spool.finish)
         except ValueError:
             raise self._not_json() from None

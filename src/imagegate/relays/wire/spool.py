@@ -190,6 +190,10 @@ class JsonSpool:
             self._end_string()
             position = quote + 1
 
+    def feed_all(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.feed(piece)
+
     def finish(self) -> Any:
         """The document's value; raises ValueError when it is not complete JSON (and
         then removes what it spooled)."""
