@@ -36,6 +36,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_uploads.py
 	$(BIN)/python bench/bench_views.py
 	$(BIN)/python bench/bench_replicas.py
+	$(BIN)/python bench/bench_downloads.py
+	$(BIN)/python bench/compare.py
+
+# The closest competitor (image-generation-mcp 1.12.1, PyPI) in its own venv,
+# bench/.competitor-venv, for bench/compare.py. Optional: never a dependency.
+.PHONY: bench-competitor
+bench-competitor:
+	PYTHON=$(PYTHON) bench/competitor/install.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
