@@ -1,3 +1,6 @@
+import inspect
+
+import httpcore
 import httpx
 import pytest
 import respx
@@ -69,3 +72,9 @@ async def test_response_cap() -> None:
         async with httpx.AsyncClient() as client:
             with pytest.raises(RelayError, match="exceeds 1000 bytes"):
                 await upstream(client).request_json("POST", "x")
+
+
+def test_upstream_answers_are_read_up_to_a_mebibyte_at_a_time() -> None:
+    """wire.http sets httpcore's read size; httpcore must still use that attribute."""
+    assert "self.READ_NUM_BYTES" in inspect.getsource(httpcore.AsyncHTTP11Connection._receive_event)
+    assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == 1 << 20
