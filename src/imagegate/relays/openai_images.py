@@ -14,7 +14,6 @@ loopback (a local relay or a test server); never with the relay's key, never
 following redirects, and capped like every upstream answer.
 """
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -23,6 +22,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import RelayError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.core.staging import StagedBlob
@@ -49,6 +49,7 @@ from imagegate.relays.config import HttpRelayConfig
 from imagegate.relays.openai_responses import OPENAI_SIZES
 from imagegate.relays.wire.errors import reported_failure
 from imagegate.relays.wire.fetch import ImageFetcher
+from imagegate.relays.wire.spool import discard_spooled
 from imagegate.relays.wire.sse import SSEEvent, SSEParser
 
 log = logging.getLogger("imagegate.relays")
@@ -156,7 +157,7 @@ class OpenAIImagesRelay(ConfiguredRelay[OpenAIImagesRelayConfig]):
                     streamed = self._config.stream and not _is_json(response)
                     if streamed:
                         stream = _ImageStream(self, request, stage, progress, images)
-                        await stream.read(response, self._config.max_response_bytes)
+                        await stream.read(response)
                     else:
                         payload = await self.upstream.read_json(response, stage)
                 if not streamed:
@@ -241,12 +242,16 @@ class _ImageStream:
         self._images = images
         self.partials_seen = 0
 
-    async def read(self, response: httpx.Response, max_line_bytes: int) -> None:
-        parser = SSEParser(max_line_bytes)
-        async for chunk in self._relay.upstream.iter_capped(response):
-            for event in parser.feed(chunk):
-                await self.handle(event)
-        parser.close()
+    async def read(self, response: httpx.Response) -> None:
+        parser = SSEParser(self._stage)
+        try:
+            async for chunk in self._relay.upstream.iter_capped(response):
+                # Parsing decodes any image on the way: a worker thread's job.
+                for event in await run_cpu(parser.feed, chunk):
+                    await self.handle(event)
+            parser.close()
+        finally:
+            parser.discard()
         if not self._images:
             raise RelayError(f"relay {self._relay.name!r} stream ended without a completed image")
         if len(self._images) < self._request.n:
@@ -258,12 +263,9 @@ class _ImageStream:
             )
 
     async def handle(self, sse: SSEEvent) -> None:
-        if not sse.data or sse.data == "[DONE]":
+        event = sse.data
+        if event is None:
             return
-        try:
-            event = json.loads(sse.data)
-        except ValueError:
-            raise RelayError(f"relay {self._relay.name!r} sent an event that is not JSON") from None
         if not isinstance(event, dict):
             raise RelayError(f"relay {self._relay.name!r} sent an event that is not an object")
         kind = event.get("type") or sse.event or ""
@@ -271,6 +273,7 @@ class _ImageStream:
             relay = self._relay
             raise reported_failure(relay.name, event.get("error") or event, relay.upstream.secrets)
         elif kind in _PARTIAL_EVENTS:
+            discard_spooled(event.get("b64_json"))  # progress only
             await self._partial()
         elif kind in _COMPLETED_EVENTS:
             await self._completed(event)

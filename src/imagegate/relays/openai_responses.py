@@ -9,12 +9,12 @@ usage from `response.completed`. `error`, `response.failed`, a failed item
 nothing is kept. A broken stream is never re-POSTed: the upstream may be billing.
 """
 
-import json
 from typing import Any, Literal
 
 import anyio
 import httpx
 
+from imagegate.core.cpu import run_cpu
 from imagegate.core.errors import RelayError
 from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 from imagegate.relays.adapter import (
@@ -39,6 +39,7 @@ from imagegate.relays.base import (
 from imagegate.relays.config import HttpRelayConfig
 from imagegate.relays.wire.body import json_body
 from imagegate.relays.wire.errors import reported_failure
+from imagegate.relays.wire.spool import discard_spooled
 from imagegate.relays.wire.sse import SSEParser
 
 OPENAI_SIZES = (Size(1024, 1024), Size(1024, 1536), Size(1536, 1024))
@@ -123,27 +124,28 @@ class OpenAIResponsesRelay(ConfiguredRelay[OpenAIResponsesRelayConfig]):
     ) -> list[RelayImage]:
         body = json_body(self.request_body(request))
         stream = _ResponseStream(self.name, request.partial_images, progress, self.upstream.secrets)
+        parser = SSEParser(stage)
         try:
             with anyio.fail_after(self.upstream.timeouts.total):
                 async with self.upstream.stream("POST", "responses", body) as response:
-                    parser = SSEParser(self._config.max_response_bytes)
                     async for chunk in self.upstream.iter_capped(response):
-                        events = parser.feed(chunk)
-                        while events:
-                            # pop + parse in one step, so the raw text of an event (a
-                            # whole image in base64) is freed before the image is decoded
-                            parsed = stream.parse(events.pop(0).data)
-                            await stream.handle(parsed, stage)
+                        # Parsing decodes any image on the way: a worker thread's job.
+                        for event in await run_cpu(parser.feed, chunk):
+                            await stream.handle(_object(event.data), stage)
                     parser.close()
-        except TimeoutError:
+        except BaseException as err:
+            parser.discard()
             stream.discard()
-            raise RelayError(
-                f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
-            ) from None
-        except BaseException:
-            stream.discard()
+            if isinstance(err, TimeoutError):
+                raise RelayError(
+                    f"relay {self.name!r} did not finish within {self.upstream.timeouts.total:g} s"
+                ) from None
             raise
         return stream.result()
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class _ResponseStream:
@@ -165,15 +167,6 @@ class _ResponseStream:
         self.completed = False
         self.usage: dict[str, Any] | None = None
 
-    def parse(self, data: str) -> dict[str, Any]:
-        if not data or data == "[DONE]":
-            return {}
-        try:
-            event = json.loads(data)
-        except ValueError:
-            raise RelayError(f"relay {self._relay!r} sent an event that is not JSON") from None
-        return event if isinstance(event, dict) else {}
-
     async def handle(self, event: dict[str, Any], stage: StageFn) -> None:
         kind = event.get("type", "")
         if kind == "error" or kind == "response.failed":
@@ -184,6 +177,7 @@ class _ResponseStream:
         elif kind == "response.image_generation_call.generating":
             await self._progress(0.1, "generating")
         elif kind == "response.image_generation_call.partial_image":
+            discard_spooled(event.get("partial_image_b64"))  # progress only
             self.partials_seen += 1
             fraction = 0.1 + 0.8 * self.partials_seen / max(self._partials_wanted, 1, 3)
             await self._progress(min(fraction, 0.9), f"partial image {self.partials_seen}")

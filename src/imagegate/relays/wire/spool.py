@@ -56,6 +56,13 @@ class Spooled(str):
         return staged
 
 
+def discard_spooled(value: object) -> None:
+    """Remove the blob of a spooled string nobody will claim (a partial image)."""
+    if isinstance(value, Spooled) and value.staged is not None:
+        value.staged.discard()
+        value.staged = None
+
+
 def _spooled(
     text: str, staged: StagedBlob | None, error: ImagegateError | Base64Error | None
 ) -> Spooled:
