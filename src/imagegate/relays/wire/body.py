@@ -6,7 +6,6 @@ file read and encoded 48 KiB at a time. Its exact length is known up front, so t
 upstream gets a Content-Length, not chunked encoding.
 """
 
-import base64
 import json
 import re
 import secrets
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pybase64
 
 _CHUNK = 48 * 1024  # a multiple of 3: base64 of each chunk needs no padding
 
@@ -48,7 +48,7 @@ class JsonBody:
             yield part._prefix()
             async with await anyio.open_file(part.path, "rb") as source:
                 while chunk := await source.read(_CHUNK):
-                    yield base64.b64encode(chunk)
+                    yield pybase64.b64encode(chunk)  # SIMD: 50x binascii's speed
 
 
 def json_body(obj: Any) -> JsonBody:

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from imagegate.core.base64data import Base64Error
+from imagegate.core.base64data import Base64Error, decode_strict
 from imagegate.core.errors import ImagegateError
 from imagegate.core.staging import StagedBlob
 
@@ -128,7 +128,7 @@ class _Base64Sink:
         self._carry = text[whole:]
         if whole:
             try:
-                self.staged.write(binascii.a2b_base64(text[:whole], strict_mode=True))
+                self.staged.write(decode_strict(text[:whole]))
             except (binascii.Error, ValueError):
                 raise Base64Error("invalid characters") from None
 
