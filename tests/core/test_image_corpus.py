@@ -74,14 +74,21 @@ def rows(rng: random.Random, sizes: list[tuple[int, int]], filters: bytes = b"\x
     return bytes(out)
 
 
-def adam7_sizes(width: int, height: int, bytes_per_pixel: int) -> list[tuple[int, int]]:
-    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4))
-    passes += ((1, 0, 2, 2), (0, 1, 1, 2))
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+ADAM7 += ((0, 1, 1, 2),)
+
+
+def adam7_pixels(width: int, height: int) -> list[tuple[int, int]]:
+    """Columns and rows of each interlace pass that has any."""
     return [
-        (-(-(width - x) // dx) * bytes_per_pixel, -(-(height - y) // dy))
-        for x, y, dx, dy in passes
+        (-(-(width - x) // dx), -(-(height - y) // dy))
+        for x, y, dx, dy in ADAM7
         if width > x and height > y
     ]
+
+
+def adam7_sizes(width: int, height: int, bytes_per_pixel: int) -> list[tuple[int, int]]:
+    return [(cols * bytes_per_pixel, count) for cols, count in adam7_pixels(width, height)]
 
 
 def saved(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -142,7 +149,9 @@ def png_corpus() -> Corpus:
     # STRICTER: Pillow leaves the missing rows black.
     yield "STRICTER: fewer rows than IHDR says", png(16, 10, good[: 49 * 7])
     yield "half a row short", png(16, 10, good[:-20])
-    yield "more data than IHDR says", png(16, 10, good + bytes(49))
+    # STRICTER: Pillow stops reading when its rows are full; this check refuses more, so
+    # that a small file of deflated zeros cannot keep it inflating.
+    yield "STRICTER: more data than IHDR says", png(16, 10, good + bytes(49))
     yield "no IEND", png(16, 10, good, end=False)
     # STRICTER: the PNG standard requires PLTE there; Pillow makes up a palette.
     yield "STRICTER: palette image without PLTE", png(8, 8, rows(rng, [(8, 8)]), colour=3)
@@ -188,3 +197,55 @@ def test_the_corpus_has_both_verdicts() -> None:
     """A corpus that every check passes (or fails) would prove nothing."""
     names = [name for name, _ in [*png_corpus(), *jpeg_corpus()]]
     assert len(names) > 200
+
+
+def test_a_flood_of_image_data_is_refused_without_inflating_it_all(tmp_path: Path) -> None:
+    """A 1 x 1 image whose IDAT inflates to 200 MB (a 200 KB file)."""
+    flood = zlib.compressobj(9)
+    stream = flood.compress(bytes(200_000_000)) + flood.flush()
+    path = tmp_path / "flood.png"
+    path.write_bytes(png(1, 1, b"", stream=lambda _: stream))
+    with pytest.raises(ImageRejected, match="more image data than its rows need"):
+        inspect_image(path, max_bytes=1 << 30, max_pixels=1 << 30)
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+@pytest.mark.parametrize(
+    ("colour", "depths"),
+    [(0, (1, 2, 4, 8, 16)), (2, (8, 16)), (3, (1, 2, 4, 8)), (4, (8, 16)), (6, (8, 16))],
+)
+def test_every_layout_of_rows_is_measured_right(
+    tmp_path: Path, interlace: int, colour: int, depths: tuple[int, ...]
+) -> None:
+    """Pillow decodes each (the reference), and the check accepts each, at every depth
+    and at widths and heights around the interlace steps."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
+    rng = random.Random(colour)
+    for depth in depths:
+        for width, height in ((1, 1), (3, 2), (7, 9), (9, 17), (18, 5)):
+            bits = depth * channels
+            if interlace:
+                sizes = [
+                    (-(-cols * bits // 8), count) for cols, count in adam7_pixels(width, height)
+                ]
+            else:
+                sizes = [(-(-width * bits // 8), height)]
+            data = png(
+                width, height, rows(rng, sizes), colour, depth, interlace, palette=colour == 3
+            )
+            path = tmp_path / "image.png"
+            path.write_bytes(data)
+            assert not full_decode_refuses(path), (depth, width, height)
+            assert not cheap_check_refuses(path), (depth, width, height)
+            path.write_bytes(
+                png(
+                    width,
+                    height,
+                    rows(rng, sizes)[:-1],
+                    colour,
+                    depth,
+                    interlace,
+                    palette=colour == 3,
+                )
+            )
+            assert cheap_check_refuses(path), ("one byte short", depth, width, height)

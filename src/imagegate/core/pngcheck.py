@@ -5,10 +5,10 @@ four bytes each: 16 MiB for a 2048 x 2048 image, the largest share of the memory
 image in flight costs, and most of its CPU. What a full decode refuses in a PNG is
 found more cheaply in the file's structure: every chunk's CRC, an IHDR that describes
 an image, a PLTE where a palette is needed, the IDAT data inflating without error to
-exactly the bytes its rows need (each starting with a filter type 0-4), a zlib stream
-whose own checksum holds, and an IEND. The data is inflated 1 MiB at a time and
-thrown away. tests/core/test_images.py holds this check and a full decode to the same
-verdicts on a corpus of damaged files.
+exactly the bytes its rows need (each starting with a filter type 0-4; inflating stops
+one byte past them), a zlib stream whose own checksum holds, and an IEND. The data is
+inflated 1 MiB at a time and thrown away. tests/core/test_image_corpus.py holds this
+check and a full decode to the same verdicts on a corpus of damaged files.
 """
 
 import struct
@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SLICE = 1 << 20
+_FILTERS = bytes(range(5))
+"""The row filter types: none, sub, up, average, Paeth."""
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 """Samples per pixel, by colour type."""
 _DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
@@ -137,46 +139,49 @@ class _Rows:
     def __init__(self, width: int, height: int, depth: int, colour: int, interlace: int) -> None:
         bits = depth * _CHANNELS[colour]
         passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-        self._row_sizes = [
-            (1 + _ceil(_ceil(width - x, dx) * bits, 8), _ceil(height - y, dy))
-            for x, y, dx, dy in passes
-            if width > x and height > y
-        ]
-        self._expected = sum(size * count for size, count in self._row_sizes)
+        self._spans: list[tuple[int, int, int]] = []
+        """Each pass's rows: where they start and end in the stream, and a row's size."""
+        offset = 0
+        for x, y, dx, dy in passes:
+            if width > x and height > y:
+                size = 1 + _ceil(_ceil(width - x, dx) * bits, 8)
+                rows = _ceil(height - y, dy)
+                self._spans.append((offset, offset + size * rows, size))
+                offset += size * rows
+        self._expected = offset
         self._inflater = zlib.decompressobj()
         self._seen = 0
         """Bytes inflated so far."""
-        self._starts = self._row_starts()
-        self._next_start: int | None = next(self._starts, None)
-
-    def _row_starts(self) -> Iterator[int]:
-        offset = 0
-        for size, count in self._row_sizes:
-            for _ in range(count):
-                yield offset
-                offset += size
 
     def feed(self, data: bytes) -> None:
         try:
             while data and not self._inflater.eof:
-                out = self._inflater.decompress(data, _SLICE)
+                # Never more than one byte past the rows: a small file of deflated zeros
+                # would otherwise inflate for as long as it likes.
+                room = self._expected - self._seen + 1
+                out = self._inflater.decompress(data, min(_SLICE, room))
                 data = self._inflater.unconsumed_tail
-                self._check_filters(out)
+                self._check(out)
         except zlib.error:
             raise DamagedPng("the image data does not inflate (zlib)") from None
 
-    def _check_filters(self, out: bytes) -> None:
-        end = self._seen + len(out)
-        while self._next_start is not None and self._next_start < end:
-            if out[self._next_start - self._seen] > 4:
+    def _check(self, out: bytes) -> None:
+        start, end = self._seen, self._seen + len(out)
+        for first, last, size in self._spans:
+            stop = min(last, end)
+            row = first + _ceil(max(start - first, 0), size) * size
+            # Every filter type byte of this pass in `out` at once: a slice in C, not a
+            # Python loop per row (an image may have millions of rows).
+            if row < stop and out[row - start : stop - start : size].translate(None, _FILTERS):
                 raise DamagedPng("a row has an unknown filter type")
-            self._next_start = next(self._starts, None)
         self._seen = end
+        if self._seen > self._expected:
+            raise DamagedPng("more image data than its rows need")
 
     def close(self) -> None:
         if not self._inflater.eof:
             try:
-                self._check_filters(self._inflater.flush())
+                self._check(self._inflater.flush(self._expected - self._seen + 1))
             except zlib.error:
                 raise DamagedPng("the image data does not inflate (zlib)") from None
             if not self._inflater.eof:
