@@ -2,11 +2,13 @@
 the server's own, 0700. Created so, tightened when found looser, checked by
 check-config without being created.
 
-With `[storage] accel_redirect`, nginx reads the blob files itself. It is then let
-through the directory, and no further than the blobs: the directory is 0710, the
-operator gives the web server's user the right to pass through with an ACL entry
-(`setfacl -m u:www-data:x`; the group bits cap such an entry, hence the 1), and that
-user, one of "others" to everything inside, finds nothing but `blobs/` open to others.
+With `[storage] accel_redirect`, nginx reads the blob files itself, and is let through
+the directory to them and no further. The operator names the web server's user in an
+ACL entry (`setfacl -m u:www-data:x`); the group bits of a directory with an ACL are
+its mask, which caps that entry, so the directory is 0710 then, and the owning group's
+own entry stays empty. Without an ACL the group bits would let the owning group in:
+the directory stays 0700 and start-up says what to run. Inside, nothing but `blobs/`
+is open to anyone but the owner.
 """
 
 import logging
@@ -20,16 +22,17 @@ log = logging.getLogger("imagegate.statedir")
 
 
 WEB_PASSAGE = 0o010
-"""The group bits of a state directory that the web server passes through."""
+"""The group bits (with an ACL: the mask) of a state directory nginx passes through."""
 WEB_READABLE = frozenset({"blobs"})
+_ACCESS_ACL = "system.posix_acl_access"
 
 
 def prepare_state_dir(path: Path, web_passage: bool = False) -> None:
     """Create `path` 0700, or take it over: a mode open to group or others is tightened.
-    With `web_passage`, 0710 is not open (`open_to_web_server` makes it so)."""
-    allowed = 0o700 | (WEB_PASSAGE if web_passage else 0)
+    With `web_passage`, 0710 is not open when the directory has an ACL (see above)."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        allowed = 0o700 | (WEB_PASSAGE if web_passage and has_acl(path) else 0)
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077 & ~allowed:
             path.chmod(mode & allowed)
@@ -45,24 +48,34 @@ def prepare_state_dir(path: Path, web_passage: bool = False) -> None:
 
 def open_to_web_server(path: Path) -> None:
     """Let the web server through `path` to the blobs (accel_redirect): first take
-    others' rights from everything else in it (an index file made under a loose umask),
-    then make it 0710. Run it once the storage has made its files."""
+    everyone else's rights from everything else in it (an index file made under a
+    loose umask), then, if the directory has an ACL, open its mask to 0710. Run it
+    once the storage has made its files."""
     try:
         with os.scandir(path) as entries:
             for entry in entries:
                 if entry.name in WEB_READABLE or entry.is_symlink():
                     continue
                 mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
-                if mode & 0o007:
-                    os.chmod(entry.path, mode & ~0o007)
-                    # Not a warning: the directory kept it from others until now.
+                if mode & 0o077:
+                    os.chmod(entry.path, mode & ~0o077)
                     log.info(
-                        "%s was mode %04o, open to others, who include the web server now "
-                        "(accel_redirect); tightened to %04o",
+                        "%s was mode %04o; tightened to %04o before the web server is let "
+                        "through %s (accel_redirect)",
                         entry.path,
                         mode,
-                        mode & ~0o007,
+                        mode & ~0o077,
+                        path,
                     )
+        if not has_acl(path):
+            log.warning(
+                "accel_redirect: nginx cannot reach the images until its user may pass "
+                "through %s: run setfacl -m u:www-data:x %s (www-data on Debian, nginx on "
+                "RHEL), then restart imagegate; until then the directory stays 0700",
+                path,
+                path,
+            )
+            return
         mode = stat.S_IMODE(path.stat().st_mode)
         if not mode & WEB_PASSAGE:
             path.chmod(mode | WEB_PASSAGE)
@@ -70,6 +83,14 @@ def open_to_web_server(path: Path) -> None:
         raise ConfigError(
             f"state_dir: cannot open {path} to the web server: {err.strerror}"
         ) from None
+
+
+def has_acl(path: Path) -> bool:
+    """Whether `path` has an extended access ACL (named users or groups)."""
+    try:
+        return _ACCESS_ACL in os.listxattr(path)
+    except OSError:  # a file system without extended attributes has none
+        return False
 
 
 def state_dir_problem(path: Path) -> str | None:
