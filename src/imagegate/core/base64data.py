@@ -13,7 +13,9 @@ class Base64Error(ValueError):
     pass
 
 
-_DATA_URL = re.compile(r"data:image/[a-zA-Z0-9.+-]+;base64,")
+DATA_URL = r"data:image/[a-zA-Z0-9.+-]+;base64,"
+"""The start of a data: URL of an image, as a pattern."""
+_DATA_URL = re.compile(DATA_URL)
 _SLICE_CHARS = 1 << 20  # a multiple of 4
 
 

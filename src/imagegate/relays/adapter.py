@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio
+import httpcore
 import httpx
 
 from imagegate.core.base64data import Base64Error, decode_into
@@ -89,8 +90,19 @@ def secret_from_env(key: str, variable: str, secrets: SecretLookup) -> str:
     return value
 
 
+READ_BYTES = 1 << 20
+"""How much of an upstream's answer one read may take (httpcore reads 64 KiB)."""
+
+
 def http_client(config: HttpRelayConfig) -> httpx.AsyncClient:
     """A relay's own connection pool, so a slow relay never holds another's."""
+    # Each read is a trip through httpx, httpcore, h11 and anyio on the event loop: for
+    # the images upstreams send, most of the loop's work. Reading what has arrived, up
+    # to 1 MiB, took a 2048 px image's added latency from 90 to 59 ms and 64 concurrent
+    # generations from 27 to 34 a second (bench/compare.py). httpx has no setting for
+    # it, so this is httpcore's class attribute (for every client of the process);
+    # tests/relays/wire/test_http.py checks that httpcore still reads it.
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_BYTES
     return httpx.AsyncClient(
         timeout=httpx.Timeout(config.total_timeout, connect=config.connect_timeout),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
@@ -159,9 +171,15 @@ async def staged_from_base64(stage: StageFn, encoded: str, relay: str) -> Staged
     A `Spooled` string was decoded while the answer arrived: its blob is taken."""
     if isinstance(encoded, Spooled):
         try:
-            return encoded.claim()
+            spooled = encoded.claim()
         except Base64Error as err:
             raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
+        try:
+            await anyio.to_thread.run_sync(spooled.finish)  # an fsync: only once claimed
+        except BaseException:
+            spooled.discard()
+            raise
+        return spooled
 
     def decode(staged: StagedBlob) -> None:
         try:

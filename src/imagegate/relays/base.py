@@ -208,6 +208,7 @@ ProgressFn = Callable[[float | None, str], Awaitable[None]]
 """Report progress: a fraction in [0, 1] (None if unknown) and a short message."""
 
 StageFn = Callable[[], StagedBlob]
+"""A new staging file for an image. Called from worker threads too (wire.spool)."""
 
 
 @dataclass

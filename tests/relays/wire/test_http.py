@@ -1,4 +1,6 @@
+import base64
 import inspect
+from pathlib import Path
 
 import httpcore
 import httpx
@@ -6,7 +8,11 @@ import pytest
 import respx
 
 from imagegate.core.errors import RelayError
+from imagegate.core.staging import StagedBlob
+from imagegate.relays.adapter import http_client
+from imagegate.relays.config import HttpRelayConfig
 from imagegate.relays.wire.http import RetryPolicy, Timeouts, Upstream, retry_delay
+from imagegate.relays.wire.spool import Spooled
 
 SECRET = "sk-live-abcdefghijklmnop"
 
@@ -24,7 +30,7 @@ def test_retry_delay_prefers_the_upstream_hint() -> None:
         assert 0 < retry_delay(None, attempt, policy) <= 8
 
 
-def upstream(client: httpx.AsyncClient, attempts: int = 3) -> Upstream:
+def upstream(client: httpx.AsyncClient, attempts: int = 3, max_bytes: int = 1000) -> Upstream:
     waits: list[float] = []
 
     async def no_sleep(seconds: float) -> None:
@@ -37,7 +43,7 @@ def upstream(client: httpx.AsyncClient, attempts: int = 3) -> Upstream:
         headers={"authorization": f"Bearer {SECRET}"},
         timeouts=Timeouts(first_byte=5),
         retry=RetryPolicy(attempts=attempts, budget_seconds=100),
-        max_response_bytes=1000,
+        max_response_bytes=max_bytes,
         secrets=[SECRET],
         sleep=no_sleep,
     )
@@ -75,6 +81,29 @@ async def test_response_cap() -> None:
 
 
 def test_upstream_answers_are_read_up_to_a_mebibyte_at_a_time() -> None:
-    """wire.http sets httpcore's read size; httpcore must still use that attribute."""
+    """A relay's client sets httpcore's read size; httpcore must still use it."""
+    http_client(HttpRelayConfig(kind="test", base_url="https://api.test/v1"))
     assert "self.READ_NUM_BYTES" in inspect.getsource(httpcore.AsyncHTTP11Connection._receive_event)
     assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == 1 << 20
+
+
+@pytest.mark.parametrize("stage_given", [True, False])
+async def test_with_a_stage_an_answers_image_is_decoded_on_the_way(
+    tmp_path: Path, stage_given: bool
+) -> None:
+    """read_json(stage=...) spools a large image (a Spooled str, its blob already
+    written); without a stage the answer is parsed whole as before."""
+    image = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200_000)
+    answer = {"data": [{"b64_json": base64.b64encode(image).decode()}]}
+    async with respx.mock(base_url="https://up.test/v1") as mock:
+        mock.post("/x").mock(return_value=httpx.Response(200, json=answer))
+        async with httpx.AsyncClient() as client:
+            relay = upstream(client, max_bytes=1 << 20)
+            stage = (lambda: StagedBlob(tmp_path, 1 << 20)) if stage_given else None
+            value = await relay.request_json("POST", "x", stage=stage)
+    encoded = value["data"][0]["b64_json"]
+    assert isinstance(encoded, Spooled) == stage_given
+    if stage_given:
+        staged = encoded.claim()
+        staged.finish()
+        assert staged.path.read_bytes() == image

@@ -33,6 +33,12 @@ def spooled(directory: Path, text: bytes, pieces: int = 1, max_bytes: int = 1 <<
     return spool.finish()
 
 
+def finished(value: Spooled) -> StagedBlob:
+    staged = value.claim()
+    staged.finish()
+    return staged
+
+
 def files(directory: Path) -> list[Path]:
     return sorted(directory.iterdir())
 
@@ -49,6 +55,7 @@ def test_an_image_is_decoded_into_a_blob_whatever_the_pieces(tmp_path: Path, pie
     assert encoded.startswith("iVBORw0KGgo")
     assert encoded.endswith("…")
     staged = encoded.claim()
+    staged.finish()
     assert staged.path.read_bytes() == IMAGE
     assert staged.sha256 == hashlib.sha256(IMAGE).hexdigest()
     assert staged.size == len(IMAGE)
@@ -62,6 +69,8 @@ def test_an_image_is_decoded_into_a_blob_whatever_the_pieces(tmp_path: Path, pie
         pytest.param(
             "\\n".join(ENCODED[i : i + 76] for i in range(0, len(ENCODED), 76)), id="MIME lines"
         ),
+        pytest.param(ENCODED.replace("=", "\\u003d"), id="padding as \\u003d (Gson)"),
+        pytest.param(ENCODED.replace("A", "\\u0041"), id="letters as \\u0041"),
     ],
 )
 @pytest.mark.parametrize("pieces", [1, 3, 1000])
@@ -69,7 +78,7 @@ def test_what_encoders_do_to_base64_is_undone(tmp_path: Path, text: str, pieces:
     # `text` is JSON string content as an encoder wrote it: escapes are written out.
     value = spooled(tmp_path, b'{"url": "' + text.encode() + b'"}', pieces)
     assert isinstance(value["url"], Spooled)
-    assert value["url"].claim().path.read_bytes() == IMAGE
+    assert finished(value["url"]).path.read_bytes() == IMAGE
 
 
 @pytest.mark.parametrize(
@@ -95,7 +104,11 @@ def test_other_strings_stay_as_they_are(tmp_path: Path, text: str) -> None:
         pytest.param(ENCODED[:-8] + "!!!!" + ENCODED[-4:], "invalid characters", id="bad char"),
         pytest.param(ENCODED + "A", "truncated", id="cut off"),
         pytest.param(ENCODED[: len(ENCODED) // 4 * 4 - 2], "truncated", id="no padding"),
-        pytest.param(ENCODED.replace("A", "\\u0041", 1), "invalid characters", id="unicode esc"),
+        pytest.param(ENCODED.replace("A", "\\u00c1", 1), "invalid characters", id="not ASCII"),
+        pytest.param(ENCODED.replace("A", "\\u00G1", 1), "invalid characters", id="not hex"),
+        pytest.param(ENCODED.replace("A", "\\\\", 1), "invalid characters", id="backslash"),
+        pytest.param(ENCODED.replace("A", "\\x", 1), "invalid characters", id="unknown esc"),
+        pytest.param(ENCODED[:400] + "==" + ENCODED[402:], "invalid characters", id="mid pad"),
     ],
 )
 def test_damaged_base64_is_refused_when_claimed_and_leaves_no_file(
@@ -146,6 +159,39 @@ def test_discard_removes_what_was_spooled_before_a_failure(tmp_path: Path) -> No
     assert len(files(tmp_path)) == 1
     spool.discard()
     assert files(tmp_path) == []
+
+
+def test_data_after_the_padding_is_refused_across_pieces(tmp_path: Path) -> None:
+    first = base64.b64encode(IMAGE[:1000]).decode()  # 1000 bytes: ends in "=="
+    assert first.endswith("==")
+    doc = json.dumps({"b64_json": first + ENCODED}).encode()
+    cut = doc.index(b"==") + 2
+    spool = JsonSpool(stager(tmp_path), threshold=THRESHOLD)
+    spool.feed(doc[:cut])
+    spool.feed(doc[cut:])
+    with pytest.raises(Base64Error, match="invalid characters"):
+        spool.finish()["b64_json"].claim()
+
+
+def test_nesting_too_deep_is_not_json_and_leaves_no_file(tmp_path: Path) -> None:
+    doc = "[" * 5000 + json.dumps(ENCODED) + "]" * 5000
+    spool = JsonSpool(stager(tmp_path), threshold=THRESHOLD)
+    spool.feed(doc.encode())
+    with pytest.raises(ValueError, match="not a complete JSON document"):
+        spool.finish()
+    assert files(tmp_path) == []
+
+
+def test_long_text_full_of_escapes_stays_text(tmp_path: Path) -> None:
+    text = 'a\n"b"\\ é\t' * 50_000
+    raw = json.dumps({"text": text}).encode()
+    assert spooled(tmp_path, raw, 7) == {"text": text}
+
+
+def test_each_spool_marks_its_images_with_its_own_random_nonce(tmp_path: Path) -> None:
+    first, second = JsonSpool(stager(tmp_path)), JsonSpool(stager(tmp_path))
+    assert first._marker(0) != second._marker(0)
+    assert len(first._nonce) >= 16  # 64 random bits at least
 
 
 def test_an_upstream_cannot_forge_a_spooled_marker(tmp_path: Path) -> None:

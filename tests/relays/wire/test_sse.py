@@ -84,7 +84,9 @@ def test_an_image_in_an_event_is_decoded_on_the_way(
     (event,) = feed_all(stage, chunks)
     result = event.data["item"]["result"]
     assert isinstance(result, Spooled)
-    assert result.claim().path.read_bytes() == image
+    staged = result.claim()
+    staged.finish()
+    assert staged.path.read_bytes() == image
 
 
 IMAGE_EVENT = b'data: {"result": "' + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(90000))

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpcore
 import httpx
 
 from imagegate.core.cpu import run_cpu
@@ -32,14 +31,6 @@ from imagegate.relays.wire.errors import error_fields, error_from_response, pars
 from imagegate.relays.wire.spool import JsonSpool
 
 log = logging.getLogger("imagegate.relays")
-
-# httpcore reads a response 64 KiB at a time, and each read is a trip through httpx,
-# httpcore, h11 and anyio on the event loop: for the images upstreams send, most of
-# the loop's work. Reading what has arrived, up to 1 MiB, took a 2048 px image's added
-# latency from 90 to 59 ms and 64 concurrent generations from 27 to 34 a second
-# (bench/compare.py). httpx offers no setting for it: this is httpcore's class
-# attribute, and tests/relays/wire/test_http.py checks httpcore still reads it.
-httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = 1 << 20
 
 _SPOOL_BATCH = 1 << 20
 """Bytes of an answer handed to a worker thread at once: fewer, larger hand-offs."""

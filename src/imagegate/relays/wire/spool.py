@@ -23,21 +23,22 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from imagegate.core.base64data import Base64Error, decode_strict
+from imagegate.core.base64data import DATA_URL, Base64Error, decode_strict
 from imagegate.core.errors import ImagegateError
 from imagegate.core.staging import StagedBlob
 
 THRESHOLD = 64 * 1024
 """A string this long is image data or text worth keeping whole; shorter ones stay."""
 
-_IMAGE_PREFIX = re.compile(
-    rb"(?:data:image/[a-zA-Z0-9.+-]+;base64,)?(?:iVBORw0KGg|/9j/|UklGR|R0lGOD)"
-)
+_IMAGE_PREFIX = re.compile(f"(?:{DATA_URL})?(?:iVBORw0KGg|/9j/|UklGR|R0lGOD)".encode())
 """Base64 of the PNG, JPEG, RIFF (WebP) and GIF signatures, maybe in a data: URL."""
-_DATA_URL = re.compile(rb"data:image/[a-zA-Z0-9.+-]+;base64,")
-_BLOB_ESCAPES = {b"/": b"/", b"n": b"", b"r": b"", b"t": b""}
-"""What an escape stands for inside base64: `\\/` is a slash some encoders escape; line
-breaks (MIME-style base64) are dropped. Any other escape is damage."""
+_DATA_URL = re.compile(DATA_URL.encode())
+# What an escape stands for inside base64: a slash some encoders escape, and line breaks
+# (MIME-style base64), which are dropped. Besides u00XX, any other escape is damage.
+_TWO_BYTE_ESCAPES = {b"/": b"/", b"n": b"", b"r": b"", b"t": b""}
+_HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+_TEXT_RUN = re.compile(rb'(?:[^"\\]+|\\.)*', re.DOTALL)
+"""A string's content up to its closing quote (or a backslash that ends the piece)."""
 
 
 class Spooled(str):
@@ -77,8 +78,12 @@ class _Base64Sink:
     def __init__(self, staged: StagedBlob) -> None:
         self.staged = staged
         self._carry = b""
+        """Characters short of a whole group of four."""
+        self._held = b""
+        """An escape cut off at the end of the last piece."""
         self._started = False
-        self._pending_escape = False
+        self._padded = False
+        """Padding has been seen: nothing may follow it."""
         self.error: ImagegateError | Base64Error | None = None
 
     def write(self, raw: bytes) -> None:
@@ -91,28 +96,38 @@ class _Base64Sink:
             self.error = err
 
     def _unescape(self, raw: bytes) -> bytes:
-        if self._pending_escape:
-            raw = b"\\" + raw
-            self._pending_escape = False
+        raw, self._held = self._held + raw, b""
         if b"\\" not in raw:
             return raw
+        if b"\\\\" in raw:  # an escaped backslash: never in base64
+            raise Base64Error("invalid characters")
+        last = raw.rfind(b"\\")
+        if last == len(raw) - 1 or (raw[last + 1 : last + 2] == b"u" and len(raw) - last < 6):
+            raw, self._held = raw[:last], raw[last:]
+        if b"\\u" not in raw:
+            # Each backslash starts a two-byte escape: the common ones in C.
+            raw = raw.replace(b"\\/", b"/")
+            for line_break in (b"\\n", b"\\r", b"\\t"):
+                raw = raw.replace(line_break, b"")
+            if b"\\" in raw:
+                raise Base64Error("invalid characters")
+            return raw
         out = bytearray()
-        pieces = raw.split(b"\\")
-        out += pieces[0]
-        index = 1
-        while index < len(pieces):
-            piece = pieces[index]
-            if piece == b"" and index + 1 < len(pieces):
-                # `\\\\`: an escaped backslash, never valid in base64
+        position = 0
+        while (slash := raw.find(b"\\", position)) >= 0:
+            out += raw[position:slash]
+            letter = raw[slash + 1 : slash + 2]
+            if letter in _TWO_BYTE_ESCAPES:
+                out += _TWO_BYTE_ESCAPES[letter]
+                position = slash + 2
+                continue
+            # \u00XX, as some encoders write "=" (\u003d): ASCII only.
+            code = raw[slash + 2 : slash + 6]
+            if letter != b"u" or not _HEX4.fullmatch(code) or int(code, 16) >= 0x80:
                 raise Base64Error("invalid characters")
-            if piece == b"" and index + 1 == len(pieces):
-                self._pending_escape = True  # the escape's letter is in the next piece
-                break
-            meaning = _BLOB_ESCAPES.get(piece[:1])
-            if meaning is None:
-                raise Base64Error("invalid characters")
-            out += meaning + piece[1:]
-            index += 1
+            out.append(int(code, 16))
+            position = slash + 6
+        out += raw[position:]
         return bytes(out)
 
     def _write(self, text: bytes) -> None:
@@ -123,23 +138,28 @@ class _Base64Sink:
                 text = text[match.end() :]
         if b" " in text:  # raw spaces are valid JSON; line breaks came as escapes
             text = text.replace(b" ", b"")
+        if not text:
+            return
+        if self._padded:
+            raise Base64Error("invalid characters")  # data after the padding
         text = self._carry + text
         whole = len(text) - len(text) % 4
         self._carry = text[whole:]
         if whole:
+            self._padded = text[whole - 1] == 0x3D  # "="
             try:
                 self.staged.write(decode_strict(text[:whole]))
             except (binascii.Error, ValueError):
                 raise Base64Error("invalid characters") from None
 
     def close(self) -> None:
-        if self.error is None and (self._carry or self._pending_escape):
+        """The string ended. The blob is not fsynced here: only one that is claimed
+        needs it (`staged_from_base64` does it), not a partial image or a repeat."""
+        if self.error is None and (self._carry or self._held):
             # From an upstream, missing padding is a sign of a cut-off answer.
             self.error = Base64Error("truncated")
         if self.error is None and self.staged.size == 0:
             self.error = Base64Error("empty")
-        if self.error is None:
-            self.staged.finish()
 
 
 class JsonSpool:
@@ -155,6 +175,8 @@ class JsonSpool:
         """The last byte fed was a string's unfinished backslash."""
         self._string = bytearray()
         """The string being read, raw (escapes in), until it is spooled."""
+        self._text = False
+        """The string being read is past the threshold and not an image: text."""
         self._sink: _Base64Sink | None = None
         self._head = b""
         """The first bytes of the string being spooled, for its `Spooled` text."""
@@ -173,14 +195,41 @@ class JsonSpool:
                 self._doc += data[position : quote + 1]
                 self._in_string, position = True, quote + 1
                 continue
+            if self._sink is not None:
+                # Base64 has no quote and no escaped quote: the next quote ends it (an
+                # escaped one would be damage, which the sink refuses all the same).
+                # The sink undoes escapes in bulk.
+                quote = data.find(b'"', position)
+                if quote < 0:
+                    self._sink.write(data[position:])
+                    return
+                self._sink.write(data[position:quote])
+                self._end_string()
+                position = quote + 1
+                continue
             if self._escaped:
                 # The byte after a backslash is escaped, whatever it is (a quote too).
                 self._take(data[position : position + 1])
                 self._escaped, position = False, position + 1
                 continue
+            if self._text:
+                # Long text (no image): runs and escapes in C, not one by one in Python.
+                run = _TEXT_RUN.match(data, position)
+                assert run is not None  # it matches the empty string
+                self._take(data[position : run.end()])
+                position = run.end()
+                if position == end:
+                    return
+                if data[position] == 0x5C:  # a backslash whose byte is in the next piece
+                    self._take(b"\\")
+                    self._escaped, position = True, position + 1
+                    continue
+                self._end_string()
+                position += 1
+                continue
             # bytes.find is a memchr; a regex for either byte is fifty times slower. The
             # next quote is found again only once passed: a string of many escapes
-            # (base64 in lines) would otherwise be scanned to its end at each one.
+            # would otherwise be scanned to its end at each one.
             if quote < position:
                 quote = data.find(b'"', position)
                 if quote < 0:
@@ -208,22 +257,15 @@ class JsonSpool:
             if self._in_string:
                 raise ValueError("the document ends inside a string")
             value = json.loads(self._doc)
-        except ValueError:
+            markers = {self._marker(i): self._spooled(*sink) for i, sink in enumerate(self._sinks)}
+            value = _replace(value, markers) if markers else value
+        except (ValueError, RecursionError):  # json's own, and nesting too deep for it
             self.discard()
-            raise
+            raise ValueError("not a complete JSON document") from None
         finally:
             self._doc = bytearray()
-        markers: dict[str, Spooled] = {}
-        for index, (sink, head) in enumerate(self._sinks):
-            sink.close()
-            if sink.error is not None:
-                sink.staged.discard()
-            text = head.decode("ascii", "replace") + "…"
-            markers[self._marker(index)] = _spooled(
-                text, sink.staged if sink.error is None else None, sink.error
-            )
         self._sinks = []
-        return _replace(value, markers) if markers else value
+        return value
 
     def discard(self) -> None:
         """Remove every blob spooled so far (the answer failed before `finish`)."""
@@ -234,19 +276,32 @@ class JsonSpool:
             self._sink.staged.discard()
             self._sink = None
 
+    def _spooled(self, sink: _Base64Sink, head: bytes) -> Spooled:
+        sink.close()
+        text = head.decode("ascii", "replace") + "…"
+        if sink.error is not None:
+            sink.staged.discard()
+            return _spooled(text, None, sink.error)
+        return _spooled(text, sink.staged, None)
+
     def _take(self, raw: bytes) -> None:
         if self._sink is not None:
             self._sink.write(raw)
             return
         self._string += raw
-        if len(self._string) >= self._threshold and _looks_like_image(self._string):
+        if self._text or len(self._string) < self._threshold:
+            return
+        if _looks_like_image(self._string):
             self._sink = _Base64Sink(self._stage())
             self._head = bytes(self._string[:40])
             self._sink.write(bytes(self._string))
             self._string = bytearray()
+        else:
+            self._text = True
 
     def _end_string(self) -> None:
         self._in_string = False
+        self._text = False
         if self._sink is None:
             self._doc += self._string
             self._doc += b'"'
