@@ -67,9 +67,10 @@ def _plain(status: int, text: str) -> Response:
 
 
 class _FileResponse(FileResponse):
-    chunk_size = 1 << 20
+    chunk_size = 1 << 18
     """Starlette reads 64 KiB at a time, each read a hand-off to a worker thread and
-    each piece a send: 48 of each for a 3 MB image."""
+    each piece a send: 48 of each for a 3 MB image. Not larger: a client that stops
+    reading holds one piece in memory per connection (256 per address by default)."""
 
 
 def accel_response(prefix: str, asset: Asset, headers: dict[str, str]) -> Response:
