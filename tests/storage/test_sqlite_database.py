@@ -89,3 +89,12 @@ async def test_callers_take_turns_round_robin(tmp_path: Path) -> None:
         release.set()
     assert order == ["busy", "light", "busy", "busy", "busy", "busy"]
     await database.aclose()
+
+
+async def test_a_call_inside_a_transaction_is_refused_not_left_waiting(tmp_path: Path) -> None:
+    database = Database(tmp_path / "db", [create])
+    async with database.transaction():
+        with pytest.raises(RuntimeError, match="holds the database"):
+            await rows(database)
+    assert await rows(database) == []
+    await database.aclose()

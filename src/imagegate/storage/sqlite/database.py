@@ -8,6 +8,7 @@ IMMEDIATE transactions take SQLite's write lock at BEGIN, so a check-then-write 
 one is atomic across processes that share the file too.
 """
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -81,6 +82,7 @@ def connect(path: Path) -> sqlite3.Connection:
 class Database:
     def __init__(self, path: Path, prepare: Sequence[Prepare]) -> None:
         self._turns = FairShare(1)
+        self._holder: asyncio.Task[Any] | None = None
         self._db = connect(path)
         try:
             for step in prepare:
@@ -95,7 +97,7 @@ class Database:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` (reads, no transaction) on the connection."""
-        async with self._turns.slot(acting_subject()):
+        async with self._turn():
             self._check_open()
             return await _in_thread(work, self._db)
 
@@ -103,7 +105,7 @@ class Database:
         """Run `work` inside one IMMEDIATE transaction. BEGIN goes to the thread with
         the work (each hand-off costs the event loop), COMMIT after it: a cancel that
         lands during the work still rolls it back."""
-        async with self._turns.slot(acting_subject()):
+        async with self._turn():
             self._check_open()
             try:
                 result = await _in_thread(lambda db: _begin_then(work, db), self._db)
@@ -119,7 +121,7 @@ class Database:
         """An IMMEDIATE transaction, committed when the block ends without error and
         rolled back otherwise (also when the caller is cancelled). The lock is not
         re-entrant: make no other call on this database inside the block."""
-        async with self._turns.slot(acting_subject()):
+        async with self._turn():
             self._check_open()
             await _in_thread(lambda db: db.execute("BEGIN IMMEDIATE"), self._db)
             try:
@@ -129,6 +131,19 @@ class Database:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._rollback)
                 raise
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
+            # A call inside `transaction()` would otherwise wait for itself for ever.
+            raise RuntimeError("a database call made while this task holds the database")
+        async with self._turns.slot(acting_subject()):
+            self._holder = task
+            try:
+                yield
+            finally:
+                self._holder = None
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -140,7 +155,7 @@ class Database:
 
     async def aclose(self) -> None:
         """Close once no statement runs; later calls fail with StorageError."""
-        async with self._turns.slot(acting_subject()):
+        async with self._turn():
             if not self._closed:
                 self._closed = True
                 self._db.close()
