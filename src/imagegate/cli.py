@@ -24,9 +24,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from imagegate import __version__
-from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, SchemaError
-from imagegate.service.reports import BY
+# httpx imports its own command line (click, rich, pygments: 30 ms) whenever those are
+# installed, and fastmcp installs them; this process never runs it. A module that is
+# None in sys.modules makes httpx's `from ._main import main` fail, and httpx then
+# goes without (its own fallback for a missing dependency).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+from imagegate import __version__  # noqa: E402
+from imagegate.core.errors import (  # noqa: E402
+    ConfigError,
+    ImagegateError,
+    InvalidRequest,
+    SchemaError,
+)
+from imagegate.service.reports import BY  # noqa: E402
 
 if TYPE_CHECKING:
     from imagegate.config import Settings

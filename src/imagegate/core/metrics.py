@@ -9,25 +9,17 @@ Label values come from closed sets only: names from the configuration (relays, t
 currencies), from the code (tools, outcomes, limits, sources) or fixed words. Never a
 subject, token, prompt, asset or job id, or URL: each of those would make a new series
 per value, without bound, and publish who did what to anyone who may scrape.
+
+prometheus_client is imported when a `Metrics` is made, not with this module: the
+relays' modules import this one, and `check-config` needs them, not the series.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-
 Source = Literal["generated", "edited", "uploaded"]
 Direction = Literal["download", "upload"]
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _GENERATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600)
 """Seconds: a placeholder image takes milliseconds, an upstream's a few seconds to
@@ -47,6 +39,8 @@ class Metrics:
     """The series; each method records one kind of event with its (bounded) labels."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self._tool_calls = Counter(
@@ -131,6 +125,8 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format a Prometheus server scrapes."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     def tool_call(self, tool: str, outcome: str) -> None:

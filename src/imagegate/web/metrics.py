@@ -16,13 +16,14 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as StarletteRoute
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from imagegate.core.metrics import CONTENT_TYPE, Metrics
+from imagegate.core.metrics import Metrics
 
 PATH = "/metrics"
 Handler = Callable[[Request], Awaitable[Response]]
@@ -51,7 +52,7 @@ class MetricsEndpoint:
             )
         return Response(
             self._metrics.exposition(),
-            media_type=CONTENT_TYPE,
+            media_type=CONTENT_TYPE_LATEST,
             headers={"Cache-Control": "no-store"},
         )
 
