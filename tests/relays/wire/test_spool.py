@@ -161,6 +161,17 @@ def test_discard_removes_what_was_spooled_before_a_failure(tmp_path: Path) -> No
     assert files(tmp_path) == []
 
 
+@pytest.mark.parametrize("pieces", [1, 3, 1000])
+def test_a_string_after_an_image_with_escapes_is_read_right(tmp_path: Path, pieces: int) -> None:
+    """The image starts spooling at an escape: the next string, even an empty one, must
+    not inherit it."""
+    escaped = "data:image/png;base64," + ENCODED
+    raw = b'["' + escaped.replace("/", "\\/").encode() + b'", "", "x"]'
+    value = spooled(tmp_path, raw, pieces)
+    assert value[1:] == ["", "x"]
+    assert finished(value[0]).path.read_bytes() == IMAGE
+
+
 def test_data_after_the_padding_is_refused_across_pieces(tmp_path: Path) -> None:
     first = base64.b64encode(IMAGE[:1000]).decode()  # 1000 bytes: ends in "=="
     assert first.endswith("==")

@@ -300,8 +300,9 @@ class JsonSpool:
             self._text = True
 
     def _end_string(self) -> None:
-        self._in_string = False
-        self._text = False
+        # A string that began spooling at an escape leaves it to the sink: the next
+        # string must not start escaped.
+        self._in_string = self._escaped = self._text = False
         if self._sink is None:
             self._doc += self._string
             self._doc += b'"'
