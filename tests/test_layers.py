@@ -10,6 +10,7 @@ SOURCE = Path(__file__).parents[1] / "src" / "imagegate"
 
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
+    "clientconfig": {"core"},
     "storage": {"core"},
     "relays": {"core"},
     "config": {"core", "relays"},

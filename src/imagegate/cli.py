@@ -1,4 +1,4 @@
-"""Command line: serve, generate, check-config.
+"""Command line: serve, generate, check-config, client-config.
 
 Each command imports what it uses when it runs, not this module: `--version` and
 `check-config` then answer without loading the server (FastMCP, uvicorn), the remote
@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+CLIENTS = ("claude-code", "codex", "claude-desktop", "cursor", "librechat")
+"""imagegate.clientconfig.CLIENTS, spelled here so that parsing imports nothing."""
+
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
@@ -56,6 +59,9 @@ EXIT_CONFIG = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.handler is _client_config:  # reads no settings: a broken config can't stop it
+        code: int = args.handler(args)
+        return code
     from imagegate.config import load_settings
 
     try:
@@ -175,6 +181,26 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration, ACL and tokens files, then exit"
     )
     check.set_defaults(handler=_check_config)
+
+    client = commands.add_parser(
+        "client-config",
+        help="print (or --write) an MCP client's config entry for this imagegate or a server",
+    )
+    client.add_argument("client", choices=CLIENTS)
+    client.add_argument(
+        "--server", default=None, help="a running imagegate's MCP URL (default: local stdio)"
+    )
+    client.add_argument("--name", default="imagegate", help="the entry's name (default imagegate)")
+    client.add_argument(
+        "--token-env",
+        default="IMAGEGATE_TOKEN",
+        help="the variable the client reads the bearer token from (default IMAGEGATE_TOKEN)",
+    )
+    client.add_argument(
+        "--write", action="store_true", help="merge the entry into the config file (backup first)"
+    )
+    client.add_argument("--file", type=Path, default=None, help="with --write: this config file")
+    client.set_defaults(handler=_client_config)
 
     token = commands.add_parser("token", help="manage mapped bearer tokens")
     token_commands = token.add_subparsers(required=True, metavar="ACTION")
@@ -733,6 +759,81 @@ def _where_secrets_are(config: Path | None) -> str:
             "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
         )
     return "(set them in the environment that runs imagegate, as for `imagegate serve`)"
+
+
+def _client_config(args: argparse.Namespace) -> int:
+    """Print the client's entry (stdout) and where it goes (stderr); with --write, merge
+    it into that file. Exit 2 for a bad argument or a file it won't touch, 1 for I/O."""
+    from imagegate import clientconfig as cc
+
+    def say(line: str) -> None:
+        print(f"imagegate: {line}", file=sys.stderr)
+
+    where: Path | None = None
+    try:
+        if args.file is not None and not args.write:
+            raise InvalidRequest("--file goes with --write")
+        name = cc.check_name(args.name)
+        if args.server is None:
+            server: cc.Server = cc.Local(_own_command())
+        else:
+            token_env = cc.check_token_env(args.token_env)
+            for warning in cc.check_url(args.server):
+                say(f"warning: {warning}")
+            server = cc.Remote(args.server, token_env)
+        entry = cc.entry(args.client, server)
+        where = args.file or cc.default_path(
+            args.client,
+            Path.home(),
+            Path.cwd(),
+            sys.platform == "darwin",
+            os.environ.get("CODEX_HOME"),  # Codex's own variable, as Codex reads it
+        )
+        if args.write and args.client == "librechat":
+            cc.merge(args.client, None, name, entry)  # refuses, saying why
+        text = cc.snippet(args.client, name, entry)
+        if not args.write:
+            print(text, end="")
+            say(f"this goes in {where}" + _ENTRY_AT.get(args.client, ""))
+            return 0
+        written = cc.write_merged(where, args.client, name, entry)
+        print(text, end="")  # only once written: a refusal leaves stdout empty
+    except InvalidRequest as err:
+        print(f"imagegate: error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as err:
+        print(f"imagegate: error: {err.filename or where}: {err.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    if written.change == "unchanged":
+        say(f"{where} already has this {name!r} entry; nothing written")
+    elif written.change == "added":
+        kept = f" (the old file is in {written.backup})" if written.backup else ""
+        say(f"added the {name!r} entry to {where}{kept}")
+    else:
+        say(f"replaced a different {name!r} entry in {where} (the old file is in {written.backup})")
+    return 0
+
+
+_ENTRY_AT = {
+    "claude-code": ' (project scope; or under "mcpServers" in ~/.claude.json for every project)',
+    "codex": " (or .codex/config.toml in a trusted project)",
+    "cursor": " (or .cursor/mcp.json in a project)",
+    "librechat": " (LibreChat's, under mcpServers:; its .env sets the variable)",
+}
+
+
+def _own_command() -> tuple[str, ...]:
+    """How a client starts this very imagegate: the `imagegate` script that runs now, the
+    one beside this interpreter (a venv's bin/), else this interpreter with -m. Not
+    $PATH's: that may be another installation. Absolute, symlinks kept (a pipx link
+    outlives an upgrade)."""
+    script = Path(sys.argv[0])
+    if script.name == "imagegate" and script.is_file():
+        return (os.path.abspath(script),)
+    beside = Path(sys.executable).parent / "imagegate"
+    if beside.is_file():
+        return (os.path.abspath(beside),)
+    return (sys.executable, "-m", "imagegate")
 
 
 MAX_TOKEN_DAYS = 3650

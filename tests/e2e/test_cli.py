@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import os
 import re
 import signal
 import socket
@@ -691,3 +692,75 @@ def test_the_listener_is_tcp_so_that_answers_are_not_delayed(host: str) -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
     finally:
         sock.close()
+
+
+def test_client_config_writes_into_a_codex_file_and_keeps_the_rest(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    before = '# mine\nmodel = "o3"\n\n[mcp_servers.other]\ncommand = "x"\n'
+    config.write_text(before)
+    config.chmod(0o640)
+    env = clean_env(IMAGEGATE_TOKEN="s3cret-token-value", IMAGEGATE_CONFIG="/nonexistent.toml")
+    url = "https://images.example.com/mcp"
+    args = ("client-config", "codex", "--server", url, "--write", "--file", str(config))
+    first = run(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    table = (
+        '[mcp_servers.imagegate]\nurl = "https://images.example.com/mcp"\n'
+        'bearer_token_env_var = "IMAGEGATE_TOKEN"\n'
+    )
+    assert first.stdout == table
+    assert config.read_text() == before + "\n" + table
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    [backup] = tmp_path.glob("config.toml.*.bak")
+    assert backup.read_text() == before
+    assert f"added the 'imagegate' entry to {config} (the old file is in {backup})" in first.stderr
+
+    second = run(*args, env=env)
+    assert second.returncode == 0, second.stderr
+    assert "nothing written" in second.stderr
+    assert config.read_text() == before + "\n" + table
+    assert list(tmp_path.glob("*.bak")) == [backup]
+    for result in (first, second):
+        assert "s3cret-token-value" not in result.stdout + result.stderr
+
+
+def test_client_config_stdio_entry_runs_this_imagegate(tmp_path: Path) -> None:
+    config = tmp_path / ".mcp.json"
+    result = run("client-config", "claude-code", "--write", "--file", str(config), env=clean_env())
+    assert result.returncode == 0, result.stderr
+    server = json.loads(config.read_text())["mcpServers"]["imagegate"]
+    assert server["type"] == "stdio"
+    assert server["args"][-3:] == ["serve", "--transport", "stdio"]
+    version = subprocess.run(
+        [server["command"], *server["args"][:-3], "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert version.stdout.startswith("imagegate ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("cursor", "--write"), "not valid JSON"),
+        (("claude-desktop", "--server", "https://h/mcp"), "Settings > Connectors"),
+        (("librechat", "--server", "https://h/mcp", "--write"), "--write is not supported"),
+        (("cursor", "--server", "https://h/mcp", "--token-env", "9X"), "--token-env"),
+    ],
+)
+def test_client_config_refusals_exit_2_and_touch_nothing(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text("{broken")
+    result = run("client-config", *args, "--file", str(config), env=clean_env())
+    if "--write" not in args:  # --file needs --write: the same exit code, said first
+        result = run("client-config", *args, env=clean_env())
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("imagegate: error: ")
+    assert message in result.stderr
+    assert config.read_text() == "{broken"
+    assert os.listdir(tmp_path) == ["mcp.json"]
