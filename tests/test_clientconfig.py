@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from imagegate import cli
 from imagegate.clientconfig import (
     CLIENTS,
     Local,
@@ -260,14 +261,11 @@ def test_toml_merge_appends_and_keeps_comments() -> None:
     assert (again.change, again.text) == ("unchanged", merged.text)
 
 
-def test_toml_merge_replaces_the_table_and_its_subtables_in_place() -> None:
+def test_toml_merge_replaces_the_table_in_place() -> None:
     before = (
         "# top\n"
         '[mcp_servers."imagegate"]  # ours\n'
         'command = "old"\n'
-        "\n"
-        "[mcp_servers.imagegate.env]\n"
-        'A = "1"\n'
         "\n"
         "# the other one\n"
         "[mcp_servers.other]\n"
@@ -285,6 +283,46 @@ def test_toml_merge_replaces_the_table_and_its_subtables_in_place() -> None:
         "[mcp_servers.other]\n"
         'command = "x"\n'
     )
+
+
+@pytest.mark.parametrize(
+    ("client", "before"),
+    [
+        (
+            "codex",
+            '[mcp_servers.imagegate]\ncommand = "old"\n\n[mcp_servers.imagegate.env]\n'
+            'OPENAI_API_KEY = "sk-kept"\n',
+        ),
+        ("codex", '[mcp_servers.imagegate]\ncommand = "old"\ncwd = "/srv"\n'),
+        (
+            "cursor",
+            json.dumps({"mcpServers": {"imagegate": {"command": "old", "env": {"K": "sk-kept"}}}}),
+        ),
+        ("claude-code", json.dumps({"mcpServers": {"imagegate": {"url": "u", "disabled": True}}})),
+    ],
+)
+def test_an_entry_with_settings_of_its_own_is_not_replaced(client: str, before: str) -> None:
+    """Its env (a key, say) or cwd would be lost: the user edits it by hand."""
+    with pytest.raises(InvalidRequest, match="settings of its own"):
+        merge(client, before, "imagegate", entry(client, REMOTE))
+
+
+def test_toml_keeps_characters_beyond_the_basic_plane() -> None:
+    odd = {"command": "/home/😀/bin/imagegate", "args": ["serve"]}
+    merged = merge("codex", None, "imagegate", odd)
+    assert tomllib.loads(merged.text) == {"mcp_servers": {"imagegate": odd}}
+
+
+def test_a_dangling_symlink_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "mcp.json"
+    link.symlink_to(tmp_path / "elsewhere" / "mcp.json")
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        write_merged(link, "cursor", "imagegate", entry("cursor", REMOTE))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_command_line_knows_every_client() -> None:
+    assert cli.CLIENTS == CLIENTS
 
 
 def test_toml_merge_escapes_strings() -> None:

@@ -775,7 +775,13 @@ def _client_config(args: argparse.Namespace) -> int:
             raise InvalidRequest("--file goes with --write")
         name = cc.check_name(args.name)
         if args.server is None:
-            server: cc.Server = cc.Local(_own_command())
+            # The client starts imagegate without this shell's environment: name the
+            # configuration this command was given, or it would run on the defaults.
+            config = args.config or (
+                Path(os.environ["IMAGEGATE_CONFIG"]) if os.environ.get("IMAGEGATE_CONFIG") else None
+            )
+            extra = ("--config", os.path.abspath(config)) if config else ()
+            server: cc.Server = cc.Local((*_own_command(), *extra))
         else:
             token_env = cc.check_token_env(args.token_env)
             for warning in cc.check_url(args.server):
@@ -805,12 +811,13 @@ def _client_config(args: argparse.Namespace) -> int:
         print(f"imagegate: error: {err.filename or where}: {err.strerror}", file=sys.stderr)
         return EXIT_FAILURE
     if written.change == "unchanged":
-        say(f"{where} already has this {name!r} entry; nothing written")
+        say(f"{written.path} already has this {name!r} entry; nothing written")
     elif written.change == "added":
         kept = f" (the old file is in {written.backup})" if written.backup else ""
-        say(f"added the {name!r} entry to {where}{kept}")
+        say(f"added the {name!r} entry to {written.path}{kept}")
     else:
-        say(f"replaced a different {name!r} entry in {where} (the old file is in {written.backup})")
+        old_file = f"the old file is in {written.backup}"
+        say(f"replaced a different {name!r} entry in {written.path} ({old_file})")
     return 0
 
 

@@ -40,6 +40,8 @@ NEW_FILE_MODE = 0o600
 SERVER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A bare TOML key, and a name every client accepts."""
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+OWNED = frozenset({"type", "command", "args", "url", "headers", "bearer_token_env_var"})
+"""The keys an entry of ours has: an entry with others (env, cwd, ...) is not replaced."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +202,20 @@ def _merge_json(text: str | None, name: str, server_entry: dict[str, Any]) -> Me
     old = servers.get(name)
     if old == server_entry:
         return Merged(text or "", "unchanged")
+    _check_replaceable(name, old)
     servers[name] = server_entry
     merged = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return Merged(merged, "added" if old is None else "replaced")
+
+
+def _check_replaceable(name: str, old: object) -> None:
+    """An entry with settings of its own (env with keys, a cwd) would lose them."""
+    extra = sorted(set(old) - OWNED) if isinstance(old, dict) else []
+    if extra:
+        raise InvalidRequest(
+            f"the {name!r} entry has settings of its own ({', '.join(extra)}), which a "
+            "new entry would drop; left as it is: edit it by hand, or remove it first"
+        )
 
 
 HEADER = re.compile(r"\s*\[\[?[^\n]*\]\]?\s*(#.*)?")
@@ -222,7 +235,9 @@ def _merge_toml(text: str | None, name: str, server_entry: dict[str, Any]) -> Me
     old = servers.get(name)
     if old == server_entry:
         return Merged(text, "unchanged")
-    lines = text.splitlines(keepends=True)
+    _check_replaceable(name, old)
+    lines = text.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     headers = [i for i, line in enumerate(lines) if HEADER.fullmatch(line.rstrip("\n"))]
@@ -296,7 +311,7 @@ def _toml_table(name: str, server_entry: dict[str, Any]) -> str:
 
 def _toml_string(value: str) -> str:
     """A TOML basic string: JSON's escapes are TOML's, but TOML also forbids DEL."""
-    return json.dumps(value).replace("\x7f", "\\u007f")
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _yaml_lines(mapping: dict[str, Any], depth: int) -> list[str]:
@@ -321,6 +336,8 @@ def write_merged(
     the same directory, is fsynced and renamed over the old one, with the old mode
     (0600 for a new file)."""
     real = path.resolve() if path.is_symlink() else path
+    if path.is_symlink() and not real.exists():
+        raise InvalidRequest(f"{path}: a symlink to {real}, which does not exist; left as it is")
     try:
         old: bytes | None = real.read_bytes()
     except FileNotFoundError:
@@ -334,7 +351,7 @@ def write_merged(
     except InvalidRequest as err:
         raise InvalidRequest(f"{path}: {err}") from None
     if merged.change == "unchanged":
-        return Written("unchanged", path, None)
+        return Written("unchanged", real, None)
     if not real.parent.is_dir():
         raise InvalidRequest(f"{path}: no such directory {real.parent}")
     mode = NEW_FILE_MODE
@@ -343,7 +360,7 @@ def write_merged(
         mode = stat.S_IMODE(real.stat().st_mode)
         backup = _backup(real, old, mode, stamp or time.strftime("%Y%m%d-%H%M%S"))
     _replace(real, merged.text.encode("utf-8"), mode)
-    return Written(merged.change, path, backup)
+    return Written(merged.change, real, backup)
 
 
 def _backup(path: Path, content: bytes, mode: int, stamp: str) -> Path:

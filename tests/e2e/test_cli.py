@@ -764,3 +764,20 @@ def test_client_config_refusals_exit_2_and_touch_nothing(
     assert message in result.stderr
     assert config.read_text() == "{broken"
     assert os.listdir(tmp_path) == ["mcp.json"]
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_stdio_entry_names_the_configuration_it_was_given(tmp_path: Path, how: str) -> None:
+    """The client starts imagegate without this shell's environment: without the
+    file, it would run on the built-in defaults."""
+    config = tmp_path / "imagegate.toml"
+    config.write_text("")
+    if how == "option":
+        result = run("--config", str(config), "client-config", "cursor", env=clean_env())
+    else:
+        env = clean_env(IMAGEGATE_CONFIG=str(config))
+        result = run("client-config", "cursor", env=env)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["mcpServers"]["imagegate"]
+    assert entry["command"].endswith("imagegate") or entry["command"] == sys.executable
+    assert entry["args"][-5:] == ["--config", str(config), "serve", "--transport", "stdio"]
