@@ -15,11 +15,12 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def give_acl(path: Path) -> None:
-    """An ACL entry for a user other than the owner, as the operator's setfacl adds."""
+def give_acl(path: Path, entries: str = "u:nobody:x,g::-") -> None:
+    """An ACL entry for a user other than the owner, as the operator's setfacl adds
+    (and the owning group's entry emptied, as the README says)."""
     if shutil.which("setfacl") is None:
         pytest.skip("setfacl is missing (make test installs the acl package)")
-    subprocess.run(["setfacl", "-m", "u:nobody:x", str(path)], check=True)
+    subprocess.run(["setfacl", "-m", entries, str(path)], check=True)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,26 @@ def test_prepare_tightens_all_but_the_passage_asked_for(
         give_acl(state)
     prepare_state_dir(state, web_passage=web_passage)
     assert mode(state) == kept
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "u:nobody:x",  # the owning group keeps the r-x it had
+        "u:nobody:x,g::-,g:nogroup:x",  # a named group may pass too
+        "g::-,g:nogroup:x",  # no user named at all
+    ],
+)
+def test_an_acl_that_lets_a_group_in_or_names_no_user_keeps_0700(
+    tmp_path: Path, entries: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o750)
+    give_acl(state, entries)
+    prepare_state_dir(state, web_passage=True)
+    open_to_web_server(state)
+    assert mode(state) == 0o700
 
 
 def made_by_a_loose_umask(state: Path) -> dict[str, Path]:

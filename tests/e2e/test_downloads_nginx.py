@@ -289,7 +289,7 @@ def _www_data_or_skip() -> None:
 def let_www_data_through(directory: Path) -> None:
     """What the README tells the operator to run."""
     acl = subprocess.run(
-        ["setfacl", "-m", "u:www-data:x", str(directory)], capture_output=True, check=False
+        ["setfacl", "-m", "u:www-data:x,g::-", str(directory)], capture_output=True, check=False
     )
     if acl.returncode != 0:
         pytest.skip(f"no ACLs on this file system: {acl.stderr.decode().strip()}")

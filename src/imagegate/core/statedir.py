@@ -14,6 +14,7 @@ is open to anyone but the owner.
 import logging
 import os
 import stat
+import struct
 from pathlib import Path
 
 from imagegate.core.errors import ConfigError
@@ -25,6 +26,7 @@ WEB_PASSAGE = 0o010
 """The group bits (with an ACL: the mask) of a state directory nginx passes through."""
 WEB_READABLE = frozenset({"blobs"})
 _ACCESS_ACL = "system.posix_acl_access"
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP = 0x02, 0x04, 0x08
 
 
 def prepare_state_dir(path: Path, web_passage: bool = False) -> None:
@@ -32,7 +34,7 @@ def prepare_state_dir(path: Path, web_passage: bool = False) -> None:
     With `web_passage`, 0710 is not open when the directory has an ACL (see above)."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        allowed = 0o700 | (WEB_PASSAGE if web_passage and has_acl(path) else 0)
+        allowed = 0o700 | (WEB_PASSAGE if web_passage and passage_acl(path) else 0)
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077 & ~allowed:
             path.chmod(mode & allowed)
@@ -67,11 +69,12 @@ def open_to_web_server(path: Path) -> None:
                         mode & ~0o077,
                         path,
                     )
-        if not has_acl(path):
+        if not passage_acl(path):
             log.warning(
-                "accel_redirect: nginx cannot reach the images until its user may pass "
-                "through %s: run setfacl -m u:www-data:x %s (www-data on Debian, nginx on "
-                "RHEL), then restart imagegate; until then the directory stays 0700",
+                "accel_redirect: nginx cannot reach the images until its user, and no "
+                "group, may pass through %s: run setfacl -m u:www-data:x,g::- %s "
+                "(www-data on Debian, nginx on RHEL), then restart imagegate; until then "
+                "the directory stays 0700",
                 path,
                 path,
             )
@@ -85,12 +88,21 @@ def open_to_web_server(path: Path) -> None:
         ) from None
 
 
-def has_acl(path: Path) -> bool:
-    """Whether `path` has an extended access ACL (named users or groups)."""
+def passage_acl(path: Path) -> bool:
+    """Whether `path`'s access ACL names a user who may pass (the web server) and lets
+    no group in: not the owning group (its own entry, which the mode's group bits no
+    longer show once there is an ACL) and no named group."""
     try:
-        return _ACCESS_ACL in os.listxattr(path)
-    except OSError:  # a file system without extended attributes has none
+        acl = os.getxattr(path, _ACCESS_ACL)
+    except OSError:  # none, or a file system without extended attributes
         return False
+    # Linux's format: a 4-byte version (2), then 8-byte entries (tag, permissions, id).
+    if len(acl) < 4 or struct.unpack_from("<I", acl)[0] != 2 or (len(acl) - 4) % 8:
+        return False
+    entries = [struct.unpack_from("<HHI", acl, at)[:2] for at in range(4, len(acl), 8)]
+    user = any(tag == _ACL_USER and perm & 1 for tag, perm in entries)
+    groups = any(tag in (_ACL_GROUP_OBJ, _ACL_GROUP) and perm for tag, perm in entries)
+    return user and not groups
 
 
 def state_dir_problem(path: Path) -> str | None:
