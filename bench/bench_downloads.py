@@ -74,18 +74,19 @@ async def upload(url: str, token: str, data: bytes) -> str:
         return download
 
 
+def curl(url: str, count: int, write_out: str) -> list[str]:
+    """One curl that downloads `url` `count` times over one connection, to /dev/null,
+    writing `write_out` (curl's variables) after each."""
+    arguments = ["curl", "--silent", "--show-error", "--write-out", write_out]
+    for _ in range(count):
+        arguments += ["--output", "/dev/null", url]
+    return arguments
+
+
 def one_connection(url: str, count: int) -> tuple[int, float]:
     """(bytes, seconds) of `count` downloads one after another over one connection,
     as curl times the transfers."""
-    arguments = [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--write-out",
-        "%{http_code} %{size_download} %{time_total}\\n",
-    ]
-    for _ in range(count):
-        arguments += ["--output", "/dev/null", url]
+    arguments = curl(url, count, "%{http_code} %{size_download} %{time_total}\\n")
     lines = subprocess.run(arguments, capture_output=True, text=True, check=True).stdout.split()
     codes, sizes, times = lines[0::3], lines[1::3], lines[2::3]
     assert set(codes) == {"200"}, codes
@@ -94,15 +95,7 @@ def one_connection(url: str, count: int) -> tuple[int, float]:
 
 def connections(url: str, count: int, each: int) -> tuple[int, float]:
     """(bytes, wall seconds) of `count` curls at once, `each` downloads apiece."""
-    arguments = [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--write-out",
-        "%{http_code} %{size_download}\\n",
-    ]
-    for _ in range(each):
-        arguments += ["--output", "/dev/null", url]
+    arguments = curl(url, each, "%{http_code} %{size_download}\\n")
     started = time.perf_counter()
     running = [subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True) for _ in range(count)]
     outputs = [process.communicate()[0].split() for process in running]

@@ -2,8 +2,6 @@
 deleted now, holds up nothing else; the daily orphan collection runs once a day."""
 
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +12,6 @@ from imagegate.core.ids import AssetId, Subject
 from imagegate.core.images import inspect_image
 from imagegate.service.housekeeping import Housekeeping
 from imagegate.storage.assets import AssetStore
-from imagegate.storage.embedded import open_embedded
 from imagegate.storage.interfaces import Asset, AssetMeta, BlobKey, Storage
 from tests.conftest import ManualClock
 from tests.fakes.upstream import png_bytes
@@ -32,14 +29,6 @@ class Stubborn(AssetStore):
         if asset_id == self.refuse:
             raise StorageError("could not delete image bytes: the bucket answered 403")
         return await super().delete(owner, asset_id)
-
-
-@pytest.fixture
-async def storage(state_dir: Path) -> AsyncIterator[Storage]:
-    state_dir.mkdir(mode=0o700)
-    opened = open_embedded(state_dir, 10**7)
-    yield opened
-    await opened.aclose()
 
 
 async def add(store: AssetStore, size: tuple[int, int], now: float) -> Asset:

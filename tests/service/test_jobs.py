@@ -3,8 +3,6 @@ progress; a cancel from another process; the bound of a wait."""
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,20 +14,11 @@ from imagegate.core.ids import Subject
 from imagegate.core.metrics import Metrics
 from imagegate.relays.base import ProgressFn
 from imagegate.service.jobs import JobRunner, wait_bound
-from imagegate.storage.embedded import open_embedded
 from imagegate.storage.interfaces import JobLedger, JobState, Storage
 from tests.conftest import ManualClock
 
 ALICE = Subject("token:alice")
 BOB = Subject("token:bob")
-
-
-@pytest.fixture
-async def storage(state_dir: Path) -> AsyncIterator[Storage]:
-    state_dir.mkdir(mode=0o700)
-    opened = open_embedded(state_dir, 10**7)
-    yield opened
-    await opened.aclose()
 
 
 def runner(storage: Storage, clock: ManualClock, **options: Any) -> JobRunner:

@@ -31,15 +31,20 @@ def png() -> bytes:
     return out.getvalue()
 
 
-async def test_blobs_are_read_only_files_named_by_content(state_dir: Path) -> None:
-    state_dir.mkdir(mode=0o700)
-    storage = open_embedded(state_dir, 10**7)
-    store = AssetStore(storage.index, storage.blobs)
+async def stored_png(store: AssetStore) -> Asset:
+    """A small PNG of ALICE's, staged, checked and added."""
     with store.stage() as staged:
         staged.write(png())
         staged.finish()
         info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
-        asset = await store.add(ALICE, staged, info, AssetMeta(relay="r", prompt="p"), 1.0)
+        return await store.add(ALICE, staged, info, AssetMeta(relay="r", prompt="p"), 1.0)
+
+
+async def test_blobs_are_read_only_files_named_by_content(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    storage = open_embedded(state_dir, 10**7)
+    store = AssetStore(storage.index, storage.blobs)
+    asset = await stored_png(store)
     path = store.local_path(asset)
     assert path == state_dir / "blobs" / asset.sha256[:2] / f"{asset.sha256}.png"
     assert path.read_bytes() == png()
@@ -289,11 +294,7 @@ async def test_blobs_for_the_web_server_are_readable_by_others(state_dir: Path) 
     state_dir.mkdir(mode=0o700)
     storage = open_embedded(state_dir, 10**7)
     store = AssetStore(storage.index, storage.blobs)
-    with store.stage() as staged:
-        staged.write(png())
-        staged.finish()
-        info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
-        asset = await store.add(ALICE, staged, info, AssetMeta(relay="r", prompt="p"), 1.0)
+    asset = await stored_png(store)
     await storage.aclose()
     found = state_dir / "blobs" / asset.blob.relative_path
     assert (found.stat().st_mode & 0o777, found.parent.stat().st_mode & 0o777) == (0o440, 0o700)
