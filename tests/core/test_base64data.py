@@ -49,3 +49,15 @@ def test_refusals_say_why(tmp_path: Path, text: str, reason: str) -> None:
 def test_from_an_upstream_missing_padding_is_a_cut_off_answer(tmp_path: Path) -> None:
     with pytest.raises(Base64Error, match="truncated"):
         decoded(tmp_path, base64.b64encode(DATA).decode().rstrip("="), allow_unpadded=False)
+
+
+def test_padding_is_refused_anywhere_but_the_end_even_at_a_slice_boundary(
+    tmp_path: Path,
+) -> None:
+    """Decoded 1 MiB of text at a time: a slice that ends in "==" must not let more
+    data follow."""
+    first = base64.b64encode(bytes(786_430)).decode()  # exactly 1 MiB of text, "==" last
+    assert len(first) == 1 << 20
+    assert first.endswith("==")
+    with pytest.raises(Base64Error, match="invalid characters"):
+        decoded(tmp_path, first + "QUJD")
