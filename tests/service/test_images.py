@@ -15,7 +15,7 @@ from PIL import Image
 from imagegate.access.identity import Identity
 from imagegate.access.policy import Caller
 from imagegate.config import Limits, QuotaSettings, Settings
-from imagegate.core.errors import InvalidRequest, NotConfirmed, QuotaExceeded
+from imagegate.core.errors import InvalidRequest, NotConfirmed, PermissionDenied, QuotaExceeded
 from imagegate.core.ids import Subject
 from imagegate.relays.config import PriceTable
 from imagegate.relays.placeholder import PlaceholderRelay, PlaceholderRelayConfig
@@ -222,6 +222,28 @@ async def test_a_free_call_over_the_quota_is_not_admitted(
         assert len(made.assets) == 1
         with pytest.raises(QuotaExceeded, match="images_per_day"):
             await service.admit(ALICE, GenerateArgs("x"), Asked([]))
+
+
+@pytest.mark.parametrize(
+    ("scopes", "relay", "allowed"),
+    [
+        ({"generate", "relay:placeholder"}, None, True),  # the default relay, granted
+        ({"generate", "relay:paid"}, None, False),  # the default relay, not granted
+        ({"generate", "relay:placeholder"}, "paid", False),
+        ({"generate", "relay:*"}, "paid", True),
+    ],
+)
+async def test_the_relay_a_call_will_use_needs_its_scope(
+    service: ImageService, scopes: set[str], relay: str | None, allowed: bool
+) -> None:
+    """Whatever names the relay, not only the tool argument the middleware sees."""
+    caller = Caller(Identity(Subject("oidc:carol")), frozenset(scopes))
+    if not allowed:
+        with pytest.raises(PermissionDenied, match="needs scope relay:"):
+            await service.admit(caller, GenerateArgs("x", relay=relay), Asked([]))
+        return
+    admitted = await service.admit(caller, GenerateArgs("x", relay=relay), Asked([]))
+    await admitted.aclose()
 
 
 class ReplyLate:

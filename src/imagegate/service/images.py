@@ -16,14 +16,16 @@ from imagegate.access.identity import Identity
 from imagegate.access.policy import (
     Caller,
     listing_owner,
+    may_use_relay,
     needs_confirmation,
     reach,
     usage_subject,
 )
+from imagegate.access.scopes import relay_scope
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, acting_for
-from imagegate.core.errors import ImagegateError, InvalidRequest
+from imagegate.core.errors import ImagegateError, InvalidRequest, PermissionDenied
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.core.metrics import Metrics
@@ -254,6 +256,10 @@ class ImageService:
         mask: InputImage | None = None,
     ) -> "_Plan":
         relay = self.relays.get(args.relay)
+        # The ACL middleware checked the relay the arguments name; this checks the one
+        # the call will use, whatever chose it (the default, a preset, "auto").
+        if not may_use_relay(caller, relay.name):
+            raise PermissionDenied(f"forbidden: needs scope {relay_scope(relay.name)}")
         request = build_request(
             args,
             relay,
