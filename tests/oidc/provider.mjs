@@ -1,7 +1,11 @@
 // A small, real OpenID provider (panva/oidc-provider 9.13.3) for imagegate's
-// test-suite. It issues RS256-signed JWT access tokens (typ at+jwt) via the
-// client_credentials grant, with the configured resource as `aud` and extra
-// `groups` / `email` claims taken from the client entry.
+// test-suite. It issues RS256-signed JWT access tokens (typ at+jwt) for the
+// configured resource:
+//   - client_credentials: `sub` is the client, `groups` / `email` from the client entry;
+//   - authorization code with PKCE (S256), after a login form checked against
+//     `accounts`: `sub` is the account, `groups` / `email` from the account.
+// Consent is granted without asking. A client's `extra_audiences` are added to its
+// tokens' `aud`; its `audience_only` replaces the resource there.
 //
 // Usage:  OIDC_CONFIG=/path/to/config.json node tests/oidc/provider.mjs [PORT]
 //
@@ -48,8 +52,10 @@ if (config.issuer !== undefined && new URL(config.issuer).pathname !== '/') {
 const { resource } = config;
 if (typeof resource !== 'string' || !resource) fail('config.resource must be a non-empty string');
 
+const isStringList = (value) => Array.isArray(value) && value.every((s) => typeof s === 'string' && s);
+
 const scopes = config.scopes ?? [];
-if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === 'string' && s && !s.includes(' '))) {
+if (!isStringList(scopes) || scopes.some((s) => s.includes(' '))) {
   fail('config.scopes must be a list of scope strings');
 }
 
@@ -59,27 +65,60 @@ for (const key of keys) {
   if (key.kty !== 'RSA' || !key.d) fail(`config.jwks key ${key.kid ?? '(no kid)'} is not a private RSA JWK`);
 }
 
+const accounts = new Map(Object.entries(config.accounts ?? {}));
+for (const [id, account] of accounts) {
+  if (typeof account?.password !== 'string' || !account.password) fail(`account ${id} needs a password`);
+  if (account.groups !== undefined && !isStringList(account.groups)) fail(`account ${id}: groups must be a list of strings`);
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+// RFC 8252 7.3: for an http loopback redirect URI any port matches. oidc-provider does
+// that for `native` clients (any token_endpoint_auth_method, so confidential ones too).
+function applicationType(redirectUris) {
+  const loopback = (uri) => {
+    const url = URL.parse(uri);
+    return url?.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname);
+  };
+  return redirectUris.length > 0 && redirectUris.every(loopback) ? 'native' : 'web';
+}
+
 const clientEntries = config.clients ?? [];
 if (!Array.isArray(clientEntries) || clientEntries.length === 0) fail('config.clients must be a non-empty list');
 const clientsById = new Map();
 for (const c of clientEntries) {
   if (!c.client_id || !c.client_secret) fail('every client needs client_id and client_secret');
   if (clientsById.has(c.client_id)) fail(`duplicate client_id ${c.client_id}`);
+  for (const field of ['redirect_uris', 'post_logout_redirect_uris', 'extra_audiences']) {
+    if (c[field] !== undefined && !isStringList(c[field])) fail(`client ${c.client_id}: ${field} must be a list of strings`);
+  }
+  if (c.audience_only !== undefined && (typeof c.audience_only !== 'string' || !c.audience_only)) {
+    fail(`client ${c.client_id}: audience_only must be a non-empty string`);
+  }
+  if (c.audience_only !== undefined && c.extra_audiences !== undefined) {
+    fail(`client ${c.client_id}: give extra_audiences or audience_only, not both`);
+  }
   clientsById.set(c.client_id, c);
 }
 
-const clients = clientEntries.map((c) => ({
-  client_id: c.client_id,
-  client_secret: c.client_secret,
-  grant_types: ['client_credentials'],
-  redirect_uris: [],
-  response_types: [],
-  // oidc-provider accepts client_secret_basic and client_secret_post
-  // interchangeably for either registered value; this is only metadata.
-  token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
-  // Optional per-client allow-list; a listed (known) scope outside it is invalid_scope.
-  ...(Array.isArray(c.scopes) ? { scope: c.scopes.join(' ') } : {}),
-}));
+const clients = clientEntries.map((c) => {
+  const redirectUris = c.redirect_uris ?? [];
+  const codeFlow = redirectUris.length > 0;
+  return {
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    grant_types: codeFlow ? ['client_credentials', 'authorization_code'] : ['client_credentials'],
+    redirect_uris: redirectUris,
+    response_types: codeFlow ? ['code'] : [],
+    ...(c.post_logout_redirect_uris ? { post_logout_redirect_uris: c.post_logout_redirect_uris } : {}),
+    application_type: applicationType(redirectUris),
+    // oidc-provider accepts client_secret_basic and client_secret_post
+    // interchangeably for either registered value; this is only metadata.
+    token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_post',
+    // Optional per-client allow-list; a listed (known) scope outside it is invalid_scope.
+    ...(Array.isArray(c.scopes) ? { scope: c.scopes.join(' ') } : {}),
+  };
+});
 
 const { default: Provider, errors } = await import('oidc-provider');
 
@@ -92,14 +131,39 @@ await new Promise((resolve) => {
 });
 const issuer = config.issuer ?? `http://${host}:${server.address().port}`;
 
+// Access tokens live as long as their resource server says (300 s); this also
+// silences the library's default-ttl notices.
+const accessTokenTTL = (ctx, token) => token.resourceServer?.accessTokenTTL ?? 300;
+
 const provider = new Provider(issuer, {
   clients,
   jwks: config.jwks,
   scopes: ['openid', 'offline_access', ...scopes],
-  cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+  claims: { openid: ['sub'], email: ['email'], groups: ['groups'] },
+  findAccount: async (ctx, id) => {
+    const account = accounts.get(id);
+    if (!account) return undefined;
+    return { accountId: id, claims: async () => ({ sub: id, ...extraClaims(account) }) };
+  },
+  // Cookies ignore ports: the app under test, on the same 127.0.0.1, must not see
+  // (or overwrite) cookies named like its own.
+  cookies: {
+    keys: [crypto.randomBytes(32).toString('base64url')],
+    names: { session: 'idp_session', interaction: 'idp_interaction', resume: 'idp_interaction_resume' },
+  },
   clientAuthMethods: ['client_secret_post', 'client_secret_basic'],
-  // Matches accessTokenTTL below; also silences the library's default-ttl notice.
-  ttl: { ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 300 },
+  // Every code flow must use PKCE (S256, the only method oidc-provider 9 knows), the
+  // confidential clients' too: the app under test must send it.
+  pkce: { required: () => true },
+  ttl: {
+    ClientCredentials: accessTokenTTL,
+    AccessToken: accessTokenTTL,
+    AuthorizationCode: 60,
+    IdToken: 300,
+    Interaction: 600,
+    Session: 3600,
+    Grant: 3600,
+  },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
@@ -122,26 +186,160 @@ const provider = new Provider(issuer, {
     },
   },
   extraTokenClaims: async (ctx, token) => {
-    const entry = clientsById.get(token.clientId);
-    if (!entry) return undefined;
-    const claims = {};
-    if (entry.groups !== undefined) claims.groups = entry.groups;
-    if (entry.email !== undefined) claims.email = entry.email;
-    return claims;
+    // A user's token (code flow) carries the account's claims; a client_credentials
+    // token the client entry's.
+    const entry = token.accountId !== undefined ? accounts.get(token.accountId) : clientsById.get(token.clientId);
+    return entry ? extraClaims(entry) : undefined;
+  },
+  formats: {
+    customizers: {
+      // oidc-provider allows one audience per token; a client's extra audiences (a
+      // token meant for LibreChat and imagegate both) are added here.
+      jwt: async (ctx, token, jwt) => {
+        const entry = clientsById.get(token.clientId);
+        if (entry?.audience_only !== undefined) {
+          jwt.payload.aud = entry.audience_only;
+        } else if (entry?.extra_audiences?.length) {
+          jwt.payload.aud = [jwt.payload.aud, ...entry.extra_audiences];
+        }
+      },
+    },
   },
 });
+
+function extraClaims(entry) {
+  const claims = {};
+  if (entry.groups !== undefined) claims.groups = entry.groups;
+  if (entry.email !== undefined) claims.email = entry.email;
+  return claims;
+}
 
 provider.on('server_error', (ctx, err) => {
   process.stderr.write(`oidc test provider: server_error ${err?.stack ?? err}\n`);
 });
 
-handler = provider.callback();
-process.stdout.write(`READY ${issuer}\n`);
+// --- Interactions: a login form, then consent granted without asking. ---
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function loginPage(uid, clientId, { username = '', error = '' } = {}) {
+  const alert = error ? `\n<p role="alert" id="error">${escapeHtml(error)}</p>` : '';
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sign in - test OpenID provider</title></head>
+<body>
+<main>
+<h1>Sign in</h1>
+<p>to continue to <strong>${escapeHtml(clientId)}</strong></p>${alert}
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<p><label for="username">User name</label>
+<input id="username" name="username" autocomplete="username" required value="${escapeHtml(username)}"></p>
+<p><label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required></p>
+<p><button type="submit">Sign in</button></p>
+</form>
+<form method="post" action="/interaction/${escapeHtml(uid)}/abort">
+<p><button type="submit">Cancel</button></p>
+</form>
+</main>
+</body>
+</html>
+`;
+}
+
+function send(res, status, body, type = 'text/html; charset=utf-8') {
+  res.statusCode = status;
+  res.setHeader('Content-Type', type);
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(body);
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 16384) throw new Error('form too large');
+  }
+  return new URLSearchParams(body);
+}
+
+function passwordMatches(given, expected) {
+  const a = crypto.createHash('sha256').update(given).digest();
+  const b = crypto.createHash('sha256').update(expected).digest();
+  return crypto.timingSafeEqual(a, b);
+}
+
+// Grants what was asked for, as a consent screen where the user clicks "allow" would.
+async function grantConsent(details) {
+  const { prompt: { details: missing }, params, session, grantId } = details;
+  const grant = grantId
+    ? await provider.Grant.find(grantId)
+    : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, wanted] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, wanted.join(' '));
+  }
+  return grant.save();
+}
+
+async function interactions(req, res, path) {
+  const [uid, action] = path;
+  const details = await provider.interactionDetails(req, res);
+  if (details.uid !== uid) return send(res, 400, 'interaction mismatch\n', 'text/plain');
+  const clientId = details.params.client_id;
+  if (req.method === 'GET' && action === undefined) {
+    if (details.prompt.name === 'login') return send(res, 200, loginPage(uid, clientId));
+    if (details.prompt.name === 'consent') {
+      const grantId = await grantConsent(details);
+      return provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    }
+    return send(res, 400, `unsupported prompt ${details.prompt.name}\n`, 'text/plain');
+  }
+  if (req.method === 'POST' && action === 'login' && details.prompt.name === 'login') {
+    const form = await readForm(req);
+    const username = form.get('username') ?? '';
+    const account = accounts.get(username);
+    // Hash both sides so an unknown user costs the same as a wrong password.
+    const ok = passwordMatches(form.get('password') ?? '', account?.password ?? '\0no account');
+    if (!account || !ok) {
+      return send(res, 200, loginPage(uid, clientId, { username, error: 'Wrong user name or password.' }));
+    }
+    return provider.interactionFinished(req, res, { login: { accountId: username } }, { mergeWithLastSubmission: false });
+  }
+  if (req.method === 'POST' && action === 'abort') {
+    const result = { error: 'access_denied', error_description: 'the user cancelled the login' };
+    return provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+  }
+  return send(res, 405, 'method not allowed\n', 'text/plain');
+}
+
+const providerCallback = provider.callback();
+handler = async (req, res) => {
+  const { pathname } = new URL(req.url, issuer);
+  const parts = pathname.split('/');
+  if (parts[1] !== 'interaction' || parts.length < 3 || parts.length > 4) {
+    return providerCallback(req, res);
+  }
+  try {
+    return await interactions(req, res, parts.slice(2));
+  } catch (err) {
+    // SessionNotFound (no or expired interaction cookie) and the like: say so, plainly.
+    const status = err instanceof errors.OIDCProviderError ? err.statusCode : 500;
+    if (status === 500) process.stderr.write(`oidc test provider: interaction error ${err?.stack ?? err}\n`);
+    const reason = err.error_description ? `${err.message}: ${err.error_description}` : err.message;
+    return send(res, status, `${reason}\n`, 'text/plain');
+  }
+};
 
 function shutdown() {
   server.close(() => process.exit(0));
   server.closeAllConnections?.();
   setTimeout(() => process.exit(0), 2000).unref();
 }
+// Before READY: a test may stop the provider as soon as it has read that line.
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+process.stdout.write(`READY ${issuer}\n`);
