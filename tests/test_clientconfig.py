@@ -13,6 +13,7 @@ from imagegate import cli
 from imagegate.clientconfig import (
     CLIENTS,
     Local,
+    PerUserOpenID,
     Remote,
     check_name,
     check_token_env,
@@ -113,6 +114,54 @@ def test_snippets_are_whole_fragments_of_each_format() -> None:
         "    headers:\n"
         '      Authorization: "Bearer ${IMAGEGATE_TOKEN}"\n'
     )
+
+
+LIBRECHAT_OPENID = (
+    "mcpServers:\n"
+    "  img:\n"
+    '    type: "streamable-http"\n'
+    '    url: "https://images.example.com/mcp"\n'
+    "    headers:\n"
+    '      Authorization: "Bearer {{LIBRECHAT_OPENID_ACCESS_TOKEN}}"\n'
+    "    requiresOAuth: false\n"
+)
+
+
+def test_librechat_can_send_each_users_own_openid_token() -> None:
+    """LibreChat fills the placeholder with the logged-in user's access token; without
+    requiresOAuth: false it may take imagegate for a server with its own OAuth login."""
+    assert snippet("librechat", "img", entry("librechat", PerUserOpenID(URL))) == LIBRECHAT_OPENID
+
+
+@pytest.mark.parametrize("client", ["claude-code", "codex", "claude-desktop", "cursor"])
+def test_only_librechat_forwards_its_users_openid_tokens(client: str) -> None:
+    with pytest.raises(InvalidRequest, match="--openid is for librechat only"):
+        entry(client, PerUserOpenID(URL))
+
+
+def test_the_command_prints_the_librechat_openid_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["client-config", "librechat", "--server", URL, "--name", "img", "--openid"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    assert printed.out == LIBRECHAT_OPENID
+    assert "OPENID_REUSE_TOKENS=true" in printed.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["librechat", "--openid"], "--openid goes with --server URL"),
+        (["codex", "--server", URL, "--openid"], "--openid is for librechat only"),
+        (["librechat", "--server", URL, "--openid", "--write"], "--write is not supported"),
+    ],
+)
+def test_the_command_refuses_openid_elsewhere(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["client-config", *argv]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert message in printed.err
 
 
 @pytest.mark.parametrize(

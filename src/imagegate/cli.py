@@ -197,6 +197,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the variable the client reads the bearer token from (default IMAGEGATE_TOKEN)",
     )
     client.add_argument(
+        "--openid",
+        action="store_true",
+        help="librechat with --server: send each user's own OpenID access token, not --token-env's",
+    )
+    client.add_argument(
         "--write", action="store_true", help="merge the entry into the config file (backup first)"
     )
     client.add_argument("--file", type=Path, default=None, help="with --write: this config file")
@@ -774,6 +779,8 @@ def _client_config(args: argparse.Namespace) -> int:
         if args.file is not None and not args.write:
             raise InvalidRequest("--file goes with --write")
         name = cc.check_name(args.name)
+        if args.openid and args.server is None:
+            raise InvalidRequest("--openid goes with --server URL")
         if args.server is None:
             # The client starts imagegate without this shell's environment: name the
             # configuration this command was given, or it would run on the defaults.
@@ -786,7 +793,9 @@ def _client_config(args: argparse.Namespace) -> int:
             token_env = cc.check_token_env(args.token_env)
             for warning in cc.check_url(args.server):
                 say(f"warning: {warning}")
-            server = cc.Remote(args.server, token_env)
+            server = (
+                cc.PerUserOpenID(args.server) if args.openid else cc.Remote(args.server, token_env)
+            )
         entry = cc.entry(args.client, server)
         where = args.file or cc.default_path(
             args.client,
@@ -800,7 +809,8 @@ def _client_config(args: argparse.Namespace) -> int:
         text = cc.snippet(args.client, name, entry)
         if not args.write:
             print(text, end="")
-            say(f"this goes in {where}" + _ENTRY_AT.get(args.client, ""))
+            at = _OPENID_ENTRY_AT if args.openid else _ENTRY_AT.get(args.client, "")
+            say(f"this goes in {where}{at}")
             return 0
         written = cc.write_merged(where, args.client, name, entry)
         print(text, end="")  # only once written: a refusal leaves stdout empty
@@ -827,6 +837,7 @@ _ENTRY_AT = {
     "cursor": " (or .cursor/mcp.json in a project)",
     "librechat": " (LibreChat's, under mcpServers:; its .env sets the variable)",
 }
+_OPENID_ENTRY_AT = " (LibreChat's, under mcpServers:; its .env sets OPENID_REUSE_TOKENS=true)"
 
 
 def _own_command() -> tuple[str, ...]:

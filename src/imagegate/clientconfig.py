@@ -7,7 +7,8 @@ The entries follow each client's documented format (README "Connect a client"):
     codex           ~/.codex/config.toml, [mcp_servers.NAME]; remote: bearer_token_env_var
     claude-desktop  claude_desktop_config.json, "mcpServers"; local (stdio) only
     cursor          ~/.cursor/mcp.json, "mcpServers"; remote: headers with ${env:VAR}
-    librechat       librechat.yaml, mcpServers; remote (streamable-http) only, printed only
+    librechat       librechat.yaml, mcpServers; remote (streamable-http) only, printed only;
+                    or each LibreChat user's own OpenID access token (`PerUserOpenID`)
 
 A remote entry names the environment variable that holds the token, never the token:
 the client reads the variable when it connects. Building and merging are pure;
@@ -60,7 +61,19 @@ class Remote:
     token_env: str
 
 
-Server = Local | Remote
+@dataclass(frozen=True)
+class PerUserOpenID:
+    """A running imagegate that each LibreChat user calls with their own OpenID access
+    token, so that each user is a tenant of their own (LibreChat only)."""
+
+    url: str
+
+
+OPENID_PLACEHOLDER = "{{LIBRECHAT_OPENID_ACCESS_TOKEN}}"
+"""LibreChat puts the logged-in user's access token from its OpenID provider here (with
+OPENID_REUSE_TOKENS=true in its .env); its packages/api/src/utils/oidc.ts."""
+
+Server = Local | Remote | PerUserOpenID
 Change = Literal["added", "replaced", "unchanged"]
 
 
@@ -132,6 +145,21 @@ def entry(client: str, server: Server) -> dict[str, Any]:
         command, *before = server.command
         local: dict[str, Any] = {"command": command, "args": [*before, *STDIO_ARGS]}
         return {"type": "stdio", **local} if client == "claude-code" else local
+    if isinstance(server, PerUserOpenID):
+        if client != "librechat":
+            raise InvalidRequest(
+                f"--openid is for librechat only: {client} sends one token for everyone "
+                "(--token-env), or logs each person in itself (OAuth, interactive_login)"
+            )
+        # Unless told, LibreChat probes the server and may take it for one with an OAuth
+        # login of its own (RFC 9728 metadata, served with interactive_login), then asks
+        # each user to log in again instead of sending their token.
+        return {
+            "type": "streamable-http",
+            "url": server.url,
+            "headers": {"Authorization": f"Bearer {OPENID_PLACEHOLDER}"},
+            "requiresOAuth": False,
+        }
     bearer = f"Bearer ${{{server.token_env}}}"
     if client == "claude-code":
         return {"type": "http", "url": server.url, "headers": {"Authorization": bearer}}
@@ -315,7 +343,7 @@ def _toml_string(value: str) -> str:
 
 
 def _yaml_lines(mapping: dict[str, Any], depth: int) -> list[str]:
-    """Block mappings of double-quoted strings (JSON strings are YAML scalars)."""
+    """Block mappings of double-quoted strings and booleans (JSON's are YAML scalars)."""
     lines = []
     for key, value in mapping.items():
         if isinstance(value, dict):
