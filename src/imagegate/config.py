@@ -40,11 +40,26 @@ from imagegate.relays.wire.fetch import is_loopback_host
 ENV_PREFIX = "IMAGEGATE_"
 CONFIG_ENV = "IMAGEGATE_CONFIG"
 SECRET_KEYS = frozenset(
-    {"bearer_token", "link_key", "request_state_key", "database_password", "metrics_token"}
+    {
+        "bearer_token",
+        "link_key",
+        "request_state_key",
+        "database_password",
+        "metrics_token",
+        "gallery_client_secret",
+    }
 )
 _RELAY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 _ACCEL_PREFIX = re.compile(r"/([A-Za-z0-9_-][A-Za-z0-9._-]*/)+")
-_OWN_PATHS = ("/files/", "/uploads/", "/healthz", "/readyz", "/metrics", "/.well-known/")
+_OWN_PATHS = (
+    "/files/",
+    "/uploads/",
+    "/gallery",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/.well-known/",
+)
 """Where imagegate answers, besides mcp_path: an nginx location must not take them."""
 
 
@@ -231,6 +246,26 @@ class OIDCSettings(BaseModel):
         return value
 
 
+class GallerySettings(BaseModel):
+    """The web gallery at /gallery: people log in at the OpenID provider ([oidc]) as a
+    confidential client, with the authorization code flow and PKCE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+    scopes: tuple[str, ...] = ("openid",)
+    """Asked for at login, besides the audience ([oidc].audience) as `resource`."""
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    """How long a login lasts in the browser; logging out ends it sooner."""
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope) for scope in value):
+            raise ValueError("each scope must be one word of printable characters")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of imagegate; see the README's table for what each one does."""
 
@@ -267,6 +302,11 @@ class Settings(BaseSettings):
     strict_permissions: bool = False
     """Refuse (not just warn about) a tokens file that others can read."""
     oidc: OIDCSettings | None = None
+    gallery: GallerySettings | None = None
+    """The web gallery; off unless this section is present."""
+    gallery_client_secret: SecretStr | None = None
+    """The gallery's client secret at the OpenID provider; or gallery_client_secret_file."""
+    gallery_client_secret_file: Path | None = None
     audit_log: str = "-"
     """Audit destination: a file path, '-' for stderr (the journal under systemd), or 'off'."""
     audit_prompts: bool = False
@@ -463,7 +503,25 @@ class Settings(BaseSettings):
             self._check_metrics()
         if self.storage.accel_redirect is not None:
             self._check_accel_redirect(self.storage.accel_redirect)
+        if self.gallery is not None:
+            self._check_gallery()
         return self
+
+    def _check_gallery(self) -> None:
+        """People log in at the team's provider, whose tokens [oidc] checks; the
+        provider sends them back to public_url, the address their browser uses."""
+        if self.oidc is None:
+            raise ValueError("[gallery] needs [oidc]: people log in at the team's provider")
+        if not self.public_url:
+            raise ValueError(
+                "[gallery] needs public_url: the provider sends people back to "
+                "public_url + /gallery/callback, which must be registered there"
+            )
+        if self.gallery_client_secret is None and self.gallery_client_secret_file is None:
+            raise ValueError(
+                f"[gallery] needs the client secret: {ENV_PREFIX}GALLERY_CLIENT_SECRET or "
+                "gallery_client_secret_file"
+            )
 
     def _check_accel_redirect(self, prefix: str) -> None:
         """The links must lead to nginx, and nginx's internal location must not hide
@@ -547,7 +605,16 @@ class Settings(BaseSettings):
                 "otlp_headers_env: the collector's headers (an API key) go over plain http:// "
                 "to another machine; use https://"
             )
+        if self.gallery is not None and self._public_in_clear():
+            said.append(
+                "[gallery] with a plain http:// public_url: sign-ins and session cookies "
+                "cross the network in clear, and the cookies can't be Secure; use https://"
+            )
         return said
+
+    def _public_in_clear(self) -> bool:
+        url = urlsplit(self.public_url or "")
+        return url.scheme == "http" and not is_loopback_host(url.hostname or "")
 
     def _otlp_in_clear(self) -> bool:
         url = urlsplit(self.otlp_endpoint or "")

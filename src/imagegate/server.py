@@ -46,6 +46,7 @@ from imagegate.web.uploads import upload_routes
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
+    from imagegate.access.oidc import OIDCVerifier
     from imagegate.core.spanexport import Tracing
 
 Transport = Literal["stdio", "http"]
@@ -208,6 +209,8 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         web = Routes(service, signer, clock, metrics)
         routes = [*web.table(), *upload_routes(uploads, metrics)]
         probes = web.probes()
+        if checks is not None and checks.oidc is not None and http_client is not None:
+            routes += gallery_routes(settings, service, policy, checks.oidc, http_client, clock)
     scrape = None
     if settings.metrics and http:
         scrape = MetricsEndpoint(metrics, metrics_token(settings))
@@ -247,6 +250,36 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         scrape=scrape,
         housekeeping=housekeeping,
     )
+
+
+def gallery_routes(
+    settings: Settings,
+    service: ImageService,
+    policy: AccessPolicy,
+    oidc: OIDCVerifier,
+    http: httpx.AsyncClient,
+    clock: Clock,
+) -> list[Route]:
+    """/gallery and its pages, when [gallery] is set (it needs [oidc] and public_url)."""
+    if settings.gallery is None or settings.oidc is None or settings.public_url is None:
+        return []
+    # Imported here: only a server with a gallery loads Jinja2.
+    from imagegate.access.login import Login
+    from imagegate.access.sessions import Sealer
+    from imagegate.web.gallery import Gallery
+
+    secret = configured_secret(
+        "gallery_client_secret",
+        settings.gallery_client_secret,
+        settings.gallery_client_secret_file,
+    )
+    assert secret is not None  # Settings checked that one of the two is set
+    redirect_uri = f"{settings.public_url}/gallery/callback"
+    login = Login(settings.oidc, settings.gallery, secret, redirect_uri, http, oidc)
+    key = resolve_secret(
+        "link_key", settings.link_key, settings.link_key_file, settings, "link-signing.key"
+    )
+    return Gallery(settings, service, policy, login, Sealer(key), clock).table()
 
 
 def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tracing | None:

@@ -58,10 +58,13 @@ def free_socket() -> socket.socket:
 
 @asynccontextmanager
 async def running_server(
-    state_dir: Path, clock: Clock | None = None, **overrides: Any
+    state_dir: Path, clock: Clock | None = None, public: bool = False, **overrides: Any
 ) -> AsyncIterator[RunningServer]:
+    """`public`: public_url is this server's own address (its port is known only here)."""
     sock = free_socket()
     port = sock.getsockname()[1]
+    if public:
+        overrides["public_url"] = f"http://127.0.0.1:{port}"
     settings = Settings(state_dir=state_dir, port=port, **overrides)
     sockets = [sock]
     metrics_at = settings.metrics_address() if settings.metrics else None

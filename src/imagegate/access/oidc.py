@@ -155,22 +155,33 @@ class OIDCVerifier:
         return KeySet.import_key_set(response.json())
 
     async def _discover_jwks_uri(self) -> str:
-        url = f"{self._settings.issuer}/.well-known/openid-configuration"
-        response = await self._http.get(url)
-        response.raise_for_status()
-        document = response.json()
-        if document.get("issuer") != self._settings.issuer:
-            raise ValueError(
-                f"discovery document names issuer {document.get('issuer')!r}, "
-                f"expected {self._settings.issuer!r}"
-            )
-        jwks_uri = document.get("jwks_uri")
-        # The keys decide who gets in: fetch them over https, as the issuer is (plain
-        # http only for an issuer that is itself http on loopback, a local test IdP).
-        schemes = ("https://", "http://") if self._settings.issuer.startswith("http:") else ()
-        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(schemes or ("https://",)):
+        document = await discover(self._http, self._settings.issuer)
+        jwks_uri = endpoint_of(document, "jwks_uri", self._settings.issuer)
+        if jwks_uri is None:
             raise ValueError("discovery document has no usable https jwks_uri")
         return jwks_uri
+
+
+async def discover(http: httpx.AsyncClient, issuer: str) -> dict[str, Any]:
+    """The provider's discovery document, which must name the configured issuer."""
+    response = await http.get(f"{issuer}/.well-known/openid-configuration")
+    response.raise_for_status()
+    document = response.json()
+    if not isinstance(document, dict) or document.get("issuer") != issuer:
+        named = document.get("issuer") if isinstance(document, dict) else None
+        raise ValueError(f"discovery document names issuer {named!r}, expected {issuer!r}")
+    return document
+
+
+def endpoint_of(document: dict[str, Any], key: str, issuer: str) -> str | None:
+    """An endpoint the document names, if it is https, as the issuer is (plain http
+    only for an issuer that is itself http on loopback, a local test IdP): the keys
+    decide who gets in, and the token endpoint receives the client secret."""
+    url = document.get(key)
+    schemes = ("https://", "http://") if issuer.startswith("http:") else ("https://",)
+    if not isinstance(url, str) or not url.startswith(schemes):
+        return None
+    return url
 
 
 def _reason(err: Exception) -> str:

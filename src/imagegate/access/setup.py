@@ -11,6 +11,7 @@
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -24,6 +25,9 @@ from imagegate.core.clock import Clock
 from imagegate.core.errors import ConfigError
 from imagegate.core.ids import Subject
 from imagegate.core.secrets import configured_secret, load_or_create_secret
+
+if TYPE_CHECKING:
+    from imagegate.access.oidc import OIDCVerifier
 
 log = logging.getLogger("imagegate.access")
 
@@ -69,6 +73,8 @@ class TokenChecks:
     check: FirstMatch
     dev_token: str | None
     """The generated development token, when no other authentication is configured."""
+    oidc: "OIDCVerifier | None" = None
+    """The JWT check, when [oidc] is set: the gallery's logins go through it too."""
 
 
 def build_token_checks(
@@ -78,6 +84,7 @@ def build_token_checks(
     development token generated once into the state directory."""
     checks: list[TokenCheck] = []
     dev_token = None
+    oidc = None
     bearer_subject = Subject(TOKEN_SUBJECT_PREFIX + settings.bearer_subject)
     token = static_token(settings)
     if token is not None:
@@ -99,8 +106,9 @@ def build_token_checks(
         # JOSE and its cryptography load only for a server that checks JWTs.
         from imagegate.access.oidc import OIDCVerifier
 
-        checks.append(OIDCVerifier(settings.oidc, http, clock.now))
+        oidc = OIDCVerifier(settings.oidc, http, clock.now)
+        checks.append(oidc)
     if not checks:
         dev_token = load_or_create_secret(settings.state_dir / DEV_TOKEN_FILE)
         checks.append(StaticBearerVerifier(dev_token, bearer_subject))
-    return TokenChecks(check=FirstMatch(checks), dev_token=dev_token)
+    return TokenChecks(check=FirstMatch(checks), dev_token=dev_token, oidc=oidc)

@@ -66,6 +66,7 @@ SECRET_MINIMUMS = {
     "request_state_key": 32,
     "database_password": 1,
     "metrics_token": 16,
+    "gallery_client_secret": 16,
 }
 """Shortest accepted length of each configured secret, in characters."""
 

@@ -243,6 +243,7 @@ class ImageService:
                     len(images),
                     plan.limits,
                     assets,
+                    (charged, plan.call.currency),
                 )
             finally:
                 await self.quotas.commit(reservation, len(assets), charged, self._clock.now())
@@ -440,8 +441,10 @@ class ImageService:
         inputs: int,
         limits: Limits,
         assets: list[Asset],
+        charged: tuple[float, str] = (0.0, ""),
     ) -> None:
-        """Store what the upstream made, into `assets` as each is stored."""
+        """Store what the upstream made, into `assets` as each is stored; each records
+        its share of what the call `charged` (amount, currency), when not free."""
         max_stored_bytes = limits.max_stored_bytes
         keep = keep_until(limits.retention_days, self._clock.now())
         try:
@@ -462,6 +465,9 @@ class ImageService:
                     params["inputs"] = inputs
                 if item.image.usage:
                     params["usage"] = item.image.usage
+                if charged[0] > 0:
+                    params["cost"] = round(charged[0] / len(produced), 6)
+                    params["currency"] = charged[1]
                 meta = AssetMeta(
                     relay=relay,
                     prompt=args.prompt.strip(),

@@ -6,6 +6,7 @@ ownership before they ask)."""
 from collections import OrderedDict
 
 from imagegate.core.cpu import run_cpu
+from imagegate.core.errors import NotFound
 from imagegate.core.views import View, render
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import Asset
@@ -29,8 +30,13 @@ class Views:
             self.hits += 1
             return cached
         self.misses += 1
-        async with self._assets.as_file(asset) as path:
-            data = await run_cpu(render, path, asset.format, view)
+        try:
+            async with self._assets.as_file(asset) as path:
+                data = await run_cpu(render, path, asset.format, view)
+        except FileNotFoundError:
+            # The blob file went after the record was read (deleted meanwhile): as a
+            # blob store without local files says it.
+            raise NotFound(f"image {asset.id} was deleted") from None
         self._keep(key, data)
         return data
 
