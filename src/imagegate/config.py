@@ -33,7 +33,7 @@ from pydantic_settings import (
 from imagegate.core.errors import ConfigError
 from imagegate.core.tomlfile import describe, key_lines, line_of, read_toml
 from imagegate.core.tracing import parse_headers
-from imagegate.relays.config import RelayConfig
+from imagegate.relays.config import AUTO, RelayConfig
 from imagegate.relays.registry import KINDS
 from imagegate.relays.wire.fetch import is_loopback_host
 
@@ -474,6 +474,10 @@ class Settings(BaseSettings):
                     f"relay name {name!r} must be 1-40 of a-z, 0-9, '-', '_' "
                     "and start with a letter or digit"
                 )
+        if AUTO in value:
+            raise ValueError(
+                f"relay name {AUTO!r} is reserved: relay={AUTO!r} lets imagegate choose"
+            )
         if not value:
             raise ValueError("at least one relay must be configured")
         return value

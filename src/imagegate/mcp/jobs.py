@@ -26,6 +26,7 @@ from imagegate.core.errors import ImagegateError, NotFound, from_record
 from imagegate.mcp.elicit import Confirmer
 from imagegate.mcp.results import Failure, ImagesResult, image_content, image_record, iso
 from imagegate.relays.base import ProgressFn
+from imagegate.relays.config import AUTO
 from imagegate.service.generation import Stopwatch
 from imagegate.service.images import Admitted, ImageService, Made
 from imagegate.service.jobs import JobRunner
@@ -78,6 +79,8 @@ async def start_job(
         options["confirmation"] = confirm.outcome
     if confirm.estimate is not None:
         options["estimated_cost"] = confirm.estimate
+    if admitted.choice is not None:
+        options["relay_choice"] = admitted.choice.as_dict()
     watch = Stopwatch()
 
     async def work(progress: ProgressFn) -> dict[str, Any]:
@@ -192,8 +195,12 @@ async def finished_result(service: ImageService, caller: Caller, job: Job) -> To
         confirmation=job.request.get("confirmation"),
         estimated_cost=job.request.get("estimated_cost"),
         save_error=job.outcome.get("save_error"),
+        relay_choice=job.request.get("relay_choice"),
     )
     heading = f"{VERBS.get(job.tool, 'Made')} {len(records)} image(s) in {elapsed or 0:.1f}s:"
+    if result.relay_choice:
+        choice = result.relay_choice
+        heading += f" (relay={AUTO} chose {choice['relay']}: {choice['reason']})"
     if failures:
         heading += (
             f" ({len(failures)} failed: "
@@ -209,6 +216,8 @@ async def finished_result(service: ImageService, caller: Caller, job: Job) -> To
 def running_result(job: Job, wait_limit: float) -> ToolResult:
     """A job not done yet: a normal result with the job id and the next step."""
     record = job_record(job)
+    if "relay_choice" in job.request:
+        record["relay_choice"] = job.request["relay_choice"]
     record["next"] = (
         f"Not ready yet. Call get_job with job_id {job.id!r} to wait for the result "
         f"(up to {wait_limit:g} s per call), or cancel_job to stop it."

@@ -35,6 +35,7 @@ from imagegate.core.errors import (
 from imagegate.core.metrics import Metrics
 from imagegate.core.tracing import current_trace_id, span
 from imagegate.mcp.auth import current_identity
+from imagegate.relays.config import AUTO
 
 log = logging.getLogger("imagegate.access")
 refusals = logging.getLogger("imagegate")
@@ -129,11 +130,25 @@ def arguments_refusal(err: ArgumentsInvalid) -> Refused:
 
 
 def requested_relay(rule: ToolRule | None, arguments: dict[str, Any], default: str) -> str | None:
-    """The relay a call would use, for tools that take one."""
+    """The relay a call would use, for tools that take one: `auto` when the service is
+    to choose it."""
     if rule is None or not rule.takes_relay:
         return None
     relay = arguments.get("relay")
     return relay if isinstance(relay, str) and relay else default
+
+
+def acl_relay(relay: str | None) -> str | None:
+    """The relay whose scope the ACL checks: none for `auto`, which names no relay;
+    the service checks the scope of the relay it chooses (and chooses only those)."""
+    return None if relay == AUTO else relay
+
+
+def used_relay(requested: str | None, structured: dict[str, Any]) -> str | None:
+    """The relay a call used, for the audit log: the one `auto` chose, when known."""
+    choice = structured.get("relay_choice")
+    chosen = choice.get("relay") if isinstance(choice, dict) else None
+    return chosen if isinstance(chosen, str) else requested
 
 
 def _caller(policy: AccessPolicy, ctx: Context | None) -> Caller:
@@ -161,7 +176,7 @@ class AclMiddleware(Middleware):
             caller = _caller(self._policy, context.fastmcp_context)
             rule = self._rules.get(name)
             relay = requested_relay(rule, context.message.arguments or {}, self._default_relay)
-            decision = decide(caller.scopes, rule, relay)
+            decision = decide(caller.scopes, rule, acl_relay(relay))
             step.set("outcome", "allowed" if decision.allowed else "denied")
         if not decision.allowed:
             # %r: the tool and relay names come from the client and may hold newlines.
@@ -272,7 +287,7 @@ class AuditMiddleware(Middleware):
                 time=self._clock.now(),
                 subject=subject,
                 tool=context.message.name,
-                relay=requested_relay(rule, arguments, self._default_relay),
+                relay=used_relay(requested_relay(rule, arguments, self._default_relay), structured),
                 outcome=outcome,
                 images=images,
                 estimated_cost=structured.get("estimated_cost"),

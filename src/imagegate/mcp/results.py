@@ -61,6 +61,8 @@ class ImagesResult(BaseModel):
     estimated_cost: float | None = None
     save_error: str | None = None
     """Why the copies `save_to` asked for were not written (the images are stored)."""
+    relay_choice: dict[str, str] | None = None
+    """relay="auto": the relay chosen and why ({"relay", "reason"})."""
 
     def structured(self) -> dict[str, Any]:
         """The structured content: what is unknown or empty is left out."""

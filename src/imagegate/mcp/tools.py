@@ -19,6 +19,7 @@ from imagegate.mcp.elicit import Confirmer, NeedsInput
 from imagegate.mcp.jobs import job_record, start_job, wait_for
 from imagegate.mcp.results import ImagesResult, image_content, image_record, iso
 from imagegate.mcp.tasks import task_created, task_requested
+from imagegate.relays.config import AUTO, Trait
 from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import Admitted, ImageService
 from imagegate.service.jobs import JobRunner, wait_bound
@@ -73,7 +74,10 @@ BackgroundArg = Annotated[
 CompressionArg = Annotated[int | None, Field(description="0-100, for jpeg and webp.")]
 SeedArg = Annotated[int | None, Field(description="Same seed, same image (if supported).")]
 NegativeArg = Annotated[str | None, Field(description="What to avoid (if supported).")]
-RelayArg = Annotated[str | None, Field(description="A relay name from list_relays.")]
+RelayArg = Annotated[
+    str | None, Field(description="A relay from list_relays, or auto: the cheapest that fits.")
+]
+NeedsArg = Annotated[list[Trait] | None, Field(description="relay=auto: traits it must have.")]
 ThumbnailArg = Annotated[bool, Field(description="Also inline a small preview.")]
 CountArg = Annotated[int, Field(description="How many images.", ge=1, le=10)]
 SaveToArg = Annotated[
@@ -102,6 +106,7 @@ async def generate_image(
         Field(description="Partial images to stream as progress (list_relays).", ge=0, le=3),
     ] = 0,
     relay: RelayArg = None,
+    needs: NeedsArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
     save_to: SaveToArg = None,
@@ -122,10 +127,11 @@ async def generate_image(
         compression=compression,
         negative_prompt=negative_prompt,
         partial_images=partial_images,
+        needs=tuple(needs or ()),
     )
     caller = caller_of(ctx)
 
-    async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
+    async def admit(service: ImageService, confirm: Confirmer, args: GenerateArgs) -> Admitted:
         return await service.admit(caller, args, confirm)
 
     return await _making(
@@ -172,6 +178,7 @@ async def edit_image(
     seed: SeedArg = None,
     negative_prompt: NegativeArg = None,
     relay: RelayArg = None,
+    needs: NeedsArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
     save_to: SaveToArg = None,
@@ -192,10 +199,11 @@ async def edit_image(
         background=background,
         negative_prompt=negative_prompt,
         input_fidelity=input_fidelity,
+        needs=tuple(needs or ()),
     )
     caller = caller_of(ctx)
 
-    async def admit(service: ImageService, confirm: Confirmer) -> Admitted:
+    async def admit(service: ImageService, confirm: Confirmer, args: GenerateArgs) -> Admitted:
         return await service.admit(caller, args, confirm, images, mask, batch)
 
     return await _making(
@@ -240,7 +248,7 @@ async def usage_report(
     )
 
 
-AdmitFn = Callable[[ImageService, Confirmer], Awaitable[Admitted]]
+AdmitFn = Callable[[ImageService, Confirmer, GenerateArgs], Awaitable[Admitted]]
 
 
 @dataclass(frozen=True)
@@ -271,7 +279,7 @@ async def _making(
     runner.check_room(caller.subject)  # before anyone is asked to pay for a job
     confirm = Confirmer(ctx, service.spend_once)
     try:
-        admitted = await admit(service, confirm)
+        admitted = await admit(service, confirm, args)
     except NotConfirmed as refusal:
         return _not_confirmed(refusal, confirm)
     except NeedsInput as question:
@@ -288,12 +296,14 @@ def _save_plan(
     """Check `save_to` before anything is made."""
     if save_to.path is None:
         return None
-    relay = service.relays.get(args.relay)
+    output_format = args.output_format
+    if output_format is None and args.relay != AUTO:  # auto: not chosen yet
+        output_format = service.relays.get(args.relay).defaults.output_format.value
     return plan_save(
         service.settings.output_root,
         save_to.path,
         local=ctx.transport == "stdio",
-        output_format=args.output_format or relay.defaults.output_format.value,
+        output_format=output_format,
         count=args.n,
         overwrite=save_to.overwrite,
     )
@@ -467,7 +477,8 @@ async def delete_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
 
 async def list_relays(ctx: Context) -> ToolResult:
     """The relays you may use: name, kind, model, whether they cost money (with their
-    price table), their defaults, and what they support (an option not listed is not)."""
+    price table), traits, their defaults, and what they support (an option not listed
+    is not)."""
     relays = service_of(ctx).relays
     caller = caller_of(ctx)
     usable = [relay for relay in relays.all() if may_use_relay(caller, relay.name)]
@@ -480,6 +491,7 @@ async def list_relays(ctx: Context) -> ToolResult:
                 "paid": relay.paid,
                 "model": relay.model,
                 "price": relay.price.model_dump() if relay.price else None,
+                "traits": sorted(relay.traits) or None,
                 "defaults": _without_none(
                     {
                         "size": str(relay.defaults.size),
@@ -494,7 +506,7 @@ async def list_relays(ctx: Context) -> ToolResult:
     ]
     text = f"Relays you may use (default {relays.default}): " + "; ".join(
         f"{relay.name} ({relay.kind}{', ' + relay.model if relay.model else ''}, "
-        f"{'paid' if relay.paid else 'free'})"
+        f"{'paid' if relay.paid else 'free'}{''.join(', ' + t for t in sorted(relay.traits))})"
         for relay in usable
     )
     return ToolResult(

@@ -58,6 +58,7 @@ class ConfiguredRelay(Generic[ConfigT]):
         self.paid = config.paid
         self.model: str | None = config.model
         self.price: PriceTable | None = config.price
+        self.traits = frozenset(config.traits)
         self.defaults = relay_defaults(config)
         self._config = config
 

@@ -228,6 +228,8 @@ class Relay(Protocol):
     paid: bool
     model: str | None
     price: PriceTable | None
+    traits: frozenset[str]
+    """What the operator declared it good at (relays.config.TRAITS), for relay="auto"."""
     capabilities: Capabilities
     defaults: RelayDefaults
 

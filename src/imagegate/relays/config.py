@@ -5,12 +5,23 @@ settings loader builds the union of every kind's model from the registry.
 """
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 """The name of an environment variable (a relay never holds a key in its config)."""
+
+AUTO = "auto"
+"""`relay="auto"`: the caller lets imagegate choose (service.choice); no relay has
+this name."""
+
+Trait = Literal["text", "photoreal", "illustration", "fast"]
+"""What an operator may declare a relay good at, for `relay="auto"`: legible text in
+images, photorealism, illustration (drawings, icons, flat art), quick answers. Cost
+is no trait: it comes from the relay's price table."""
+
+TRAITS: tuple[str, ...] = get_args(Trait)
 
 
 class PriceTable(BaseModel):
@@ -40,6 +51,16 @@ class RelayConfig(BaseModel):
     prompt_template: str = "{prompt}"
     """How the caller's prompt is sent; must contain {prompt}."""
     prompt_prefix: str = ""
+    traits: tuple[str, ...] = ()
+    """What the operator declares the relay good at (TRAITS), for relay="auto"."""
+
+    @field_validator("traits")
+    @classmethod
+    def _known_traits(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [trait for trait in value if trait not in TRAITS]
+        if unknown:
+            raise ValueError(f"unknown trait {unknown[0]!r}; the traits are: {', '.join(TRAITS)}")
+        return tuple(dict.fromkeys(value))
 
     @field_validator("prompt_template")
     @classmethod

@@ -71,6 +71,7 @@ class PlaceholderRelay:
     ) -> None:
         self.name = name
         self.description = config.description
+        self.traits = frozenset(config.traits)
         self._config = config
         self._delay = config.delay_seconds
 

@@ -43,6 +43,8 @@ class GenerateArgs:
     negative_prompt: str | None = None
     partial_images: int = 0
     input_fidelity: str | None = None
+    needs: tuple[str, ...] = ()
+    """With relay="auto": the traits the chosen relay must have (service.choice)."""
 
 
 @dataclass

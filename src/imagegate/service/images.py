@@ -5,7 +5,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -32,7 +32,9 @@ from imagegate.core.metrics import Metrics
 from imagegate.core.tracing import span
 from imagegate.core.views import View
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
+from imagegate.relays.config import AUTO
 from imagegate.relays.registry import Relays
+from imagegate.service.choice import Candidate, Choice, choose
 from imagegate.service.confirm import ConfirmFn, PaidCall, batch_total, paid_call
 from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.service.inputs import InputResolver, Inputs
@@ -100,10 +102,19 @@ class _Plan:
     request: ImageRequest
     call: PaidCall
     limits: Limits
+    choice: Choice | None = None
+    """How relay="auto" chose `relay`; None when the call named it."""
 
     @property
     def spend(self) -> float:
         return self.call.estimate or 0.0
+
+    def pinned(self, args: GenerateArgs) -> GenerateArgs:
+        """`args` to run this plan: on the relay chosen and confirmed now, not on a
+        choice made again later."""
+        if self.choice is None:
+            return args
+        return replace(args, relay=self.relay.name, needs=())
 
 
 @dataclass
@@ -116,6 +127,8 @@ class Admitted:
     make: Callable[[ProgressFn, Made], Awaitable[None]]
     inputs: Inputs = field(default_factory=Inputs)
     made: Made = field(default_factory=lambda: Made([]))
+    choice: Choice | None = None
+    """How relay="auto" chose the relay, for the result."""
 
     async def run(self, progress: ProgressFn) -> Made:
         try:
@@ -256,7 +269,17 @@ class ImageService:
         images: tuple[InputImage, ...] = (),
         mask: InputImage | None = None,
     ) -> "_Plan":
-        relay = self.relays.get(args.relay)
+        choice = None
+        if args.relay == AUTO:
+            choice = choose(
+                [self._candidate(caller, relay, args, images, mask) for relay in self.relays.all()],
+                args.needs,
+            )
+            relay = self.relays.get(choice.relay)
+        elif args.needs:
+            raise InvalidRequest(f"needs chooses a relay: pass it with relay={AUTO!r}")
+        else:
+            relay = self.relays.get(args.relay)
         # The ACL middleware checked the relay the arguments name; this checks the one
         # the call will use, whatever chose it (the default, a preset, "auto").
         if not may_use_relay(caller, relay.name):
@@ -271,7 +294,29 @@ class ImageService:
         )
         relay.capabilities.check(request, relay.name)
         limits = limits_for(caller.identity, self.settings.quotas)
-        return _Plan(relay.paid, relay, request, paid_call(relay, request, request.n), limits)
+        call = paid_call(relay, request, request.n)
+        return _Plan(relay.paid, relay, request, call, limits, choice)
+
+    def _candidate(
+        self,
+        caller: Caller,
+        relay: Relay,
+        args: GenerateArgs,
+        images: tuple[InputImage, ...],
+        mask: InputImage | None,
+    ) -> Candidate:
+        """`relay` for relay="auto": the request built with its defaults, and checked."""
+        if not may_use_relay(caller, relay.name):
+            return Candidate(relay.name, usable=False)
+        try:
+            request = build_request(args, relay, self.settings, images=images, mask=mask)
+            relay.capabilities.check(request, relay.name)
+        except InvalidRequest as refusal:
+            return Candidate(relay.name, True, relay.traits, str(refusal), relay.paid)
+        call = paid_call(relay, request, request.n)
+        return Candidate(
+            relay.name, True, relay.traits, None, relay.paid, call.estimate, call.currency
+        )
 
     async def _check_and_ask(
         self, caller: Caller, first: "_Plan", plans: list["_Plan"], confirm: ConfirmFn
@@ -318,7 +363,11 @@ class ImageService:
         if sources is None:
             plan = self._plan(caller, args)
             await self._check_and_ask(caller, plan, [plan], confirm)
-            return Admitted(lambda progress, made: self._made(caller, args, progress, made))
+            args = plan.pinned(args)
+            return Admitted(
+                lambda progress, made: self._made(caller, args, progress, made),
+                choice=plan.choice,
+            )
         if batch and mask is not None:
             raise InvalidRequest("a mask fits one image; edit with a mask without batch")
         if batch:
@@ -331,9 +380,11 @@ class ImageService:
         except BaseException:
             await _let_go(inputs)
             raise
+        args = plan.pinned(args)
         return Admitted(
             lambda progress, made: self._made(caller, args, progress, made, images, inputs.mask),
             inputs,
+            choice=plan.choice,
         )
 
     async def _made(
@@ -381,18 +432,25 @@ class ImageService:
                 raise _every_item_failed(sources, failures)
             # Every item is priced first, since an edit's size (and so its price)
             # defaults to its input's; the quota is checked for the whole batch.
-            planned = [self._plan_item(caller, args, image) for image in images.values()]
-            plans = [plan for plan in planned if plan is not None]
+            plans: list[_Plan] = []
+            for image in images.values():
+                plan = self._plan_item(caller, args, image)
+                if plan is not None:
+                    # relay="auto" chooses once, for the first item it can: one relay
+                    # for the whole batch, and one question naming it.
+                    args = plan.pinned(args)
+                    plans.append(plan)
             if plans:
                 await self._check_and_ask(caller, plans[0], plans, confirm)
         except BaseException:
             await _let_go(held)
             raise
+        batch_args = args
 
         async def make(progress: ProgressFn, made: Made) -> None:
-            await self._batch(caller, args, sources, images, failures, progress, made)
+            await self._batch(caller, batch_args, sources, images, failures, progress, made)
 
-        return Admitted(make, held)
+        return Admitted(make, held, choice=plans[0].choice if plans else None)
 
     def _plan_item(self, caller: Caller, args: GenerateArgs, image: InputImage) -> _Plan | None:
         """A batch item's plan; an item that can't be built fails on its own later."""
