@@ -410,3 +410,96 @@ def test_accel_redirect_is_accepted(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, text))
     assert settings.storage.accel_redirect == "/_blobs.v1/x-y/"
     assert Settings().storage.accel_redirect is None
+
+
+PRESETS = """
+[relays.placeholder]
+kind = "placeholder"
+[relays.studio]
+kind = "placeholder"
+
+[presets.poster]
+prompt = "A bold poster of {prompt}, flat colours"
+negative_prompt = "blurry"
+size = "1024x1536"
+quality = "high"
+relay = "studio"
+description = "Bold flat poster"
+
+[presets.any-relay]
+prompt = "{prompt}, in ink"
+relay = "auto"
+"""
+
+
+def test_presets_are_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, 'default_relay = "placeholder"\n' + PRESETS))
+    poster = settings.presets["poster"]
+    assert (poster.prompt, poster.size, poster.quality, poster.relay) == (
+        "A bold poster of {prompt}, flat colours",
+        "1024x1536",
+        "high",
+        "studio",
+    )
+    assert settings.presets["any-relay"].relay == "auto"
+    assert settings.max_presets_per_subject == 50
+    assert Settings().presets == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            '[presets.poster]\nprompt = "A poster"\n',
+            "imagegate.toml:2: presets.poster.prompt: Value error, must contain {prompt}",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\nquality = "ultra"\n',
+            "imagegate.toml:3: presets.poster.quality: Input should be 'low', 'medium'",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\nsize = "big"\n',
+            "imagegate.toml:3: presets.poster.size: String should match pattern",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\nseed = 3\n',
+            "imagegate.toml:3: presets.poster.seed: unknown key",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}\\u0007"\n',
+            "presets.poster.prompt: Value error, must not contain control characters",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\ndescription = "' + "d" * 201 + '"\n',
+            "presets.poster.description: String should have at most 200 characters",
+        ),
+        (
+            '[presets."Poster Style"]\nprompt = "{prompt}"\n',
+            "presets: Value error, preset name 'Poster Style' must be 1-40 of a-z",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\nrelay = "nope"\n',
+            "presets: Value error, preset 'poster': relay 'nope' is not a relay; use one of: "
+            "placeholder, or 'auto'",
+        ),
+        (
+            'max_prompt_chars = 20\n[presets.poster]\nprompt = "' + "x" * 20 + '{prompt}"\n',
+            "presets.poster.prompt is 20 characters besides {prompt}, which leaves no room for "
+            "a prompt under max_prompt_chars (20)",
+        ),
+        (
+            '[presets.poster]\nprompt = "{prompt}"\nsize = "8192x8192"\n',
+            "presets.poster.size 8192x8192 exceeds max_image_pixels (16777216)",
+        ),
+        ("max_presets_per_subject = -1\n", "max_presets_per_subject: Input should be greater"),
+    ],
+)
+def test_a_bad_preset_is_refused_with_its_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text))
+    assert fragment in str(raised.value)
+
+
+def test_a_template_one_character_short_of_the_limit_is_accepted(tmp_path: Path) -> None:
+    text = 'max_prompt_chars = 20\n[presets.poster]\nprompt = "' + "x" * 19 + '{prompt}"\n'
+    assert load_settings(write(tmp_path, text)).presets["poster"].prompt.startswith("x")

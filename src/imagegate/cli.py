@@ -684,6 +684,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     from imagegate.core.secrets import configured_secret
     from imagegate.core.statedir import state_dir_problem
     from imagegate.relays.registry import build_relay
+    from imagegate.service.presets import check_server_presets
 
     problems: list[str] = []
 
@@ -699,6 +700,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         for name, c in settings.relays.items()
     ]
     relays = [relay for relay in built if relay is not None]
+    attempt(lambda: check_server_presets(settings, relays))
     names = list(settings.relays)
     acl = attempt(lambda: build_acl(settings, names, http=True))
     attempt(lambda: configured_secret("link_key", settings.link_key, settings.link_key_file))
@@ -737,6 +739,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         + ", ".join(f"{r.name} ({r.kind})" for r in relays)
         + f"; default {settings.default_relay}",
         f"state: {settings.state_dir}",
+        "presets: " + (", ".join(sorted(settings.presets)) or "none"),
         "authentication: " + ("; ".join(auth) or "generated development token"),
     ]
     if settings.acl_file is not None and acl is not None:

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -94,6 +95,62 @@ class QuotaSettings(BaseModel):
     default: Limits = Limits()
     subjects: dict[str, Limits] = Field(default_factory=dict)
     groups: dict[str, Limits] = Field(default_factory=dict)
+
+
+PRESET_SLOT = "{prompt}"
+"""Where a preset's template takes the caller's prompt (a plain replacement)."""
+PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not \t \n \r
+
+
+class PresetSettings(BaseModel):
+    """`[presets.NAME]`, a house style: `prompt` is a template whose `{prompt}` the
+    caller's prompt replaces; the other keys are defaults that a call's own arguments
+    override. Presets that callers save for themselves are checked by this model too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(max_length=2000)
+    negative_prompt: str | None = Field(default=None, min_length=1, max_length=1000)
+    size: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+    quality: Literal["low", "medium", "high", "auto"] | None = None
+    relay: str | None = Field(default=None, min_length=1, max_length=40)
+    description: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_the_slot(cls, value: str) -> str:
+        if PRESET_SLOT not in value:
+            raise ValueError(
+                "must contain {prompt}, where the caller's prompt goes, such as "
+                '"a watercolour of {prompt}, soft light"'
+            )
+        return value
+
+    @field_validator("prompt", "negative_prompt", "description")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters (only newlines and tabs)")
+        return value
+
+
+def preset_problem(
+    preset: PresetSettings, max_prompt_chars: int, max_image_pixels: int
+) -> str | None:
+    """Why every call with `preset` would fail under these limits, as "key ...": a
+    mistake to report when the preset is configured or saved, not at each call."""
+    own = len(preset.prompt) - preset.prompt.count(PRESET_SLOT) * len(PRESET_SLOT)
+    if own >= max_prompt_chars:
+        return (
+            f"prompt is {own} characters besides {PRESET_SLOT}, which leaves no room for a "
+            f"prompt under max_prompt_chars ({max_prompt_chars})"
+        )
+    if preset.size is not None:
+        width, height = (int(side) for side in preset.size.split("x"))
+        if width * height > max_image_pixels:
+            return f"size {preset.size} exceeds max_image_pixels ({max_image_pixels})"
+    return None
 
 
 if TYPE_CHECKING:
@@ -349,6 +406,10 @@ class Settings(BaseSettings):
 
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     """Per-subject limits ([quotas.default], [quotas.subjects."..."], [quotas.groups.*])."""
+    presets: dict[str, PresetSettings] = Field(default_factory=dict)
+    """Style presets ([presets.NAME]) every caller may use with preset=NAME."""
+    max_presets_per_subject: int = Field(default=50, ge=0, le=1000)
+    """Presets each caller may save for itself (save_preset); 0: none."""
     input_root: Path | None = None
     output_root: Path | None = None
     """stdio: generate_image and edit_image may save copies below it (save_to)."""
@@ -482,6 +543,25 @@ class Settings(BaseSettings):
             raise ValueError("at least one relay must be configured")
         return value
 
+    @field_validator("presets")
+    @classmethod
+    def _preset_names_and_relays(
+        cls, value: dict[str, PresetSettings], info: ValidationInfo
+    ) -> dict[str, PresetSettings]:
+        relays = info.data.get("relays")  # absent when the relays were wrong
+        for name, preset in value.items():
+            if not PRESET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"preset name {name!r} must be 1-40 of a-z, 0-9, '-', '_' and start with "
+                    "a letter or digit"
+                )
+            if relays is not None and preset.relay not in (None, AUTO, *relays):
+                raise ValueError(
+                    f"preset {name!r}: relay {preset.relay!r} is not a relay; use one of: "
+                    f"{', '.join(sorted(relays))}, or {AUTO!r} (imagegate chooses)"
+                )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _single_relay_is_the_default(cls, data: Any) -> Any:
@@ -509,7 +589,14 @@ class Settings(BaseSettings):
             self._check_accel_redirect(self.storage.accel_redirect)
         if self.gallery is not None:
             self._check_gallery()
+        for name, preset in self.presets.items():
+            self._check_preset(name, preset)
         return self
+
+    def _check_preset(self, name: str, preset: PresetSettings) -> None:
+        problem = preset_problem(preset, self.max_prompt_chars, self.max_image_pixels)
+        if problem is not None:
+            raise ValueError(f"presets.{name}.{problem}")
 
     def _check_gallery(self) -> None:
         """People log in at the team's provider, whose tokens [oidc] checks; the

@@ -34,6 +34,7 @@ from imagegate.service.images import ImageService
 from imagegate.service.inputs import InputResolver
 from imagegate.service.jobs import JobRunner
 from imagegate.service.links import LinkSigner
+from imagegate.service.presets import Presets, check_server_presets
 from imagegate.service.uploads import Uploads
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
@@ -154,6 +155,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
     # Counted whether or not /metrics is served: one code path, and a few counters.
     metrics = Metrics()
     relays = build_relays(settings.relays, settings.default_relay, read_secret_env, metrics)
+    check_server_presets(settings, relays.all())
     relay_names = [relay.name for relay in relays.all()]
     policy = AccessPolicy(build_acl(settings, relay_names, http))
     accel = settings.storage.accel_redirect is not None
@@ -193,6 +195,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         inputs,
         fair,
         metrics=metrics,
+        presets=Presets(settings, relays, storage.presets, clock),
     )
     request_state_key = resolve_secret(
         "request_state_key",

@@ -292,6 +292,13 @@ def test_generate_into_a_directory_it_cannot_write_fails_cleanly(tmp_path: Path)
         ({"IMAGEGATE_QUOTAS": "{bad"}, "environment IMAGEGATE_QUOTAS: not valid JSON"),
         (
             {
+                "IMAGEGATE_PRESETS": '{"p": {"prompt": "{prompt}", "quality": "high", '
+                '"relay": "placeholder"}}'
+            },
+            "presets.p: relay 'placeholder' does not support quality",
+        ),
+        (
+            {
                 "IMAGEGATE_OTLP_ENDPOINT": "https://otel.example.com",
                 "IMAGEGATE_OTLP_HEADERS_ENV": "OTLP_HEADERS_UNSET",
             },

@@ -473,7 +473,8 @@ async def test_only_what_is_served_is_advertised(server: RunningServer, mode: st
         capabilities = client.session.server_capabilities
     assert capabilities is not None
     assert capabilities.tools is not None
-    assert capabilities.prompts is None
+    assert capabilities.prompts is not None  # presets and writing guides (mcp.prompts)
+    assert not capabilities.prompts.list_changed
     assert capabilities.resources is not None  # the images, as image:// resources
     assert not capabilities.resources.subscribe
     assert not capabilities.resources.list_changed
@@ -488,8 +489,9 @@ async def test_tools_list_is_compact_and_exact(server: RunningServer) -> None:
     ]
     # 16 tools: the job tools (get_job, cancel_job, list_jobs) took it past 8 KiB,
     # create_upload_link past 9, save_to and the link's view options past 10,
-    # revoke_links and usage_report past 11.
-    assert len(json.dumps(listed, separators=(",", ":"))) <= 12 * 1024
+    # revoke_links and usage_report past 11; list_presets, save_preset, delete_preset
+    # and preset= past 13.
+    assert len(json.dumps(listed, separators=(",", ":"))) <= 14 * 1024
     generate = tools["generate_image"].input_schema["properties"]
     edit = tools["edit_image"].input_schema["properties"]
     for name in ("quality", "background", "size", "relay", "seed"):

@@ -130,13 +130,27 @@ async def test_tools_list_shows_only_what_the_caller_may_call(
 ) -> None:
     async with team.client(READER_TOKEN) as client:
         reader = {tool.name for tool in await client.list_tools()}
-    assert reader == {"list_images", "get_image", "list_relays", "server_info", "get_usage"}
+    assert reader == {
+        "list_images",
+        "get_image",
+        "list_relays",
+        "list_presets",
+        "server_info",
+        "get_usage",
+    }
     async with team.client(BOT_TOKEN) as client:
         bot = {tool.name for tool in await client.list_tools()}
-    assert bot == reader | {"generate_image", "get_job", "cancel_job", "list_jobs"}
+    assert bot == reader | {
+        "generate_image",
+        "get_job",
+        "cancel_job",
+        "list_jobs",
+        "save_preset",
+        "delete_preset",
+    }
     async with team.client(provider.token("nobody")) as client:
         nobody = {tool.name for tool in await client.list_tools()}
-    assert nobody == {"list_relays", "server_info", "get_usage"}
+    assert nobody == {"list_relays", "list_presets", "server_info", "get_usage"}
 
 
 async def test_a_denied_name_cannot_forge_log_lines(

@@ -38,6 +38,11 @@ from imagegate.mcp.specs import RULES, TOOLS
         ({"images:generate"}, "get_job", None, True, None),
         ({"images:edit"}, "cancel_job", None, True, None),
         ({"images:read"}, "list_jobs", None, False, "images:generate or images:edit"),
+        (set(), "list_presets", None, True, None),
+        ({"images:edit"}, "save_preset", None, True, None),
+        ({"images:generate"}, "delete_preset", None, True, None),
+        ({"images:read"}, "save_preset", None, False, "images:generate or images:edit"),
+        ({"images:read"}, "delete_preset", None, False, "images:generate or images:edit"),
     ],
 )
 def test_the_tool_table_decides(
@@ -54,6 +59,9 @@ def test_every_relay_tool_is_relay_scoped() -> None:
     """A tool whose function takes a relay must need that relay's scope: holding the
     tool's own scope is not enough."""
     takers = {spec.name for spec in TOOLS if "relay" in inspect.signature(spec.function).parameters}
+    # save_preset's relay is for later calls, not this one (the service checks that the
+    # caller may use it): a preset without one must not need the default relay's scope.
+    takers -= {"save_preset"}
     assert takers == {"generate_image", "edit_image"}
     for spec in TOOLS:
         assert spec.takes_relay is (spec.name in takers), spec.name

@@ -16,7 +16,7 @@ from imagegate.storage.interfaces import BlobKey, Storage
 from imagegate.storage.postgres.backend import open_postgres
 from imagegate.storage.processes import this_process
 from imagegate.storage.s3 import S3BlobStore
-from imagegate.storage.sqlite import assets, jobs, leases, nonces, quotas, uploads
+from imagegate.storage.sqlite import assets, jobs, leases, nonces, presets, quotas, uploads
 from imagegate.storage.sqlite.database import Database
 from tests.services.postgres import shared_postgres
 from tests.services.s3 import shared_s3
@@ -55,6 +55,7 @@ def sqlite_with_memory_blobs(root: Path) -> Storage:
         uploads.SqliteUploadLedger(database),
         blobs,
         leases.SqliteLeases(database),
+        presets.SqlitePresetLedger(database),
         database.aclose,
     )
 

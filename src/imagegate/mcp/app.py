@@ -29,6 +29,7 @@ from imagegate.core.metrics import Metrics
 from imagegate.mcp import tools
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
+from imagegate.mcp.prompts import Prompts, serve_prompts
 from imagegate.mcp.resources import ImageResources, serve_resources
 from imagegate.mcp.sessions import SessionGuard, SessionRegistry
 from imagegate.mcp.specs import RULES, TOOLS
@@ -122,6 +123,7 @@ def build_mcp(
     )
     serve_tasks(mcp, JobTasks(service, runner, policy, local))
     serve_resources(mcp, ImageResources(service, policy, local))
+    serve_prompts(mcp, Prompts(service, policy, local))
     _register_tools(mcp, schema_bounds(settings, service.relays))
     _advertise_only_tools(mcp)
     for path, methods, handler in routes:
@@ -181,11 +183,11 @@ def schema_bounds(settings: Settings, relays: Relays) -> dict[str, dict[str, int
 
 
 def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
-    """FastMCP advertises prompts and the MCP Apps extension whether a server has any or
-    not; clients then ask for them and find nothing. imagegate serves tools and
-    resources (its images, which change without notice), in both eras; and tasks for
-    tool calls, which 2025-11-25 clients learn from a capability (2026-07-28 ones from
-    the extension)."""
+    """FastMCP advertises the MCP Apps extension whether a server has an app or not;
+    clients then ask for it and find nothing. imagegate serves tools, prompts (a fixed
+    set, mcp.prompts) and resources (its images, which change without notice), in both
+    eras; and tasks for tool calls, which 2025-11-25 clients learn from a capability
+    (2026-07-28 ones from the extension)."""
     server = mcp._mcp_server
     advertised = server.get_capabilities
 
@@ -197,7 +199,7 @@ def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
             if name != UI_EXTENSION_ID
         }
         update: dict[str, Any] = {
-            "prompts": None,
+            "prompts": mcp_types.PromptsCapability(list_changed=False),
             "resources": mcp_types.ResourcesCapability(subscribe=False, list_changed=False),
             "extensions": extensions or None,
         }

@@ -135,7 +135,10 @@ def requested_relay(rule: ToolRule | None, arguments: dict[str, Any], default: s
     if rule is None or not rule.takes_relay:
         return None
     relay = arguments.get("relay")
-    return relay if isinstance(relay, str) and relay else default
+    if isinstance(relay, str) and relay:
+        return relay
+    # A preset may name the relay: the service checks the one the call resolves to.
+    return None if arguments.get("preset") else default
 
 
 def acl_relay(relay: str | None) -> str | None:

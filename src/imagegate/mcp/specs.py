@@ -51,6 +51,11 @@ _ISSUES = ToolAnnotations(
 _CANCELS = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
+# Saving again with the same values changes nothing; replacing one's own preset is
+# what the call asks for, not a side effect.
+_SAVES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 
 TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.generate_image, GENERATE, True, _MAKES, runs_as_job=True),
@@ -69,6 +74,10 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS),
     ToolSpec(tools.usage_report, ADMIN, False, _READS),
     ToolSpec(tools.list_relays, None, False, _READS),
+    ToolSpec(tools.list_presets, None, False, _READS),
+    # Presets are for the calls these two scopes make; save_preset checks its relay.
+    ToolSpec(tools.save_preset, (GENERATE, EDIT), False, _SAVES),
+    ToolSpec(tools.delete_preset, (GENERATE, EDIT), False, _DESTROYS),
     ToolSpec(tools.server_info, None, False, _READS),
 )
 

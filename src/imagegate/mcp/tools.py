@@ -23,6 +23,7 @@ from imagegate.relays.config import AUTO, Trait
 from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import Admitted, ImageService
 from imagegate.service.jobs import JobRunner, wait_bound
+from imagegate.service.presets import Preset
 from imagegate.service.saving import SavePlan, plan_save
 from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
@@ -78,6 +79,9 @@ RelayArg = Annotated[
     str | None, Field(description="A relay from list_relays, or auto: the cheapest that fits.")
 ]
 NeedsArg = Annotated[list[Trait] | None, Field(description="relay=auto: traits it must have.")]
+PresetArg = Annotated[
+    str | None, Field(description="From list_presets: wraps the prompt, sets defaults.")
+]
 ThumbnailArg = Annotated[bool, Field(description="Also inline a small preview.")]
 CountArg = Annotated[int, Field(description="How many images.", ge=1, le=10)]
 SaveToArg = Annotated[
@@ -107,6 +111,7 @@ async def generate_image(
     ] = 0,
     relay: RelayArg = None,
     needs: NeedsArg = None,
+    preset: PresetArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
     save_to: SaveToArg = None,
@@ -128,6 +133,7 @@ async def generate_image(
         negative_prompt=negative_prompt,
         partial_images=partial_images,
         needs=tuple(needs or ()),
+        preset=preset,
     )
     caller = caller_of(ctx)
 
@@ -179,6 +185,7 @@ async def edit_image(
     negative_prompt: NegativeArg = None,
     relay: RelayArg = None,
     needs: NeedsArg = None,
+    preset: PresetArg = None,
     thumbnail: ThumbnailArg = False,
     wait_seconds: WaitArg = None,
     save_to: SaveToArg = None,
@@ -200,6 +207,7 @@ async def edit_image(
         negative_prompt=negative_prompt,
         input_fidelity=input_fidelity,
         needs=tuple(needs or ()),
+        preset=preset,
     )
     caller = caller_of(ctx)
 
@@ -275,6 +283,7 @@ async def _making(
     runner = runner_of(ctx)
     caller = caller_of(ctx)
     wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
+    args = await service.presets.applied(caller, args)  # its relay decides a save's format
     save_plan = _save_plan(ctx, service, args, save_to)
     runner.check_room(caller.subject)  # before anyone is asked to pay for a job
     confirm = Confirmer(ctx, service.spend_once)
@@ -511,6 +520,67 @@ async def list_relays(ctx: Context) -> ToolResult:
     )
     return ToolResult(
         content=text, structured_content={"default": relays.default, "relays": listed}
+    )
+
+
+PresetNameArg = Annotated[str, Field(description="a-z, 0-9, - and _.", max_length=40)]
+
+
+async def list_presets(ctx: Context) -> ToolResult:
+    """Style presets for preset=, the server's and yours: each one's template ({prompt}
+    is where yours goes) and the defaults it sets."""
+    presets = await service_of(ctx).presets.visible(caller_of(ctx))
+    text = f"{len(presets)} preset(s): " + "; ".join(
+        f"{preset.name} ({preset.owner}){': ' + preset.description if preset.description else ''}"
+        for preset in presets
+    )
+    return ToolResult(
+        content=text, structured_content={"presets": [_preset_record(p) for p in presets]}
+    )
+
+
+async def save_preset(
+    name: PresetNameArg,
+    prompt: Annotated[str, Field(description="Template: {prompt} is where a call's goes.")],
+    ctx: Context,
+    negative_prompt: str | None = None,
+    size: str | None = None,
+    quality: Literal["low", "medium", "high", "auto"] | None = None,
+    relay: str | None = None,
+    description: str | None = None,
+) -> ToolResult:
+    """Save (or replace) a style preset of your own; its options become defaults of
+    calls with preset=name."""
+    values = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "size": size,
+        "quality": quality,
+        "relay": relay,
+        "description": description,
+    }
+    preset, saved = await service_of(ctx).presets.save(caller_of(ctx), name, values)
+    return ToolResult(
+        content=f"Preset {preset.name} {saved.value}; use it with preset={preset.name!r}.",
+        structured_content={"preset": _preset_record(preset), "outcome": saved.value},
+    )
+
+
+async def delete_preset(name: PresetNameArg, ctx: Context) -> ToolResult:
+    """Delete one of your own presets."""
+    await service_of(ctx).presets.delete(caller_of(ctx), name)
+    return ToolResult(content=f"Deleted preset {name}.", structured_content={"deleted": name})
+
+
+def _preset_record(preset: Preset) -> dict[str, Any]:
+    return _without_none(
+        {
+            "name": preset.name,
+            "owner": preset.owner,
+            "description": preset.description,
+            "prompt": preset.prompt,
+            "defaults": preset.defaults() or None,
+        }
     )
 
 

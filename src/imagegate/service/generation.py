@@ -43,6 +43,8 @@ class GenerateArgs:
     negative_prompt: str | None = None
     partial_images: int = 0
     input_fidelity: str | None = None
+    preset: str | None = None
+    """A style preset's name (service.presets): applied before anything else."""
     needs: tuple[str, ...] = ()
     """With relay="auto": the traits the chosen relay must have (service.choice)."""
 

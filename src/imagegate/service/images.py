@@ -39,6 +39,7 @@ from imagegate.service.confirm import ConfirmFn, PaidCall, batch_total, paid_cal
 from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.service.inputs import InputResolver, Inputs
 from imagegate.service.links import LinkSigner
+from imagegate.service.presets import Presets
 from imagegate.service.quota import (
     check_limits,
     keep_until,
@@ -178,6 +179,7 @@ class ImageService:
         inputs: InputResolver,
         fair: FairShare | None = None,
         metrics: Metrics | None = None,
+        presets: Presets | None = None,
     ) -> None:
         self.settings = settings
         self.assets = assets
@@ -190,6 +192,7 @@ class ImageService:
         self._fair = fair
         self._metrics = metrics or Metrics()
         self.views = Views(assets, settings.view_cache_bytes)
+        self.presets = presets or Presets(settings, relays, None, clock)
 
     @contextmanager
     def _acting_for(self, subject: str) -> Iterator[None]:
@@ -359,7 +362,8 @@ class ImageService:
         its request checked, its quota pre-checked and, for a paid relay, the user's
         yes; one question for a whole batch, with its total. Nothing is reserved or
         made yet. `batch` edits each source on its own: a failed item is then
-        reported, not fatal."""
+        reported, not fatal. A preset the arguments name is applied first."""
+        args = await self.presets.applied(caller, args)
         if sources is None:
             plan = self._plan(caller, args)
             await self._check_and_ask(caller, plan, [plan], confirm)

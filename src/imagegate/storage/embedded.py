@@ -11,7 +11,16 @@ from imagegate.core.errors import StorageError
 from imagegate.storage.files import FileBlobStore
 from imagegate.storage.interfaces import BlobStore, Storage
 from imagegate.storage.processes import this_process
-from imagegate.storage.sqlite import assets, jobs, leases, nonces, quotas, schema, uploads
+from imagegate.storage.sqlite import (
+    assets,
+    jobs,
+    leases,
+    nonces,
+    presets,
+    quotas,
+    schema,
+    uploads,
+)
 from imagegate.storage.sqlite.database import Database, connect
 
 DATABASE_FILE = "imagegate.sqlite3"
@@ -51,5 +60,6 @@ def open_embedded(state_dir: Path, max_blob_bytes: int, blobs: BlobStore | None 
         uploads=uploads.SqliteUploadLedger(database),
         blobs=blobs,
         leases=leases.SqliteLeases(database),
+        presets=presets.SqlitePresetLedger(database),
         closing=database.aclose,
     )

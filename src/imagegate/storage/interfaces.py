@@ -8,6 +8,7 @@ Protocols, each implemented by every backend and tested by one contract suite
 - `NonceLedger`: single-use tokens, such as a confirmation's;
 - `JobLedger`: generations that outlive the call that started them;
 - `UploadLedger`: single-use upload tickets;
+- `PresetLedger`: the style presets subjects save for themselves;
 - `BlobStore`: content-addressed image bytes, written through local staging files.
 
 Every read and write of an asset names its owner; another owner's asset answers exactly
@@ -431,6 +432,48 @@ class UploadLedger(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredPreset:
+    """A style preset a subject saved for itself (service.presets says what it means)."""
+
+    owner: Subject
+    name: str
+    prompt: str
+    negative_prompt: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    relay: str | None = None
+    description: str | None = None
+    updated_at: float = 0.0
+
+
+class PresetSaved(StrEnum):
+    CREATED = "created"
+    REPLACED = "replaced"
+    FULL = "full"
+
+
+class PresetLedger(Protocol):
+    """Each subject's own presets, by name. Another owner's preset answers exactly
+    like a missing one."""
+
+    async def list(self, owner: Subject) -> list[StoredPreset]:
+        """The owner's presets, by name."""
+        ...
+
+    async def get(self, owner: Subject, name: str) -> StoredPreset | None: ...
+
+    async def save(self, preset: StoredPreset, max_count: int) -> PresetSaved:
+        """Keep `preset`, replacing the owner's preset of that name; FULL (and no
+        change) when it is new and the owner has `max_count` already. Counted and
+        written atomically, across every process that shares the ledger."""
+        ...
+
+    async def delete(self, owner: Subject, name: str) -> bool:
+        """Forget the owner's preset of that name; False when there was none."""
+        ...
+
+
 async def _nothing_to_open() -> None:
     return None
 
@@ -446,6 +489,7 @@ class Storage:
     uploads: UploadLedger
     blobs: BlobStore
     leases: Leases
+    presets: PresetLedger
     closing: Callable[[], Awaitable[None]]
     """Release what the parts share (connections); after it, they fail cleanly."""
     opening: Callable[[], Awaitable[None]] = _nothing_to_open

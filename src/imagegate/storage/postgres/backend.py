@@ -8,7 +8,16 @@ so that `serve` refuses a database of the wrong schema before it listens.
 from urllib.parse import urlsplit
 
 from imagegate.storage.interfaces import BlobStore, Storage
-from imagegate.storage.postgres import assets, jobs, leases, nonces, quotas, schema, uploads
+from imagegate.storage.postgres import (
+    assets,
+    jobs,
+    leases,
+    nonces,
+    presets,
+    quotas,
+    schema,
+    uploads,
+)
 from imagegate.storage.postgres.database import DRIVER_ERRORS, PgDatabase, failure
 from imagegate.storage.postgres.holders import BEAT_SECONDS, GONE_AFTER_SECONDS, Heartbeat
 from imagegate.storage.processes import this_process
@@ -42,6 +51,7 @@ def open_postgres(
         uploads=uploads.PgUploadLedger(database),
         blobs=blobs,
         leases=leases.PgLeases(database),
+        presets=presets.PgPresetLedger(database),
         closing=database.aclose,
         opening=database.open,
     )

@@ -47,6 +47,7 @@ class Lock(IntEnum):
     QUOTA = 2
     BLOB = 3
     OWNER_BYTES = 4
+    PRESETS = 5
 
 
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)

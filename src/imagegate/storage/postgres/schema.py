@@ -150,6 +150,24 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        3,
+        "subjects' own style presets",
+        """
+        CREATE TABLE presets (
+            owner text NOT NULL,
+            name text NOT NULL,
+            prompt text NOT NULL,
+            negative_prompt text,
+            size text,
+            quality text,
+            relay text,
+            description text,
+            updated double precision NOT NULL,
+            PRIMARY KEY (owner, name)
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1].number
 

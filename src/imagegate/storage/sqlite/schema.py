@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagegate.core.errors import SchemaError
-from imagegate.storage.sqlite import assets, jobs, leases, nonces, quotas, uploads
+from imagegate.storage.sqlite import assets, jobs, leases, nonces, presets, quotas, uploads
 
 UPGRADE_COMMAND = "imagegate db upgrade"
 
@@ -44,6 +44,7 @@ MIGRATIONS = (
         "link revocation and retention on assets, usage by relay, leases",
         (assets.add_links_and_retention, quotas.create_relays, leases.create),
     ),
+    Migration(5, "subjects' own style presets", (presets.create,)),
 )
 LATEST = MIGRATIONS[-1].number
 
