@@ -430,6 +430,8 @@ class Settings(BaseSettings):
     max_connections_per_peer: int = Field(default=256, ge=0)
     """Open connections one address may hold; 0: no cap (behind a reverse proxy)."""
     thumbnail_px: int = Field(default=256, ge=16, le=1024)
+    apps_viewer: bool = True
+    """Offer the image viewer (ui://imagegate/viewer.html) to hosts that render MCP Apps."""
     view_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     """Memory for rendered views (resized or converted copies), least recently used
     first out."""

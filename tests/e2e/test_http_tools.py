@@ -478,7 +478,8 @@ async def test_only_what_is_served_is_advertised(server: RunningServer, mode: st
     assert capabilities.resources is not None  # the images, as image:// resources
     assert not capabilities.resources.subscribe
     assert not capabilities.resources.list_changed
-    assert "io.modelcontextprotocol/ui" not in (capabilities.extensions or {})
+    # The MCP Apps extension is advertised while the viewer is served, and only then
+    # (tests/e2e/test_apps_viewer.py).
 
 
 async def test_tools_list_is_compact_and_exact(server: RunningServer) -> None:

@@ -27,6 +27,7 @@ from imagegate.config import Settings
 from imagegate.core.clock import Clock
 from imagegate.core.metrics import Metrics
 from imagegate.mcp import tools
+from imagegate.mcp.apps import serve_viewer, viewer_meta
 from imagegate.mcp.elicit import QUESTION_TTL_SECONDS
 from imagegate.mcp.middleware import AclMiddleware, AuditMiddleware, domain_errors
 from imagegate.mcp.prompts import Prompts, serve_prompts
@@ -124,14 +125,18 @@ def build_mcp(
     serve_tasks(mcp, JobTasks(service, runner, policy, local))
     serve_resources(mcp, ImageResources(service, policy, local))
     serve_prompts(mcp, Prompts(service, policy, local))
-    _register_tools(mcp, schema_bounds(settings, service.relays))
-    _advertise_only_tools(mcp)
+    if settings.apps_viewer:
+        serve_viewer(mcp, settings, service.links_enabled)
+    _register_tools(mcp, schema_bounds(settings, service.relays), settings.apps_viewer)
+    _advertise_only_tools(mcp, settings.apps_viewer)
     for path, methods, handler in routes:
         mcp.custom_route(path, methods=methods)(handler)
     return mcp
 
 
-def _register_tools(mcp: FastMCP[Any], bounds: dict[str, dict[str, int]]) -> None:
+def _register_tools(
+    mcp: FastMCP[Any], bounds: dict[str, dict[str, int]], viewer: bool = False
+) -> None:
     schemas: dict[str, dict[str, Any]] = {}
     for spec in TOOLS:
         registered = FunctionTool.from_function(
@@ -139,6 +144,7 @@ def _register_tools(mcp: FastMCP[Any], bounds: dict[str, dict[str, int]]) -> Non
             output_schema=None,
             annotations=spec.annotations,
             task=TaskConfig(mode="optional") if spec.runs_as_job else False,
+            meta=viewer_meta() if viewer and spec.shows_images else None,
         )
         properties = registered.parameters.get("properties", {})
         for argument, bound in bounds.items():
@@ -182,12 +188,13 @@ def schema_bounds(settings: Settings, relays: Relays) -> dict[str, dict[str, int
     }
 
 
-def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
+def _advertise_only_tools(mcp: FastMCP[Any], viewer: bool = False) -> None:
     """FastMCP advertises the MCP Apps extension whether a server has an app or not;
     clients then ask for it and find nothing. imagegate serves tools, prompts (a fixed
     set, mcp.prompts) and resources (its images, which change without notice), in both
     eras; and tasks for tool calls, which 2025-11-25 clients learn from a capability
-    (2026-07-28 ones from the extension)."""
+    (2026-07-28 ones from the extension). The MCP Apps extension stays when the image
+    viewer is served (mcp.apps)."""
     server = mcp._mcp_server
     advertised = server.get_capabilities
 
@@ -196,7 +203,7 @@ def _advertise_only_tools(mcp: FastMCP[Any]) -> None:
         extensions = {
             name: value
             for name, value in (capabilities.extensions or {}).items()
-            if name != UI_EXTENSION_ID
+            if name != UI_EXTENSION_ID or viewer
         }
         update: dict[str, Any] = {
             "prompts": mcp_types.PromptsCapability(list_changed=False),

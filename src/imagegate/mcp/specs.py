@@ -32,6 +32,8 @@ class ToolSpec:
     annotations: ToolAnnotations
     runs_as_job: bool = False
     """Runs as a job: a bounded wait, or an MCP task when the client asks for one."""
+    shows_images: bool = False
+    """Its results are images: hosts that render MCP Apps show them in the viewer."""
 
     @property
     def name(self) -> str:
@@ -58,15 +60,15 @@ _SAVES = ToolAnnotations(
 )
 
 TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec(tools.generate_image, GENERATE, True, _MAKES, runs_as_job=True),
-    ToolSpec(tools.edit_image, EDIT, True, _MAKES, runs_as_job=True),
+    ToolSpec(tools.generate_image, GENERATE, True, _MAKES, runs_as_job=True, shows_images=True),
+    ToolSpec(tools.edit_image, EDIT, True, _MAKES, runs_as_job=True, shows_images=True),
     # Only the caller's own jobs, which only these two scopes can start.
-    ToolSpec(tools.get_job, JOBS, False, _READS),
+    ToolSpec(tools.get_job, JOBS, False, _READS, shows_images=True),
     ToolSpec(tools.cancel_job, JOBS, False, _CANCELS),
     ToolSpec(tools.list_jobs, JOBS, False, _READS),
-    ToolSpec(tools.list_images, READ, False, _READS),
-    ToolSpec(tools.get_image, READ, False, _READS),
-    ToolSpec(tools.create_download_link, SHARE, False, _READS),
+    ToolSpec(tools.list_images, READ, False, _READS, shows_images=True),
+    ToolSpec(tools.get_image, READ, False, _READS, shows_images=True),
+    ToolSpec(tools.create_download_link, SHARE, False, _READS, shows_images=True),
     ToolSpec(tools.create_upload_link, UPLOAD, False, _ISSUES),
     ToolSpec(tools.revoke_links, SHARE, False, _ISSUES),
     ToolSpec(tools.delete_image, DELETE, False, _DESTROYS),
