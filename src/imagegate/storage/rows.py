@@ -1,4 +1,4 @@
-"""Assets and jobs from their rows, by column name: the one reading for both
+"""Assets, jobs and presets from their rows, by column name: the one reading for both
 databases (an sqlite3.Row and an asyncpg.Record both answer `row["name"]`), so that a
 column added by a migration is read the same way everywhere."""
 
@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from imagegate.core.ids import AssetId, JobId, Subject
 from imagegate.core.images import ImageFormat
-from imagegate.storage.interfaces import Asset, Job, JobState
+from imagegate.storage.interfaces import Asset, Job, JobState, StoredPreset
 
 
 class Row(Protocol):
@@ -46,4 +46,18 @@ def job_from_row(row: Row) -> Job:
         request=json.loads(row["request"]),
         outcome=None if row["outcome"] is None else json.loads(row["outcome"]),
         error=None if row["error"] is None else json.loads(row["error"]),
+    )
+
+
+def preset_from_row(row: Row) -> StoredPreset:
+    return StoredPreset(
+        owner=Subject(row["owner"]),
+        name=row["name"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        size=row["size"],
+        quality=row["quality"],
+        relay=row["relay"],
+        description=row["description"],
+        updated_at=row["updated"],
     )

@@ -1,25 +1,10 @@
 """Subjects' own presets in PostgreSQL: a save holds the owner's advisory lock while it
 counts and writes, so replicas saving at once can't both take the last place."""
 
-import asyncpg
-
 from imagegate.core.ids import Subject
 from imagegate.storage.interfaces import PresetSaved, StoredPreset
 from imagegate.storage.postgres.database import Lock, PgDatabase, lock
-
-
-def _preset(row: asyncpg.Record) -> StoredPreset:
-    return StoredPreset(
-        owner=Subject(row["owner"]),
-        name=row["name"],
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        size=row["size"],
-        quality=row["quality"],
-        relay=row["relay"],
-        description=row["description"],
-        updated_at=row["updated"],
-    )
+from imagegate.storage.rows import preset_from_row
 
 
 class PgPresetLedger:
@@ -34,7 +19,7 @@ class PgPresetLedger:
                 owner,
             )
         )
-        return [_preset(row) for row in rows]
+        return [preset_from_row(row) for row in rows]
 
     async def get(self, owner: Subject, name: str) -> StoredPreset | None:
         row = await self._db.run(
@@ -45,7 +30,7 @@ class PgPresetLedger:
                 name,
             )
         )
-        return None if row is None else _preset(row)
+        return None if row is None else preset_from_row(row)
 
     async def save(self, preset: StoredPreset, max_count: int) -> PresetSaved:
         async with self._db.transaction() as db:

@@ -5,6 +5,7 @@ import sqlite3
 
 from imagegate.core.ids import Subject
 from imagegate.storage.interfaces import PresetSaved, StoredPreset
+from imagegate.storage.rows import preset_from_row
 from imagegate.storage.sqlite.database import Database, rows_by_name, run_script
 
 SCHEMA = """
@@ -27,20 +28,6 @@ def create(db: sqlite3.Connection) -> None:
     run_script(db, SCHEMA)
 
 
-def _preset(row: sqlite3.Row) -> StoredPreset:
-    return StoredPreset(
-        owner=Subject(row["owner"]),
-        name=row["name"],
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        size=row["size"],
-        quality=row["quality"],
-        relay=row["relay"],
-        description=row["description"],
-        updated_at=row["updated"],
-    )
-
-
 class SqlitePresetLedger:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -54,7 +41,7 @@ class SqlitePresetLedger:
                 (owner,),
             )
         )
-        return [_preset(row) for row in rows]
+        return [preset_from_row(row) for row in rows]
 
     async def get(self, owner: Subject, name: str) -> StoredPreset | None:
         rows = await self._db.read(
@@ -65,7 +52,7 @@ class SqlitePresetLedger:
                 (owner, name),
             )
         )
-        return _preset(rows[0]) if rows else None
+        return preset_from_row(rows[0]) if rows else None
 
     async def save(self, preset: StoredPreset, max_count: int) -> PresetSaved:
         def save(db: sqlite3.Connection) -> PresetSaved:
