@@ -4,7 +4,7 @@ code, and the token it buys passes imagegate's OIDCVerifier."""
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +25,8 @@ from tests.e2e.idp import (
     AUDIENCE,
     GALLERY,
     Provider,
-    oidc_provider,
     pkce_pair,
 )
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    with oidc_provider(tmp_path_factory.mktemp("idp")) as running:
-        yield running
 
 
 @dataclass

@@ -4,7 +4,7 @@ them; a second person sees none of the first's; a form posted from another page 
 refused. Screenshots go to test-artifacts/."""
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from imagegate.config import GallerySettings, OIDCSettings
 from tests.e2e.browser import new_page, screenshot
 from tests.e2e.harness import RunningServer, running_server, structured
-from tests.e2e.idp import ACCOUNTS, AUDIENCE, GALLERY, Provider, oidc_provider
+from tests.e2e.idp import ACCOUNTS, AUDIENCE, GALLERY, Provider
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -24,12 +24,6 @@ ACL = """
 [groups.designers]
 scopes = ["images:generate", "images:read", "images:delete", "images:share", "relay:*"]
 """
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    with oidc_provider(tmp_path_factory.mktemp("idp")) as running:
-        yield running
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ form, and the audiences a client's tokens carry."""
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,15 +18,8 @@ from tests.e2e.idp import (
     LoginClient,
     LoginRefused,
     Provider,
-    oidc_provider,
     pkce_pair,
 )
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    with oidc_provider(tmp_path_factory.mktemp("idp")) as running:
-        yield running
 
 
 def decoded(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

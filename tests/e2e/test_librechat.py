@@ -2,7 +2,7 @@
 access token (`Bearer {{LIBRECHAT_OPENID_ACCESS_TOKEN}}`), and imagegate accepts it only
 when the provider put imagegate's audience in it, beside LibreChat's."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,7 @@ from fastmcp.client.transports import StreamableHttpTransport
 from imagegate.config import OIDCSettings
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, http_post, running_server, structured
-from tests.e2e.idp import AUDIENCE, LIBRECHAT, LIBRECHAT_ALONE, Provider, oidc_provider
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    with oidc_provider(tmp_path_factory.mktemp("idp")) as running:
-        yield running
+from tests.e2e.idp import AUDIENCE, LIBRECHAT, LIBRECHAT_ALONE, Provider
 
 
 @pytest.fixture

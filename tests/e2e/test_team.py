@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from joserfc.jwk import RSAKey
 from imagegate.config import OIDCSettings
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, http_get, http_post, running_server
-from tests.e2e.idp import AUDIENCE, Provider, oidc_provider
+from tests.e2e.idp import AUDIENCE, Provider
 
 BOT_TOKEN = "ci-bot-token-0123456789abcdefghijkl"
 READER_TOKEN = "reader-token-0123456789abcdefghijkl"
@@ -59,12 +59,6 @@ def tokens_file_text(*, include_bot: bool = True) -> str:
         "expires = 2020-01-01T00:00:00Z\n"
     )
     return "\n".join(entries)
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    with oidc_provider(tmp_path_factory.mktemp("idp")) as running:
-        yield running
 
 
 def team_settings(tmp_path: Path, provider: Provider, **overrides: Any) -> dict[str, Any]:
