@@ -610,6 +610,11 @@ class Settings(BaseSettings):
                 "[gallery] needs public_url: the provider sends people back to "
                 "public_url + /gallery/callback, which must be registered there"
             )
+        if urlsplit(self.public_url).path not in ("", "/"):
+            raise ValueError(
+                "[gallery] needs a public_url without a path: the gallery's pages and "
+                "cookies live at /gallery of the host"
+            )
         if self.gallery_client_secret is None and self.gallery_client_secret_file is None:
             raise ValueError(
                 f"[gallery] needs the client secret: {ENV_PREFIX}GALLERY_CLIENT_SECRET or "

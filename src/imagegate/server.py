@@ -213,7 +213,9 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         routes = [*web.table(), *upload_routes(uploads, metrics)]
         probes = web.probes()
         if checks is not None and checks.oidc is not None and http_client is not None:
-            routes += gallery_routes(settings, service, policy, checks.oidc, http_client, clock)
+            routes += gallery_routes(
+                settings, service, policy, checks.oidc, http_client, clock, audit
+            )
     scrape = None
     if settings.metrics and http:
         scrape = MetricsEndpoint(metrics, metrics_token(settings))
@@ -262,6 +264,7 @@ def gallery_routes(
     oidc: OIDCVerifier,
     http: httpx.AsyncClient,
     clock: Clock,
+    audit: AuditLog,
 ) -> list[Route]:
     """/gallery and its pages, when [gallery] is set (it needs [oidc] and public_url)."""
     if settings.gallery is None or settings.oidc is None or settings.public_url is None:
@@ -282,7 +285,7 @@ def gallery_routes(
     key = resolve_secret(
         "link_key", settings.link_key, settings.link_key_file, settings, "link-signing.key"
     )
-    return Gallery(settings, service, policy, login, Sealer(key), clock).table()
+    return Gallery(settings, service, policy, login, Sealer(key), clock, audit).table()
 
 
 def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> Tracing | None:

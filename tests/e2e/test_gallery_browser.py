@@ -74,8 +74,10 @@ async def test_a_person_logs_in_and_manages_their_images(
     # Newest first, and every thumbnail really loaded.
     hrefs = await page.locator("ul.grid a").evaluate_all("(a) => a.map((e) => e.pathname)")
     assert hrefs == [f"/gallery/images/{second}", f"/gallery/images/{first}"]
-    widths = await thumbs.evaluate_all("(imgs) => imgs.map((i) => i.naturalWidth)")
-    assert all(width > 0 for width in widths)
+    await page.wait_for_function(
+        "[...document.querySelectorAll('ul.grid img')]"
+        ".every((i) => i.complete && i.naturalWidth > 0)"
+    )
     assert daves not in await page.content()
     await screenshot(page, "gallery-list")
 

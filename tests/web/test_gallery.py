@@ -3,6 +3,7 @@ cookies' flags, and the login's state check. The login at a real provider, in a 
 browser, is in tests/e2e/test_gallery_browser.py; here it is a stand-in."""
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from imagegate.access.acl import Acl
+from imagegate.access.audit import AuditLog
 from imagegate.access.identity import Identity, Verified, verified
 from imagegate.access.login import Attempt, LoginFailed
 from imagegate.access.policy import AccessPolicy, Caller
@@ -32,7 +34,7 @@ from imagegate.service.links import LinkSigner
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import open_embedded
 from imagegate.storage.interfaces import Asset, AssetMeta
-from imagegate.web.gallery import Gallery
+from imagegate.web.gallery import Gallery, ttl_choices, web_origin
 from tests.conftest import ManualClock
 
 ALICE = Subject("oidc:alice")
@@ -58,12 +60,29 @@ class StandIn:
         return verified(Subject(code), groups=["designers"])
 
 
+class Policy(AccessPolicy):
+    """The ACL as the operator has it now: a test changes it between requests."""
+
+    def __init__(self, acl: Acl) -> None:
+        super().__init__(acl)
+        self.acl = acl
+
+    def caller(self, identity: Identity) -> Caller:
+        return AccessPolicy(self.acl).caller(identity)
+
+
 @dataclass
 class Site:
     client: httpx.AsyncClient
     service: ImageService
     sealer: Sealer
     clock: ManualClock
+    policy: Policy
+    audit_path: Path
+
+    def audited(self) -> list[dict[str, Any]]:
+        lines = self.audit_path.read_text().splitlines() if self.audit_path.exists() else []
+        return [json.loads(line) for line in lines]
 
     def as_person(self, subject: Subject, groups: frozenset[str] = frozenset()) -> str:
         cookie = self.sealer.session(Identity(subject, groups), self.clock.now(), 3600)
@@ -91,11 +110,13 @@ async def stored(service: ImageService, owner: Subject = ALICE) -> Asset:
         return await service.assets.add(owner, staged, info, meta, 1.0)
 
 
-def site_of(acl: Acl) -> Any:
+def site_of(acl: Acl, **overrides: Any) -> Any:
     async def make(state_dir: Path, clock: ManualClock) -> AsyncIterator[Site]:
         settings = Settings(
             state_dir=state_dir,
             public_url=PUBLIC,
+            audit_log=str(state_dir.parent / "audit.jsonl"),
+            **overrides,
             oidc=OIDCSettings(issuer="https://idp.test", audience=f"{PUBLIC}/mcp"),
             gallery=GallerySettings(client_id="imagegate-gallery"),
             gallery_client_secret=SecretStr("s" * 32),
@@ -114,7 +135,9 @@ def site_of(acl: Acl) -> Any:
         )
         sealer = Sealer(b"k" * 32)
         login: Any = StandIn()
-        gallery = Gallery(settings, service, AccessPolicy(acl), login, sealer, clock)
+        policy = Policy(acl)
+        audit = AuditLog(settings.audit_log)
+        gallery = Gallery(settings, service, policy, login, sealer, clock, audit)
         app = Starlette(
             routes=[
                 Route(path, handler, methods=methods) for path, methods, handler in gallery.table()
@@ -122,7 +145,8 @@ def site_of(acl: Acl) -> Any:
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=PUBLIC) as client:
-            yield Site(client, service, sealer, clock)
+            yield Site(client, service, sealer, clock, policy, state_dir.parent / "audit.jsonl")
+        audit.close()
         await storage.aclose()
 
     return make
@@ -413,12 +437,78 @@ def test_settings_refuse_a_gallery_without_what_it_needs() -> None:
     ]:
         with pytest.raises(ValueError, match=re.escape(said)):
             Settings(**{k: v for k, v in base.items() if k != missing})
+    with pytest.raises(ValueError, match="without a path"):
+        Settings(**{**base, "public_url": f"{PUBLIC}/imagegate"})
 
 
-def test_a_caller_from_a_session_gets_the_acl_of_now() -> None:
-    """Scopes are not kept in the cookie: an ACL change applies to open sessions."""
-    policy = AccessPolicy(acl(alice="images:read"))
-    assert policy.caller(Identity(ALICE)) == Caller(Identity(ALICE), frozenset({"images:read"}))
+async def test_a_session_gets_the_acl_of_now(site: Site) -> None:
+    """Scopes are not kept in the cookie: each request asks the ACL with the identity
+    from login, so a changed ACL applies to a session already open."""
+    site.as_person(ALICE)
+    assert (await site.client.get("/gallery")).status_code == 200
+    site.policy.acl = acl(alice="images:delete")
+    refused = await site.client.get("/gallery")
+    assert refused.status_code == 403
+    assert "needs scope images:read" in refused.text
+
+
+async def test_gallery_actions_are_audited(site: Site) -> None:
+    asset = await stored(site.service)
+    cookie = site.as_person(ALICE)
+    csrf = site.csrf(cookie)
+    await site.client.get(f"/gallery/images/{asset.id}/download")
+    await site.client.post(
+        f"/gallery/images/{asset.id}/link", data={"ttl_seconds": "3600", "csrf": csrf}
+    )
+    await site.client.post(
+        f"/gallery/images/{asset.id}/delete", data={"confirm": "yes", "csrf": csrf}
+    )
+    await site.client.post(
+        "/gallery/images/img_not-an-id%0Aforged/delete", data={"confirm": "yes", "csrf": csrf}
+    )
+    lines = [(r["subject"], r["tool"], r["outcome"], r["detail"]) for r in site.audited()]
+    assert lines == [
+        (ALICE, "gallery:download", "ok", asset.id),
+        (ALICE, "gallery:create_link", "ok", asset.id),
+        (ALICE, "gallery:delete", "ok", asset.id),
+        (ALICE, "gallery:delete", "refused", None),  # not an asset id: not written
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://Images.Example.com", "https://images.example.com"),
+        ("https://images.example.com:443", "https://images.example.com"),
+        ("https://images.example.com:8443", "https://images.example.com:8443"),
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+        ("http://[::1]:80", "http://[::1]"),
+    ],
+)
+def test_the_origin_is_what_browsers_send(url: str, origin: str) -> None:
+    assert web_origin(url) == origin
+
+
+@pytest.mark.parametrize(
+    ("maximum", "offered"),
+    [(7 * 86400, [3600, 86400, 7 * 86400]), (3600, [3600]), (600, [600])],
+)
+def test_link_lifetimes_offered_stay_within_the_maximum(maximum: int, offered: list[int]) -> None:
+    assert [choice["seconds"] for choice in ttl_choices(maximum)] == offered
+
+
+async def test_a_download_link_is_no_longer_than_the_maximum(
+    state_dir: Path, clock: ManualClock
+) -> None:
+    async for site in site_of(acl(), link_ttl_seconds=30, link_ttl_max_seconds=30)(
+        state_dir, clock
+    ):
+        asset = await stored(site.service)
+        site.as_person(ALICE)
+        response = await site.client.get(f"/gallery/images/{asset.id}/download")
+        assert response.status_code == 303
+        expires = int(re.search(r"exp=(\d+)", response.headers["location"])[1])  # type: ignore[index]
+        assert expires == int(clock.now()) + 30
 
 
 @pytest.mark.parametrize(

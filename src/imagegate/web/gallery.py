@@ -9,7 +9,6 @@ owner's images admin. Forms are POSTs with a CSRF token derived from the session
 a POST whose Origin is another site's is refused as well.
 """
 
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from imagegate.access.audit import AuditLog, AuditRecord
 from imagegate.access.login import LOGIN_SECONDS, Login, LoginFailed
 from imagegate.access.policy import AccessPolicy, Caller, may_link
 from imagegate.access.scopes import DELETE, READ, SHARE, grants
@@ -35,12 +35,11 @@ from imagegate.core.errors import (
     PermissionDenied,
     StorageError,
 )
+from imagegate.core.ids import is_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.core.views import View
 from imagegate.service.images import ImageService
 from imagegate.storage.interfaces import Asset
-
-log = logging.getLogger("imagegate.web")
 
 Handler = Callable[[Request], Awaitable[Response]]
 HERE = Path(__file__).parent
@@ -104,6 +103,7 @@ class Gallery:
         login: Login,
         sealer: Sealer,
         clock: Clock,
+        audit: AuditLog | None = None,
     ) -> None:
         assert settings.gallery is not None
         assert settings.public_url is not None
@@ -114,9 +114,9 @@ class Gallery:
         self._login = login
         self._sealer = sealer
         self._clock = clock
-        origin = urlsplit(settings.public_url)
-        self._origin = f"{origin.scheme}://{origin.netloc}"
-        self._cookies = Cookies(secure=origin.scheme == "https")
+        self._audit = audit
+        self._origin = web_origin(settings.public_url)
+        self._cookies = Cookies(secure=self._origin.startswith("https:"))
         self._templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True),
@@ -173,6 +173,28 @@ class Gallery:
     def _session(self, request: Request) -> Session | None:
         value = request.cookies.get(self._cookies.session)
         return self._sealer.read_session(value, self._clock.now()) if value else None
+
+    def _record(
+        self, who: Session | str, action: str, outcome: str, asset_id: str | None = None
+    ) -> None:
+        """An audit line, as a tool call gets one: `gallery:<action>`, the asset id as
+        its detail (checked to be one: the URL's text is the client's)."""
+        if self._audit is None:
+            return
+        subject = who.subject if isinstance(who, Session) else who
+        self._audit.write(
+            AuditRecord(
+                time=self._clock.now(),
+                subject=subject,
+                tool=f"gallery:{action}",
+                relay=None,
+                outcome=outcome,
+                images=0,
+                estimated_cost=None,
+                duration_ms=0.0,
+                detail=asset_id if asset_id and is_asset_id(asset_id) else None,
+            )
+        )
 
     def _caller(self, session: Session) -> Caller:
         # The ACL as it is now, for the identity the provider vouched for at login.
@@ -236,7 +258,7 @@ class Gallery:
             value = self._sealer.session(verified.identity, self._clock.now(), self._lifetime)
         except (LoginFailed, SessionTooLarge) as err:
             return self._message(None, 400, "Not signed in", str(err))
-        log.info("gallery login of %s", verified.identity.subject)
+        self._record(verified.identity.subject, "login", "ok")
         response = RedirectResponse("/gallery", status_code=303, headers=_PAGE_HEADERS)
         self._cookies.set(response, self._cookies.session, value, int(self._lifetime))
         return response
@@ -313,11 +335,7 @@ class Gallery:
             may_download=may_link(caller, asset.owner),
             may_link=grants(caller.scopes, SHARE),
             may_delete=grants(caller.scopes, DELETE),
-            ttl_choices=[
-                {"seconds": seconds, "label": label}
-                for seconds, label in TTL_CHOICES
-                if seconds <= ttl_max
-            ],
+            ttl_choices=ttl_choices(ttl_max),
         )
 
     async def thumb(self, request: Request) -> Response:
@@ -353,7 +371,9 @@ class Gallery:
         session, caller, asset = found
         if not may_link(caller, asset.owner):
             return self._message(session, 403, "Not allowed", f"forbidden: needs scope {SHARE}")
-        published = self._service.publish(asset, DOWNLOAD_LINK_SECONDS)
+        ttl = min(DOWNLOAD_LINK_SECONDS, self._settings.link_ttl_max_seconds)
+        published = self._service.publish(asset, ttl)
+        self._record(session, "download", "ok", asset.id)
         return RedirectResponse(published.url, status_code=303, headers=_PAGE_HEADERS)
 
     async def link(self, request: Request) -> Response:
@@ -363,13 +383,16 @@ class Gallery:
         session, fields = posted
         caller = self._caller(session)
         if not grants(caller.scopes, SHARE):
+            self._record(session, "create_link", "denied", request.path_params["asset_id"])
             return self._message(session, 403, "Not allowed", f"forbidden: needs scope {SHARE}")
         try:
             asset = await self._service.get(caller, request.path_params["asset_id"])
             ttl = _ttl(fields.get("ttl_seconds", ""))
             published = self._service.publish(asset, ttl)
         except ImagegateError as err:
+            self._record(session, "create_link", "refused", request.path_params["asset_id"])
             return self._refused(session, err)
+        self._record(session, "create_link", "ok", asset.id)
         return self._page(
             "link.html",
             session,
@@ -386,14 +409,16 @@ class Gallery:
         session, fields = posted
         caller = self._caller(session)
         if not grants(caller.scopes, DELETE):
+            self._record(session, "delete", "denied", request.path_params["asset_id"])
             return self._message(session, 403, "Not allowed", f"forbidden: needs scope {DELETE}")
         if fields.get("confirm") != "yes":
             return self._message(session, 400, "Not deleted", "Tick the box to confirm.")
         try:
             asset = await self._service.delete(caller, request.path_params["asset_id"])
         except ImagegateError as err:
+            self._record(session, "delete", "refused", request.path_params["asset_id"])
             return self._refused(session, err)
-        log.info("gallery: %s deleted %s", session.subject, asset.id)
+        self._record(session, "delete", "ok", asset.id)
         return self._page("message.html", session, title="Deleted", message=f"{asset.id} is gone.")
 
     async def static(self, request: Request) -> Response:
@@ -405,6 +430,27 @@ class Gallery:
             media_type=STATIC[name],
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def web_origin(url: str) -> str:
+    """The origin a browser sends for pages under `url`: scheme and host in lower
+    case, the port only when it isn't the scheme's default."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}[scheme]
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    return f"{scheme}://{host}{port}"
+
+
+def ttl_choices(maximum: int) -> list[dict[str, object]]:
+    """The lifetimes a link may be given: the usual ones up to the maximum, and the
+    maximum itself when it is shorter than any of them."""
+    choices = [(seconds, label) for seconds, label in TTL_CHOICES if seconds <= maximum]
+    if not choices:
+        choices = [(maximum, f"{maximum} seconds")]
+    return [{"seconds": seconds, "label": label} for seconds, label in choices]
 
 
 def _ttl(text: str) -> int:
