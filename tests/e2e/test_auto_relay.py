@@ -4,6 +4,7 @@ why, and a caller who may not use the cheap one getting the other."""
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,12 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from fastmcp.client.auth import BearerAuth
+from fastmcp.client.transports import StdioTransport
 from fastmcp.exceptions import ToolError
 from mcp_types import TextContent
 
 from tests.e2e.harness import team_files
-from tests.e2e.processes import serving
+from tests.e2e.processes import clean_env, serving
 from tests.fakes.upstream import FakeUpstream, held, images_reply, png_bytes, running_upstream
 
 DESIGNER = "designer-token-0123456789abcdefghij"
@@ -155,3 +157,36 @@ async def test_a_caller_without_the_cheap_relays_scope_gets_the_other(
     with pytest.raises(ToolError, match="forbidden: needs scope relay:budget"):
         await call(server, INTERN, relay="budget")
     assert models_asked(upstream) == ["studio-model"]
+
+
+async def test_over_stdio_auto_saves_in_the_format_the_name_asks_for(tmp_path: Path) -> None:
+    """save_to "hero.webp" makes WebP although the relay's default is PNG; a name
+    already taken is refused before anything is made, also one without an extension."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "taken.png").write_bytes(b"the user's own file")
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "imagegate", "serve", "--transport", "stdio"],
+        env=clean_env(
+            IMAGEGATE_STATE_DIR=str(tmp_path / "state"), IMAGEGATE_OUTPUT_ROOT=str(project)
+        ),
+    )
+    async with Client(transport) as local:
+        made = await local.call_tool(
+            "generate_image",
+            {"prompt": "a hero", "size": "64x64", "relay": "auto", "save_to": "hero.webp"},
+        )
+        for name in ("taken.png", "taken"):
+            with pytest.raises(ToolError, match=r"^save_to: taken.png exists in output_root"):
+                await local.call_tool(
+                    "generate_image", {"prompt": "x", "relay": "auto", "save_to": name}
+                )
+        listed = await local.call_tool("list_images", {})
+    assert made.structured_content is not None
+    (image,) = made.structured_content["images"]
+    assert image["mime_type"] == "image/webp"
+    assert (project / "hero.webp").read_bytes()[8:12] == b"WEBP"
+    assert listed.structured_content is not None
+    assert len(listed.structured_content["images"]) == 1  # the refused calls made none
+    assert (project / "taken.png").read_bytes() == b"the user's own file"

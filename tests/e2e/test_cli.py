@@ -297,6 +297,10 @@ def test_generate_into_a_directory_it_cannot_write_fails_cleanly(tmp_path: Path)
             },
             "presets.p: relay 'placeholder' does not support quality",
         ),
+        (  # no relay: its calls go to the default relay, which takes no negative prompt
+            {"IMAGEGATE_PRESETS": '{"p": {"prompt": "{prompt}", "negative_prompt": "text"}}'},
+            "presets.p: relay 'placeholder' does not support negative_prompt (it names no relay",
+        ),
         (
             {
                 "IMAGEGATE_OTLP_ENDPOINT": "https://otel.example.com",

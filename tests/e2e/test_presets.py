@@ -3,6 +3,7 @@ config file, an ACL and mapped tokens, with clients of both protocol eras: the
 server's presets and one's own, used, listed, saved and deleted; prompts offered as
 the ACL allows; nothing of one subject's visible to another."""
 
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ TOKENS = {
     "bob": "bob-token-0123456789abcdefghijklmn",
     "reader": "reader-token-0123456789abcdefghijk",
     "carol": "carol-token-0123456789abcdefghijkl",
+    "dave": "dave-token-0123456789abcdefghijklm",
 }
 ACL = """
 [subjects."token:alice"]
@@ -34,6 +36,8 @@ scopes = ["images:generate", "images:read", "relay:*"]
 scopes = ["images:read"]
 [subjects."token:carol"]
 scopes = ["images:generate", "relay:studio"]
+[subjects."token:dave"]
+scopes = ["images:generate", "images:edit", "relay:placeholder"]
 """
 CONFIG = """
 default_relay = "placeholder"
@@ -64,6 +68,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     config.write_text(CONFIG)
     files = {key.upper(): str(path) for key, path in team_files(tmp_path, ACL, TOKENS).items()}
     settings = {f"IMAGEGATE_{key}": value for key, value in files.items()}
+    settings["IMAGEGATE_AUDIT_LOG"] = str(tmp_path / "audit.jsonl")
     with serving(tmp_path / "state", "--config", str(config), **settings) as (base_url, _):
         yield f"{base_url}/mcp"
 
@@ -171,6 +176,20 @@ async def test_presets_shape_calls_and_stay_their_owners(
         await alice.call_tool("generate_image", {"prompt": "x", "preset": "ink"})
 
 
+async def test_the_audit_log_records_the_relay_a_preset_resolved_to(
+    bob: Client[Any], tmp_path: Path
+) -> None:
+    await call(bob, "generate_image", prompt="a fox", preset="poster")  # its relay: studio
+    await call(bob, "generate_image", prompt="a fox", preset="plain")  # none: the default
+    await call(bob, "generate_image", prompt="a fox", preset="poster", relay="placeholder")
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["relay"] for line in audit if line["tool"] == "generate_image"] == [
+        "studio",
+        "placeholder",
+        "placeholder",
+    ]
+
+
 async def test_a_prompt_too_long_once_wrapped_is_refused_clearly(alice: Client[Any]) -> None:
     with pytest.raises(ToolError, match=r"^prompt is 4010 characters with preset 'plain'"):
         await alice.call_tool("generate_image", {"prompt": "x" * 4001, "preset": "plain"})
@@ -186,6 +205,25 @@ async def test_the_relay_checked_is_the_one_the_preset_resolves_to(server: str, 
             await carol.call_tool("generate_image", {"prompt": "x", "preset": "plain"})
         with pytest.raises(ToolError, match=r"^forbidden: needs scope relay:placeholder$"):
             await carol.call_tool("generate_image", {"prompt": "x"})
+
+
+async def test_a_batch_edit_on_a_presets_forbidden_relay_is_refused_before_any_job(
+    server: str, mode: str
+) -> None:
+    async with client(server, "dave", mode) as dave:
+        (image,) = (await call(dave, "generate_image", prompt="a fox"))["images"]
+        with pytest.raises(ToolError, match=r"^forbidden: needs scope relay:studio$"):
+            await dave.call_tool(
+                "edit_image",
+                {
+                    "prompt": "make it night",
+                    "images": [image["asset_id"]] * 2,
+                    "batch": True,
+                    "preset": "poster",
+                },
+            )
+        jobs = (await call(dave, "list_jobs"))["jobs"]
+        assert [job["tool"] for job in jobs] == ["generate_image"]
 
 
 async def test_prompts_are_offered_as_the_acl_allows(server: str, mode: str) -> None:
@@ -251,3 +289,40 @@ async def test_over_stdio_the_local_user_has_presets_and_prompts(tmp_path: Path)
         await call(local, "save_preset", name="ink", prompt="ink sketch of {prompt}")
         (image,) = (await call(local, "generate_image", prompt="a fox", preset="ink"))["images"]
         assert image["prompt"] == "ink sketch of a fox"
+
+
+async def test_an_own_preset_the_operator_then_shadows_is_marked_and_deletable(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "imagegate.toml"
+    config.write_text('default_relay = "placeholder"\n[relays.placeholder]\nkind = "placeholder"\n')
+
+    def local() -> Client[Any]:
+        return Client(
+            StdioTransport(
+                command=sys.executable,
+                args=["-m", "imagegate", "--config", str(config), "serve", "--transport", "stdio"],
+                env=clean_env(IMAGEGATE_STATE_DIR=str(tmp_path / "state")),
+            )
+        )
+
+    async with local() as session:
+        await call(session, "save_preset", name="poster", prompt="my poster of {prompt}")
+    config.write_text(CONFIG)  # the operator adds [presets.poster]
+    async with local() as session:
+        listed = await session.call_tool("list_presets", {})
+        assert listed.structured_content is not None
+        presets = listed.structured_content["presets"]
+        assert [(p["name"], p["owner"], p.get("shadowed")) for p in presets] == [
+            ("plain", "server", None),
+            ("poster", "server", None),
+            ("poster", "own", True),
+        ]
+        text = listed.content[0]
+        assert isinstance(text, mcp_types.TextContent)
+        assert "poster (own, shadowed by the server's: calls use that one)" in text.text
+        assert await call(session, "delete_preset", name="poster") == {"deleted": "poster"}
+        names = [(p["name"], p["owner"]) for p in (await call(session, "list_presets"))["presets"]]
+        assert names == [("plain", "server"), ("poster", "server")]
+        with pytest.raises(ToolError, match=r"^'poster' is a server preset"):
+            await session.call_tool("delete_preset", {"name": "poster"})

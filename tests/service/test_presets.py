@@ -231,8 +231,24 @@ def relays() -> Relays:
     ("preset", "problem"),
     [
         ({"prompt": "{prompt}", "relay": "studio", "quality": "high"}, None),
-        ({"prompt": "{prompt}", "relay": "auto", "quality": "high"}, None),
-        ({"prompt": "{prompt}", "quality": "high"}, None),  # checked on the call's relay
+        ({"prompt": "{prompt}", "relay": "auto", "quality": "high"}, None),  # studio has it
+        # auto: some relay must take it
+        (
+            {"prompt": "{prompt}", "relay": "auto", "quality": "high", "negative_prompt": "x"},
+            "presets.p: relay \"auto\" has no relay that takes it: relay 'placeholder' does "
+            "not support quality; relay 'studio' does not support negative_prompt",
+        ),
+        # no relay: checked on the default relay, where its calls go
+        ({"prompt": "{prompt}", "size": "96x64"}, None),
+        (
+            {"prompt": "{prompt}", "quality": "high"},
+            "presets.p: relay 'placeholder' does not support quality (it names no relay: "
+            "calls go to default_relay)",
+        ),
+        (
+            {"prompt": "{prompt}", "negative_prompt": "text"},
+            "presets.p: relay 'placeholder' does not support negative_prompt",
+        ),
         (
             {"prompt": "{prompt}", "relay": "placeholder", "quality": "high"},
             "presets.p: relay 'placeholder' does not support quality",
@@ -257,7 +273,8 @@ def test_a_server_preset_must_suit_the_relay_it_names(
     with pytest.raises(ConfigError) as refused:
         check_server_presets(settings, relays().all())
     assert str(refused.value).startswith(problem)
-    assert str(refused.value).endswith("; change the preset or its relay")
+    fix = "the preset" if preset.get("relay") == "auto" else "the preset or its relay"
+    assert str(refused.value).endswith(f"; change {fix}")
 
 
 @pytest.fixture
@@ -317,6 +334,36 @@ async def test_a_caller_deletes_only_its_own(presets: Presets) -> None:
     await presets.delete(ALICE, "ink")
     with pytest.raises(NotFound):
         await presets.delete(ALICE, "ink")
+
+
+async def test_an_own_preset_a_later_server_preset_shadows_is_marked_and_deletable(
+    storage: Storage, clock: ManualClock, state_dir: Path
+) -> None:
+    """Alice saved "poster"; then the operator added [presets.poster]. Calls use the
+    server's; hers is listed as shadowed, not as a second "poster", and she can delete
+    it (else it would count against her limit for good)."""
+
+    def presets(**server: PresetSettings) -> Presets:
+        settings = Settings(state_dir=state_dir, presets=server, max_presets_per_subject=2)
+        return Presets(settings, relays(), storage.presets, clock)
+
+    await save(presets(), ALICE, "poster", prompt="my poster of {prompt}")
+    await save(presets(), ALICE, "ink")
+    later = presets(poster=PresetSettings(prompt="poster of {prompt}"))
+    assert [(p.name, p.owner, p.shadowed) for p in await later.visible(ALICE)] == [
+        ("poster", "server", False),
+        ("ink", "own", False),
+        ("poster", "own", True),
+    ]
+    assert (await later.find(ALICE, "poster")).prompt == "poster of {prompt}"
+    await later.delete(ALICE, "poster")
+    assert [(p.name, p.owner) for p in await later.visible(ALICE)] == [
+        ("poster", "server"),
+        ("ink", "own"),
+    ]
+    assert await save(later, ALICE, "two") is PresetSaved.CREATED  # the row counts no more
+    with pytest.raises(InvalidRequest, match="'poster' is a server preset"):
+        await later.delete(ALICE, "poster")
 
 
 @pytest.mark.parametrize(
@@ -423,6 +470,23 @@ async def test_a_preset_naming_a_relay_the_caller_lacks_is_refused(
     )
     (asset,) = (await admitted.run(no_progress)).assets
     assert (asset.relay, asset.prompt) == ("placeholder", "studio shot of a fox")
+
+
+async def test_a_batch_edit_whose_preset_names_a_relay_the_caller_lacks_is_refused_at_once(
+    service: ImageService,
+) -> None:
+    """Not admitted, so no job starts: refused like a single call, not item by item."""
+    admitted = await service.admit(ONLY_PLACEHOLDER, GenerateArgs("a fox"), nothing_to_confirm)
+    (source,) = (await admitted.run(no_progress)).assets
+    with pytest.raises(PermissionDenied, match=r"^forbidden: needs scope relay:studio$"):
+        await service.admit(
+            ONLY_PLACEHOLDER,
+            GenerateArgs("make it night", preset="studio"),
+            nothing_to_confirm,
+            [source.id, source.id],
+            None,
+            True,
+        )
 
 
 async def test_an_unknown_preset_is_refused(service: ImageService) -> None:

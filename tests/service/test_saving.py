@@ -6,7 +6,7 @@ import pytest
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.images import ImageFormat
-from imagegate.service.saving import plan_save, save
+from imagegate.service.saving import extension_format, plan_save, save
 
 
 @pytest.fixture
@@ -98,3 +98,36 @@ def test_a_directory_swapped_for_a_link_is_refused_and_nothing_made_outside(
     with pytest.raises(InvalidRequest, match="now leads outside"):
         save(plan, [source], [ImageFormat.PNG])
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("save_to", "fmt"),
+    [
+        ("hero.png", "png"),
+        ("assets/hero.JPG", "jpeg"),
+        ("hero.jpeg", "jpeg"),
+        ("hero.webp", "webp"),
+        ("hero", None),
+        ("hero.gif", None),  # plan_save refuses it
+        (".png", None),  # a hidden file's name, not an extension
+        ("v1.2/hero", None),
+    ],
+)
+def test_the_format_a_name_asks_for(save_to: str, fmt: str | None) -> None:
+    assert extension_format(save_to) == fmt
+
+
+@pytest.mark.parametrize(
+    ("existing", "save_to", "count"),
+    [("hero.webp", "hero", 1), ("hero.png", "hero", 1), ("shot-2.jpg", "shot", 2)],
+)
+def test_without_a_format_yet_a_name_taken_in_any_format_is_refused(
+    root: Path, existing: str, save_to: str, count: int
+) -> None:
+    """relay="auto" chooses the format after the plan: whichever it chooses, the file
+    must not be found taken only after the call was paid for."""
+    (root / existing).write_bytes(b"the user's")
+    with pytest.raises(InvalidRequest, match=f"save_to: {existing} exists in output_root"):
+        plan_save(root, save_to, local=True, output_format=None, count=count, overwrite=False)
+    plan = plan_save(root, save_to, local=True, output_format=None, count=count, overwrite=True)
+    assert plan.stem == save_to

@@ -147,11 +147,22 @@ def acl_relay(relay: str | None) -> str | None:
     return None if relay == AUTO else relay
 
 
-def used_relay(requested: str | None, structured: dict[str, Any]) -> str | None:
-    """The relay a call used, for the audit log: the one `auto` chose, when known."""
+def used_relay(
+    requested: str | None, structured: dict[str, Any], takes_relay: bool = False
+) -> str | None:
+    """The relay a call used, for the audit log: the one `auto` chose, when known; for
+    a tool that takes a relay but was told none (a preset's chose it), the one its
+    images were made on (a call that made none, or answered running, records none)."""
     choice = structured.get("relay_choice")
     chosen = choice.get("relay") if isinstance(choice, dict) else None
-    return chosen if isinstance(chosen, str) else requested
+    if isinstance(chosen, str):
+        return chosen
+    images = structured.get("images")
+    if requested is None and takes_relay and isinstance(images, list):
+        made = {image.get("relay") for image in images if isinstance(image, dict)}
+        if len(made) == 1 and isinstance(relay := made.pop(), str):
+            return relay
+    return requested
 
 
 def _caller(policy: AccessPolicy, ctx: Context | None) -> Caller:
@@ -285,12 +296,14 @@ class AuditMiddleware(Middleware):
             subject = "(unauthenticated)"
         prompt = arguments.get("prompt") if self._record_prompts else None
         rule = self._rules.get(context.message.name)
+        requested = requested_relay(rule, arguments, self._default_relay)
+        takes_relay = rule is not None and rule.takes_relay
         self._audit.write(
             AuditRecord(
                 time=self._clock.now(),
                 subject=subject,
                 tool=context.message.name,
-                relay=used_relay(requested_relay(rule, arguments, self._default_relay), structured),
+                relay=used_relay(requested, structured, takes_relay),
                 outcome=outcome,
                 images=images,
                 estimated_cost=structured.get("estimated_cost"),

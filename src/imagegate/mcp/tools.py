@@ -2,7 +2,7 @@
 Each is declared, with its scope and annotations, in `specs.TOOLS`."""
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastmcp import Context
@@ -24,7 +24,7 @@ from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import Admitted, ImageService
 from imagegate.service.jobs import JobRunner, wait_bound
 from imagegate.service.presets import Preset
-from imagegate.service.saving import SavePlan, plan_save
+from imagegate.service.saving import SavePlan, extension_format, plan_save
 from imagegate.service.uploads import Uploads
 from imagegate.web.too_large import MCP_MAX_REQUEST_BYTES
 
@@ -284,6 +284,7 @@ async def _making(
     caller = caller_of(ctx)
     wait = wait_bound(wait_seconds, service.settings.sync_wait_seconds)
     args = await service.presets.applied(caller, args)  # its relay decides a save's format
+    args = _save_format(args, save_to)
     save_plan = _save_plan(ctx, service, args, save_to)
     runner.check_room(caller.subject)  # before anyone is asked to pay for a job
     confirm = Confirmer(ctx, service.spend_once)
@@ -297,6 +298,15 @@ async def _making(
     if task_requested(ctx):
         return task_created(ctx, job, service.settings.job_retention_seconds)
     return await wait_for(ctx, service, runner, caller, job.id, wait, started_here=True)
+
+
+def _save_format(args: GenerateArgs, save_to: SaveTo) -> GenerateArgs:
+    """relay="auto" saving to "hero.png" without an output_format: the name's format.
+    Auto then chooses among the relays that make PNG (never WebP bytes in hero.png),
+    and the save is fully checked (an existing file too) before anything is paid."""
+    if save_to.path is None or args.relay != AUTO or args.output_format is not None:
+        return args
+    return replace(args, output_format=extension_format(save_to.path))
 
 
 def _save_plan(
@@ -524,6 +534,7 @@ async def list_relays(ctx: Context) -> ToolResult:
 
 
 PresetNameArg = Annotated[str, Field(description="a-z, 0-9, - and _.", max_length=40)]
+SHADOWED = "own, shadowed by the server's: calls use that one"
 
 
 async def list_presets(ctx: Context) -> ToolResult:
@@ -531,7 +542,8 @@ async def list_presets(ctx: Context) -> ToolResult:
     is where yours goes) and the defaults it sets."""
     presets = await service_of(ctx).presets.visible(caller_of(ctx))
     text = f"{len(presets)} preset(s): " + "; ".join(
-        f"{preset.name} ({preset.owner}){': ' + preset.description if preset.description else ''}"
+        f"{preset.name} ({SHADOWED if preset.shadowed else preset.owner})"
+        f"{': ' + preset.description if preset.description else ''}"
         for preset in presets
     )
     return ToolResult(
@@ -580,6 +592,7 @@ def _preset_record(preset: Preset) -> dict[str, Any]:
             "description": preset.description,
             "prompt": preset.prompt,
             "defaults": preset.defaults() or None,
+            "shadowed": preset.shadowed or None,
         }
     )
 

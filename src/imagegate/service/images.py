@@ -25,7 +25,7 @@ from imagegate.access.scopes import relay_scope
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, acting_for
-from imagegate.core.errors import ImagegateError, InvalidRequest, PermissionDenied
+from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, PermissionDenied
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat
 from imagegate.core.metrics import Metrics
@@ -457,9 +457,13 @@ class ImageService:
         return Admitted(make, held, choice=plans[0].choice if plans else None)
 
     def _plan_item(self, caller: Caller, args: GenerateArgs, image: InputImage) -> _Plan | None:
-        """A batch item's plan; an item that can't be built fails on its own later."""
+        """A batch item's plan; an item that can't be built fails on its own later. A
+        relay the caller may not use (a preset's, say) or a broken relay is the same
+        for every item: the whole call is refused at once, and no job starts."""
         try:
             return self._plan(caller, args, (image,))
+        except (PermissionDenied, ConfigError):
+            raise
         except ImagegateError:
             return None
 

@@ -50,6 +50,9 @@ class Preset:
     quality: str | None = None
     relay: str | None = None
     description: str | None = None
+    shadowed: bool = False
+    """An own preset saved before the operator added a server preset of its name:
+    calls use the server's; this one is listed only so that it can be deleted."""
 
     def defaults(self) -> dict[str, str]:
         """What the preset sets when a call leaves it out."""
@@ -161,20 +164,37 @@ def fits_relay(preset: Preset, relay: Relay, settings: Settings) -> None:
 
 
 def check_server_presets(settings: Settings, relays: Iterable[Relay]) -> None:
-    """At start (and check-config): each configured preset that names a relay must
-    suit it. Raises ConfigError naming every preset that does not."""
+    """At start (and check-config): each configured preset must suit the relay its
+    calls go to: the one it names, else the default relay. With "auto", at least one
+    relay must take it (the caller's relays are known only per call). Raises
+    ConfigError naming every preset that does not."""
     by_name = {relay.name: relay for relay in relays}
     problems = []
     for name, config in settings.presets.items():
-        relay = by_name.get(config.relay or "")
-        if relay is None:  # none, "auto", or a relay that failed on its own
+        preset = configured(name, "server", config)
+        if config.relay == AUTO:
+            refusals = [_refusal(preset, relay, settings) for relay in by_name.values()]
+            if by_name and all(refusals):
+                problems.append(
+                    f'presets.{name}: relay "auto" has no relay that takes it: '
+                    f"{'; '.join(filter(None, refusals))}; change the preset"
+                )
             continue
-        try:
-            fits_relay(configured(name, "server", config), relay, settings)
-        except InvalidRequest as err:
-            problems.append(f"presets.{name}: {err}; change the preset or its relay")
+        relay = by_name.get(config.relay or settings.default_relay)
+        refusal = None if relay is None else _refusal(preset, relay, settings)
+        if refusal is not None:  # (no relay: one that failed on its own, reported so)
+            default = "" if config.relay else " (it names no relay: calls go to default_relay)"
+            problems.append(f"presets.{name}: {refusal}{default}; change the preset or its relay")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _refusal(preset: Preset, relay: Relay, settings: Settings) -> str | None:
+    try:
+        fits_relay(preset, relay, settings)
+    except InvalidRequest as err:
+        return str(err)
+    return None
 
 
 class Presets:
@@ -194,11 +214,13 @@ class Presets:
         }
 
     async def visible(self, caller: Caller) -> list[Preset]:
-        """The server's presets the caller may use, then its own, each by name."""
+        """The server's presets the caller may use, then its own, each by name; an own
+        one a server preset shadows is marked so (it still counts against the limit)."""
         server = [preset for preset in self.server.values() if usable(caller, preset)]
         if self._ledger is None:
             return server
-        return server + [own_preset(s) for s in await self._ledger.list(caller.subject)]
+        own = [own_preset(s) for s in await self._ledger.list(caller.subject)]
+        return server + [replace(p, shadowed=p.name in self.server) for p in own]
 
     async def find(self, caller: Caller, name: str) -> Preset:
         """The server's preset of that name, else the caller's own."""
@@ -257,8 +279,9 @@ class Presets:
         fits_relay(preset, self._relays.get(relay), self._settings)
 
     async def delete(self, caller: Caller, name: str) -> None:
-        """Delete one of the caller's own presets."""
+        """Delete one of the caller's own presets, also one a server preset shadows."""
+        if self._ledger is not None and await self._ledger.delete(caller.subject, name):
+            return
         if name in self.server:
             raise InvalidRequest(f"{name!r} is a server preset; you can delete only your own")
-        if self._ledger is None or not await self._ledger.delete(caller.subject, name):
-            raise NotFound(f"you have no preset named {name[:40]!r}")
+        raise NotFound(f"you have no preset named {name[:40]!r}")

@@ -3,7 +3,8 @@ under the operator's `output_root` and nowhere else.
 
 `plan_save` checks the name in the call, before anything is made: relative, no `..`,
 inside `output_root` once symlinks are resolved, an extension that fits the format if
-it has one, and no existing file unless `overwrite`. `save` writes the images when
+it has one, and no existing file unless `overwrite` (a format not known yet, for
+relay="auto": no file by that name in any format). `save` writes the images when
 they exist: a temp file in the target's directory, renamed into place (without
 `overwrite`, a link that fails if the name appeared meanwhile), so a reader never sees
 half a file and nothing outside the root is ever written. With several images the
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.images import ImageFormat
+from imagegate.core.images import OUTPUT_FORMATS, ImageFormat
 
 _EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 
@@ -41,6 +42,12 @@ class SavePlan:
             extension = self.extension or fmt.extension
             paths.append(self.directory / f"{self.stem}{suffix}.{extension}")
         return paths
+
+
+def extension_format(save_to: str) -> str | None:
+    """The output format the name's extension asks for ("png", "jpeg", "webp"), if any."""
+    stem, dot, extension = PurePath(save_to).name.rpartition(".")
+    return _EXTENSIONS.get(extension.lower()) if dot and stem else None
 
 
 def plan_save(
@@ -84,9 +91,11 @@ def plan_save(
             )
     kept = extension if given else None  # as the caller wrote it: .JPG stays .JPG
     plan = SavePlan(real_root, target.parent, stem if given else target.name, kept, overwrite)
-    if not overwrite and output_format is not None:
-        formats = [ImageFormat(output_format)] * count
-        taken = [path for path in plan.targets(formats) if path.exists()]
+    if not overwrite:
+        # No format yet (relay="auto" chooses it later): a name taken in any format
+        # is refused now, before anything is paid for, not after.
+        choices = [ImageFormat(output_format)] if output_format else OUTPUT_FORMATS
+        taken = [path for fmt in choices for path in plan.targets([fmt] * count) if path.exists()]
         if taken:
             raise InvalidRequest(
                 f"save_to: {taken[0].name} exists in output_root; pass overwrite=true to replace it"
