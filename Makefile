@@ -93,17 +93,17 @@ $(PKG_TOOLS_STAMP): $(STAMP)
 # haproxy, nginx, and OpenStack Swift with s3api as the S3 server; and debootstrap and
 # systemd-nspawn, with which the packaging tests boot a Debian container under a real
 # systemd; and acl (setfacl), with which a test lets nginx's www-data through a state
-# directory. Installed from apt when missing, as root; otherwise the tests that need
-# them say why they skip.
+# directory; and exiftool, an independent reader of the XMP marking. Installed from apt
+# when missing, as root; otherwise the tests that need them say why they skip.
 # A policy-rc.d that refuses (exit 101) keeps the postinst scripts from starting the
 # system daemons; one already there (as in Docker images) is left alone.
 SERVICE_PACKAGES := postgresql haproxy nginx memcached \
 	swift-proxy swift-account swift-container swift-object \
-	debootstrap systemd-container acl
+	debootstrap systemd-container acl libimage-exiftool-perl
 SERVICE_BINARIES := /usr/lib/postgresql/15/bin/initdb /usr/sbin/haproxy /usr/sbin/nginx \
 	/usr/bin/memcached /usr/bin/swift-proxy-server /usr/bin/swift-account-server \
 	/usr/bin/swift-container-server /usr/bin/swift-object-server \
-	/usr/sbin/debootstrap /usr/bin/systemd-nspawn /usr/bin/setfacl
+	/usr/sbin/debootstrap /usr/bin/systemd-nspawn /usr/bin/setfacl /usr/bin/exiftool
 
 # The Makefile is a prerequisite so that a package added to the lists is installed
 # on machines whose stamp predates it (the check itself is cheap).

@@ -1,7 +1,10 @@
 """Location metadata goes, pixels and everything else stay: PNG, JPEG and WebP."""
 
 import io
+import json
+import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from PIL import Image
 
 from imagegate.core.images import ImageFormat, sniff_format
 from imagegate.core.metadata import apply_edits, location_edits
+from imagegate.core.xmp import read_source_type, source_type_packet
 
 GPS = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 0.0)}
 XMP_WITH_PLACE = (
@@ -178,3 +182,166 @@ def test_webp_bytes_after_the_container_go(tmp_path: Path) -> None:
     assert b"trailer" not in result
     assert struct.unpack("<I", result[4:8])[0] == len(result) - 8
     assert pixels(result) == pixels(original)
+
+
+# --- A marking in a packet that goes for its place stays ----------------------------------
+
+AI = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+FORMATS = ["PNG", "JPEG", "WEBP"]
+PIL_FORMAT = {"PNG": ImageFormat.PNG, "JPEG": ImageFormat.JPEG, "WEBP": ImageFormat.WEBP}
+
+
+def located_packet(*marking: str) -> bytes:
+    """A well-formed XMP packet that names a place, plus `marking` (attributes of its
+    description, or elements when they start with "<")."""
+    attributes = " ".join(p for p in marking if not p.startswith("<"))
+    elements = "".join(p for p in marking if p.startswith("<"))
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+        'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+        'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+        f'exif:GPSLatitude="52,31.2N" photoshop:City="Berlin" {attributes}>{elements}'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>\n<?xpacket end="w"?>'
+    ).encode()
+
+
+def with_xmp(data: bytes, fmt: str, packet: bytes) -> bytes:
+    """`data` with `packet` where each format keeps XMP: a plain PNG iTXt chunk after
+    IHDR, a JPEG APP1 segment after the leading APPn ones, a WebP "XMP " chunk at the
+    end with its VP8X flag set."""
+    if fmt == "PNG":
+        body = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + packet
+        return data[:33] + png_chunk(b"iTXt", body) + data[33:]
+    if fmt == "JPEG":
+        at = 2
+        while 0xE0 <= data[at + 1] <= 0xEF:
+            at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        return data[:at] + app(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + packet) + data[at:]
+    assert data[12:16] == b"VP8X"
+    chunk = b"XMP " + struct.pack("<I", len(packet)) + packet + b"\x00" * (len(packet) & 1)
+    out = data[:20] + bytes([data[20] | 0x04]) + data[21:] + chunk
+    return out[:4] + struct.pack("<I", len(out) - 8) + out[8:]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "marking",
+    [
+        f'Iptc4xmpExt:DigitalSourceType="{AI}"',
+        f"<Iptc4xmpExt:DigitalSourceType> {AI}\n</Iptc4xmpExt:DigitalSourceType>",
+        f'<Iptc4xmpExt:DigitalSourceType rdf:resource="{AI}"/>',
+    ],
+    ids=["attribute", "element", "resource"],
+)
+def test_a_source_type_stays_in_a_packet_of_its_own(tmp_path: Path, fmt: str, marking: str) -> None:
+    original = with_xmp(photo(fmt), fmt, located_packet(marking))
+    result = cleaned(tmp_path, original)
+    # Byte for byte: the cleaned photo with the new packet in the old one's place, in
+    # the format's own XMP container (WebP: flag set, RIFF size right).
+    assert result == with_xmp(cleaned(tmp_path, photo(fmt)), fmt, source_type_packet(AI))
+    assert b"Berlin" not in result
+    assert b"GPSLatitude" not in result
+    (tmp_path / "out").write_bytes(result)
+    assert read_source_type(tmp_path / "out", PIL_FORMAT[fmt]) == AI
+    with Image.open(io.BytesIO(result)) as image:
+        image.load()
+        assert 0x8825 not in image.getexif()
+    assert pixels(result) == pixels(original)
+
+
+MARKED = located_packet(f'Iptc4xmpExt:DigitalSourceType="{AI}"')
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        (b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(MARKED)),
+        (b"zTXt", b"XML:com.adobe.xmp\x00\x00" + zlib.compress(MARKED)),
+        (b"tEXt", b"XML:com.adobe.xmp\x00" + MARKED),
+    ],
+    ids=["itxt-compressed", "ztxt", "text"],
+)
+def test_a_png_source_type_comes_back_as_plain_itxt(
+    tmp_path: Path, kind: bytes, body: bytes
+) -> None:
+    base = photo("PNG")
+    result = cleaned(tmp_path, base[:33] + png_chunk(kind, body) + base[33:])
+    assert result == with_xmp(cleaned(tmp_path, base), "PNG", source_type_packet(AI))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    "packet",
+    [
+        located_packet(),
+        located_packet('photoshop:Credit="A photographer"'),
+        # Not well-formed (a prefix bound to nothing, or cut): it goes whole, unread.
+        located_packet(f'Iptc4xmpExt:DigitalSourceType="{AI}"').replace(b"xmlns:Iptc4", b"xmlns:x"),
+        located_packet(f'Iptc4xmpExt:DigitalSourceType="{AI}"')[:-40],
+        # A source type that is no URI, or that names a place itself.
+        located_packet('Iptc4xmpExt:DigitalSourceType="made by a model"'),
+        located_packet("<Iptc4xmpExt:DigitalSourceType/>"),
+        located_packet('Iptc4xmpExt:DigitalSourceType="http://example.com/GPS/52.5"'),
+    ],
+    ids=["bare", "other", "unbound", "cut", "no-uri", "empty", "place-in-value"],
+)
+def test_a_packet_without_a_usable_source_type_goes_whole(
+    tmp_path: Path, fmt: str, packet: bytes
+) -> None:
+    result = cleaned(tmp_path, with_xmp(photo(fmt), fmt, packet))
+    assert result == cleaned(tmp_path, photo(fmt))  # for WebP: the XMP flag cleared too
+
+
+def test_a_source_type_too_large_for_a_jpeg_segment_goes(tmp_path: Path) -> None:
+    """A packet that just fits one APP1 segment, whose source type alone would not once
+    wrapped in a packet of its own: dropped, not written as a broken segment."""
+    head = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+        '02/22-rdf-syntax-ns#"><rdf:Description xmlns:e="http://iptc.org/std/Iptc4xmpExt/'
+        '2008-02-29/" City="Berlin" e:DigitalSourceType="http://a/'
+    )
+    tail = '"/></rdf:RDF></x:xmpmeta>'
+    room = 0xFFFF - 2 - len(b"http://ns.adobe.com/xap/1.0/\x00")
+    source_type = "http://a/" + "a" * (room - len(head) - len(tail))
+    packet = (head + source_type[len("http://a/") :] + tail).encode()
+    assert len(packet) == room < len(source_type_packet(source_type))
+    base = photo("JPEG", gps=False)
+    assert cleaned(tmp_path, with_xmp(base, "JPEG", packet)) == base
+
+
+def exiftool_tags(path: Path) -> dict[str, object]:
+    run = subprocess.run(
+        ["exiftool", "-j", "-a", "-G1", "-all", "-validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tags: dict[str, object] = json.loads(run.stdout)[0]
+    return tags
+
+
+@pytest.mark.skipif(
+    shutil.which("exiftool") is None,
+    reason="exiftool is missing (apt-get install libimage-exiftool-perl, or `make test`)",
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "unmarked"])
+def test_exiftool_finds_the_marking_and_no_place(tmp_path: Path, fmt: str, marked: bool) -> None:
+    packet = located_packet(f'Iptc4xmpExt:DigitalSourceType="{AI}"' if marked else "")
+    original = tmp_path / "original"
+    original.write_bytes(with_xmp(photo(fmt), fmt, packet))
+    before = exiftool_tags(original)
+    assert before["XMP-photoshop:City"] == "Berlin"  # exiftool reads the fixture's place
+    without_xmp = tmp_path / "without-xmp"
+    without_xmp.write_bytes(cleaned(tmp_path, photo(fmt)))
+    out = tmp_path / "out"
+    out.write_bytes(cleaned(tmp_path, original.read_bytes()))
+    tags = exiftool_tags(out)
+    places = ("GPS", "City", "Country", "State", "Location")
+    assert [key for key in tags if any(place in key for place in places)] == []
+    assert tags.get("XMP-iptcExt:DigitalSourceType") == (AI if marked else None)
+    # The new container adds no warning to those of the same photo without XMP.
+    assert tags["ExifTool:Validate"] == exiftool_tags(without_xmp)["ExifTool:Validate"]

@@ -9,23 +9,35 @@ decoded, and never held in memory whole.
 What goes:
 - EXIF with GPS tags: replaced by an EXIF that keeps only the orientation (so the
   image still shows upright), or dropped when there is none to keep;
-- XMP packets that name a place (GPS, city, state, country, location): dropped;
+- XMP packets that name a place (GPS, city, state, country, location): dropped; but
+  one that names an IPTC DigitalSourceType (a marking such as "made by a model",
+  which inputs must keep) is replaced, in the same chunk or segment, by a packet
+  holding only that source type. A packet that can't be parsed goes whole;
 - JPEG APP13 (Photoshop/IPTC records, which hold city and country fields);
 - PNG "Raw profile type ..." text chunks (EXIF, XMP or IPTC written as hex).
 Everything else stays, markings such as C2PA manifests or XMP without a place included.
+
+C2PA manifests (JPEG APP11, PNG caBX, WebP "C2PA" chunk) are kept byte for byte and
+not looked into, so a place a manifest itself records (say EXIF GPS in a stds.exif
+assertion) stays. But the manifest's signature covers a hash of every other byte of
+the file and the manifest's own offset: once any edit here applies, the manifest is
+still in the file yet no longer validates (assertion.dataHash.mismatch, and a wrong
+offset too when an edit before the manifest changes the length). Only a file with
+nothing to remove, copied unchanged, keeps a valid manifest.
 """
 
 import re
 import struct
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image
 
+from imagegate.core.edits import Edit as Edit
+from imagegate.core.edits import apply_edits as apply_edits
 from imagegate.core.images import ImageFormat
+from imagegate.core.xmp import MarkingError, source_type_in, source_type_packet
 
 _GPS_IFD = 0x8825
 _ORIENTATION = 0x0112
@@ -37,18 +49,11 @@ _PLACE = re.compile(
 _TEXT_LIMIT = 1 << 20
 """The most text of one PNG chunk we decompress to check it; more is removed unread."""
 _XMP_JPEG = b"http://ns.adobe.com/xap/1.0/\x00"
+_PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
 _XMP_EXTENDED_JPEG = b"http://ns.adobe.com/xmp/extension/\x00"
 _EXIF_PREFIX = b"Exif\x00\x00"
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Edit:
-    """Bytes `start`..`end` of the file become `replacement`."""
-
-    start: int
-    end: int
-    replacement: bytes = b""
+"""How much `_find` reads at a time."""
 
 
 def location_edits(path: Path, fmt: ImageFormat) -> list[Edit]:
@@ -61,30 +66,6 @@ def location_edits(path: Path, fmt: ImageFormat) -> list[Edit]:
         if fmt is ImageFormat.WEBP:
             return _webp(fh, path.stat().st_size)
     return []
-
-
-def apply_edits(path: Path, edits: list[Edit], write: Callable[[bytes], None]) -> None:
-    """Write `path` with `edits` applied, in pieces of at most 1 MiB."""
-    with path.open("rb") as fh:
-        position = 0
-        for edit in sorted(edits, key=lambda e: e.start):
-            _copy(fh, position, edit.start, write)
-            if edit.replacement:
-                write(edit.replacement)
-            position = edit.end
-        _copy(fh, position, None, write)
-
-
-def _copy(fh: BinaryIO, start: int, end: int | None, write: Callable[[bytes], None]) -> None:
-    fh.seek(start)
-    left = None if end is None else end - start
-    while left is None or left > 0:
-        chunk = fh.read(_CHUNK if left is None else min(_CHUNK, left))
-        if not chunk:
-            return
-        write(chunk)
-        if left is not None:
-            left -= len(chunk)
 
 
 def _upright_exif(tiff: bytes) -> bytes | None:
@@ -135,15 +116,28 @@ def _jpeg(fh: BinaryIO) -> list[Edit]:
             if head.startswith(_EXIF_PREFIX):
                 upright = _upright_exif(fh.read(length - 2))
                 if upright is not None:
-                    segment = b"\xff\xe1" + struct.pack(">H", len(upright) + 2) + upright
-                    edits.append(Edit(start, end, segment if upright else b""))
-            elif head.startswith((_XMP_JPEG, _XMP_EXTENDED_JPEG)) and _PLACE.search(
-                fh.read(length - 2)
-            ):
+                    edits.append(Edit(start, end, _app1(upright) if upright else b""))
+            elif head.startswith(_XMP_JPEG):
+                packet = fh.read(length - 2)[len(_XMP_JPEG) :]
+                if _PLACE.search(packet):
+                    kept = _kept_marking(packet)
+                    segment = _app1(_XMP_JPEG + kept) if kept else b""
+                    edits.append(Edit(start, end, segment))
+            elif head.startswith(_XMP_EXTENDED_JPEG) and _PLACE.search(fh.read(length - 2)):
+                # A piece of a packet too large for one segment, which can't be parsed
+                # on its own: it goes whole.
                 edits.append(Edit(start, end))
         elif kind == 0xED:  # APP13: Photoshop image resources, IPTC records
             edits.append(Edit(start, end))
         fh.seek(end)
+
+
+def _app1(payload: bytes) -> bytes:
+    """An APP1 segment; b"" (none) for a payload too large for one, which only a
+    source type of some 64 KB could make, and no real one is."""
+    if len(payload) + 2 > 0xFFFF:
+        return b""
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
 def _after_image(fh: BinaryIO, scan: int) -> list[Edit]:
@@ -218,19 +212,26 @@ def _png(fh: BinaryIO) -> list[Edit]:
             upright = _upright_exif(fh.read(length))
             if upright is not None:
                 data = upright[len(_EXIF_PREFIX) :]
-                chunk = b""
-                if data:
-                    crc = zlib.crc32(b"eXIf" + data)
-                    chunk = struct.pack(">I", len(data)) + b"eXIf" + data + struct.pack(">I", crc)
-                edits.append(Edit(start, end, chunk))
+                edits.append(Edit(start, end, _png_chunk(b"eXIf", data) if data else b""))
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             data = fh.read(length)
             keyword = data.split(b"\x00", 1)[0]
-            raw_profile = keyword.startswith(b"Raw profile type")
-            xmp = keyword == b"XML:com.adobe.xmp"
-            if raw_profile or (xmp and _PLACE.search(_png_text(kind, data))):
+            if keyword.startswith(b"Raw profile type"):
                 edits.append(Edit(start, end))
+            elif keyword == _PNG_XMP_KEYWORD:
+                packet = _png_text(kind, data)
+                if _PLACE.search(packet):
+                    kept = _kept_marking(packet)
+                    chunk = b""
+                    if kept:  # where a PNG keeps XMP, whatever held the old: iTXt, uncompressed
+                        chunk = _png_chunk(b"iTXt", _PNG_XMP_KEYWORD + b"\x00" * 5 + kept)
+                    edits.append(Edit(start, end, chunk))
         fh.seek(end)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def _png_text(kind: bytes, data: bytes) -> bytes:
@@ -251,7 +252,24 @@ def _png_text(kind: bytes, data: bytes) -> bytes:
             return _inflate(text) if method == 0 else unreadable
     except (zlib.error, IndexError, ValueError):
         return unreadable
-    return data
+    return data.split(b"\x00", 1)[-1]  # tEXt: after the keyword
+
+
+def _kept_marking(packet: bytes) -> bytes | None:
+    """What stays of an XMP packet that goes because it names a place: a new packet with
+    only the IPTC DigitalSourceType it names (a marking such as "made by a model", which
+    uploads must keep), or None when it names none.
+
+    A packet that can't be parsed (not UTF-8, not well-formed, a DTD, over 1 MiB, no
+    rdf:RDF) still goes whole, as before: what it says can't be checked. So does a
+    source type that is no URI, or that itself names a place: the new packet must pass
+    the same check as the old."""
+    try:
+        source_type = source_type_in(packet)
+        kept = None if source_type is None else source_type_packet(source_type)
+    except MarkingError:
+        return None
+    return None if kept is None or _PLACE.search(kept) else kept
 
 
 def _inflate(data: bytes) -> bytes:
@@ -266,11 +284,16 @@ _VP8X_EXIF = 0x08
 _VP8X_XMP = 0x04
 
 
+def _webp_chunk(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data + b"\x00" * (len(data) & 1)
+
+
 def _webp(fh: BinaryIO, size: int) -> list[Edit]:
     edits: list[Edit] = []
     vp8x: int | None = None
     flags = 0
     cleared = 0
+    xmp_kept = xmp_dropped = False
     fh.seek(4)
     (riff_size,) = struct.unpack("<I", fh.read(4))
     riff_end = min(8 + riff_size, size)
@@ -288,19 +311,23 @@ def _webp(fh: BinaryIO, size: int) -> list[Edit]:
             upright = _upright_exif(fh.read(length))
             if upright is not None:
                 data = upright[len(_EXIF_PREFIX) :]
-                chunk = b""
-                if data:
-                    padding = b"\x00" * (len(data) & 1)
-                    chunk = b"EXIF" + struct.pack("<I", len(data)) + data + padding
-                else:
+                if not data:
                     cleared |= _VP8X_EXIF
-                edits.append(Edit(start, end, chunk))
-        elif kind == b"XMP " and _PLACE.search(fh.read(length)):
-            cleared |= _VP8X_XMP
-            edits.append(Edit(start, end))
+                edits.append(Edit(start, end, _webp_chunk(b"EXIF", data) if data else b""))
+        elif kind == b"XMP ":
+            packet = fh.read(length)
+            if _PLACE.search(packet):
+                kept = _kept_marking(packet)
+                edits.append(Edit(start, end, _webp_chunk(b"XMP ", kept) if kept else b""))
+                xmp_kept |= kept is not None
+                xmp_dropped |= kept is None
+            else:
+                xmp_kept = True
         fh.seek(end)
     if not edits:
         return edits
+    if xmp_dropped and not xmp_kept:
+        cleared |= _VP8X_XMP
     if vp8x is not None and cleared:
         edits.append(Edit(vp8x, vp8x + 1, bytes([flags & ~cleared & 0xFF])))
     if riff_end < size:  # bytes after the RIFF container: not part of the image
