@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_views.py
 	$(BIN)/python bench/bench_replicas.py
 	$(BIN)/python bench/bench_downloads.py
+	$(BIN)/python bench/bench_c2pa.py
+	$(BIN)/python bench/bench_marking.py
 	$(BIN)/python bench/compare.py
 
 # The closest competitor (image-generation-mcp 1.12.1, PyPI) in its own venv,

@@ -503,3 +503,32 @@ def test_a_bad_preset_is_refused_with_its_key(tmp_path: Path, text: str, fragmen
 def test_a_template_one_character_short_of_the_limit_is_accepted(tmp_path: Path) -> None:
     text = 'max_prompt_chars = 20\n[presets.poster]\nprompt = "' + "x" * 19 + '{prompt}"\n'
     assert load_settings(write(tmp_path, text)).presets["poster"].prompt.startswith("x")
+
+
+@pytest.mark.parametrize(
+    ("marking", "certificate", "marks", "warned"),
+    [
+        (None, False, (True, False), False),  # default: XMP
+        (None, True, (True, True), False),  # default with a certificate: both
+        ("off", True, (False, False), False),
+        ("xmp", True, (True, False), False),
+        ("c2pa", True, (False, True), False),
+        ("both", True, (True, True), False),
+        ("both", False, (True, False), True),  # asked for, no certificate: said at start
+        ("c2pa", False, (False, False), True),
+    ],
+)
+def test_marking_follows_the_policy_and_the_certificate(
+    marking: str | None, certificate: bool, marks: tuple[bool, bool], warned: bool
+) -> None:
+    c2pa = (
+        {"certificate_chain": "/c/chain.pem", "private_key": "/c/key.pem"} if certificate else None
+    )
+    settings = Settings(marking=marking, c2pa=c2pa)  # type: ignore[arg-type]
+    assert settings.marks() == marks
+    assert any("marking" in said for said in settings.warnings()) == warned
+
+
+def test_a_c2pa_key_goes_with_its_certificate() -> None:
+    with pytest.raises(ValueError, match="certificate_chain and private_key go together"):
+        Settings(c2pa={"certificate_chain": "/c/chain.pem"})  # type: ignore[arg-type]

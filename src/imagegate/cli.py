@@ -182,6 +182,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check_config)
 
+    verify = commands.add_parser(
+        "verify", help="say what marks an image file carries: XMP source type, C2PA manifest"
+    )
+    verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--trust-anchors",
+        type=Path,
+        default=None,
+        help="PEM roots to trust (default: [c2pa] trust_anchors)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=_verify)
+
     client = commands.add_parser(
         "client-config",
         help="print (or --write) an MCP client's config entry for this imagegate or a server",
@@ -543,6 +556,7 @@ async def _pull_images(server: Remote, asset_ids: list[str], out: Path) -> dict[
 async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from imagegate.core.staging import StagedBlob
     from imagegate.service.generation import GenerateArgs, Stopwatch, build_request, produce
+    from imagegate.service.marking import build_marker
 
     watch = Stopwatch()
     relay = _one_relay(settings, args.relay)
@@ -596,6 +610,7 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         beating.cancel()
     images = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    marker = build_marker(settings)
     try:
         for item in produced:
             ext = item.info.format.extension
@@ -603,18 +618,34 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
                 target = out
             else:
                 target = directory / f"imagegate-{stamp}-{secrets.token_hex(3)}.{ext}"
+            # Marked as the server marks what it stores (service.marking).
+            marked = await asyncio.to_thread(
+                partial(
+                    marker.mark,
+                    item.image.staged.path,
+                    item.info.format,
+                    action="created",
+                    software_agent=relay.model or relay.kind,
+                )
+            )
             try:
-                os.chmod(item.image.staged.path, 0o644)
-                os.replace(item.image.staged.path, target)
+                os.chmod(marked.path, 0o644)
+                os.replace(marked.path, target)
             except OSError as err:
                 raise InvalidRequest(f"cannot write {target}: {err.strerror}") from None
+            finally:
+                if marked.path != item.image.staged.path:
+                    marked.path.unlink(missing_ok=True)
             images.append(
                 {
                     "path": str(target.resolve()),
                     "size": f"{item.info.width}x{item.info.height}",
                     "mime_type": item.info.format.mime_type,
-                    "bytes": item.info.byte_size,
-                    "params": item.image.params,
+                    "bytes": target.stat().st_size,
+                    "params": {
+                        **item.image.params,
+                        **({"marking": marked.done} if marked.done else {}),
+                    },
                 }
             )
     finally:
@@ -713,6 +744,11 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     if settings.otlp_endpoint is not None:
         attempt(lambda: otlp_headers(settings))
     token = attempt(lambda: static_token(settings))
+    with_xmp, with_c2pa = settings.marks()
+    if with_c2pa:  # the SDK checks the certificate and key as serve would
+        from imagegate.service.marking import build_marker
+
+        attempt(lambda: build_marker(settings))
     tokens_file = settings.tokens_file
     mapped = (
         attempt(lambda: load_tokens_file(tokens_file, names, settings.strict_permissions))
@@ -740,6 +776,8 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         + f"; default {settings.default_relay}",
         f"state: {settings.state_dir}",
         "presets: " + (", ".join(sorted(settings.presets)) or "none"),
+        "marking: "
+        + (" and ".join(m for m, on in (("XMP", with_xmp), ("C2PA", with_c2pa)) if on) or "off"),
         "authentication: " + ("; ".join(auth) or "generated development token"),
     ]
     if settings.acl_file is not None and acl is not None:
@@ -767,6 +805,66 @@ def _where_secrets_are(config: Path | None) -> str:
             "sudo sh -c 'set -a; . /etc/imagegate/env; exec imagegate check-config')"
         )
     return "(set them in the environment that runs imagegate, as for `imagegate serve`)"
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when a marking says the image is AI-generated and no manifest is
+    invalid; 1 otherwise; 2 when the file is no image imagegate reads."""
+    from imagegate.core.images import sniff_format
+    from imagegate.service.marking import MARKABLE, verify
+
+    path: Path = args.file
+    try:
+        # The signature only: a damaged image is what this command is for.
+        with path.open("rb") as file:
+            fmt = sniff_format(file.read(32))
+    except OSError as err:
+        print(f"imagegate: {path}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if fmt not in MARKABLE:
+        print(f"imagegate: {path}: not a PNG, JPEG or WebP image", file=sys.stderr)
+        return EXIT_CONFIG
+    anchors = args.trust_anchors or (settings.c2pa.trust_anchors if settings.c2pa else None)
+    found = verify(path, fmt, anchors)
+    report = found.as_dict()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_verification_text(report))
+    c2pa = report["c2pa"]
+    invalid = isinstance(c2pa, dict) and c2pa.get("present") and not c2pa.get("valid")
+    return 0 if found.ai_generated and not invalid else EXIT_FAILURE
+
+
+def _verification_text(report: dict[str, Any]) -> str:
+    xmp, c2pa = report["xmp"], report["c2pa"]
+    lines = [
+        "AI-generated: " + ("yes" if report["ai_generated"] else "no marking says so"),
+        f"XMP digital source type: {xmp['digital_source_type'] or 'none'}"
+        + (f" ({xmp['error']})" if xmp.get("error") else ""),
+    ]
+    if not c2pa.get("present"):
+        lines.append("C2PA manifest: none" + (f" ({c2pa['error']})" if c2pa.get("error") else ""))
+        return "\n".join(lines)
+    state = (
+        "trusted"
+        if c2pa["trusted"]
+        else "valid, signer not trusted"
+        if c2pa["valid"]
+        else "INVALID"
+    )
+    lines.append(f"C2PA manifest: {state}; signed by {c2pa['signer']} (issuer {c2pa['issuer']})")
+    for action in c2pa["actions"]:
+        lines.append(
+            f"  action {action['action']}"
+            + (f", {action['digital_source_type']}" if action["digital_source_type"] else "")
+            + (f", by {action['software_agent']}" if action["software_agent"] else "")
+        )
+    for ingredient in c2pa["ingredients"] or []:
+        lines.append(f"  ingredient {ingredient['title']} ({ingredient['relationship']})")
+    for problem in c2pa["problems"] or []:
+        lines.append(f"  problem: {problem}")
+    return "\n".join(lines)
 
 
 def _client_config(args: argparse.Namespace) -> int:

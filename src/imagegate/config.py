@@ -303,6 +303,33 @@ class OIDCSettings(BaseModel):
         return value
 
 
+class C2PASettings(BaseModel):
+    """`[c2pa]`: the certificate that signs what imagegate stores (C2PA manifests), and
+    the roots that verify_image trusts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    certificate_chain: Path | None = None
+    """PEM: the signing certificate first, then its intermediates."""
+    private_key: Path | None = None
+    """PEM private key of that certificate, mode 0600 or 0640."""
+    algorithm: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
+    tsa_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """An RFC 3161 time-stamping service, asked at each signature."""
+    trust_anchors: Path | None = None
+    """PEM roots whose signatures verify_image and `imagegate verify` call trusted."""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "C2PASettings":
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise ValueError("certificate_chain and private_key go together")
+        return self
+
+    @property
+    def signs(self) -> bool:
+        return self.certificate_chain is not None
+
+
 class GallerySettings(BaseModel):
     """The web gallery at /gallery: people log in at the OpenID provider ([oidc]) as a
     confidential client, with the authorization code flow and PKCE."""
@@ -360,6 +387,10 @@ class Settings(BaseSettings):
     """Refuse (not just warn about) a tokens file that others can read."""
     oidc: OIDCSettings | None = None
     gallery: GallerySettings | None = None
+    marking: Literal["off", "xmp", "c2pa", "both"] | None = None
+    """How stored images say they are AI-generated; default xmp, or both with a
+    [c2pa] certificate."""
+    c2pa: C2PASettings | None = None
     """The web gallery; off unless this section is present."""
     gallery_client_secret: SecretStr | None = None
     """The gallery's client secret at the OpenID provider; or gallery_client_secret_file."""
@@ -703,12 +734,24 @@ class Settings(BaseSettings):
                 "otlp_headers_env: the collector's headers (an API key) go over plain http:// "
                 "to another machine; use https://"
             )
+        if self.marking in ("c2pa", "both") and not (self.c2pa and self.c2pa.signs):
+            said.append(
+                f"marking = {self.marking!r} without a [c2pa] certificate_chain and "
+                "private_key: images get no C2PA manifest"
+                + (", and no marking at all" if self.marking == "c2pa" else "")
+            )
         if self.gallery is not None and self._public_in_clear():
             said.append(
                 "[gallery] with a plain http:// public_url: sign-ins and session cookies "
                 "cross the network in clear, and the cookies can't be Secure; use https://"
             )
         return said
+
+    def marks(self) -> tuple[bool, bool]:
+        """(XMP, C2PA): which markings stored images get."""
+        signs = self.c2pa is not None and self.c2pa.signs
+        marking = self.marking or ("both" if signs else "xmp")
+        return marking in ("xmp", "both"), marking in ("c2pa", "both") and signs
 
     def _public_in_clear(self) -> bool:
         url = urlsplit(self.public_url or "")

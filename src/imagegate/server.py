@@ -34,6 +34,7 @@ from imagegate.service.images import ImageService
 from imagegate.service.inputs import InputResolver
 from imagegate.service.jobs import JobRunner
 from imagegate.service.links import LinkSigner
+from imagegate.service.marking import build_marker
 from imagegate.service.presets import Presets, check_server_presets
 from imagegate.service.uploads import Uploads
 from imagegate.storage.assets import AssetStore
@@ -196,6 +197,7 @@ def build_app(settings: Settings, transport: Transport, clock: Clock | None = No
         fair,
         metrics=metrics,
         presets=Presets(settings, relays, storage.presets, clock),
+        marker=build_marker(settings),
     )
     request_state_key = resolve_secret(
         "request_state_key",

@@ -72,6 +72,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(tools.create_upload_link, UPLOAD, False, _ISSUES),
     ToolSpec(tools.revoke_links, SHARE, False, _ISSUES),
     ToolSpec(tools.delete_image, DELETE, False, _DESTROYS),
+    ToolSpec(tools.verify_image, READ, False, _READS),
     ToolSpec(tools.get_usage, None, False, _READS),
     ToolSpec(tools.reset_usage, ADMIN, False, _DESTROYS),
     ToolSpec(tools.usage_report, ADMIN, False, _READS),

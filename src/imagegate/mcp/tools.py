@@ -494,6 +494,24 @@ async def delete_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     return ToolResult(content=f"Deleted {asset.id}.", structured_content={"deleted": asset.id})
 
 
+async def verify_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
+    """What marks one of your images carries: its XMP source type, and its C2PA
+    manifest (valid, trusted, signer, actions, ingredients)."""
+    found = await service_of(ctx).verify(caller_of(ctx), asset_id)
+    report = found.as_dict()
+    c2pa: dict[str, Any] = report["c2pa"]  # type: ignore[assignment]
+    manifest = "no C2PA manifest"
+    if c2pa.get("present") and not c2pa["valid"]:
+        manifest = "an INVALID C2PA manifest"
+    elif c2pa.get("present"):
+        manifest = f"a valid C2PA manifest, signer {'' if c2pa['trusted'] else 'not '}trusted"
+    said = "marked as AI-generated" if found.ai_generated else "not marked as AI-generated"
+    return ToolResult(
+        content=f"{asset_id}: {said}; {manifest}.",
+        structured_content={"asset_id": asset_id, **report},
+    )
+
+
 async def list_relays(ctx: Context) -> ToolResult:
     """The relays you may use: name, kind, model, whether they cost money (with their
     price table), traits, their defaults, and what they support (an option not listed

@@ -1,6 +1,7 @@
 """What the image tools do, without MCP: generate, edit (one, combined, or a batch),
 list, get, link and delete owned images, and report usage."""
 
+import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,11 +25,12 @@ from imagegate.access.policy import (
 from imagegate.access.scopes import relay_scope
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
-from imagegate.core.cpu import FairShare, acting_for
+from imagegate.core.cpu import FairShare, acting_for, run_cpu
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, PermissionDenied
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
-from imagegate.core.images import ImageFormat
+from imagegate.core.images import ImageFormat, ImageInfo
 from imagegate.core.metrics import Metrics
+from imagegate.core.staging import StagedBlob
 from imagegate.core.tracing import span
 from imagegate.core.views import View
 from imagegate.relays.base import ImageRequest, InputImage, ProgressFn, Relay
@@ -39,6 +41,7 @@ from imagegate.service.confirm import ConfirmFn, PaidCall, batch_total, paid_cal
 from imagegate.service.generation import GenerateArgs, Produced, build_request, produce
 from imagegate.service.inputs import InputResolver, Inputs
 from imagegate.service.links import LinkSigner
+from imagegate.service.marking import Marker, Verification, verify
 from imagegate.service.presets import Presets
 from imagegate.service.quota import (
     check_limits,
@@ -180,6 +183,7 @@ class ImageService:
         fair: FairShare | None = None,
         metrics: Metrics | None = None,
         presets: Presets | None = None,
+        marker: Marker | None = None,
     ) -> None:
         self.settings = settings
         self.assets = assets
@@ -191,7 +195,9 @@ class ImageService:
         self._clock = clock
         self._fair = fair
         self._metrics = metrics or Metrics()
-        self.views = Views(assets, settings.view_cache_bytes)
+        # Without a signer given (tests, stdio tools), XMP as the settings say.
+        self.marker = marker or Marker(xmp=settings.marks()[0])
+        self.views = Views(assets, settings.view_cache_bytes, self.marker)
         self.presets = presets or Presets(settings, relays, None, clock)
 
     @contextmanager
@@ -256,7 +262,7 @@ class ImageService:
                     args,
                     plan.request,
                     produced,
-                    len(images),
+                    [image.path for image in images],
                     plan.limits,
                     assets,
                     (charged, plan.call.currency),
@@ -504,7 +510,7 @@ class ImageService:
         args: GenerateArgs,
         request: ImageRequest,
         produced: list[Produced],
-        inputs: int,
+        inputs: list[Path],
         limits: Limits,
         assets: list[Asset],
         charged: tuple[float, str] = (0.0, ""),
@@ -513,6 +519,7 @@ class ImageService:
         its share of what the call `charged` (amount, currency), when not free."""
         max_stored_bytes = limits.max_stored_bytes
         keep = keep_until(limits.retention_days, self._clock.now())
+        restaged: list[StagedBlob] = []
         try:
             if max_stored_bytes is not None:
                 # All or none: each add checks again, atomically, against races.
@@ -528,7 +535,12 @@ class ImageService:
                     **item.image.params,
                 }
                 if inputs:
-                    params["inputs"] = inputs
+                    params["inputs"] = len(inputs)
+                staged, info, marking = await self._marked(item, relay, inputs)
+                if staged is not item.image.staged:
+                    restaged.append(staged)
+                if marking:
+                    params["marking"] = marking
                 if item.image.usage:
                     params["usage"] = item.image.usage
                 if charged[0] > 0:
@@ -542,8 +554,8 @@ class ImageService:
                 )
                 asset = await self.assets.add(
                     owner,
-                    item.image.staged,
-                    item.info,
+                    staged,
+                    info,
                     meta,
                     self._clock.now(),
                     max_stored_bytes,
@@ -554,6 +566,48 @@ class ImageService:
         finally:
             for item in produced:
                 item.image.staged.discard()  # no-op for committed blobs
+            for each in restaged:
+                each.discard()
+
+    async def _marked(
+        self, item: Produced, relay_name: str, inputs: list[Path]
+    ) -> tuple[StagedBlob, ImageInfo, dict[str, str]]:
+        """The item as it is to be stored: marked (service.marking) in a new staged
+        blob, with its new size; or as it came, when no marking applies."""
+        if not self.marker.active:
+            return item.image.staged, item.info, {}
+        relay = self.relays.get(relay_name)
+        marked = await run_cpu(
+            functools.partial(
+                self.marker.mark,
+                item.image.staged.path,
+                item.info.format,
+                action="edited" if inputs else "created",
+                software_agent=relay.model or relay.kind,
+                inputs=inputs,
+            )
+        )
+        if marked.path == item.image.staged.path:
+            return item.image.staged, item.info, marked.done
+        try:
+            staged = await run_cpu(self._restage, marked.path)
+        except ImagegateError as err:  # the marks made it larger than the cap
+            return item.image.staged, item.info, {"stored": f"unmarked: {err}"}
+        finally:
+            marked.path.unlink(missing_ok=True)
+        return staged, replace(item.info, byte_size=staged.size), marked.done
+
+    def _restage(self, path: Path) -> StagedBlob:
+        staged = self.assets.stage()
+        try:
+            with path.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    staged.write(chunk)
+            staged.finish()
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
 
     async def usage(self, caller: Caller, requested: str | None = None) -> dict[str, object]:
         """Usage and limits of the caller, or (admin) of the `requested` subject."""
@@ -653,6 +707,14 @@ class ImageService:
         side = self.settings.thumbnail_px
         preview = View(side, side, "contain", ImageFormat.PNG)
         return [await self.view(asset, preview) for asset in assets]
+
+    async def verify(self, caller: Caller, asset_id: str) -> Verification:
+        """What one of the caller's images (admin: anyone's) says about its origin."""
+        asset = await self.get(caller, asset_id)
+        anchors = self.settings.c2pa.trust_anchors if self.settings.c2pa else None
+        with self._acting_for(asset.owner):
+            async with self.assets.as_file(asset) as path:
+                return await run_cpu(verify, path, asset.format, anchors)
 
     async def view(self, asset: Asset, view: View) -> bytes:
         """A view of an asset the caller may see (checked by the caller of this)."""

@@ -1,0 +1,231 @@
+"""Every image imagegate stores says it is AI-generated (EU AI Act, Article 50(2)):
+in plain XMP (IPTC's DigitalSourceType), and with a certificate in a signed C2PA
+manifest. `marking` and `[c2pa]` choose (config.Settings.marks).
+
+Order matters: XMP first, then the manifest, whose signature covers every byte outside
+it. Both add metadata only: pixel data is copied as it is. A marking an image already
+carries (an upstream's source type or manifest) is kept, never replaced.
+
+A marking that fails (an upstream's XMP that doesn't parse, a time-stamping service
+that is down) doesn't lose the image: it is stored with what did succeed, and the
+failure is logged and recorded in its params ("marking"), which verify_image shows.
+"""
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from imagegate.config import Settings
+from imagegate.core import xmp
+from imagegate.core.errors import ImagegateError
+from imagegate.core.images import ImageFormat
+
+if TYPE_CHECKING:
+    from imagegate.core.c2pa import ManifestSigner, Report
+
+log = logging.getLogger("imagegate.marking")
+
+MARKABLE = frozenset({ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.WEBP})
+Action = Literal["created", "edited", "resized"]
+
+
+@dataclass(frozen=True)
+class Marked:
+    path: Path
+    """The marked copy, or the source itself when nothing was written."""
+    done: dict[str, str]
+    """What each marking did ("added", "kept", "signed", or "failed: why")."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    xmp: bool
+    signer: "ManifestSigner | None" = None
+
+    @property
+    def active(self) -> bool:
+        return self.xmp or self.signer is not None
+
+    def mark(
+        self,
+        src: Path,
+        fmt: ImageFormat,
+        *,
+        action: Action,
+        software_agent: str,
+        inputs: Sequence[Path] = (),
+        parent: Path | None = None,
+        source_type: str | None = None,
+    ) -> Marked:
+        """Blocking (run it in a worker thread): a marked copy of `src` beside it, which
+        the caller removes once used. `inputs` are an edit's input images, `parent` the
+        original of a resized view. The source type is trained algorithmic media for
+        what was created, a composite for an edit of supplied images, unless given."""
+        if not self.active or fmt not in MARKABLE:
+            return Marked(src, {})
+        current, done = src, {}
+        if self.xmp:
+            if source_type is None:
+                source_type = (
+                    xmp.TRAINED_ALGORITHMIC_MEDIA
+                    if action == "created"
+                    else xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+                )
+            out = _beside(src, "xmp")
+            try:
+                done["xmp"] = xmp.mark(current, out, fmt, source_type).value
+                current = out
+            except (xmp.MarkingError, OSError) as err:
+                out.unlink(missing_ok=True)
+                done["xmp"] = _failed("xmp", err)
+        if self.signer is not None:
+            out = _beside(src, "c2pa")
+            try:
+                self.signer.sign(
+                    current,
+                    out,
+                    fmt,
+                    action=action,
+                    software_agent=software_agent,
+                    ingredients=inputs,
+                    parent=parent,
+                )
+            except (ImagegateError, ValueError, OSError) as err:
+                out.unlink(missing_ok=True)
+                done["c2pa"] = _failed("c2pa", err)
+            else:
+                if current != src:
+                    current.unlink(missing_ok=True)
+                current = out
+                done["c2pa"] = "signed"
+        return Marked(current, done)
+
+
+def original_source_type(path: Path, fmt: ImageFormat) -> str:
+    """What a view of the stored image at `path` says: what the image says (an edit's
+    view is still a composite), else trained algorithmic media."""
+    try:
+        return xmp.read_source_type(path, fmt) or xmp.TRAINED_ALGORITHMIC_MEDIA
+    except (xmp.MarkingError, OSError):
+        return xmp.TRAINED_ALGORITHMIC_MEDIA
+
+
+def build_marker(settings: Settings) -> Marker:
+    """How stored images are marked; a [c2pa] certificate the SDK refuses stops
+    start-up here, not at the first image."""
+    with_xmp, with_c2pa = settings.marks()
+    if not with_c2pa:
+        return Marker(xmp=with_xmp)
+    assert settings.c2pa is not None  # marks() says so
+    assert settings.c2pa.certificate_chain is not None
+    assert settings.c2pa.private_key is not None
+    # Imported here: only a server that signs loads the C2PA SDK.
+    from imagegate.core.c2pa import SigningConfig, load_signer
+
+    signer = load_signer(
+        SigningConfig(
+            settings.c2pa.certificate_chain,
+            settings.c2pa.private_key,
+            settings.c2pa.algorithm,
+            settings.c2pa.tsa_url,
+        )
+    )
+    return Marker(xmp=with_xmp, signer=signer)
+
+
+def _beside(src: Path, what: str) -> Path:
+    # "stage-" and ".part": the staging sweep removes what a crash leaves behind.
+    fd, name = tempfile.mkstemp(dir=src.parent, prefix=f"stage-mark-{what}-", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
+def _failed(what: str, err: Exception) -> str:
+    reason = str(err) or type(err).__name__
+    log.warning("marking (%s) failed; the image is stored without it: %s", what, reason)
+    return f"failed: {reason}"[:300]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What an image says about its origin, for verify_image and `imagegate verify`."""
+
+    digital_source_type: str | None
+    xmp_problem: str | None
+    c2pa: "Report | None"
+    c2pa_problem: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        report = self.c2pa
+        c2pa: dict[str, object] = {"present": False}
+        if report is not None and report.present:
+            c2pa = {
+                "present": True,
+                "valid": report.valid,
+                "trusted": report.trusted,
+                "problems": list(report.problems) or None,
+                "signer": report.signer,
+                "issuer": report.issuer,
+                "signed_at": report.signed_at,
+                "actions": [
+                    {
+                        "action": a.action,
+                        "digital_source_type": a.digital_source_type,
+                        "software_agent": a.software_agent,
+                    }
+                    for a in report.actions
+                ],
+                "ingredients": [
+                    {
+                        "title": i.title,
+                        "relationship": i.relationship,
+                        "has_manifest": i.has_manifest,
+                    }
+                    for i in report.ingredients
+                ]
+                or None,
+                "marks_ai": report.marks_ai,
+            }
+        if self.c2pa_problem:
+            c2pa["error"] = self.c2pa_problem
+        return {
+            "xmp": {
+                "digital_source_type": self.digital_source_type,
+                **({"error": self.xmp_problem} if self.xmp_problem else {}),
+            },
+            "c2pa": c2pa,
+            "ai_generated": self.ai_generated,
+        }
+
+    @property
+    def ai_generated(self) -> bool:
+        """Does any marking say so (the source types trained or composite)?"""
+        plain = self.digital_source_type in (
+            xmp.TRAINED_ALGORITHMIC_MEDIA,
+            xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+        )
+        return plain or (self.c2pa is not None and self.c2pa.marks_ai)
+
+
+def verify(path: Path, fmt: ImageFormat, trust_anchors: Path | None) -> Verification:
+    """Blocking: read both markings of the image at `path`."""
+    source_type, xmp_problem = None, None
+    if fmt in MARKABLE:
+        try:
+            source_type = xmp.read_source_type(path, fmt)
+        except xmp.MarkingError as err:
+            xmp_problem = str(err)
+    report, c2pa_problem = None, None
+    if fmt in MARKABLE:
+        # Only now: a server that never verifies never loads the C2PA SDK.
+        from imagegate.core import c2pa
+
+        try:
+            report = c2pa.read(path, fmt, trust_anchors)
+        except (ImagegateError, ValueError, OSError) as err:
+            c2pa_problem = str(err) or type(err).__name__
+    return Verification(source_type, xmp_problem, report, c2pa_problem)
