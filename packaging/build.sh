@@ -150,6 +150,10 @@ mkdir -p "$wheels" "$stage/doc"
 # 3. Make it work at /opt/imagegate: script shebangs and pyvenv.cfg name the staging
 #    path. The interpreter links already point at $python.
 rm -rf "$venv"/bin/[aA]ctivate* "$venv/include"
+# c2pa-python's wheel carries the SDK twice: the shared library it loads, and a Rust
+# static library (.rlib, 31 MB) that only a Rust build links. And a console script
+# that downloads native builds from the network, which this package never wants.
+rm -f "$venv"/lib/python3*/site-packages/c2pa/libs/*.rlib "$venv/bin/download-artifacts"
 # Shared libraries need no execute bit (dlopen); some wheels set it.
 find "$venv" -type f -name '*.so*' -perm /111 -exec chmod a-x {} +
 for script in "$venv"/bin/*; do
