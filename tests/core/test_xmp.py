@@ -1,6 +1,7 @@
 """The XMP marking: written for PNG, JPEG and WebP without touching pixel data, read back
-by this module, by Pillow's container parsers and by exiftool; existing markings and
-metadata kept; damaged files and hostile packets refused with a clear MarkingError."""
+by this module, by Pillow's container parsers and by exiftool; an existing AI source type
+and other metadata kept, any other source type replaced in place; C2PA manifests seen;
+damaged files and hostile packets refused with a clear MarkingError, and nothing else."""
 
 import io
 import random
@@ -17,10 +18,13 @@ from PIL import Image, ImageCms, PngImagePlugin
 
 from imagegate.core.images import ImageFormat
 from imagegate.core.xmp import (
+    AI_SOURCE_TYPES,
     COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    MAX_PACKET,
     TRAINED_ALGORITHMIC_MEDIA,
     MarkingError,
     MarkResult,
+    carries_c2pa,
     mark,
     read_source_type,
     source_type_in,
@@ -31,6 +35,11 @@ PNG, JPEG, WEBP = ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.WEBP
 FORMATS = [PNG, JPEG, WEBP]
 PIL_NAME = {PNG: "PNG", JPEG: "JPEG", WEBP: "WEBP"}
 DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+COMPOSITE_SYNTHETIC = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"
+IPTC_EXT = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+ODD = "http://example.com/type?a=1&b=\"2\"'3'<x>"
+"""A source type (printable, no spaces) with every character XML escapes."""
 EXIF = Image.Exif()
 EXIF[0x010F] = "A camera maker"
 EXIF[0x0112] = 6
@@ -456,28 +465,213 @@ def test_a_packet_written_by_exiftool_is_extended(tmp_path: Path) -> None:
     assert exiftool(tmp_path / "out.jpg", "XMP-dc:Title") == "Upstream"
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize(
-    "existing",
-    [
-        packet(f'ext:DigitalSourceType="{DIGITAL_CAPTURE}"'),
-        packet(f"<ext:DigitalSourceType>{DIGITAL_CAPTURE}</ext:DigitalSourceType>"),
-        packet(f'<ext:DigitalSourceType rdf:resource="{DIGITAL_CAPTURE}"/>'),
+# (packet, the bytes of its source type's value): each form a writer may use.
+DC = DIGITAL_CAPTURE
+FORMS = {
+    "attribute": (packet(f'ext:DigitalSourceType="{DC}"'), DC),
+    "attribute-single-quotes": (packet(f"ext:DigitalSourceType='{DC}'"), DC),
+    "element": (packet(f"<ext:DigitalSourceType>{DC}</ext:DigitalSourceType>"), DC),
+    "element-spaced": (
+        packet(f"<ext:DigitalSourceType>\n  {DC}\n </ext:DigitalSourceType>"),
+        f"\n  {DC}\n ",
+    ),
+    "element-empty": (packet("<ext:DigitalSourceType></ext:DigitalSourceType>"), ""),
+    "resource": (packet(f'<ext:DigitalSourceType rdf:resource="{DC}"/>'), DC),
+    "other-prefix": (
         packet(
-            'xmp:CreatorTool="x"',
-            f"<ext:DigitalSourceType>{DIGITAL_CAPTURE}</ext:DigitalSourceType>",
-            rdf="r",
+            'xmp:CreatorTool="x"', f"<ext:DigitalSourceType>{DC}</ext:DigitalSourceType>", rdf="r"
         ),
-    ],
-    ids=["attribute", "element", "resource", "other-prefix"],
-)
-def test_an_upstream_source_type_wins(tmp_path: Path, fmt: ImageFormat, existing: bytes) -> None:
+        DC,
+    ),
+    "beside-another-namespace": (
+        packet(
+            f'ext:DigitalSourceType="{DC}" xmlns:o="http://example.com/o/" o:DigitalSourceType="x"'
+        ),
+        DC,
+    ),
+    "own-namespace-declaration": (
+        packet(f'<i:DigitalSourceType xmlns:i="{IPTC_EXT}" rdf:resource="{DC}"/>'),
+        DC,
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("form", ["attribute", "element", "resource"])
+def test_an_upstream_ai_source_type_is_kept(tmp_path: Path, fmt: ImageFormat, form: str) -> None:
+    existing = FORMS[form][0].replace(DC.encode(), COMPOSITE_SYNTHETIC.encode())
     source = with_xmp(one_source(fmt), existing)
-    assert read_source_type(write(tmp_path, source, "src"), fmt) == DIGITAL_CAPTURE
     result, out = marked(tmp_path, source, fmt)
     assert result is MarkResult.KEPT
     assert out == source
-    assert read_source_type(tmp_path / "out", fmt) == DIGITAL_CAPTURE
+    assert read_source_type(tmp_path / "out", fmt) == COMPOSITE_SYNTHETIC
+
+
+@pytest.mark.parametrize("kept", sorted(AI_SOURCE_TYPES))
+def test_each_ai_source_type_is_kept(tmp_path: Path, kept: str) -> None:
+    source = with_xmp(one_source(PNG), packet(f'ext:DigitalSourceType="{kept}"'))
+    assert marked(tmp_path, source, PNG) == (MarkResult.KEPT, source)
+
+
+def test_the_ai_source_types_are_iptcs_generated_ones() -> None:
+    iptc = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+    assert {TRAINED_ALGORITHMIC_MEDIA, COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA} < AI_SOURCE_TYPES
+    assert {
+        iptc + name
+        for name in (
+            "trainedAlgorithmicMedia",
+            "compositeWithTrainedAlgorithmicMedia",
+            "algorithmicMedia",
+            "compositeSynthetic",
+        )
+    } == AI_SOURCE_TYPES
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("form", list(FORMS))
+def test_another_source_type_is_replaced_in_place(
+    tmp_path: Path, fmt: ImageFormat, form: str
+) -> None:
+    """A camera's (or any non-AI) source type would have a generated image claim to be a
+    photograph: ours takes its place, and only the value's bytes change."""
+    existing, value = FORMS[form]
+    source = with_xmp(one_source(fmt), existing)
+    assert read_source_type(write(tmp_path, source, "src"), fmt) == value.strip()
+    result, out = marked(tmp_path, source, fmt)
+    assert result is MarkResult.REPLACED
+    assert read_source_type(tmp_path / "out", fmt) == TRAINED_ALGORITHMIC_MEDIA
+    assert len(xmp_containers(fmt, out)) == 1
+    ours = TRAINED_ALGORITHMIC_MEDIA.encode()
+    if value:
+        assert existing.count(value.encode()) == 1
+        assert pillow_xmp(out) == existing.replace(value.encode(), ours)
+    else:
+        assert pillow_xmp(out) == existing.replace(b"Type></", b"Type>" + ours + b"</", 1)
+    assert decoded(out) == decoded(source)
+    assert pixel_data(fmt, out) == pixel_data(fmt, source)
+
+
+@pytest.mark.parametrize("form", ["attribute", "attribute-single-quotes", "element"])
+def test_a_replacement_with_xml_characters_reads_back(tmp_path: Path, form: str) -> None:
+    marked(tmp_path, with_xmp(one_source(JPEG), FORMS[form][0]), JPEG, ODD)
+    assert read_source_type(tmp_path / "out", JPEG) == ODD
+
+
+@needs_exiftool
+def test_exiftool_reads_the_replacement(tmp_path: Path) -> None:
+    path = write(tmp_path, one_source(JPEG).data, "in.jpg")
+    subprocess.run(
+        [
+            "exiftool",
+            "-q",
+            "-overwrite_original",
+            f"-XMP-iptcExt:DigitalSourceType={DC}",
+            str(path),
+        ],
+        check=True,
+    )
+    assert mark(path, tmp_path / "out.jpg", JPEG, TRAINED_ALGORITHMIC_MEDIA) is MarkResult.REPLACED
+    assert exiftool(tmp_path / "out.jpg") == TRAINED_ALGORITHMIC_MEDIA
+
+
+def test_only_the_non_ai_values_are_replaced(tmp_path: Path) -> None:
+    """Three descriptions (a writer may split its properties) naming three source types."""
+    three = packet(f'ext:DigitalSourceType="{DC}"').replace(
+        b"</rdf:RDF>",
+        f'<rdf:Description rdf:about="" xmlns:e="{IPTC_EXT}">'
+        f"<e:DigitalSourceType>{COMPOSITE_SYNTHETIC}</e:DigitalSourceType></rdf:Description>"
+        f'<rdf:Description rdf:about="" xmlns:e="{IPTC_EXT}">'
+        f'<e:DigitalSourceType rdf:resource="{DC}"/></rdf:Description></rdf:RDF>'.encode(),
+    )
+    assert source_type_in(three) == DC
+    result, out = marked(tmp_path, with_xmp(one_source(WEBP), three), WEBP, ODD)
+    assert result is MarkResult.REPLACED
+    escaped = b"http://example.com/type?a=1&amp;b=&quot;2&quot;&apos;3&apos;&lt;x&gt;"
+    assert pillow_xmp(out) == three.replace(DC.encode(), escaped)
+    assert read_source_type(tmp_path / "out", WEBP) == ODD
+
+
+def test_each_packet_naming_another_source_type_is_replaced(tmp_path: Path) -> None:
+    second = packet(f'ext:DigitalSourceType="{DC}"')
+    source = insert_png_chunk(
+        with_xmp(SOURCES[0], TITLED), b"iTXt", png_xmp_body(second), before=b"IEND"
+    )
+    result, out = marked(tmp_path, source, PNG)
+    assert result is MarkResult.REPLACED
+    first, last = xmp_containers(PNG, out)
+    assert first == xmp_containers(PNG, source)[0]  # named none: left as it was
+    assert last[8:-4] == png_xmp_body(
+        second.replace(DC.encode(), TRAINED_ALGORITHMIC_MEDIA.encode())
+    )
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        packet(
+            '<ext:DigitalSourceType rdf:parseType="Resource">'
+            f"<ext:Code>{DC}</ext:Code></ext:DigitalSourceType>"
+        ),
+        packet(f"<ext:DigitalSourceType>{DC}<ext:Code/></ext:DigitalSourceType>"),
+        packet('<ext:DigitalSourceType rdf:parseType="Resource"></ext:DigitalSourceType>'),
+        packet("<ext:DigitalSourceType/>"),
+    ],
+    ids=["struct", "mixed-content", "empty-struct", "empty-element"],
+)
+def test_a_source_type_that_is_not_a_plain_value_is_not_replaced(
+    tmp_path: Path, existing: bytes
+) -> None:
+    src = write(tmp_path, with_xmp(one_source(JPEG), existing))
+    with pytest.raises(MarkingError, match="not a plain value"):
+        mark(src, tmp_path / "out", JPEG, TRAINED_ALGORITHMIC_MEDIA)
+    assert not (tmp_path / "out").exists()
+
+
+# Where a DigitalSourceType is not the image's own: standard readers don't take these.
+NOT_THE_IMAGES = {
+    "outside-rdf": TITLED.replace(
+        b'x:xmptk="a test"',
+        b'x:xmptk="a test" xmlns:ext="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"'
+        + f' ext:DigitalSourceType="{DC}"'.encode(),
+    ),
+    "in-a-struct": packet(
+        "<xmpMM:History xmlns:xmpMM='http://ns.adobe.com/xap/1.0/mm/'><rdf:Seq>"
+        f"<rdf:li rdf:parseType='Resource'><ext:DigitalSourceType>{DC}</ext:DigitalSourceType>"
+        "</rdf:li></rdf:Seq></xmpMM:History>"
+    ),
+    "in-a-nested-description": packet(
+        "<dc:source><rdf:Description>"
+        f"<ext:DigitalSourceType rdf:resource='{DC}'/>"
+        "</rdf:Description></dc:source>"
+    ),
+    "on-a-nested-description": packet(
+        f"<dc:source><rdf:Description ext:DigitalSourceType='{DC}'/></dc:source>"
+    ),
+    "after-rdf": TITLED.replace(
+        b"</x:xmpmeta>",
+        b'<ext:DigitalSourceType xmlns:ext="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+        + DC.encode()
+        + b"</ext:DigitalSourceType></x:xmpmeta>",
+    ),
+    "in-another-namespace": packet(
+        f'<o:DigitalSourceType xmlns:o="http://example.com/other/">{DC}</o:DigitalSourceType>'
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("form", list(NOT_THE_IMAGES))
+def test_a_source_type_that_is_not_the_images_own_is_not_taken(
+    tmp_path: Path, fmt: ImageFormat, form: str
+) -> None:
+    existing = NOT_THE_IMAGES[form]
+    assert source_type_in(existing) is None
+    source = with_xmp(one_source(fmt), existing)
+    assert read_source_type(write(tmp_path, source, "src"), fmt) is None
+    result, out = marked(tmp_path, source, fmt)
+    assert result is MarkResult.ADDED
+    assert read_source_type(tmp_path / "out", fmt) == TRAINED_ALGORITHMIC_MEDIA
+    assert DC.encode() in pillow_xmp(out)  # left where it was
 
 
 @pytest.mark.parametrize(
@@ -491,8 +685,21 @@ def test_an_upstream_source_type_wins(tmp_path: Path, fmt: ImageFormat, existing
         (packet(f'<ext:DigitalSourceType rdf:resource="{DIGITAL_CAPTURE}"/>'), DIGITAL_CAPTURE),
         (TITLED, None),
         (source_type_packet(TRAINED_ALGORITHMIC_MEDIA), TRAINED_ALGORITHMIC_MEDIA),
+        (
+            TITLED.replace(
+                b"</rdf:RDF>",
+                f'<rdf:Description rdf:about="" xmlns:e="{IPTC_EXT}">'
+                f"<e:DigitalSourceType>{DC}</e:DigitalSourceType></rdf:Description></rdf:RDF>".encode(),
+            ),
+            DC,
+        ),
+        (
+            f'<rdf:RDF xmlns:rdf="{RDF}" xmlns:e="{IPTC_EXT}">'
+            f'<rdf:Description e:DigitalSourceType="{DC}"/></rdf:RDF>'.encode(),
+            DC,
+        ),
     ],
-    ids=["attribute", "element", "resource", "none", "ours"],
+    ids=["attribute", "element", "resource", "none", "ours", "second-description", "rdf-root"],
 )
 def test_the_source_type_in_one_packet(existing: bytes, found: str | None) -> None:
     assert source_type_in(existing) == found
@@ -515,7 +722,10 @@ def test_png_xmp_after_the_image_data_is_found_and_replaced_in_place(tmp_path: P
     upstream = with_xmp(
         SOURCES[0], packet(f'ext:DigitalSourceType="{DIGITAL_CAPTURE}"'), after_idat=True
     )
-    assert marked(tmp_path, upstream, PNG)[0] is MarkResult.KEPT
+    result, out = marked(tmp_path, upstream, PNG)
+    assert result is MarkResult.REPLACED
+    assert [kind for kind, _ in png_chunks(out)][-2:] == [b"iTXt", b"IEND"]
+    assert read_source_type(tmp_path / "out", PNG) == TRAINED_ALGORITHMIC_MEDIA
 
 
 def test_a_compressed_png_packet_is_read_and_rewritten_plain(tmp_path: Path) -> None:
@@ -567,6 +777,88 @@ def test_a_c2pa_manifest_survives_byte_for_byte(
     assert len(xmp_containers(fmt, out)) == 1  # for WebP: the RIFF size covers it all
 
 
+C2PA_TYPE = b"c2pa\x00\x11\x00\x10\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[ImageFormat, bytes]:
+    """Each format's sample, signed by the C2PA SDK with a test CA's certificate."""
+    from imagegate.core.c2pa import SigningConfig, load_signer
+    from tests.fakes.c2pa_ca import make_credentials
+
+    folder = tmp_path_factory.mktemp("c2pa")
+    credentials = make_credentials(folder / "ca")
+    signer = load_signer(SigningConfig(credentials.chain, credentials.key))
+    files = {}
+    for fmt in FORMATS:
+        src, dst = write(folder, one_source(fmt).data, f"in-{fmt.value}"), folder / f"{fmt.value}"
+        signer.sign(src, dst, fmt, action="created", software_agent="imagegate tests")
+        files[fmt] = dst.read_bytes()
+    return files
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_manifest_the_sdk_signed_is_seen(
+    tmp_path: Path, fmt: ImageFormat, signed: dict[ImageFormat, bytes]
+) -> None:
+    assert carries_c2pa(write(tmp_path, signed[fmt], "signed"), fmt)
+    assert not carries_c2pa(write(tmp_path, one_source(fmt).data, "unsigned"), fmt)
+    marked(tmp_path, one_source(fmt).data, fmt)
+    assert not carries_c2pa(tmp_path / "out", fmt)
+
+
+def app11_jumbf(description_type: bytes, *, extended_length: bool = False) -> bytes:
+    """An APP11 payload: the JPEG XT header, then a JUMBF superbox (a jumb box, its
+    length in the 8-byte extended field when asked) that starts with its description."""
+    description = struct.pack(">I4s", 8 + 16 + 6, b"jumd") + description_type + b"\x03c2pa\x00"
+    if extended_length:
+        superbox = struct.pack(">I4sQ", 1, b"jumb", 16 + len(description)) + description
+    else:
+        superbox = struct.pack(">I4s", 8 + len(description), b"jumb") + description
+    return b"JP" + struct.pack(">HI", 1, 1) + superbox
+
+
+@pytest.mark.parametrize(
+    ("fmt", "container", "found"),
+    [
+        (JPEG, (0xEB, app11_jumbf(C2PA_TYPE)), True),
+        (JPEG, (0xEB, app11_jumbf(C2PA_TYPE, extended_length=True)), True),
+        (JPEG, (0xEB, app11_jumbf(b"json" + C2PA_TYPE[4:])), False),  # another JUMBF type
+        (JPEG, (0xEB, b"XX" + app11_jumbf(C2PA_TYPE)[2:]), False),  # not JPEG XT
+        (JPEG, (0xEB, b"JP\x00\x01"), False),  # too short to say
+        (JPEG, (0xE1, app11_jumbf(C2PA_TYPE)), False),  # not APP11
+        (PNG, (b"caBX", JUMBF), True),
+        (PNG, (b"tEXt", b"caBX\x00" + JUMBF), False),
+        (WEBP, (b"C2PA", JUMBF), True),
+        (WEBP, (b"c2pa", JUMBF), False),
+    ],
+    ids=[
+        "jpeg-app11",
+        "jpeg-app11-extended-length",
+        "jpeg-app11-other-jumbf",
+        "jpeg-app11-not-jpeg-xt",
+        "jpeg-app11-short",
+        "jpeg-app1",
+        "png-cabx",
+        "png-text",
+        "webp-c2pa",
+        "webp-lowercase",
+    ],
+)
+def test_the_c2pa_container_of_each_format(
+    tmp_path: Path, fmt: ImageFormat, container: tuple[int | bytes, bytes], found: bool
+) -> None:
+    kind, body = container
+    data = one_source(fmt).data
+    if isinstance(kind, int):
+        source = insert_jpeg_segment(data, kind, body)
+    elif fmt is PNG:
+        source = insert_png_chunk(data, kind, body, before=b"IDAT")
+    else:
+        source = append_webp_chunk(data, kind, body)
+    assert carries_c2pa(write(tmp_path, source), fmt) is found
+
+
 # --- Refusals ---------------------------------------------------------------------------
 
 
@@ -590,6 +882,14 @@ def short_riff() -> bytes:
 def first_idat_cut() -> bytes:
     data = SOURCES[0].data
     return data[: data.index(b"IDAT") + 10]
+
+
+def vp8_sized(width: int, height: int) -> bytes:
+    """A simple lossy WebP whose VP8 frame header says this size."""
+    data = SOURCES[SOURCE_IDS.index("webp-lossy")].data
+    assert data[12:16] == b"VP8 "
+    assert data[23:26] == b"\x9d\x01\x2a"  # a key frame's start code
+    return data[:26] + struct.pack("<HH", width, height) + data[30:]
 
 
 @pytest.mark.parametrize(
@@ -622,6 +922,8 @@ def first_idat_cut() -> bytes:
         (b"RIFF\x0c\x00\x00\x00WEBPJUNK\x00\x00\x00\x00", WEBP, "has no VP8X, VP8 or VP8L"),
         (b"RIFF\x0c\x00\x00\x00WEBPVP8 \x20\x00\x00\x00", WEBP, "webp image is truncated"),
         (short_riff(), WEBP, "a chunk runs past the end"),
+        (vp8_sized(0, 23), WEBP, "its VP8 frame has no width or height"),
+        (vp8_sized(37, 0x4000), WEBP, "its VP8 frame has no width or height"),  # scale bits only
         (SOURCES[0].data, ImageFormat.GIF, "gif images can't carry"),
     ],
     ids=[
@@ -644,6 +946,8 @@ def first_idat_cut() -> bytes:
         "webp-junk-chunk",
         "webp-chunk-past-file",
         "webp-chunk-past-riff",
+        "webp-vp8-width-0",
+        "webp-vp8-height-0",
         "gif",
     ],
 )
@@ -657,6 +961,51 @@ def test_damaged_or_fake_files_are_refused(
     with pytest.raises(MarkingError, match=message):
         read_source_type(src, fmt)
     assert issubclass(MarkingError, ValueError)
+
+
+def damaged_copies(data: bytes, rng: random.Random, count: int) -> list[bytes]:
+    """Copies cut short, or with a few bytes changed: mostly in the first 1 KB, where
+    the headers and metadata are, else anywhere."""
+    copies = []
+    for _ in range(count):
+        if rng.random() < 0.25:
+            copies.append(data[: rng.randrange(len(data))])
+            continue
+        copy = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(min(len(copy), 1024) if rng.random() < 0.7 else len(copy))
+            copy[at] = rng.choice(
+                [0x00, 0xFF, rng.randrange(256), copy[at] ^ (1 << rng.randrange(8))]
+            )
+        copies.append(bytes(copy))
+    return copies
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_damaged_files_raise_only_marking_errors(tmp_path: Path, fmt: ImageFormat) -> None:
+    """Whatever the damage, the caller sees a MarkingError (or an OSError), never a
+    stray IndexError, struct.error or OverflowError."""
+    rng = random.Random(20240917)
+    samples = [s for s in SOURCES if s.fmt is fmt and ("exif" in s.name or s.name == "webp-lossy")]
+    sources = [s.data for s in samples]
+    sources += [marked(tmp_path, s.data, fmt)[1] for s in samples]
+    sources += [with_xmp(samples[0], packet(f'ext:DigitalSourceType="{DC}"', 'xmp:Label="x"'))]
+    src, dst = tmp_path / "fuzzed", tmp_path / "fuzzed-out"
+    for number, data in enumerate(
+        copy for source in sources for copy in damaged_copies(source, rng, 240 // len(sources))
+    ):
+        src.write_bytes(data)
+        for call in (
+            lambda: mark(src, dst, fmt, TRAINED_ALGORITHMIC_MEDIA),
+            lambda: read_source_type(src, fmt),
+            lambda: carries_c2pa(src, fmt),
+        ):
+            try:
+                call()
+            except (MarkingError, OSError):
+                pass
+            except Exception as err:
+                pytest.fail(f"damaged copy {number}: {type(err).__name__}: {err}")
 
 
 BILLION_LAUGHS = (
@@ -734,6 +1083,79 @@ def test_a_compressed_png_packet_is_inflated_no_further_than_1_mib(tmp_path: Pat
     finally:
         tracemalloc.stop()
     assert peak < 4 << 20
+
+
+def test_a_compressed_png_packet_cut_short_is_refused(tmp_path: Path) -> None:
+    stream = zlib.compress(TITLED, 9)
+    body = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + stream[: len(stream) // 2]
+    source = insert_png_chunk(SOURCES[0].data, b"iTXt", body, before=b"IDAT")
+    with pytest.raises(MarkingError, match="does not inflate"):
+        read_source_type(write(tmp_path, source), PNG)
+
+
+def with_packets(fmt: ImageFormat, packets: list[bytes], *, compressed: bool = False) -> bytes:
+    """One source image with each of `packets` in a container of its own."""
+    data = one_source(fmt).data
+    for xmp in packets:
+        if fmt is PNG:
+            body = png_xmp_body(xmp)
+            if compressed:
+                body = b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + zlib.compress(xmp, 9)
+            data = insert_png_chunk(data, b"iTXt", body, before=b"IEND")
+        elif fmt is JPEG:
+            data = insert_jpeg_segment(data, 0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp)
+        else:
+            data = append_webp_chunk(data, b"XMP ", xmp)
+    return data
+
+
+def test_many_compressed_png_packets_are_bounded_as_a_whole(tmp_path: Path) -> None:
+    """Each packet inflates to 300 KB, well under the limit of one; 300 of them in a file
+    of a few hundred KB would be 90 MB held at once if each was inflated and kept."""
+    each = TITLED.replace(b"A title", b"x" * 300_000)
+    source = with_packets(PNG, [each] * 300, compressed=True)
+    assert len(source) < 400_000
+    src = write(tmp_path, source)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MarkingError, match="larger than 1048576 bytes"):
+            read_source_type(src, PNG)
+        with pytest.raises(MarkingError, match="larger than 1048576 bytes"):
+            mark(src, tmp_path / "out", PNG, TRAINED_ALGORITHMIC_MEDIA)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_file_holds_at_most_four_xmp_packets(tmp_path: Path, fmt: ImageFormat) -> None:
+    four = write(tmp_path, with_packets(fmt, [TITLED] * 4), "four")
+    assert read_source_type(four, fmt) is None
+    assert mark(four, tmp_path / "out", fmt, TRAINED_ALGORITHMIC_MEDIA) is MarkResult.ADDED
+    five = write(tmp_path, with_packets(fmt, [TITLED] * 5), "five")
+    with pytest.raises(MarkingError, match="more than 4 XMP packets"):
+        read_source_type(five, fmt)
+    with pytest.raises(MarkingError, match="more than 4 XMP packets"):
+        carries_c2pa(five, fmt)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compressed"),
+    [(PNG, False), (PNG, True), (WEBP, False)],
+    ids=["png", "png-zip", "webp"],
+)
+def test_a_files_packets_are_1_mib_in_all(
+    tmp_path: Path, fmt: ImageFormat, compressed: bool
+) -> None:
+    half = TITLED.replace(b"A title", b"x" * (MAX_PACKET // 2 - len(TITLED) + 7))
+    assert len(half) * 2 == MAX_PACKET
+    fits = write(tmp_path, with_packets(fmt, [half, half], compressed=compressed), "fits")
+    assert read_source_type(fits, fmt) is None
+    over = write(tmp_path, with_packets(fmt, [half, half + b" "], compressed=compressed), "over")
+    with pytest.raises(MarkingError, match="larger than 1048576 bytes"):
+        read_source_type(over, fmt)
 
 
 def test_a_png_xmp_chunk_with_a_bad_crc_is_refused(tmp_path: Path) -> None:
