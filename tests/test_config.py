@@ -1,4 +1,6 @@
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -529,6 +531,18 @@ def test_marking_follows_the_policy_and_the_certificate(
     assert any("marking" in said for said in settings.warnings()) == warned
 
 
-def test_a_c2pa_key_goes_with_its_certificate() -> None:
-    with pytest.raises(ValueError, match="certificate_chain and private_key go together"):
-        Settings(c2pa={"certificate_chain": "/c/chain.pem"})  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("c2pa", "said"),
+    [
+        ({"certificate_chain": "/c/chain.pem"}, "needs private_key or sign_command"),
+        (
+            {"certificate_chain": "/c", "private_key": "/k", "sign_command": ["x"]},
+            "needs private_key or sign_command (one of them)",
+        ),
+        ({"private_key": "/c/key.pem"}, "need certificate_chain"),
+        ({"sign_command": ["kms-sign"]}, "need certificate_chain"),
+    ],
+)
+def test_a_c2pa_certificate_comes_with_one_way_to_sign(c2pa: dict[str, Any], said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        Settings(c2pa=c2pa)  # type: ignore[arg-type]

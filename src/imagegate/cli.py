@@ -560,6 +560,7 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
 
     watch = Stopwatch()
     relay = _one_relay(settings, args.relay)
+    marker = build_marker(settings)  # before anything is paid for: a bad [c2pa] stops here
     request = build_request(
         GenerateArgs(
             args.prompt,
@@ -610,7 +611,6 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
         beating.cancel()
     images = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    marker = build_marker(settings)
     try:
         for item in produced:
             ext = item.info.format.extension
@@ -745,7 +745,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         attempt(lambda: otlp_headers(settings))
     token = attempt(lambda: static_token(settings))
     with_xmp, with_c2pa = settings.marks()
-    if with_c2pa:  # the SDK checks the certificate and key as serve would
+    if settings.c2pa is not None:  # the SDK checks certificate, key and anchors as serve does
         from imagegate.service.marking import build_marker
 
         attempt(lambda: build_marker(settings))
@@ -808,8 +808,9 @@ def _where_secrets_are(config: Path | None) -> str:
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 0 when a marking says the image is AI-generated and no manifest is
-    invalid; 1 otherwise; 2 when the file is no image imagegate reads."""
+    """Exit 0 when a marking says the image is AI-generated and the manifest, if any,
+    is valid; 1 otherwise; 2 when the file is no image imagegate reads, or the trust
+    anchors don't load."""
     from imagegate.core.images import sniff_format
     from imagegate.service.marking import MARKABLE, verify
 
@@ -825,6 +826,14 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
         print(f"imagegate: {path}: not a PNG, JPEG or WebP image", file=sys.stderr)
         return EXIT_CONFIG
     anchors = args.trust_anchors or (settings.c2pa.trust_anchors if settings.c2pa else None)
+    if anchors is not None:
+        from imagegate.core.c2pa import reading_context
+
+        try:
+            reading_context(anchors)
+        except ConfigError as err:
+            print(f"imagegate: {err}", file=sys.stderr)
+            return EXIT_CONFIG
     found = verify(path, fmt, anchors)
     report = found.as_dict()
     if args.json:
@@ -832,8 +841,10 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(_verification_text(report))
     c2pa = report["c2pa"]
-    invalid = isinstance(c2pa, dict) and c2pa.get("present") and not c2pa.get("valid")
-    return 0 if found.ai_generated and not invalid else EXIT_FAILURE
+    doubtful = isinstance(c2pa, dict) and (
+        "error" in c2pa or (c2pa.get("present") and not c2pa.get("valid"))
+    )
+    return 0 if found.ai_generated and not doubtful else EXIT_FAILURE
 
 
 def _verification_text(report: dict[str, Any]) -> str:

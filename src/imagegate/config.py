@@ -313,6 +313,9 @@ class C2PASettings(BaseModel):
     """PEM: the signing certificate first, then its intermediates."""
     private_key: Path | None = None
     """PEM private key of that certificate, mode 0600 or 0640."""
+    sign_command: tuple[str, ...] | None = Field(default=None, min_length=1)
+    """Instead of private_key: a program that signs (an HSM's or KMS's tool): the
+    bytes on its stdin, the signature on its stdout."""
     algorithm: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"
     tsa_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
     """An RFC 3161 time-stamping service, asked at each signature."""
@@ -320,9 +323,12 @@ class C2PASettings(BaseModel):
     """PEM roots whose signatures verify_image and `imagegate verify` call trusted."""
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "C2PASettings":
-        if (self.certificate_chain is None) != (self.private_key is None):
-            raise ValueError("certificate_chain and private_key go together")
+    def _a_certificate_and_one_way_to_sign(self) -> "C2PASettings":
+        signs = (self.private_key is not None) + (self.sign_command is not None)
+        if self.certificate_chain is not None and signs != 1:
+            raise ValueError("certificate_chain needs private_key or sign_command (one of them)")
+        if self.certificate_chain is None and signs:
+            raise ValueError("private_key and sign_command need certificate_chain")
         return self
 
     @property

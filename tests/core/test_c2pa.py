@@ -596,3 +596,38 @@ def test_report_states(state: str | None, valid: bool, trusted: bool) -> None:
     report = report_from_store({"validation_state": state})
     assert (report.present, report.valid, report.trusted) == (True, valid, trusted)
     assert not report.marks_ai
+
+
+def test_a_sign_command_signs_instead_of_a_key_file(
+    tmp_path: Path, credentials: Credentials
+) -> None:
+    """An HSM's or KMS's tool: here openssl, holding the key imagegate never reads."""
+    command = ("openssl", "dgst", "-sha256", "-sign", str(credentials.key))
+    command_signer = load_signer(SigningConfig(credentials.chain, None, sign_command=command))
+    assert command_signer.key is None
+    src = image_file(tmp_path / "a.png", ImageFormat.PNG)
+    dst = tmp_path / "signed.png"
+    command_signer.sign(src, dst, ImageFormat.PNG, action="created", software_agent="m")
+    report = read(dst, ImageFormat.PNG, credentials.root)
+    assert (report.valid, report.trusted) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (("false",), "exit 1"),
+        (("/nonexistent/kms-sign",), "can't run"),
+        (("sh", "-c", "cat >/dev/null; printf 'not a signature'"), "refuses"),
+    ],
+)
+def test_a_sign_command_that_fails_stops_the_start(
+    credentials: Credentials, command: tuple[str, ...], said: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_signer(SigningConfig(credentials.chain, None, sign_command=command))
+    assert said in str(refused.value)
+
+
+def test_without_a_key_or_a_command_nothing_signs(credentials: Credentials) -> None:
+    with pytest.raises(ConfigError, match="set private_key, or sign_command"):
+        load_signer(SigningConfig(credentials.chain, None))

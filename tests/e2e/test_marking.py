@@ -229,3 +229,15 @@ def test_the_local_generate_command_marks_its_files(tmp_path: Path) -> None:
     assert image["params"]["marking"] == {"xmp": "added"}
     assert image["bytes"] == path.stat().st_size
     assert not list(tmp_path.glob("stage-*"))  # nothing left behind
+
+
+@pytest.mark.parametrize("anchors", ["missing.pem", "not-pem.pem"])
+def test_trust_anchors_that_do_not_load_are_said_not_ignored(tmp_path: Path, anchors: str) -> None:
+    image = tmp_path / "plain.png"
+    image.write_bytes(png_bytes((32, 32)))
+    (tmp_path / "not-pem.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    result = verify_file(image, tmp_path / anchors)
+    assert result.returncode == 2
+    assert "trust anchors" in result.stderr

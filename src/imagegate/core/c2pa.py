@@ -24,7 +24,10 @@ so a server without C2PA configured, and `imagegate --version`, never load it.
 
 import io
 import json
+import logging
 import re
+import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,8 @@ from imagegate import __version__
 from imagegate.core.errors import ConfigError, StorageError
 from imagegate.core.images import ImageFormat, sniff_format
 from imagegate.core.secrets import read_secret_file
+
+log = logging.getLogger("imagegate.marking")
 
 Algorithm = Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -61,11 +66,62 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 class SigningConfig:
     certificate_chain: Path
     """PEM: the signing (end-entity) certificate first, then its intermediates."""
-    private_key: Path
-    """PEM (PKCS#8) private key of the signing certificate; mode 0600 or 0640."""
+    private_key: Path | None
+    """PEM (PKCS#8) private key of the signing certificate; mode 0600 or 0640. None:
+    `sign_command` signs."""
     algorithm: Algorithm = "es256"
     tsa_url: str | None = None
     """RFC 3161 time-stamping service; None signs without a trusted time."""
+    sign_command: tuple[str, ...] | None = None
+    """A program that signs for imagegate (an HSM's or a cloud KMS's tool, or a client
+    of a signing service): the bytes to sign on its stdin, the signature on its
+    stdout (for ECDSA in DER, as `openssl dgst -sha256 -sign KEY` writes it)."""
+
+
+SIGN_COMMAND_SECONDS = 30.0
+_command = threading.local()
+"""The last sign_command failure in this thread: the SDK replaces a callback's error
+with its own ("COSE signature invalid"), which would hide why."""
+
+
+def run_sign_command(command: Sequence[str], data: bytes) -> bytes:
+    """The signature `command` writes for `data`; StorageError says why not, without
+    the command's output (its stderr's last line goes to the log)."""
+    _command.failure = None
+    try:
+        return _run(command, data)
+    except StorageError as err:
+        _command.failure = str(err)
+        raise
+
+
+def _failure_of(err: Exception) -> str:
+    """Why a signing failed: the sign_command's own reason when it failed."""
+    failure: str | None = getattr(_command, "failure", None)
+    _command.failure = None
+    return failure or _reason(err)
+
+
+def _run(command: Sequence[str], data: bytes) -> bytes:
+    try:
+        done = subprocess.run(  # noqa: S603 - the operator's own program, from the config
+            list(command), input=data, capture_output=True, timeout=SIGN_COMMAND_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        raise StorageError(
+            f"the C2PA sign_command took over {SIGN_COMMAND_SECONDS:.0f} s"
+        ) from None
+    except OSError as err:
+        raise StorageError(
+            f"the C2PA sign_command can't run: {err.strerror or type(err).__name__}"
+        ) from None
+    if done.returncode != 0 or not done.stdout:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        log.warning(
+            "C2PA sign_command exited %s: %s", done.returncode, said[-1][:200] if said else ""
+        )
+        raise StorageError(f"the C2PA sign_command failed (exit {done.returncode})")
+    return done.stdout
 
 
 @dataclass(frozen=True)
@@ -73,9 +129,10 @@ class ManifestSigner:
     """Signs images with one certificate; made by `load_signer`, shared by the server."""
 
     chain: bytes
-    key: bytes = field(repr=False)
+    key: bytes | None = field(repr=False)
     algorithm: Algorithm
     tsa_url: str | None
+    sign_command: tuple[str, ...] | None = None
 
     def sign(
         self,
@@ -87,8 +144,11 @@ class ManifestSigner:
         software_agent: str,
         ingredients: Sequence[Path] = (),
         parent: Path | None = None,
+        history: Path | None = None,
     ) -> None:
         """Write `src` to `dst` with a signed manifest; the image data is not re-encoded.
+        `history`: the file `src` was copied from with metadata added (XMP), whose own
+        manifest, still valid there, is the one to keep as the parent.
 
         `action`: "created" (generated), "edited" (the model changed `ingredients`, the
         input images) or "resized" (a view of `parent`, the original). When `src` already
@@ -99,18 +159,19 @@ class ManifestSigner:
             raise ValueError("sign needs a destination other than its source")
         sdk = _sdk()
         try:
+            origin = history or src
             plan = plan_manifest(
                 action,
                 software_agent,
-                src,
-                src_has_manifest=_has_manifest(src, fmt),
+                origin,
+                src_has_manifest=_has_manifest(origin, fmt),
                 parent=parent,
                 ingredients=ingredients,
             )
             self._sign_with(sdk, plan, src, dst, fmt)
         except sdk.C2paError as err:
             dst.unlink(missing_ok=True)
-            raise StorageError(f"C2PA signing failed: {_reason(err)}") from None
+            raise StorageError(f"C2PA signing failed: {_failure_of(err)}") from None
         except OSError as err:
             dst.unlink(missing_ok=True)
             raise StorageError(f"C2PA signing failed: {err.strerror or 'I/O error'}") from None
@@ -144,6 +205,14 @@ class ManifestSigner:
     def _sdk_signer(self, sdk: Any, *, tsa_url: str | None) -> Any:
         # A fresh native signer per call: nothing native is shared between threads.
         algorithm = getattr(sdk.C2paSigningAlg, self.algorithm.upper())
+        if self.sign_command is not None:
+            command = self.sign_command
+            return sdk.Signer.from_callback(
+                lambda data: run_sign_command(command, data),
+                algorithm,
+                self.chain.decode(),
+                tsa_url,
+            )
         info = sdk.C2paSignerInfo(algorithm, self.chain, self.key, tsa_url)
         return sdk.Signer.from_info(info)
 
@@ -156,9 +225,13 @@ def load_signer(config: SigningConfig) -> ManifestSigner:
         )
     if config.tsa_url is not None and not re.match(r"https?://[^\s/]+", config.tsa_url):
         raise ConfigError("c2pa time-stamping URL must start with http:// or https://")
-    key = read_secret_file(config.private_key)
-    if "PRIVATE KEY-----" not in key:
-        raise ConfigError(f"{config.private_key}: not a PEM private key")
+    key = None
+    if config.private_key is not None:
+        key = read_secret_file(config.private_key)
+        if "PRIVATE KEY-----" not in key:
+            raise ConfigError(f"{config.private_key}: not a PEM private key")
+    elif not config.sign_command:
+        raise ConfigError("c2pa: set private_key, or sign_command")
     try:
         chain = config.certificate_chain.read_bytes()
     except OSError as err:
@@ -169,7 +242,11 @@ def load_signer(config: SigningConfig) -> ManifestSigner:
     if b"-----BEGIN CERTIFICATE-----" not in chain:
         raise ConfigError(f"{config.certificate_chain}: no PEM certificate in the file")
     signer = ManifestSigner(
-        chain=chain, key=key.encode(), algorithm=config.algorithm, tsa_url=config.tsa_url
+        chain=chain,
+        key=key.encode() if key is not None else None,
+        algorithm=config.algorithm,
+        tsa_url=config.tsa_url,
+        sign_command=config.sign_command,
     )
     sdk = _sdk()
     try:
@@ -177,7 +254,7 @@ def load_signer(config: SigningConfig) -> ManifestSigner:
     except sdk.C2paError as err:
         raise ConfigError(
             f"{config.certificate_chain}: the C2PA SDK refuses this certificate and key "
-            f"({config.algorithm}): {_reason(err)}"
+            f"({config.algorithm}): {_failure_of(err)}"
         ) from None
     return signer
 
@@ -336,20 +413,13 @@ def read(path: Path, fmt: ImageFormat, trust_anchors: Path | None = None) -> Rep
     certificates to trust; without it nothing is trusted (the SDK has no built-in
     anchors), so `trusted` is False. A damaged or remote manifest is reported, not raised;
     OSError when `path` cannot be opened, ConfigError when the anchors cannot."""
-    settings = dict(_SETTINGS)
-    if trust_anchors is not None:
-        try:
-            settings["trust"] = {"trust_anchors": trust_anchors.read_text(encoding="utf-8")}
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(
-                f"{trust_anchors}: cannot read trust anchors: {type(err).__name__}"
-            ) from None
     sdk = _sdk()
+    # Outside the try below: anchors that don't load are the reader's problem, not the
+    # file's (every file would read as an invalid manifest).
+    context = reading_context(trust_anchors)
     try:
         with path.open("rb") as fh:
-            reader = sdk.Reader.try_create(
-                fmt.mime_type, fh, context=sdk.Context.from_dict(settings)
-            )
+            reader = sdk.Reader.try_create(fmt.mime_type, fh, context=context)
             if reader is None:
                 return ABSENT
             with reader:
@@ -362,6 +432,36 @@ def read(path: Path, fmt: ImageFormat, trust_anchors: Path | None = None) -> Rep
         )
         return Report(present=True, valid=False, trusted=False, problems=(problem,))
     return report_from_store(_json(store))
+
+
+def reading_context(trust_anchors: Path | None) -> Any:
+    """The SDK's reading settings with these anchors; ConfigError when the file can't
+    be read or holds no certificate the SDK takes (serve and check-config call this,
+    so a wrong path stops the start, not each verification)."""
+    settings = dict(_SETTINGS)
+    if trust_anchors is not None:
+        try:
+            pem = trust_anchors.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"{trust_anchors}: cannot read trust anchors: {type(err).__name__}"
+            ) from None
+        # cryptography comes with c2pa-python; the SDK itself would only fail later,
+        # on the first signed file, as if the file were at fault.
+        from cryptography import x509
+
+        try:
+            x509.load_pem_x509_certificates(pem.encode())
+        except ValueError:
+            raise ConfigError(f"{trust_anchors}: trust anchors must be PEM certificates") from None
+        settings["trust"] = {"trust_anchors": pem}
+    sdk = _sdk()
+    try:
+        return sdk.Context.from_dict(settings)
+    except sdk.C2paError as err:
+        raise ConfigError(
+            f"{trust_anchors}: the C2PA SDK refuses these trust anchors: {_reason(err)}"
+        ) from None
 
 
 def report_from_store(store: dict[str, Any]) -> Report:

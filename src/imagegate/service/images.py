@@ -3,6 +3,7 @@ list, get, link and delete owned images, and report usage."""
 
 import functools
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -150,6 +151,7 @@ async def _let_go(inputs: Inputs) -> None:
         await inputs.aclose()
 
 
+log = logging.getLogger("imagegate.marking")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -521,13 +523,19 @@ class ImageService:
         keep = keep_until(limits.retention_days, self._clock.now())
         restaged: list[StagedBlob] = []
         try:
+            # Marked first: the markings add bytes, which the room check must count.
+            marked = []
+            for item in produced:
+                marked.append(await self._marked(item, relay, inputs))
+                if marked[-1][0] is not item.image.staged:
+                    restaged.append(marked[-1][0])
             if max_stored_bytes is not None:
                 # All or none: each add checks again, atomically, against races.
-                made = sum(item.info.byte_size for item in produced)
+                made = sum(info.byte_size for _, info, _ in marked)
                 stored = await self.assets.stored_bytes(owner)
                 if stored + made > max_stored_bytes:
                     raise stored_bytes_exceeded(stored, max_stored_bytes, made)
-            for item in produced:
+            for item, (staged, info, marking) in zip(produced, marked, strict=True):
                 params: dict[str, object] = {
                     "requested_size": str(request.size),
                     "requested_format": request.output_format.value,
@@ -536,9 +544,6 @@ class ImageService:
                 }
                 if inputs:
                     params["inputs"] = len(inputs)
-                staged, info, marking = await self._marked(item, relay, inputs)
-                if staged is not item.image.staged:
-                    restaged.append(staged)
                 if marking:
                     params["marking"] = marking
                 if item.image.usage:
@@ -591,8 +596,10 @@ class ImageService:
             return item.image.staged, item.info, marked.done
         try:
             staged = await run_cpu(self._restage, marked.path)
-        except ImagegateError as err:  # the marks made it larger than the cap
-            return item.image.staged, item.info, {"stored": f"unmarked: {err}"}
+        except (ImagegateError, OSError) as err:  # over the cap with the marks; disk
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            log.warning("a marked image could not be staged; stored unmarked: %s", reason)
+            return item.image.staged, item.info, {"stored": f"unmarked: {reason}"}
         finally:
             marked.path.unlink(missing_ok=True)
         return staged, replace(item.info, byte_size=staged.size), marked.done

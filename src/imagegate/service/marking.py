@@ -38,7 +38,8 @@ class Marked:
     path: Path
     """The marked copy, or the source itself when nothing was written."""
     done: dict[str, str]
-    """What each marking did ("added", "kept", "signed", or "failed: why")."""
+    """What each marking did ("added", "kept", "replaced", "skipped: why", "signed",
+    or "failed: why")."""
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,23 @@ class Marker:
         """Blocking (run it in a worker thread): a marked copy of `src` beside it, which
         the caller removes once used. `inputs` are an edit's input images, `parent` the
         original of a resized view. The source type is trained algorithmic media for
-        what was created, a composite for an edit of supplied images, unless given."""
+        what was created, a composite for an edit of supplied images, and for a view
+        the original's (`source_type`; none: no XMP). XMP is not added to an image
+        that carries a C2PA manifest when nothing re-signs it: the new bytes would make
+        that manifest (an upstream's) invalid, and it says the image's origin itself."""
         if not self.active or fmt not in MARKABLE:
             return Marked(src, {})
         current, done = src, {}
-        if self.xmp:
-            if source_type is None:
-                source_type = (
-                    xmp.TRAINED_ALGORITHMIC_MEDIA
-                    if action == "created"
-                    else xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
-                )
+        if source_type is None and action != "resized":
+            source_type = (
+                xmp.TRAINED_ALGORITHMIC_MEDIA
+                if action == "created"
+                else xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+            )
+        signed = _carries_c2pa(src, fmt)
+        if self.xmp and source_type is not None and signed and self.signer is None:
+            done["xmp"] = "skipped: the image's own C2PA manifest says where it came from"
+        elif self.xmp and source_type is not None:
             out = _beside(src, "xmp")
             try:
                 done["xmp"] = xmp.mark(current, out, fmt, source_type).value
@@ -93,6 +100,8 @@ class Marker:
                     software_agent=software_agent,
                     ingredients=inputs,
                     parent=parent,
+                    # The XMP copy broke the source's own manifest: keep the source's.
+                    history=src if signed and current != src else None,
                 )
             except (ImagegateError, ValueError, OSError) as err:
                 out.unlink(missing_ok=True)
@@ -105,36 +114,48 @@ class Marker:
         return Marked(current, done)
 
 
-def original_source_type(path: Path, fmt: ImageFormat) -> str:
+def original_source_type(path: Path, fmt: ImageFormat) -> str | None:
     """What a view of the stored image at `path` says: what the image says (an edit's
-    view is still a composite), else trained algorithmic media."""
+    view is still a composite); None when it says nothing (an uploaded photo), so its
+    views don't claim to be AI-generated either."""
     try:
-        return xmp.read_source_type(path, fmt) or xmp.TRAINED_ALGORITHMIC_MEDIA
+        return xmp.read_source_type(path, fmt) if fmt in MARKABLE else None
     except (xmp.MarkingError, OSError):
-        return xmp.TRAINED_ALGORITHMIC_MEDIA
+        return None
 
 
 def build_marker(settings: Settings) -> Marker:
-    """How stored images are marked; a [c2pa] certificate the SDK refuses stops
-    start-up here, not at the first image."""
+    """How stored images are marked. A [c2pa] certificate the SDK refuses, or trust
+    anchors that don't load, stop serve and check-config here, not at the first image
+    or the first verification."""
     with_xmp, with_c2pa = settings.marks()
+    if settings.c2pa is None:
+        return Marker(xmp=with_xmp)
+    # Imported here: only a server with [c2pa] loads the C2PA SDK.
+    from imagegate.core.c2pa import SigningConfig, load_signer, reading_context
+
+    if settings.c2pa.trust_anchors is not None:
+        reading_context(settings.c2pa.trust_anchors)
     if not with_c2pa:
         return Marker(xmp=with_xmp)
-    assert settings.c2pa is not None  # marks() says so
-    assert settings.c2pa.certificate_chain is not None
-    assert settings.c2pa.private_key is not None
-    # Imported here: only a server that signs loads the C2PA SDK.
-    from imagegate.core.c2pa import SigningConfig, load_signer
-
+    assert settings.c2pa.certificate_chain is not None  # marks() says so
     signer = load_signer(
         SigningConfig(
             settings.c2pa.certificate_chain,
             settings.c2pa.private_key,
             settings.c2pa.algorithm,
             settings.c2pa.tsa_url,
+            settings.c2pa.sign_command,
         )
     )
     return Marker(xmp=with_xmp, signer=signer)
+
+
+def _carries_c2pa(path: Path, fmt: ImageFormat) -> bool:
+    try:
+        return xmp.carries_c2pa(path, fmt)
+    except (xmp.MarkingError, OSError):
+        return False
 
 
 def _beside(src: Path, what: str) -> Path:
@@ -204,10 +225,7 @@ class Verification:
     @property
     def ai_generated(self) -> bool:
         """Does any marking say so (the source types trained or composite)?"""
-        plain = self.digital_source_type in (
-            xmp.TRAINED_ALGORITHMIC_MEDIA,
-            xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
-        )
+        plain = self.digital_source_type in xmp.AI_SOURCE_TYPES
         return plain or (self.c2pa is not None and self.c2pa.marks_ai)
 
 

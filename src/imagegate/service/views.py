@@ -3,6 +3,7 @@ bounded cache: by the image's content hash and the view, so equal bytes share th
 views and a view never outlives the question of whose image it is (callers check
 ownership before they ask)."""
 
+import logging
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -14,6 +15,8 @@ from imagegate.core.views import View, render
 from imagegate.service.marking import Marker, original_source_type
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.interfaces import Asset
+
+log = logging.getLogger("imagegate.marking")
 
 
 class Views:
@@ -53,18 +56,23 @@ class Views:
         if not self._marker.active:
             return data
         fmt = view.output_format(source)
-        with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
-            rendered = Path(scratch) / f"view.{fmt.extension}"
-            rendered.write_bytes(data)
-            marked = self._marker.mark(
-                rendered,
-                fmt,
-                action="resized",
-                software_agent="imagegate",
-                parent=path,
-                source_type=original_source_type(path, source),
-            )
-            return marked.path.read_bytes() if marked.path != rendered else data
+        try:
+            with tempfile.TemporaryDirectory(dir=self._scratch()) as scratch:
+                rendered = Path(scratch) / f"view.{fmt.extension}"
+                rendered.write_bytes(data)
+                marked = self._marker.mark(
+                    rendered,
+                    fmt,
+                    action="resized",
+                    software_agent="imagegate",
+                    parent=path,
+                    source_type=original_source_type(path, source),
+                )
+                return marked.path.read_bytes() if marked.path != rendered else data
+        except OSError as err:
+            # A full or unwritable staging disk: the view as rendered, not an error.
+            log.warning("a view could not be marked: %s", err.strerror or type(err).__name__)
+            return data
 
     def _scratch(self) -> Path:
         """The staging directory, for a view's files while it is marked."""

@@ -1,0 +1,109 @@
+"""Marking in the service: what a view of an unmarked original says, an upstream's
+manifest that XMP would break, the room check counting the markings' bytes."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagegate.config import Limits, QuotaSettings
+from imagegate.core import c2pa, xmp
+from imagegate.core.c2pa import SigningConfig, load_signer
+from imagegate.core.errors import QuotaExceeded
+from imagegate.core.images import ImageFormat, inspect_image
+from imagegate.core.views import View
+from imagegate.service.generation import GenerateArgs
+from imagegate.service.marking import Marker
+from imagegate.storage.interfaces import AssetMeta
+from tests.conftest import ManualClock
+from tests.fakes.c2pa_ca import Credentials, make_credentials
+from tests.service.test_images import ALICE, Asked, image_service, progress
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    return make_credentials(tmp_path_factory.mktemp("ca"))
+
+
+def png(path: Path) -> Path:
+    Image.effect_noise((64, 64), 40).convert("RGB").save(path, "PNG")
+    return path
+
+
+@pytest.mark.parametrize("marked", [True, False])
+async def test_a_view_says_what_its_original_says(
+    state_dir: Path, clock: ManualClock, tmp_path: Path, marked: bool
+) -> None:
+    """A generated image's view is AI-generated; an uploaded photo's is not."""
+    async with image_service(state_dir, clock) as service:
+        source = png(tmp_path / "photo.png")
+        if marked:
+            marked_copy = tmp_path / "marked.png"
+            xmp.mark(source, marked_copy, ImageFormat.PNG, xmp.TRAINED_ALGORITHMIC_MEDIA)
+            source = marked_copy
+        with service.assets.stage() as staged:
+            staged.write(source.read_bytes())
+            staged.finish()
+            info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+            asset = await service.assets.add(
+                ALICE.subject, staged, info, AssetMeta(relay="upload", prompt=""), 1.0
+            )
+        view = await service.view(asset, View(32, 32, "contain", ImageFormat.WEBP))
+    rendered = tmp_path / "view.webp"
+    rendered.write_bytes(view)
+    expected = xmp.TRAINED_ALGORITHMIC_MEDIA if marked else None
+    assert xmp.read_source_type(rendered, ImageFormat.WEBP) == expected
+
+
+def signed_upstream(tmp_path: Path) -> Path:
+    """An image as an upstream that signs its outputs sends it."""
+    upstream_ca = make_credentials(tmp_path / "upstream-ca")
+    signer = load_signer(SigningConfig(upstream_ca.chain, upstream_ca.key))
+    signed = tmp_path / "upstream.png"
+    signer.sign(
+        png(tmp_path / "plain.png"), signed, ImageFormat.PNG, action="created", software_agent="m"
+    )
+    return signed
+
+
+def test_without_a_certificate_an_upstream_manifest_is_left_valid(tmp_path: Path) -> None:
+    source = signed_upstream(tmp_path)
+    marked = Marker(xmp=True).mark(source, ImageFormat.PNG, action="created", software_agent="m")
+    assert marked.path == source  # nothing written: XMP would invalidate the manifest
+    assert marked.done["xmp"].startswith("skipped")
+    report = c2pa.read(source, ImageFormat.PNG)
+    assert report.valid
+    assert report.marks_ai
+
+
+def test_with_a_certificate_the_upstream_manifest_stays_a_valid_parent(
+    tmp_path: Path, ca: Credentials
+) -> None:
+    source = signed_upstream(tmp_path)
+    signer = load_signer(SigningConfig(ca.chain, ca.key))
+    marked = Marker(xmp=True, signer=signer).mark(
+        source, ImageFormat.PNG, action="created", software_agent="m"
+    )
+    assert marked.done == {"xmp": "added", "c2pa": "signed"}
+    report = c2pa.read(marked.path, ImageFormat.PNG, ca.root)
+    assert report.trusted
+    (parent,) = report.ingredients
+    assert (parent.relationship, parent.has_manifest) == ("parentOf", True)
+    # Its signer is the upstream's, whom no anchor here trusts; but its hash holds.
+    assert parent.problems == ("signingCredential.untrusted",)
+    assert xmp.read_source_type(marked.path, ImageFormat.PNG) == xmp.TRAINED_ALGORITHMIC_MEDIA
+
+
+async def test_the_room_check_counts_the_markings_bytes(tmp_path: Path, clock: ManualClock) -> None:
+    """Room for the images as made but not for their markings: refused whole. (The
+    check counted the unmarked sizes; the second image's add then failed, after the
+    first was stored.)"""
+    args = GenerateArgs("x", n=2, seed=7)  # the same two images each time
+    async with image_service(tmp_path / "probe", clock) as probe:
+        made = await (await probe.admit(ALICE, args, Asked([]))).run(progress)
+        marked_bytes = sum(asset.byte_size for asset in made.assets)
+    limits = QuotaSettings(default=Limits(max_stored_bytes=marked_bytes - 1))
+    async with image_service(tmp_path / "tight", clock, quotas=limits) as service:
+        with pytest.raises(QuotaExceeded, match="max_stored_bytes"):
+            await (await service.admit(ALICE, args, Asked([]))).run(progress)
+        assert await service.assets.stored_bytes(ALICE.subject) == 0
