@@ -446,6 +446,21 @@ class StoredPreset:
     description: str | None = None
     updated_at: float = 0.0
 
+    def values(self) -> tuple[object, ...]:
+        """In the presets table's column order (owner, name, prompt, negative_prompt,
+        size, quality, relay, description, updated): both databases write this."""
+        return (
+            self.owner,
+            self.name,
+            self.prompt,
+            self.negative_prompt,
+            self.size,
+            self.quality,
+            self.relay,
+            self.description,
+            self.updated_at,
+        )
+
 
 class PresetSaved(StrEnum):
     CREATED = "created"

@@ -51,15 +51,7 @@ class PgPresetLedger:
                 "negative_prompt = EXCLUDED.negative_prompt, size = EXCLUDED.size, "
                 "quality = EXCLUDED.quality, relay = EXCLUDED.relay, "
                 "description = EXCLUDED.description, updated = EXCLUDED.updated",
-                preset.owner,
-                preset.name,
-                preset.prompt,
-                preset.negative_prompt,
-                preset.size,
-                preset.quality,
-                preset.relay,
-                preset.description,
-                preset.updated_at,
+                *preset.values(),
             )
         return PresetSaved.CREATED if exists is None else PresetSaved.REPLACED
 

@@ -69,17 +69,7 @@ class SqlitePresetLedger:
             db.execute(
                 "INSERT OR REPLACE INTO presets (owner, name, prompt, negative_prompt, size, "
                 "quality, relay, description, updated) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    preset.owner,
-                    preset.name,
-                    preset.prompt,
-                    preset.negative_prompt,
-                    preset.size,
-                    preset.quality,
-                    preset.relay,
-                    preset.description,
-                    preset.updated_at,
-                ),
+                preset.values(),
             )
             return PresetSaved.REPLACED if exists else PresetSaved.CREATED
 
