@@ -2,7 +2,9 @@
 
 import asyncio
 import hashlib
+import io
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -130,3 +132,21 @@ async def structured(
     assert result.structured_content is not None
     answer: dict[str, Any] = result.structured_content
     return answer
+
+
+def stored_as_sent(stored: bytes, sent: bytes) -> bool:
+    """The image imagegate stored is the one the upstream sent, marked (issue 18): the
+    same pixels, the same format, and XMP naming it AI-generated."""
+    from PIL import Image
+
+    from imagegate.core import xmp
+    from imagegate.core.images import sniff_format
+
+    fmt = sniff_format(stored[:32])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stored"
+        path.write_bytes(stored)
+        marked = xmp.read_source_type(path, fmt) in xmp.AI_SOURCE_TYPES if fmt else False
+    with Image.open(io.BytesIO(stored)) as got, Image.open(io.BytesIO(sent)) as want:
+        same = got.format == want.format and got.tobytes() == want.tobytes()
+    return marked and same

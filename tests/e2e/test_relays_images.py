@@ -13,7 +13,7 @@ from fastmcp.exceptions import ToolError
 from PIL import Image
 
 from imagegate.relays.openai_images import OpenAIImagesRelayConfig
-from tests.e2e.harness import RunningServer, http_get, running_server
+from tests.e2e.harness import RunningServer, http_get, running_server, stored_as_sent
 from tests.fakes.upstream import (
     FakeUpstream,
     b64,
@@ -77,7 +77,10 @@ async def test_generations(server: RunningServer, upstream: FakeUpstream) -> Non
         )
     assert result.structured_content is not None
     urls = [image["url"] for image in result.structured_content["images"]]
-    assert [(await http_get(url)).content for url in urls] == [first, second]
+    downloaded = [(await http_get(url)).content for url in urls]
+    assert [
+        stored_as_sent(got, sent) for got, sent in zip(downloaded, [first, second], strict=True)
+    ] == [True, True]
     (call,) = upstream.calls(GENERATIONS)
     assert call.headers["authorization"] == f"Bearer {KEY}"
     body = call.json()
@@ -126,7 +129,8 @@ async def test_streamed_generation_reports_partials(
             "generate_image", {"prompt": "green", "relay": "streamed", "partial_images": 2}
         )
     assert result.structured_content is not None
-    assert (await http_get(result.structured_content["images"][0]["url"])).content == final
+    downloaded = (await http_get(result.structured_content["images"][0]["url"])).content
+    assert stored_as_sent(downloaded, final)
     assert sum(m.startswith("partial image") for m in messages) == 2
     body = upstream.calls(GENERATIONS)[0].json()
     assert body["stream"] is True

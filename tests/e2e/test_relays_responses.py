@@ -13,7 +13,7 @@ from fastmcp.exceptions import ToolError
 
 from imagegate.relays.openai_responses import OpenAIResponsesRelayConfig
 from imagegate.relays.placeholder import PlaceholderRelayConfig
-from tests.e2e.harness import RunningServer, http_get, running_server
+from tests.e2e.harness import RunningServer, http_get, running_server, stored_as_sent
 from tests.fakes.upstream import (
     FakeUpstream,
     error_reply,
@@ -89,7 +89,7 @@ async def test_generation_with_partials_and_progress(
     assert image["revised_prompt"] == "a revised prompt"
     assert image["params"]["usage"]["usage"]["output_tokens"] == 1500
     download = await http_get(image["url"])
-    assert download.content == final
+    assert stored_as_sent(download.content, final)
     assert any(m.startswith("partial image 1") for m in seen)
     assert any(m.startswith("partial image 2") for m in seen)
     assert any(m.startswith("generating") for m in seen)

@@ -127,6 +127,7 @@ async def test_tools_list_shows_only_what_the_caller_may_call(
     assert reader == {
         "list_images",
         "get_image",
+        "verify_image",
         "list_relays",
         "list_presets",
         "server_info",
