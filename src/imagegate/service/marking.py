@@ -3,8 +3,9 @@ in plain XMP (IPTC's DigitalSourceType), and with a certificate in a signed C2PA
 manifest. `marking` and `[c2pa]` choose (config.Settings.marks).
 
 Order matters: XMP first, then the manifest, whose signature covers every byte outside
-it. Both add metadata only: pixel data is copied as it is. A marking an image already
-carries (an upstream's source type or manifest) is kept, never replaced.
+it. Both add metadata only: pixel data is copied as it is. An AI marking an image
+already carries (an upstream's source type or manifest) is kept; a source type that
+says otherwise (a camera photo) is replaced.
 
 A marking that fails (an upstream's XMP that doesn't parse, a time-stamping service
 that is down) doesn't lose the image: it is stored with what did succeed, and the
