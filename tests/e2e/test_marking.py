@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, free_port, running_server, structured
 from tests.fakes.c2pa_ca import Credentials, make_credentials
+from tests.fakes.tsa import running_tsa
 from tests.fakes.upstream import images_reply, png_bytes, running_upstream
 
 FORMATS = {"png": ImageFormat.PNG, "jpeg": ImageFormat.JPEG, "webp": ImageFormat.WEBP}
@@ -241,3 +243,21 @@ def test_trust_anchors_that_do_not_load_are_said_not_ignored(tmp_path: Path, anc
     result = verify_file(image, tmp_path / anchors)
     assert result.returncode == 2
     assert "trust anchors" in result.stderr
+
+
+async def test_a_time_stamping_service_dates_each_signature(
+    tmp_path: Path, ca: Credentials
+) -> None:
+    """A real RFC 3161 service on 127.0.0.1 (openssl ts): the manifest carries its
+    time, trusted when its root is."""
+    with running_tsa(tmp_path / "tsa") as tsa:
+        settings = C2PASettings(certificate_chain=ca.chain, private_key=ca.key, tsa_url=tsa.url)
+        async with running_server(tmp_path / "state", c2pa=settings) as server:
+            _, path = await generated(server, tmp_path / "made.png")
+        assert tsa.requests  # asked for each signature (and not at start)
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(ca.root.read_bytes() + tsa.root.read_bytes())
+    report = c2pa.read(path, ImageFormat.PNG, anchors)
+    assert (report.valid, report.trusted) == (True, True)
+    assert report.signed_at is not None
+    assert report.signed_at.startswith(str(datetime.now(UTC).year))
