@@ -46,7 +46,7 @@ def make_credentials(
     root = (
         _builder(root_name, root_name, root_key, now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(signature=False, cert_sign=True), critical=True)
+        .add_extension(key_usage(signature=False, cert_sign=True), critical=True)
         .sign(root_key, hashes.SHA256())
     )
     leaf_key = _key(algorithm)
@@ -60,7 +60,7 @@ def make_credentials(
     is_ca = kind == "self_signed_ca"
     builder = builder.add_extension(
         x509.BasicConstraints(ca=is_ca, path_length=None), critical=True
-    ).add_extension(_usage(signature=True, cert_sign=is_ca), critical=True)
+    ).add_extension(key_usage(signature=True, cert_sign=is_ca), critical=True)
     if kind != "no_eku":
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
@@ -115,7 +115,7 @@ def _builder(
     )
 
 
-def _usage(*, signature: bool, cert_sign: bool) -> x509.KeyUsage:
+def key_usage(*, signature: bool, cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=signature,
         content_commitment=False,
