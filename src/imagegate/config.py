@@ -735,7 +735,7 @@ class Settings(BaseSettings):
             said.append("metrics_listen or metrics_token_file is set but metrics is off")
         if self.otlp_headers_env and self.otlp_endpoint is None:
             said.append("otlp_headers_env is set but otlp_endpoint is not: no traces are sent")
-        if self.otlp_headers_env and self._otlp_in_clear():
+        if self.otlp_headers_env and _in_clear(self.otlp_endpoint):
             said.append(
                 "otlp_headers_env: the collector's headers (an API key) go over plain http:// "
                 "to another machine; use https://"
@@ -746,7 +746,7 @@ class Settings(BaseSettings):
                 "private_key: images get no C2PA manifest"
                 + (", and no marking at all" if self.marking == "c2pa" else "")
             )
-        if self.gallery is not None and self._public_in_clear():
+        if self.gallery is not None and _in_clear(self.public_url):
             said.append(
                 "[gallery] with a plain http:// public_url: sign-ins and session cookies "
                 "cross the network in clear, and the cookies can't be Secure; use https://"
@@ -759,13 +759,11 @@ class Settings(BaseSettings):
         marking = self.marking or ("both" if signs else "xmp")
         return marking in ("xmp", "both"), marking in ("c2pa", "both") and signs
 
-    def _public_in_clear(self) -> bool:
-        url = urlsplit(self.public_url or "")
-        return url.scheme == "http" and not is_loopback_host(url.hostname or "")
 
-    def _otlp_in_clear(self) -> bool:
-        url = urlsplit(self.otlp_endpoint or "")
-        return url.scheme == "http" and not is_loopback_host(url.hostname or "")
+def _in_clear(url: str | None) -> bool:
+    """Plain http:// to another machine: what crosses the network can be read."""
+    parts = urlsplit(url or "")
+    return parts.scheme == "http" and not is_loopback_host(parts.hostname or "")
 
 
 def config_path_from_env() -> Path | None:
