@@ -95,6 +95,12 @@ def may_use_relay(caller: Caller, relay: str) -> bool:
     return grants(caller.scopes, relay_scope(relay))
 
 
+def check_relay(caller: Caller, relay: str) -> None:
+    """Refuse a call on a relay the caller may not use, as the ACL middleware does."""
+    if not may_use_relay(caller, relay):
+        raise PermissionDenied(Decision(False, relay_scope(relay)).message)
+
+
 def reach(caller: Caller) -> Subject | None:
     """Whose images the caller may name by id: its own, or (admin) anyone's (None)."""
     return None if caller.is_admin else caller.subject

@@ -17,13 +17,13 @@ import anyio
 from imagegate.access.identity import Identity
 from imagegate.access.policy import (
     Caller,
+    check_relay,
     listing_owner,
     may_use_relay,
     needs_confirmation,
     reach,
     usage_subject,
 )
-from imagegate.access.scopes import relay_scope
 from imagegate.config import Limits, Settings
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, acting_for, run_cpu
@@ -293,8 +293,7 @@ class ImageService:
             relay = self.relays.get(args.relay)
         # The ACL middleware checked the relay the arguments name; this checks the one
         # the call will use, whatever chose it (the default, a preset, "auto").
-        if not may_use_relay(caller, relay.name):
-            raise PermissionDenied(f"forbidden: needs scope {relay_scope(relay.name)}")
+        check_relay(caller, relay.name)
         request = build_request(
             args,
             relay,

@@ -19,8 +19,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from imagegate.access.policy import Caller, may_use_relay
-from imagegate.access.scopes import relay_scope
+from imagegate.access.policy import Caller, check_relay, may_use_relay
 from imagegate.config import (
     PRESET_NAME,
     PRESET_SLOT,
@@ -29,7 +28,7 @@ from imagegate.config import (
     preset_problem,
 )
 from imagegate.core.clock import Clock
-from imagegate.core.errors import ConfigError, InvalidRequest, NotFound, PermissionDenied
+from imagegate.core.errors import ConfigError, InvalidRequest, NotFound
 from imagegate.relays.base import Relay
 from imagegate.relays.config import AUTO
 from imagegate.relays.registry import Relays
@@ -274,8 +273,7 @@ class Presets:
         return preset, saved
 
     def _check_relay(self, caller: Caller, preset: Preset, relay: str) -> None:
-        if not may_use_relay(caller, relay):
-            raise PermissionDenied(f"forbidden: needs scope {relay_scope(relay)}")
+        check_relay(caller, relay)
         fits_relay(preset, self._relays.get(relay), self._settings)
 
     async def delete(self, caller: Caller, name: str) -> None:

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from imagegate.access.audit import AuditLog, AuditRecord
 from imagegate.access.login import LOGIN_SECONDS, Login, LoginFailed
-from imagegate.access.policy import AccessPolicy, Caller, may_link
+from imagegate.access.policy import AccessPolicy, Caller, Decision, may_link
 from imagegate.access.scopes import DELETE, READ, SHARE, grants
 from imagegate.access.sessions import LOGIN, Sealer, Session, SessionTooLarge
 from imagegate.config import Settings
@@ -159,6 +159,9 @@ class Gallery:
     ) -> HTMLResponse:
         return self._page("message.html", session, status, title=title, message=message)
 
+    def _forbidden(self, session: Session, scope: str) -> HTMLResponse:
+        return self._message(session, 403, "Not allowed", Decision(False, scope).message)
+
     def _refused(self, session: Session, err: ImagegateError) -> HTMLResponse:
         if isinstance(err, NotFound):
             return self._message(session, 404, "Not found", "There is no such image of yours.")
@@ -280,7 +283,7 @@ class Gallery:
             return self._page("signin.html", None, title="Sign in", notice=notice)
         caller = self._caller(session)
         if not grants(caller.scopes, READ):
-            return self._message(session, 403, "Not allowed", f"forbidden: needs scope {READ}")
+            return self._forbidden(session, READ)
         owner = request.query_params.get("owner") or None
         cursor = request.query_params.get("cursor") or None
         limit = min(PAGE_SIZE, self._settings.max_page_size)
@@ -313,7 +316,7 @@ class Gallery:
             return RedirectResponse("/gallery", status_code=303)
         caller = self._caller(session)
         if not grants(caller.scopes, scope):
-            return self._message(session, 403, "Not allowed", f"forbidden: needs scope {scope}")
+            return self._forbidden(session, scope)
         try:
             asset = await self._service.get(caller, request.path_params["asset_id"])
         except ImagegateError as err:
@@ -370,7 +373,7 @@ class Gallery:
             return found
         session, caller, asset = found
         if not may_link(caller, asset.owner):
-            return self._message(session, 403, "Not allowed", f"forbidden: needs scope {SHARE}")
+            return self._forbidden(session, SHARE)
         ttl = min(DOWNLOAD_LINK_SECONDS, self._settings.link_ttl_max_seconds)
         published = self._service.publish(asset, ttl)
         self._record(session, "download", "ok", asset.id)
@@ -384,7 +387,7 @@ class Gallery:
         caller = self._caller(session)
         if not grants(caller.scopes, SHARE):
             self._record(session, "create_link", "denied", request.path_params["asset_id"])
-            return self._message(session, 403, "Not allowed", f"forbidden: needs scope {SHARE}")
+            return self._forbidden(session, SHARE)
         try:
             asset = await self._service.get(caller, request.path_params["asset_id"])
             ttl = _ttl(fields.get("ttl_seconds", ""))
@@ -410,7 +413,7 @@ class Gallery:
         caller = self._caller(session)
         if not grants(caller.scopes, DELETE):
             self._record(session, "delete", "denied", request.path_params["asset_id"])
-            return self._message(session, 403, "Not allowed", f"forbidden: needs scope {DELETE}")
+            return self._forbidden(session, DELETE)
         if fields.get("confirm") != "yes":
             return self._message(session, 400, "Not deleted", "Tick the box to confirm.")
         try:
