@@ -839,15 +839,18 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(_verification_text(report))
-    c2pa = report["c2pa"]
-    doubtful = isinstance(c2pa, dict) and (
-        "error" in c2pa or (c2pa.get("present") and not c2pa.get("valid"))
-    )
-    return 0 if found.ai_generated and not doubtful else EXIT_FAILURE
+        print(_verification_text(report, found.manifest))
+    return 0 if found.convincing else EXIT_FAILURE
 
 
-def _verification_text(report: dict[str, Any]) -> str:
+_MANIFEST_STATES = {
+    "invalid": "INVALID",
+    "untrusted": "valid, signer not trusted",
+    "trusted": "trusted",
+}
+
+
+def _verification_text(report: dict[str, Any], manifest: str) -> str:
     xmp, c2pa = report["xmp"], report["c2pa"]
     lines = [
         "AI-generated: " + ("yes" if report["ai_generated"] else "no marking says so"),
@@ -857,13 +860,7 @@ def _verification_text(report: dict[str, Any]) -> str:
     if not c2pa.get("present"):
         lines.append("C2PA manifest: none" + (f" ({c2pa['error']})" if c2pa.get("error") else ""))
         return "\n".join(lines)
-    state = (
-        "trusted"
-        if c2pa["trusted"]
-        else "valid, signer not trusted"
-        if c2pa["valid"]
-        else "INVALID"
-    )
+    state = _MANIFEST_STATES[manifest]
     lines.append(f"C2PA manifest: {state}; signed by {c2pa['signer']} (issuer {c2pa['issuer']})")
     for action in c2pa["actions"]:
         lines.append(

@@ -498,18 +498,20 @@ async def verify_image(asset_id: AssetIdArg, ctx: Context) -> ToolResult:
     """What marks one of your images carries: its XMP source type, and its C2PA
     manifest (valid, trusted, signer, actions, ingredients)."""
     found = await service_of(ctx).verify(caller_of(ctx), asset_id)
-    report = found.as_dict()
-    c2pa: dict[str, Any] = report["c2pa"]  # type: ignore[assignment]
-    manifest = "no C2PA manifest"
-    if c2pa.get("present") and not c2pa["valid"]:
-        manifest = "an INVALID C2PA manifest"
-    elif c2pa.get("present"):
-        manifest = f"a valid C2PA manifest, signer {'' if c2pa['trusted'] else 'not '}trusted"
+    manifest = _MANIFEST_STATES[found.manifest]
     said = "marked as AI-generated" if found.ai_generated else "not marked as AI-generated"
     return ToolResult(
         content=f"{asset_id}: {said}; {manifest}.",
-        structured_content={"asset_id": asset_id, **report},
+        structured_content={"asset_id": asset_id, **found.as_dict()},
     )
+
+
+_MANIFEST_STATES = {
+    "none": "no C2PA manifest",
+    "invalid": "an INVALID C2PA manifest",
+    "untrusted": "a valid C2PA manifest, signer not trusted",
+    "trusted": "a valid C2PA manifest, signer trusted",
+}
 
 
 async def list_relays(ctx: Context) -> ToolResult:

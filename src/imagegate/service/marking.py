@@ -224,6 +224,22 @@ class Verification:
         }
 
     @property
+    def manifest(self) -> Literal["none", "invalid", "untrusted", "trusted"]:
+        """The C2PA manifest's state: none, invalid, valid from a signer the anchors
+        don't name, or trusted."""
+        report = self.c2pa
+        if report is None or not report.present:
+            return "none"
+        if not report.valid:
+            return "invalid"
+        return "trusted" if report.trusted else "untrusted"
+
+    @property
+    def convincing(self) -> bool:
+        """A marking says AI-generated, and no manifest says otherwise or failed to read."""
+        return self.ai_generated and self.manifest != "invalid" and self.c2pa_problem is None
+
+    @property
     def ai_generated(self) -> bool:
         """Does any marking say so (the source types trained or composite)?"""
         plain = self.digital_source_type in xmp.AI_SOURCE_TYPES
