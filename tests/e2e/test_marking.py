@@ -5,7 +5,6 @@ the parent; verify_image and `imagegate verify` report it; a tampered byte fails
 
 import json
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from imagegate.core.images import ImageFormat
 from imagegate.relays.openai_images import OpenAIImagesRelayConfig
 from imagegate.relays.placeholder import PlaceholderRelayConfig
 from tests.e2e.harness import RunningServer, free_port, running_server, structured
+from tests.e2e.processes import clean_env, run
 from tests.fakes.c2pa_ca import Credentials, make_credentials
 from tests.fakes.tsa import running_tsa
 from tests.fakes.upstream import images_reply, png_bytes, running_upstream
@@ -98,14 +98,7 @@ async def test_the_command_line_verifies_a_file_and_a_tampered_byte_fails(
 
 def verify_file(path: Path, anchors: Path | None) -> subprocess.CompletedProcess[str]:
     extra = ["--trust-anchors", str(anchors)] if anchors else []
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", "verify", str(path), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent)},
-    )
+    return run("verify", str(path), *extra, env=clean_env(HOME=str(path.parent)))
 
 
 async def test_a_view_is_marked_as_a_resized_copy_of_its_original(
@@ -215,14 +208,8 @@ async def test_a_signature_that_fails_loses_nothing(tmp_path: Path, ca: Credenti
 
 
 def test_the_local_generate_command_marks_its_files(tmp_path: Path) -> None:
-    made = subprocess.run(
-        [sys.executable, "-m", "imagegate", "generate", "a kite", "--format", "webp"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    made = run(
+        "generate", "a kite", "--format", "webp", env=clean_env(HOME=str(tmp_path)), cwd=tmp_path
     )
     assert made.returncode == 0, made.stderr
     (path,) = tmp_path.glob("imagegate-*.webp")
