@@ -55,6 +55,33 @@ async def test_blobs_are_read_only_files_named_by_content(state_dir: Path) -> No
     assert not await storage.index.ready()
 
 
+async def test_a_commit_fsyncs_the_file_before_its_rename_then_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging doesn't fsync (core.staging): the commit is what makes a blob durable.
+    A rename before the data is on the disk could leave a named but empty file."""
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync " + Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        steps.append("rename")
+        real_replace(src, dst)
+
+    blobs = FileBlobStore(tmp_path, max_bytes=1000)
+    staged = blobs.stage()
+    staged.write(png())
+    staged.finish()
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    key = BlobKey("ab" * 32, "png")
+    await blobs.commit(staged, key)
+    assert steps == [f"fsync {staged.path.name}", "rename", "fsync ab"]
+
+
 def test_an_oversize_write_leaves_nothing(tmp_path: Path) -> None:
     blobs = FileBlobStore(tmp_path, max_bytes=1000)
     staged = blobs.stage()

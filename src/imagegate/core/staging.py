@@ -3,6 +3,10 @@
 Relays write what upstreams send into one, callers' inputs are copied into one, and a
 blob store commits a finished one under its content name. Until then it is a temp file
 that `discard()` removes: a failure anywhere leaves nothing half-written behind.
+
+Finishing does not fsync: the blob store that commits a staged file makes it durable
+then (storage.files), and most staged files are never committed (an upstream's extra
+copy of an image, an unmarked original once marked, a caller's input image).
 """
 
 import hashlib
@@ -36,9 +40,8 @@ class StagedBlob:
         self._file.write(chunk)
 
     def finish(self) -> None:
-        """Make the bytes durable; after this the file can be inspected and committed."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Close the file (a flush of at most one buffer: cheap enough for the event
+        loop); after this it can be inspected and committed."""
         self._file.close()
         self.sha256 = self._hash.hexdigest()
 

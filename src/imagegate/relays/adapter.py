@@ -176,7 +176,7 @@ async def staged_from_base64(stage: StageFn, encoded: str, relay: str) -> Staged
         except Base64Error as err:
             raise RelayError(f"relay {relay!r} sent damaged base64 image data ({err})") from None
         try:
-            await anyio.to_thread.run_sync(spooled.finish)  # an fsync: only once claimed
+            spooled.finish()
         except BaseException:
             spooled.discard()
             raise
@@ -200,7 +200,7 @@ async def _staged(stage: StageFn, fill: Callable[[StagedBlob], Awaitable[None]])
     staged = stage()
     try:
         await fill(staged)
-        await anyio.to_thread.run_sync(staged.finish)  # an fsync: not on the event loop
+        staged.finish()
     except BaseException:
         staged.discard()
         raise

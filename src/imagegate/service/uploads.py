@@ -14,8 +14,6 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import anyio
-
 from imagegate.access.policy import Caller
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
@@ -128,7 +126,7 @@ class Uploads:
         try:
             async for chunk in body:
                 staged.write(chunk)  # buffered: the page cache takes it at once
-            await anyio.to_thread.run_sync(staged.finish)
+            staged.finish()
             staged, info = await self._checked(ticket, staged)
             meta = AssetMeta(
                 relay=UPLOAD_RELAY,
@@ -182,7 +180,7 @@ class Uploads:
         cleaned = self._assets.stage()
         try:
             await run_cpu(apply_edits, staged.path, edits, cleaned.write)
-            await anyio.to_thread.run_sync(cleaned.finish)
+            cleaned.finish()
             cleaned_info = await run_cpu(lambda: inspect_image(cleaned.path, **caps))
         except BaseException:
             cleaned.discard()

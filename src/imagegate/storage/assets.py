@@ -177,4 +177,4 @@ async def copy_into(blobs: BlobStore, key: BlobKey, staged: StagedBlob) -> None:
     async with blobs.open(key) as reader:
         async for chunk in reader.chunks():
             await anyio.to_thread.run_sync(staged.write, chunk)
-    await anyio.to_thread.run_sync(staged.finish)
+    staged.finish()

@@ -111,8 +111,9 @@ class FileBlobStore:
             if self._web:  # mkdir's mode passes through the umask
                 os.chmod(target.parent, WEB_FOLDER_MODE)
             os.chmod(staged.path, self._file_mode)
+            _fsync(staged.path)  # staging leaves it to the commit (core.staging)
             os.replace(staged.path, target)
-            _fsync_directory(target.parent)
+            _fsync(target.parent)
         except OSError as err:
             staged.discard()
             raise StorageError(f"could not store image: {err.strerror}") from None
@@ -191,8 +192,9 @@ def _mode(entry: os.DirEntry[str]) -> int:
     return stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -153,8 +153,7 @@ class _Base64Sink:
                 raise Base64Error("invalid characters") from None
 
     def close(self) -> None:
-        """The string ended. The blob is not fsynced here: only one that is claimed
-        needs it (`staged_from_base64` does it), not a partial image or a repeat."""
+        """The string ended; `staged_from_base64` finishes the blob once claimed."""
         if self.error is None and (self._carry or self._held):
             # From an upstream, missing padding is a sign of a cut-off answer.
             self.error = Base64Error("truncated")
