@@ -107,3 +107,26 @@ async def test_the_room_check_counts_the_markings_bytes(tmp_path: Path, clock: M
         with pytest.raises(QuotaExceeded, match="max_stored_bytes"):
             await (await service.admit(ALICE, args, Asked([]))).run(progress)
         assert await service.assets.stored_bytes(ALICE.subject) == 0
+
+
+async def test_an_image_the_marks_would_take_over_the_size_cap_is_stored_unmarked(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    args = GenerateArgs("x", seed=7)
+    async with image_service(tmp_path / "probe", clock, marking="off") as probe:
+        (plain,) = (await (await probe.admit(ALICE, args, Asked([]))).run(progress)).assets
+    async with image_service(tmp_path / "capped", clock, max_image_bytes=plain.byte_size) as capped:
+        (asset,) = (await (await capped.admit(ALICE, args, Asked([]))).run(progress)).assets
+        assert asset.sha256 == plain.sha256
+        assert asset.params["marking"] == {
+            "stored": f"unmarked: image is larger than the limit of {plain.byte_size} bytes"
+        }
+    assert list((tmp_path / "capped" / "tmp").iterdir()) == []
+
+
+def test_an_image_already_marked_as_ai_is_kept_without_a_copy(tmp_path: Path) -> None:
+    source = tmp_path / "upstream.png"
+    xmp.mark(png(tmp_path / "plain.png"), source, ImageFormat.PNG, xmp.TRAINED_ALGORITHMIC_MEDIA)
+    marked = Marker(xmp=True).mark(source, ImageFormat.PNG, action="created", software_agent="m")
+    assert (marked.path, marked.done) == (source, {"xmp": "kept"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.png", "upstream.png"]

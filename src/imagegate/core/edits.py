@@ -23,7 +23,7 @@ class Edit:
     replacement: bytes = b""
 
 
-def apply_edits(path: Path, edits: list[Edit], write: Callable[[bytes], None]) -> None:
+def apply_edits(path: Path, edits: list[Edit], write: Callable[[bytes], object]) -> None:
     """Write `path` with `edits` applied, in pieces of at most 1 MiB."""
     with path.open("rb") as fh:
         position = 0
@@ -35,7 +35,7 @@ def apply_edits(path: Path, edits: list[Edit], write: Callable[[bytes], None]) -
         _copy(fh, position, None, write)
 
 
-def _copy(fh: BinaryIO, start: int, end: int | None, write: Callable[[bytes], None]) -> None:
+def _copy(fh: BinaryIO, start: int, end: int | None, write: Callable[[bytes], object]) -> None:
     fh.seek(start)
     left = None if end is None else end - start
     while left is None or left > 0:

@@ -128,9 +128,18 @@ def mark(src: Path, dst: Path, fmt: ImageFormat, source_type: str) -> MarkResult
     type it names is one of those. Raises MarkingError for a damaged or unsupported
     file, or XMP that can't be read (too large, too many packets, not well-formed, a
     DTD) or changed (a source type that is not a plain value)."""
-    _check_source_type(source_type)
     if dst.exists() and dst.samefile(src):  # opening dst would empty src before its copy
         raise MarkingError("the marked copy must go to another file than the source")
+    result, edits = planned(src, fmt, source_type)
+    with dst.open("wb") as out:
+        apply_edits(src, edits, out.write)
+    return result
+
+
+def planned(src: Path, fmt: ImageFormat, source_type: str) -> tuple[MarkResult, list[Edit]]:
+    """What `mark` would do, and the edits that do it (none when KEPT), to apply
+    to `src` with core.edits.apply_edits wherever the marked bytes are to go."""
+    _check_source_type(source_type)
     layout = _layout(src, fmt)
     parsed = [_parse(packet.data) for packet in layout.packets]
     named = [value for xmp in parsed for value in xmp.source_types]
@@ -155,13 +164,7 @@ def mark(src: Path, dst: Path, fmt: ImageFormat, source_type: str) -> MarkResult
     edits = changes
     if changes and layout.webp is not None:
         edits = changes + _webp_header_edits(layout.webp, changes)
-    with dst.open("wb") as out:
-
-        def write(piece: bytes) -> None:
-            out.write(piece)
-
-        apply_edits(src, edits, write)
-    return result
+    return result, edits
 
 
 def read_source_type(path: Path, fmt: ImageFormat) -> str | None:

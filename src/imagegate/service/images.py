@@ -581,39 +581,31 @@ class ImageService:
         if not self.marker.active:
             return item.image.staged, item.info, {}
         relay = self.relays.get(relay_name)
-        marked = await run_cpu(
-            functools.partial(
-                self.marker.mark,
-                item.image.staged.path,
-                item.info.format,
-                action="edited" if inputs else "created",
-                software_agent=relay.model or relay.kind,
-                inputs=inputs,
-            )
-        )
-        if marked.path == item.image.staged.path:
-            return item.image.staged, item.info, marked.done
+        staged = self.assets.stage()
         try:
-            staged = await run_cpu(self._restage, marked.path)
+            marked = await run_cpu(
+                functools.partial(
+                    self.marker.mark,
+                    item.image.staged.path,
+                    item.info.format,
+                    action="edited" if inputs else "created",
+                    software_agent=relay.model or relay.kind,
+                    inputs=inputs,
+                    into=staged,
+                )
+            )
         except (ImagegateError, OSError) as err:  # over the cap with the marks; disk
+            staged.discard()
             reason = err.strerror if isinstance(err, OSError) else str(err)
             log.warning("a marked image could not be staged; stored unmarked: %s", reason)
             return item.image.staged, item.info, {"stored": f"unmarked: {reason}"}
-        finally:
-            marked.path.unlink(missing_ok=True)
-        return staged, replace(item.info, byte_size=staged.size), marked.done
-
-    def _restage(self, path: Path) -> StagedBlob:
-        staged = self.assets.stage()
-        try:
-            with path.open("rb") as source:
-                while chunk := source.read(1 << 20):
-                    staged.write(chunk)
-            staged.finish()
         except BaseException:
             staged.discard()
             raise
-        return staged
+        if marked.path != staged.path:
+            staged.discard()
+            return item.image.staged, item.info, marked.done
+        return staged, replace(item.info, byte_size=staged.size), marked.done
 
     async def usage(self, caller: Caller, requested: str | None = None) -> dict[str, object]:
         """Usage and limits of the caller, or (admin) of the `requested` subject."""

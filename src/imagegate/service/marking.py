@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Literal
 
 from imagegate.config import Settings
 from imagegate.core import xmp
+from imagegate.core.edits import Edit, apply_edits
 from imagegate.core.errors import ImagegateError
 from imagegate.core.images import ImageFormat
+from imagegate.core.staging import StagedBlob
 
 if TYPE_CHECKING:
     from imagegate.core.c2pa import ManifestSigner, Report
@@ -62,14 +64,19 @@ class Marker:
         inputs: Sequence[Path] = (),
         parent: Path | None = None,
         source_type: str | None = None,
+        into: StagedBlob | None = None,
     ) -> Marked:
         """Blocking (run it in a worker thread): a marked copy of `src` beside it, which
-        the caller removes once used. `inputs` are an edit's input images, `parent` the
-        original of a resized view. The source type is trained algorithmic media for
-        what was created, a composite for an edit of supplied images, and for a view
-        the original's (`source_type`; none: no XMP). XMP is not added to an image
-        that carries a C2PA manifest when nothing re-signs it: the new bytes would make
-        that manifest (an upstream's) invalid, and it says the image's origin itself."""
+        the caller removes once used; or, given `into`, the marked bytes written there
+        and `into` finished (its writes' errors, TooLarge or OSError, are raised). When
+        nothing changes, `Marked.path` is `src` and `into` is left as it was.
+
+        `inputs` are an edit's input images, `parent` the original of a resized view.
+        The source type is trained algorithmic media for what was created, a composite
+        for an edit of supplied images, and for a view the original's (`source_type`;
+        none: no XMP). XMP is not added to an image that carries a C2PA manifest when
+        nothing re-signs it: the new bytes would make that manifest (an upstream's)
+        invalid, and it says the image's origin itself."""
         if not self.active or fmt not in MARKABLE:
             return Marked(src, {})
         current, done = src, {}
@@ -83,13 +90,19 @@ class Marker:
         if self.xmp and source_type is not None and signed and self.signer is None:
             done["xmp"] = "skipped: the image's own C2PA manifest says where it came from"
         elif self.xmp and source_type is not None:
-            out = _beside(src, "xmp")
             try:
-                done["xmp"] = xmp.mark(current, out, fmt, source_type).value
-                current = out
+                result, edits = xmp.planned(src, fmt, source_type)
             except (xmp.MarkingError, OSError) as err:
-                out.unlink(missing_ok=True)
                 done["xmp"] = _failed("xmp", err)
+            else:
+                done["xmp"] = result.value
+                if edits and self.signer is None and into is not None:
+                    # The last marking: straight into the blob, one copy of the image.
+                    apply_edits(src, edits, into.write)
+                    into.finish()
+                    return Marked(into.path, done)
+                if edits:
+                    current = _edited_copy(src, edits, done)
         if self.signer is not None:
             out = _beside(src, "c2pa")
             try:
@@ -112,7 +125,28 @@ class Marker:
                     current.unlink(missing_ok=True)
                 current = out
                 done["c2pa"] = "signed"
-        return Marked(current, done)
+        if into is None or current == src:
+            return Marked(current, done)
+        try:
+            apply_edits(current, [], into.write)
+            into.finish()
+        finally:
+            current.unlink(missing_ok=True)
+        return Marked(into.path, done)
+
+
+def _edited_copy(src: Path, edits: list[Edit], done: dict[str, str]) -> Path:
+    """`src` with `edits`, in a file beside it; `src` itself (and the failure in
+    `done`) when it can't be written."""
+    out = _beside(src, "xmp")
+    try:
+        with out.open("wb") as fh:
+            apply_edits(src, edits, fh.write)
+    except OSError as err:
+        out.unlink(missing_ok=True)
+        done["xmp"] = _failed("xmp", err)
+        return src
+    return out
 
 
 def original_source_type(path: Path, fmt: ImageFormat) -> str | None:
