@@ -61,6 +61,29 @@ async def test_a_write_cancelled_while_its_work_runs_is_rolled_back(tmp_path: Pa
     await database.aclose()
 
 
+async def test_a_shielded_write_commits_though_its_caller_was_cancelled(tmp_path: Path) -> None:
+    """The quota ledger's writes are shielded: a cancel must not undo one."""
+    database = Database(tmp_path / "db", [create])
+    inside, go_on = threading.Event(), threading.Event()
+
+    def slow(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t VALUES (1)")
+        inside.set()
+        go_on.wait(5)
+
+    async def shielded() -> None:
+        with anyio.CancelScope(shield=True):
+            await database.write(slow)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(shielded)
+        await anyio.to_thread.run_sync(inside.wait, 5)
+        tasks.cancel_scope.cancel()
+        go_on.set()
+    assert await rows(database) == [1]
+    await database.aclose()
+
+
 async def test_callers_take_turns_round_robin(tmp_path: Path) -> None:
     """One caller with five writes queued does not hold another's one behind all five."""
     database = Database(tmp_path / "db", [create])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 
 from imagegate.core.cpu import FairShare, acting_subject
 from imagegate.core.errors import StorageError
@@ -42,9 +43,19 @@ async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite
         raise StorageError(f"the database failed: {err}") from None
 
 
-def _begin_then(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+def _in_transaction(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    """In a worker thread: `work` in one IMMEDIATE transaction, committed unless it
+    failed or the task waiting for the thread was cancelled meanwhile."""
     db.execute("BEGIN IMMEDIATE")
-    return work(db)
+    try:
+        result = work(db)
+        anyio.from_thread.check_cancelled()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
 
 
 Prepare = Callable[[sqlite3.Connection], None]
@@ -102,19 +113,13 @@ class Database:
             return await _in_thread(work, self._db)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` inside one IMMEDIATE transaction. BEGIN goes to the thread with
-        the work (each hand-off costs the event loop), COMMIT after it: a cancel that
-        lands during the work still rolls it back."""
+        """Run `work` inside one IMMEDIATE transaction, all in one hand-off to a thread
+        (each costs the event loop, and under load a wait for the GIL). A cancel that
+        lands during the work still rolls it back; one that lands during the COMMIT
+        comes after it."""
         async with self._turn():
             self._check_open()
-            try:
-                result = await _in_thread(lambda db: _begin_then(work, db), self._db)
-                await _in_thread(lambda db: db.execute("COMMIT"), self._db)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._rollback)
-                raise
-            return result
+            return await _in_thread(lambda db: _in_transaction(work, db), self._db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
