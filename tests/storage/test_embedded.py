@@ -6,20 +6,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from PIL import Image
 
 from imagegate.core.errors import ImageRejected, SchemaError, StorageError
-from imagegate.core.ids import AssetId, Subject, parse_job_id
+from imagegate.core.ids import AssetId, Subject, new_job_id, parse_job_id
 from imagegate.core.images import inspect_image
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded, upgrade_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
-from imagegate.storage.interfaces import Asset, AssetMeta, BlobKey, JobState, UsageRow
+from imagegate.storage.interfaces import Asset, AssetMeta, BlobKey, Job, JobState, UsageRow
 from imagegate.storage.sqlite import schema
+from imagegate.storage.sqlite.database import Database
 from imagegate.storage.sqlite.schema import LATEST
 
 ALICE = Subject("token:alice")
@@ -343,3 +346,42 @@ async def test_blobs_for_the_web_server_are_readable_by_others(state_dir: Path) 
     assert made.read_bytes() == b"other bytes"
     assert (made.stat().st_mode & 0o777, made.parent.stat().st_mode & 0o777) == (0o444, 0o711)
     assert (state_dir / "tmp").stat().st_mode & 0o777 == 0o700
+
+
+async def test_only_a_calls_own_bookkeeping_is_written_without_waiting_for_the_disk(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ledger write, and whether it waits for the disk (Database.write's
+    `durable`). A power loss may take back a reservation or a job's state, which die
+    with the call's process anyway; never a charge or a cancel asked for. (An image's
+    record is a transaction, which always waits.)"""
+    seen: list[bool] = []
+    real_write = Database.write
+
+    async def write(self: Database, work: Any, *, durable: bool = True) -> Any:
+        seen.append(durable)
+        return await real_write(self, work, durable=durable)
+
+    monkeypatch.setattr(Database, "write", write)
+    state_dir.mkdir(mode=0o700)
+    storage = open_embedded(state_dir, 10**7)
+    job = Job(new_job_id(), ALICE, "generate_image", JobState.RUNNING, 1.0, 1.0)
+    ledgers = storage.quotas, storage.jobs
+    steps: list[tuple[str, Callable[[], Awaitable[object]], bool]] = [
+        ("reserve", lambda: ledgers[0].reserve(ALICE, 1, 0.5, 1.0, lambda _: None), False),
+        ("job created", lambda: ledgers[1].create(job), False),
+        ("job progress", lambda: ledgers[1].progress(job.id, 50.0, "half", 2.0), False),
+        ("cancel asked", lambda: ledgers[1].request_cancel(ALICE, job.id), True),
+        ("job ended", lambda: ledgers[1].finish(job.id, JobState.COMPLETED, 3.0, {}), False),
+        ("usage reset", lambda: ledgers[0].reset(ALICE, 3.0), True),
+    ]
+    reservation = await ledgers[0].reserve(ALICE, 1, 0.5, 1.0, lambda _: None)
+    steps += [
+        ("charge", lambda: ledgers[0].commit(reservation, 1, 0.5, 4.0), True),
+        ("release", lambda: ledgers[0].release(reservation), False),
+    ]
+    for name, step, durable in steps:
+        seen.clear()
+        await step()
+        assert seen == [durable], name
+    await storage.aclose()

@@ -84,6 +84,34 @@ async def test_a_shielded_write_commits_though_its_caller_was_cancelled(tmp_path
     await database.aclose()
 
 
+FULL, NORMAL = 2, 1
+
+
+@pytest.mark.parametrize(("durable", "fails"), [(True, False), (False, False), (False, True)])
+async def test_a_write_waits_for_the_disk_unless_told_it_need_not(
+    tmp_path: Path, durable: bool, fails: bool
+) -> None:
+    """Every write is FULL by default (an image's record, a charge); one that need not
+    be durable runs at NORMAL, and the connection goes back to FULL after it, also
+    when it fails."""
+    database = Database(tmp_path / "db", [create])
+    seen: list[int] = []
+
+    def work(db: sqlite3.Connection) -> None:
+        seen.append(db.execute("PRAGMA synchronous").fetchone()[0])
+        if fails:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    if fails:
+        with pytest.raises(StorageError):
+            await database.write(work, durable=durable)
+    else:
+        await database.write(work, durable=durable)
+    assert seen == [FULL if durable else NORMAL]
+    assert await database.read(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == FULL
+    await database.aclose()
+
+
 async def test_callers_take_turns_round_robin(tmp_path: Path) -> None:
     """One caller with five writes queued does not hold another's one behind all five."""
     database = Database(tmp_path / "db", [create])

@@ -43,18 +43,26 @@ async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite
         raise StorageError(f"the database failed: {err}") from None
 
 
-def _in_transaction(work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+def _in_transaction(
+    work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection, durable: bool
+) -> T:
     """In a worker thread: `work` in one IMMEDIATE transaction, committed unless it
     failed or the task waiting for the thread was cancelled meanwhile."""
-    db.execute("BEGIN IMMEDIATE")
+    if not durable:
+        db.execute("PRAGMA synchronous=NORMAL")
     try:
-        result = work(db)
-        anyio.from_thread.check_cancelled()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(db)
+            anyio.from_thread.check_cancelled()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous=FULL")
     return result
 
 
@@ -112,14 +120,20 @@ class Database:
             self._check_open()
             return await _in_thread(work, self._db)
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `work` inside one IMMEDIATE transaction, all in one hand-off to a thread
         (each costs the event loop, and under load a wait for the GIL). A cancel that
         lands during the work still rolls it back; one that lands during the COMMIT
-        comes after it."""
+        comes after it.
+
+        Not `durable`: committed without waiting for the disk (synchronous=NORMAL in
+        WAL mode), for what a power loss may take back without harm: bookkeeping of
+        calls that die with the machine (a reservation, a job's state). The database
+        stays consistent, and the next durable commit (an image's record, a charge)
+        makes every commit before it durable too. This saves an fsync per write."""
         async with self._turn():
             self._check_open()
-            return await _in_thread(lambda db: _in_transaction(work, db), self._db)
+            return await _in_thread(lambda db: _in_transaction(work, db, durable), self._db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

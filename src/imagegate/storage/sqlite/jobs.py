@@ -81,12 +81,15 @@ class SqliteJobLedger:
             _us(job.created_at),
             _us(job.updated_at),
         )
+        # Not durable, nor are a job's progress and end: a power loss takes the job's
+        # process with it, and its images (durable) are listed with list_images.
         await self._db.write(
             lambda db: db.execute(
                 "INSERT INTO jobs (id, owner, tool, state, progress, message, request, "
                 "holder, created_us, updated_us) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 row,
-            )
+            ),
+            durable=False,
         )
 
     async def progress(
@@ -97,7 +100,8 @@ class SqliteJobLedger:
                 "UPDATE jobs SET progress = ?, message = ?, updated_us = ? "
                 "WHERE id = ? AND state = 'running' AND cancel_requested = 0",
                 (progress, message, _us(now), job_id),
-            )
+            ),
+            durable=False,
         )
         return int(changed.rowcount) == 1
 
@@ -135,7 +139,7 @@ class SqliteJobLedger:
             )
             return changed.rowcount == 1
 
-        return await self._db.write(finish)
+        return await self._db.write(finish, durable=False)
 
     async def get(self, owner: Subject, job_id: JobId) -> Job:
         rows = await self._db.read(

@@ -113,7 +113,8 @@ class SqliteQuotaLedger:
                 (subject, now, now),
             )
 
-        await self._db.write(reserve)
+        # Not durable: a power loss ends the call the reservation is for (see release).
+        await self._db.write(reserve, durable=False)
         return reservation
 
     async def commit(self, reservation: Reservation, images: int, spend: float, now: float) -> None:
@@ -137,7 +138,8 @@ class SqliteQuotaLedger:
 
     async def release(self, reservation: Reservation) -> None:
         await self._db.write(
-            lambda db: db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+            lambda db: db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,)),
+            durable=False,
         )
 
     async def usage(self, subject: str, now: float) -> Usage:
