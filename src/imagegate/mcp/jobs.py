@@ -14,6 +14,7 @@ connection, so it leaves the job running: those clients cancel with `tasks/cance
 `cancel_job`.
 """
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,7 +32,7 @@ from imagegate.service.generation import Stopwatch
 from imagegate.service.images import Admitted, ImageService, Made
 from imagegate.service.jobs import JobRunner
 from imagegate.service.saving import SavePlan
-from imagegate.storage.interfaces import Job, JobState
+from imagegate.storage.interfaces import Asset, Job, JobState
 
 PROGRESS_STEP = 0.1
 
@@ -130,11 +131,13 @@ async def wait_for(
     seconds: float,
     *,
     started_here: bool,
+    stored: Sequence[Asset] = (),
 ) -> ToolResult:
     """Wait up to `seconds` for one of the caller's jobs, with progress; answer with
     its result when it has ended, or with where it is. Only the call that `started`
     the job cancels it when the client cancels the call: a client that gives up on a
-    get_job (its own timeout) has not asked to stop the job."""
+    get_job (its own timeout) has not asked to stop the job. `stored`: the images the
+    job stored, when this call ran it (see finished_result)."""
     progress = Progress(ctx)
     try:
         job = await runner.wait(
@@ -149,7 +152,7 @@ async def wait_for(
         return running_result(job, service.settings.sync_wait_seconds)
     if job.state is JobState.COMPLETED:
         await progress.done()
-    return await finished_result(service, caller, job)
+    return await finished_result(service, caller, job, stored)
 
 
 def _cancel_requested(ctx: Context) -> bool:
@@ -164,16 +167,24 @@ def _cancel_requested(ctx: Context) -> bool:
     return isinstance(flag, anyio.Event) and flag.is_set()
 
 
-async def finished_result(service: ImageService, caller: Caller, job: Job) -> ToolResult:
+async def finished_result(
+    service: ImageService, caller: Caller, job: Job, stored: Sequence[Asset] = ()
+) -> ToolResult:
     """What the call that started `job` returns once it has ended: its images (with
-    fresh links), its error raised again, or that it was cancelled."""
+    fresh links), its error raised again, or that it was cancelled. The images are
+    read back from the index, but for those in `stored`, which the call that ran the
+    job has in hand (stored a moment ago: a read saved)."""
     if job.state is JobState.FAILED:
         raise from_record(job.error or {})
     if job.state is not JobState.COMPLETED or job.outcome is None:
         record = job_record(job)
         return ToolResult(content=f"Job {job.id} {job.state.value}.", structured_content=record)
+    in_hand = {asset.id: asset for asset in stored if asset.owner == caller.subject}
     assets = []
     for asset_id in job.outcome.get("assets", []):
+        if asset_id in in_hand:
+            assets.append(in_hand[asset_id])
+            continue
         try:
             assets.append(await service.get(caller, asset_id))
         except NotFound:

@@ -297,7 +297,9 @@ async def _making(
     job = await start_job(service, runner, caller, tool, admitted, confirm, thumbnail, save_plan)
     if task_requested(ctx):
         return task_created(ctx, job, service.settings.job_retention_seconds)
-    return await wait_for(ctx, service, runner, caller, job.id, wait, started_here=True)
+    return await wait_for(
+        ctx, service, runner, caller, job.id, wait, started_here=True, stored=admitted.made.assets
+    )
 
 
 def _save_format(args: GenerateArgs, save_to: SaveTo) -> GenerateArgs:
