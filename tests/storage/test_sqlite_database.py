@@ -84,6 +84,17 @@ async def test_a_shielded_write_commits_though_its_caller_was_cancelled(tmp_path
     await database.aclose()
 
 
+async def test_a_transactions_last_call_commits_it(tmp_path: Path) -> None:
+    database = Database(tmp_path / "db", [create])
+    async with database.transaction() as transaction:
+        await transaction.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+        await transaction.run_last(lambda db: db.execute("INSERT INTO t VALUES (2)"))
+    assert await rows(database) == [1, 2]
+    await database.write(lambda db: db.execute("INSERT INTO t VALUES (3)"))  # none left open
+    assert await rows(database) == [1, 2, 3]
+    await database.aclose()
+
+
 FULL, NORMAL = 2, 1
 
 

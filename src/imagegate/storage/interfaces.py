@@ -197,7 +197,10 @@ class BlobReferences(Protocol):
         """How many assets use the blob now."""
         ...
 
-    async def add(self, asset: Asset) -> None: ...
+    async def add(self, asset: Asset) -> None:
+        """Record the asset: the last call while the references are held (SQLite
+        commits with it)."""
+        ...
 
     async def remove(self, asset: Asset) -> int:
         """Delete the asset's record; return how many assets still use its blob."""

@@ -75,7 +75,8 @@ class _References:
             asset.keep_until,
         )
         try:
-            await self._transaction.run(
+            # The last statement of an add (storage.assets): its COMMIT comes along.
+            await self._transaction.run_last(
                 lambda db: db.execute(
                     "INSERT INTO assets (id, owner, sha256, format, width, height, byte_size, "
                     "relay, prompt, revised_prompt, params, created_us, link_generation, "

@@ -29,9 +29,21 @@ class Transaction:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self.committed = False
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await _in_thread(work, self._connection)
+
+    async def run_last(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work`, then COMMIT, in one hand-off to a thread: the block's last call."""
+
+        def then_commit(db: sqlite3.Connection) -> T:
+            result = work(db)
+            db.execute("COMMIT")
+            self.committed = True
+            return result
+
+        return await _in_thread(then_commit, self._connection)
 
 
 async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite3.Connection) -> T:
@@ -144,8 +156,10 @@ class Database:
             self._check_open()
             await _in_thread(lambda db: db.execute("BEGIN IMMEDIATE"), self._db)
             try:
-                yield Transaction(self._db)
-                await _in_thread(lambda db: db.execute("COMMIT"), self._db)
+                transaction = Transaction(self._db)
+                yield transaction
+                if not transaction.committed:
+                    await _in_thread(lambda db: db.execute("COMMIT"), self._db)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._rollback)
