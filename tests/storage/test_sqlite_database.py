@@ -2,7 +2,7 @@
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -120,6 +120,58 @@ async def test_a_write_waits_for_the_disk_unless_told_it_need_not(
         await database.write(work, durable=durable)
     assert seen == [FULL if durable else NORMAL]
     assert await database.read(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == FULL
+    await database.aclose()
+
+
+@pytest.mark.parametrize(
+    ("call", "on_the_loop"),
+    [("durable write", False), ("bookkeeping write", True), ("read", False), ("brief read", True)],
+)
+async def test_brief_work_runs_on_the_event_loop_and_the_rest_in_a_thread(
+    tmp_path: Path, call: str, on_the_loop: bool
+) -> None:
+    database = Database(tmp_path / "db", [create])
+    threads: list[threading.Thread] = []
+
+    def work(db: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread())
+
+    calls: dict[str, Callable[[], Awaitable[None]]] = {
+        "durable write": lambda: database.write(work),
+        "bookkeeping write": lambda: database.write(work, durable=False),
+        "read": lambda: database.read(work),
+        "brief read": lambda: database.read(work, brief=True),
+    }
+    await calls[call]()
+    assert (threads == [threading.main_thread()]) is on_the_loop
+    await database.aclose()
+
+
+async def test_a_bookkeeping_write_another_process_locks_out_waits_in_a_thread(
+    tmp_path: Path,
+) -> None:
+    """On the event loop it must not wait for the lock: it goes to a thread, which
+    waits (busy_timeout) until the other process lets go, instead of failing."""
+    database = Database(tmp_path / "db", [create])
+    other = sqlite3.connect(tmp_path / "db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threads: list[threading.Thread] = []
+
+    def work(db: sqlite3.Connection) -> int:
+        threads.append(threading.current_thread())
+        return db.execute("INSERT INTO t VALUES (1)").rowcount
+
+    async def let_go() -> None:
+        await anyio.sleep(0.3)
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(let_go)
+        assert await database.write(work, durable=False) == 1
+    assert threads == [threads[-1]]  # the try on the loop stopped at BEGIN
+    assert threads[-1] is not threading.main_thread()
+    assert await rows(database) == [1]
+    other.close()
     await database.aclose()
 
 

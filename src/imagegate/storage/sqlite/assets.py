@@ -118,7 +118,7 @@ class SqliteAssetIndex:
         if owner is not None:
             query += " AND owner = ?"
             args += (owner,)
-        rows = await self._db.read(lambda db: rows_by_name(db, query, args))
+        rows = await self._db.read(lambda db: rows_by_name(db, query, args), brief=True)
         if not rows:
             raise NotFound(f"image not found: {asset_id}")
         return asset_from_row(rows[0])

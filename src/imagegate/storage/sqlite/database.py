@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -22,6 +22,7 @@ from imagegate.core.cpu import FairShare, acting_subject
 from imagegate.core.errors import StorageError
 
 T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000
 
 
 class Transaction:
@@ -56,17 +57,21 @@ async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite
 
 
 def _in_transaction(
-    work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection, durable: bool
+    work: Callable[[sqlite3.Connection], T],
+    db: sqlite3.Connection,
+    durable: bool,
+    in_thread: bool = True,
 ) -> T:
-    """In a worker thread: `work` in one IMMEDIATE transaction, committed unless it
-    failed or the task waiting for the thread was cancelled meanwhile."""
+    """`work` in one IMMEDIATE transaction, committed unless it failed or (in a worker
+    thread) the task waiting for the thread was cancelled meanwhile."""
     if not durable:
         db.execute("PRAGMA synchronous=NORMAL")
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = work(db)
-            anyio.from_thread.check_cancelled()
+            if in_thread:
+                anyio.from_thread.check_cancelled()
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -104,7 +109,7 @@ def connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except sqlite3.Error as err:
         raise StorageError(f"cannot open the database {path}: {err}") from None
     return db
@@ -126,10 +131,15 @@ class Database:
             raise
         self._closed = False
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` (reads, no transaction) on the connection."""
+    async def read(self, work: Callable[[sqlite3.Connection], T], *, brief: bool = False) -> T:
+        """Run `work` (reads, no transaction) on the connection. `brief`: a few rows
+        found by key, which is tried on the event loop first (see `_at_once`)."""
         async with self._turn():
             self._check_open()
+            if brief:
+                done, result = self._at_once(work)
+                if done:
+                    return cast(T, result)
             return await _in_thread(work, self._db)
 
     async def write(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
@@ -142,10 +152,36 @@ class Database:
         WAL mode), for what a power loss may take back without harm: bookkeeping of
         calls that die with the machine (a reservation, a job's state). The database
         stays consistent, and the next durable commit (an image's record, a charge)
-        makes every commit before it durable too. This saves an fsync per write."""
+        makes every commit before it durable too. This saves an fsync per write, and
+        such a write (a few rows by key) is tried on the event loop first (`_at_once`).
+        """
         async with self._turn():
             self._check_open()
+            if not durable:
+                done, result = self._at_once(lambda db: _in_transaction(work, db, False, False))
+                if done:
+                    return cast(T, result)
             return await _in_thread(lambda db: _in_transaction(work, db, durable), self._db)
+
+    def _at_once(self, work: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
+        """`work` run on the event loop, where it takes tens of microseconds: a hand-off
+        to a thread costs more than that when idle, and under load (other callers'
+        image work holding the GIL) many milliseconds, at each of a call's turns.
+        It must not wait for the disk (no fsync: reads, writes that aren't durable)
+        nor for a lock: with no busy wait, a lock another process holds fails it at
+        once, and (False, None) says to run it in a thread, which may wait."""
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            return True, work(self._db)
+        except sqlite3.OperationalError as err:
+            code = getattr(err, "sqlite_errorcode", 0) & 0xFF  # the primary code
+            if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False, None
+            raise StorageError(f"the database failed: {err}") from None
+        except sqlite3.Error as err:
+            raise StorageError(f"the database failed: {err}") from None
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

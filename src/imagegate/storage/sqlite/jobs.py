@@ -145,7 +145,8 @@ class SqliteJobLedger:
         rows = await self._db.read(
             lambda db: rows_by_name(
                 db, "SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner)
-            )
+            ),
+            brief=True,
         )
         if not rows:
             raise NotFound(f"job not found: {job_id}")

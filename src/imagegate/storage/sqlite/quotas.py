@@ -143,7 +143,7 @@ class SqliteQuotaLedger:
         )
 
     async def usage(self, subject: str, now: float) -> Usage:
-        return await self._db.read(lambda db: _usage(db, subject, now))
+        return await self._db.read(lambda db: _usage(db, subject, now), brief=True)
 
     async def reset(self, subject: str, now: float) -> None:
         def reset(db: sqlite3.Connection) -> None:
