@@ -41,27 +41,10 @@ async def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     await database.aclose()
 
 
-async def test_a_write_cancelled_while_its_work_runs_is_rolled_back(tmp_path: Path) -> None:
-    database = Database(tmp_path / "db", [create])
-    inside, go_on = threading.Event(), threading.Event()
-
-    def slow(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO t VALUES (1)")
-        inside.set()
-        go_on.wait(5)
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(database.write, slow)
-        await anyio.to_thread.run_sync(inside.wait, 5)
-        tasks.cancel_scope.cancel()
-        go_on.set()
-    assert await rows(database) == []
-    await database.write(lambda db: db.execute("INSERT INTO t VALUES (2)"))
-    assert await rows(database) == [2]
-    await database.aclose()
-
-
-async def test_a_shielded_write_commits_though_its_caller_was_cancelled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shielded", [False, True])
+async def test_a_write_cancelled_while_its_work_runs_is_rolled_back_unless_shielded(
+    tmp_path: Path, shielded: bool
+) -> None:
     """The quota ledger's writes are shielded: a cancel must not undo one."""
     database = Database(tmp_path / "db", [create])
     inside, go_on = threading.Event(), threading.Event()
@@ -71,16 +54,18 @@ async def test_a_shielded_write_commits_though_its_caller_was_cancelled(tmp_path
         inside.set()
         go_on.wait(5)
 
-    async def shielded() -> None:
-        with anyio.CancelScope(shield=True):
+    async def write() -> None:
+        with anyio.CancelScope(shield=shielded):
             await database.write(slow)
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(shielded)
+        tasks.start_soon(write)
         await anyio.to_thread.run_sync(inside.wait, 5)
         tasks.cancel_scope.cancel()
         go_on.set()
-    assert await rows(database) == [1]
+    assert await rows(database) == ([1] if shielded else [])
+    await database.write(lambda db: db.execute("INSERT INTO t VALUES (2)"))
+    assert await rows(database) == ([1, 2] if shielded else [2])
     await database.aclose()
 
 
