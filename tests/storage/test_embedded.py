@@ -354,7 +354,8 @@ async def test_only_a_calls_own_bookkeeping_is_written_without_waiting_for_the_d
     """Each ledger write, and whether it waits for the disk (Database.write's
     `durable`). A power loss may take back a reservation or a job's state, which die
     with the call's process anyway; never a charge or a cancel asked for. (An image's
-    record is a transaction, which always waits.)"""
+    record is a transaction, which always waits. A completed job's end waits too: lost,
+    the job would come back failed, "start it again", though its images were kept.)"""
     seen: list[bool] = []
     real_write = Database.write
 
@@ -366,13 +367,16 @@ async def test_only_a_calls_own_bookkeeping_is_written_without_waiting_for_the_d
     state_dir.mkdir(mode=0o700)
     storage = open_embedded(state_dir, 10**7)
     job = Job(new_job_id(), ALICE, "generate_image", JobState.RUNNING, 1.0, 1.0)
+    failing = Job(new_job_id(), ALICE, "generate_image", JobState.RUNNING, 1.0, 1.0)
     ledgers = storage.quotas, storage.jobs
     steps: list[tuple[str, Callable[[], Awaitable[object]], bool]] = [
         ("reserve", lambda: ledgers[0].reserve(ALICE, 1, 0.5, 1.0, lambda _: None), False),
         ("job created", lambda: ledgers[1].create(job), False),
         ("job progress", lambda: ledgers[1].progress(job.id, 50.0, "half", 2.0), False),
         ("cancel asked", lambda: ledgers[1].request_cancel(ALICE, job.id), True),
-        ("job ended", lambda: ledgers[1].finish(job.id, JobState.COMPLETED, 3.0, {}), False),
+        ("job completed", lambda: ledgers[1].finish(job.id, JobState.COMPLETED, 3.0, {}), True),
+        ("another job", lambda: ledgers[1].create(failing), False),
+        ("job failed", lambda: ledgers[1].finish(failing.id, JobState.FAILED, 3.0), False),
         ("usage reset", lambda: ledgers[0].reset(ALICE, 3.0), True),
     ]
     reservation = await ledgers[0].reserve(ALICE, 1, 0.5, 1.0, lambda _: None)

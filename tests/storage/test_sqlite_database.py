@@ -74,6 +74,11 @@ async def test_a_transactions_last_call_commits_it(tmp_path: Path) -> None:
     async with database.transaction() as transaction:
         await transaction.run(lambda db: db.execute("INSERT INTO t VALUES (1)"))
         await transaction.run_last(lambda db: db.execute("INSERT INTO t VALUES (2)"))
+        other = sqlite3.connect(tmp_path / "db")
+        assert other.execute("SELECT v FROM t").fetchall() == [(1,), (2,)]  # committed
+        other.close()
+        with pytest.raises(RuntimeError, match="committed"):
+            await transaction.run(lambda db: db.execute("INSERT INTO t VALUES (9)"))
     assert await rows(database) == [1, 2]
     await database.write(lambda db: db.execute("INSERT INTO t VALUES (3)"))  # none left open
     assert await rows(database) == [1, 2, 3]
@@ -117,9 +122,11 @@ async def test_brief_work_runs_on_the_event_loop_and_the_rest_in_a_thread(
 ) -> None:
     database = Database(tmp_path / "db", [create])
     threads: list[threading.Thread] = []
+    checkpoints: list[int] = []
 
     def work(db: sqlite3.Connection) -> None:
         threads.append(threading.current_thread())
+        checkpoints.append(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
     calls: dict[str, Callable[[], Awaitable[None]]] = {
         "durable write": lambda: database.write(work),
@@ -129,6 +136,10 @@ async def test_brief_work_runs_on_the_event_loop_and_the_rest_in_a_thread(
     }
     await calls[call]()
     assert (threads == [threading.main_thread()]) is on_the_loop
+    # On the loop no commit may checkpoint (an fsync); the setting comes back after.
+    assert checkpoints == [0 if on_the_loop else 1000]
+    await database.read(work)
+    assert checkpoints[-1] == 1000
     await database.aclose()
 
 

@@ -1,6 +1,9 @@
 """The embedded SQLite database: one connection, WAL, IMMEDIATE writes, async access.
 
-Statements run in worker threads so that the event loop never waits for the disk. The
+Statements that may wait for the disk (an fsync, a WAL checkpoint, another process's
+lock) run in worker threads. Brief ones that don't (a few rows read by key, a write
+that need not be durable) run on the event loop, where they take tens of
+microseconds: a hand-off to a thread costs more, and under load much more. The
 connection is used by one caller at a time inside this process; waiting callers hold
 no thread, and take turns round-robin by subject (core.cpu.acting_subject), so that a
 caller with sixteen calls in flight does not queue another's one behind all of them.
@@ -23,6 +26,8 @@ from imagegate.core.errors import StorageError
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+AUTOCHECKPOINT_PAGES = 1000
+"""SQLite's default: a commit that grows the WAL past it checkpoints."""
 
 
 class Transaction:
@@ -33,18 +38,26 @@ class Transaction:
         self.committed = False
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
         return await _in_thread(work, self._connection)
 
     async def run_last(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work`, then COMMIT, in one hand-off to a thread: the block's last call."""
+        """`work`, then COMMIT, in one hand-off to a thread: the block's last call (a
+        cancel during the work still rolls back, as the block's end would)."""
+        self._check_open()
 
         def then_commit(db: sqlite3.Connection) -> T:
             result = work(db)
+            anyio.from_thread.check_cancelled()
             db.execute("COMMIT")
             self.committed = True
             return result
 
         return await _in_thread(then_commit, self._connection)
+
+    def _check_open(self) -> None:
+        if self.committed:  # a statement now would run outside the transaction
+            raise RuntimeError("the transaction was committed by its last call")
 
 
 async def _in_thread(work: Callable[[sqlite3.Connection], T], connection: sqlite3.Connection) -> T:
@@ -170,7 +183,10 @@ class Database:
         It must not wait for the disk (no fsync: reads, writes that aren't durable)
         nor for a lock: with no busy wait, a lock another process holds fails it at
         once, and (False, None) says to run it in a thread, which may wait."""
+        # No busy wait, and no automatic checkpoint (it fsyncs, and copies the WAL):
+        # the next commit in a thread checkpoints instead.
         self._db.execute("PRAGMA busy_timeout=0")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         try:
             return True, work(self._db)
         except sqlite3.OperationalError as err:
@@ -182,6 +198,7 @@ class Database:
             raise StorageError(f"the database failed: {err}") from None
         finally:
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

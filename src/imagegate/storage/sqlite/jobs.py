@@ -81,8 +81,8 @@ class SqliteJobLedger:
             _us(job.created_at),
             _us(job.updated_at),
         )
-        # Not durable, nor are a job's progress and end: a power loss takes the job's
-        # process with it, and its images (durable) are listed with list_images.
+        # Not durable, nor are a job's progress and an end other than completed: a
+        # power loss takes the job's process with it (the next start fails the job).
         await self._db.write(
             lambda db: db.execute(
                 "INSERT INTO jobs (id, owner, tool, state, progress, message, request, "
@@ -139,7 +139,9 @@ class SqliteJobLedger:
             )
             return changed.rowcount == 1
 
-        return await self._db.write(finish, durable=False)
+        # A completed job's end is durable: lost, the job would come back failed
+        # ("start it again") though its images and their charge were kept.
+        return await self._db.write(finish, durable=state is JobState.COMPLETED)
 
     async def get(self, owner: Subject, job_id: JobId) -> Job:
         rows = await self._db.read(
