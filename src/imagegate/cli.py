@@ -630,6 +630,8 @@ async def _generate_files(settings: Settings, args: argparse.Namespace) -> dict[
             )
             try:
                 os.chmod(marked.path, 0o644)
+                with marked.path.open("rb") as written:  # staging leaves it to whoever keeps it
+                    os.fsync(written.fileno())
                 os.replace(marked.path, target)
             except OSError as err:
                 raise InvalidRequest(f"cannot write {target}: {err.strerror}") from None

@@ -80,9 +80,15 @@ async def test_a_commit_fsyncs_the_file_before_its_rename_then_the_folder(
     staged.finish()
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    key = BlobKey("ab" * 32, "png")
-    await blobs.commit(staged, key)
-    assert steps == [f"fsync {staged.path.name}", "rename", "fsync ab"]
+    await blobs.commit(staged, BlobKey("ab" * 32, "png"))
+    # A new folder: its entry in blobs/ too, or a power loss could drop it whole.
+    assert steps == ["fsync blobs", f"fsync {staged.path.name}", "rename", "fsync ab"]
+    steps.clear()
+    again = blobs.stage()
+    again.write(png() + b"another")
+    again.finish()
+    await blobs.commit(again, BlobKey("ab" + "cd" * 31, "png"))
+    assert steps == [f"fsync {again.path.name}", "rename", "fsync ab"]
 
 
 def test_an_oversize_write_leaves_nothing(tmp_path: Path) -> None:

@@ -581,8 +581,9 @@ class ImageService:
         if not self.marker.active:
             return item.image.staged, item.info, {}
         relay = self.relays.get(relay_name)
-        staged = self.assets.stage()
+        staged: StagedBlob | None = None
         try:
+            staged = self.assets.stage()
             marked = await run_cpu(
                 functools.partial(
                     self.marker.mark,
@@ -595,12 +596,14 @@ class ImageService:
                 )
             )
         except (ImagegateError, OSError) as err:  # over the cap with the marks; disk
-            staged.discard()
+            if staged is not None:
+                staged.discard()
             reason = err.strerror if isinstance(err, OSError) else str(err)
             log.warning("a marked image could not be staged; stored unmarked: %s", reason)
             return item.image.staged, item.info, {"stored": f"unmarked: {reason}"}
         except BaseException:
-            staged.discard()
+            if staged is not None:
+                staged.discard()
             raise
         if marked.path != staged.path:
             staged.discard()

@@ -107,7 +107,11 @@ class FileBlobStore:
     def _commit(self, staged: StagedBlob, key: BlobKey) -> None:
         target = self._path(key)
         try:
-            target.parent.mkdir(exist_ok=True, mode=0o700)
+            try:
+                target.parent.mkdir(mode=0o700)
+                _fsync(self._blobs)  # the new folder's own entry
+            except FileExistsError:
+                pass
             if self._web:  # mkdir's mode passes through the umask
                 os.chmod(target.parent, WEB_FOLDER_MODE)
             os.chmod(staged.path, self._file_mode)
