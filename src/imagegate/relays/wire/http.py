@@ -172,8 +172,7 @@ class Upstream:
                 if size >= _SPOOL_BATCH:
                     await run_cpu(spool.feed_all, batch)
                     batch, size = [], 0
-            await run_cpu(spool.feed_all, batch)
-            return await run_cpu(spool.finish)
+            return await run_cpu(_last, spool, batch)
         except ValueError:
             raise self._not_json() from None
         finally:
@@ -319,3 +318,10 @@ class Upstream:
             if total > self._max_bytes:
                 raise RelayError(f"relay {self.relay!r} response exceeds {self._max_bytes} bytes")
             yield chunk
+
+
+def _last(spool: JsonSpool, pieces: list[bytes]) -> Any:
+    """The answer's last pieces and its value, in one hand-off to a thread: all of a
+    small answer (most of them) takes one."""
+    spool.feed_all(pieces)
+    return spool.finish()
