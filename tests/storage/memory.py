@@ -34,6 +34,9 @@ class MemoryBlobStore:
     def stage(self) -> StagedBlob:
         return StagedBlob(self._staging, self._max_bytes)
 
+    async def prepare(self, staged: StagedBlob) -> None:
+        pass
+
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         try:
             self._blobs[key] = staged.path.read_bytes()

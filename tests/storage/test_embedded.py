@@ -17,6 +17,7 @@ from PIL import Image
 from imagegate.core.errors import ImageRejected, SchemaError, StorageError
 from imagegate.core.ids import AssetId, Subject, new_job_id, parse_job_id
 from imagegate.core.images import inspect_image
+from imagegate.core.staging import StagedBlob
 from imagegate.storage.assets import AssetStore
 from imagegate.storage.embedded import DATABASE_FILE, open_embedded, upgrade_embedded
 from imagegate.storage.files import STALE_TEMP_SECONDS, FileBlobStore
@@ -58,11 +59,9 @@ async def test_blobs_are_read_only_files_named_by_content(state_dir: Path) -> No
     assert not await storage.index.ready()
 
 
-async def test_a_commit_fsyncs_the_file_before_its_rename_then_the_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Staging doesn't fsync (core.staging): the commit is what makes a blob durable.
-    A rename before the data is on the disk could leave a named but empty file."""
+@pytest.fixture
+def disk_steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each fsync (of what) and rename, in order."""
     steps: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -74,21 +73,58 @@ async def test_a_commit_fsyncs_the_file_before_its_rename_then_the_folder(
         steps.append("rename")
         real_replace(src, dst)
 
-    blobs = FileBlobStore(tmp_path, max_bytes=1000)
-    staged = blobs.stage()
-    staged.write(png())
-    staged.finish()
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    return steps
+
+
+def finished(blobs: FileBlobStore, data: bytes) -> StagedBlob:
+    staged = blobs.stage()
+    staged.write(data)
+    staged.finish()
+    return staged
+
+
+async def test_a_commit_fsyncs_the_file_before_its_rename_then_the_folder(
+    tmp_path: Path, disk_steps: list[str]
+) -> None:
+    """Staging doesn't fsync (core.staging): the store is what makes a blob durable.
+    A rename before the data is on the disk could leave a named but empty file."""
+    blobs = FileBlobStore(tmp_path, max_bytes=1000)
+    staged = finished(blobs, png())
     await blobs.commit(staged, BlobKey("ab" * 32, "png"))
     # A new folder: its entry in blobs/ too, or a power loss could drop it whole.
-    assert steps == ["fsync blobs", f"fsync {staged.path.name}", "rename", "fsync ab"]
-    steps.clear()
-    again = blobs.stage()
-    again.write(png() + b"another")
-    again.finish()
+    assert disk_steps == ["fsync blobs", f"fsync {staged.path.name}", "rename", "fsync ab"]
+    disk_steps.clear()
+    again = finished(blobs, png() + b"another")
+    await blobs.prepare(again)  # the file's fsync, done before (outside any lock)
+    assert disk_steps == [f"fsync {again.path.name}"]
     await blobs.commit(again, BlobKey("ab" + "cd" * 31, "png"))
-    assert steps == [f"fsync {again.path.name}", "rename", "fsync ab"]
+    assert disk_steps == [f"fsync {again.path.name}", "rename", "fsync ab"]
+
+
+async def test_an_add_fsyncs_the_image_before_it_holds_the_index(
+    state_dir: Path, disk_steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others' turns at the database must not wait for this image's fsync."""
+    state_dir.mkdir(mode=0o700)
+    storage = open_embedded(state_dir, 10**7)
+    store = AssetStore(storage.index, storage.blobs)
+    references = storage.index.references
+
+    def held(key: BlobKey) -> Any:
+        disk_steps.append("references held")
+        return references(key)
+
+    monkeypatch.setattr(storage.index, "references", held)
+    with store.stage() as staged:
+        staged.write(png())
+        staged.finish()
+        info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+        await store.add(ALICE, staged, info, AssetMeta(relay="r", prompt="p"), 1.0)
+    assert disk_steps[:3] == [f"fsync {staged.path.name}", "references held", "fsync blobs"]
+    assert disk_steps[3] == "rename"
+    await storage.aclose()
 
 
 def test_an_oversize_write_leaves_nothing(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ class StagedBlob:
         self._max_bytes = max_bytes
         self.size = 0
         self.sha256 = ""
+        self.synced = False
+        """Its bytes are on the disk (a blob store's `prepare` did it)."""
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)

@@ -68,6 +68,7 @@ class AssetStore:
         # Shielded: a cancel between the bytes and their record would leave bytes no
         # asset uses, or (below) a record whose bytes are gone.
         with anyio.CancelScope(shield=True):
+            await self._blobs.prepare(staged)  # its slow part, before the lock
             async with self._index.references(asset.blob) as references:
                 await self._blobs.commit(staged, asset.blob)
                 # After the bytes: the owner's room is held (across processes) only from

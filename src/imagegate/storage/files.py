@@ -101,6 +101,18 @@ class FileBlobStore:
         # BlobKey validated both parts: this is a path under blobs/, and nothing else.
         return self._blobs / key.relative_path
 
+    async def prepare(self, staged: StagedBlob) -> None:
+        await anyio.to_thread.run_sync(self._sync, staged)
+
+    @staticmethod
+    def _sync(staged: StagedBlob) -> None:
+        try:
+            _fsync(staged.path)  # staging leaves it to the store (core.staging)
+        except OSError as err:
+            staged.discard()
+            raise StorageError(f"could not store image: {err.strerror}") from None
+        staged.synced = True
+
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         await anyio.to_thread.run_sync(self._commit, staged, key)
 
@@ -115,7 +127,8 @@ class FileBlobStore:
             if self._web:  # mkdir's mode passes through the umask
                 os.chmod(target.parent, WEB_FOLDER_MODE)
             os.chmod(staged.path, self._file_mode)
-            _fsync(staged.path)  # staging leaves it to the commit (core.staging)
+            if not staged.synced:  # prepare() didn't
+                _fsync(staged.path)
             os.replace(staged.path, target)
             _fsync(target.parent)
         except OSError as err:

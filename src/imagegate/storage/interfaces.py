@@ -146,6 +146,13 @@ class BlobStore(Protocol):
         files where it has any, so that committing it is a rename."""
         ...
 
+    async def prepare(self, staged: StagedBlob) -> None:
+        """The part of committing a finished staging file that needs no lock (a file
+        store's fsync), done before the blob's references are held (AssetStore.add),
+        so that others' turns at the index don't wait for it. Commit does what this
+        didn't. On failure the staging file is gone."""
+        ...
+
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         """Keep a finished staging file's bytes under `key` (idempotent for equal
         content). The staging file is gone afterwards, whether this succeeds or not."""

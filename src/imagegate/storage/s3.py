@@ -114,6 +114,9 @@ class S3BlobStore:
     def stage(self) -> StagedBlob:
         return self.staging.stage()
 
+    async def prepare(self, staged: StagedBlob) -> None:
+        """Nothing: the upload is the commit, and the file is never kept here."""
+
     async def commit(self, staged: StagedBlob, key: BlobKey) -> None:
         try:
             await obstore.put_async(
