@@ -166,6 +166,14 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
     return ms(time.perf_counter() - started)
 
 
+async def fetch_direct(http: httpx.AsyncClient, upstream: str, px: int) -> None:
+    """One image's answer from the fake upstream, fetched and read by plain httpx."""
+    body = {"prompt": prompt(px), "size": f"{px}x{px}", "model": "gpt-image-1.5"}
+    answer = await http.post(f"{upstream}/v1/images/generations", json=body)
+    answer.raise_for_status()
+    await answer.aread()
+
+
 async def direct_round(upstream: str, settings: Settings) -> Figures:
     """The floor: the fake upstream's answer fetched and read by a plain httpx client."""
     figures: Figures = {}
@@ -173,10 +181,7 @@ async def direct_round(upstream: str, settings: Settings) -> Figures:
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
         async def fetch(px: int) -> None:
-            body = {"prompt": prompt(px), "size": f"{px}x{px}", "model": "gpt-image-1.5"}
-            answer = await http.post(f"{upstream}/v1/images/generations", json=body)
-            answer.raise_for_status()
-            await answer.aread()
+            await fetch_direct(http, upstream, px)
 
         for px in SIDES:
             await fetch(px)
@@ -237,9 +242,15 @@ async def probes(server: Running, settings: Settings) -> Figures:
 
 
 async def burst(server: Running, settings: Settings) -> Figures:
-    """One 256 px call by one caller while another caller's 16 x 1024 px are under way."""
+    """One 256 px call by one caller while another caller's 16 x 1024 px are under way.
+    Its floor: the same image fetched straight from the upstream during the same burst
+    (which the one fake upstream serves too: its 48 MB are in the way)."""
     target = server.target
-    async with server.client("light") as light, server.client("heavy") as heavy:
+    async with (
+        server.client("light") as light,
+        server.client("heavy") as heavy,
+        httpx.AsyncClient(timeout=60) as http,
+    ):
         idle = [
             await timed(lambda: target.generate(light, 256, server.directory))
             for _ in range(settings.calls)
@@ -257,7 +268,17 @@ async def burst(server: Running, settings: Settings) -> Figures:
             loaded.append(await timed(lambda: target.generate(light, 256, server.directory)))
             finished.append(sum(call.done() for call in calls))
             await asyncio.gather(*calls)
+        floor: list[float] = []
+        for _ in range(settings.burst_trials):
+            calls = [
+                asyncio.create_task(target.generate(heavy, 1024, server.directory))
+                for _ in range(BURST)
+            ]
+            await asyncio.sleep(BURST_DELAY)
+            floor.append(await timed(lambda: fetch_direct(http, target.upstream, 256)))
+            await asyncio.gather(*calls)
     return {
+        "burst_floor": median(floor),
         "burst_idle": median(idle),
         "burst_small": median(loaded),
         "burst_ratio": median(loaded) / median(idle),
@@ -464,6 +485,7 @@ def rows(png: dict[int, int], direct: Figures) -> list[Row]:
         ),
         Row("256 px call during a 16 x 1024 px burst", "burst_small", "ms"),
         Row("  same call idle (another caller's session)", "burst_idle", "ms"),
+        Row("  the upstream alone for it, during the same burst", "burst_floor", "ms"),
         Row(
             "  small call during burst / idle",
             "burst_ratio",
