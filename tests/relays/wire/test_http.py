@@ -1,5 +1,7 @@
 import base64
 import inspect
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpcore
@@ -107,3 +109,54 @@ async def test_with_a_stage_an_answers_image_is_decoded_on_the_way(
         staged = encoded.claim()
         staged.finish()
         assert staged.path.read_bytes() == image
+
+
+def streamed(body: bytes, piece: int = 64 * 1024) -> httpx.AsyncClient:
+    """A client whose every answer is `body`, arriving in pieces (as from a socket)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), piece):
+            yield body[start : start + piece]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=pieces())
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+IMAGE = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(3_000_000)
+ANSWER = json.dumps({"data": [{"b64_json": base64.b64encode(IMAGE).decode()}]}).encode()
+
+
+def full_disk() -> StagedBlob:
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("cap", "full", "refusal"),
+    [
+        (8 << 20, False, None),
+        (8 << 20, True, "No space left on device"),
+        (2 << 20, False, "exceeds 2097152 bytes"),
+    ],
+    ids=["whole", "staging fails in the thread", "the answer over its cap"],
+)
+async def test_a_long_answer_is_decoded_while_it_arrives(
+    tmp_path: Path, cap: int, full: bool, refusal: str | None
+) -> None:
+    """Batches go to a thread while the next ones arrive; a failure on either side (the
+    decoding thread, the reading) is its own plain error, not a task group's, and
+    leaves no staging file."""
+    async with streamed(b" " * (2 << 20) + ANSWER) as client:  # the image after 2 batches
+        relay = upstream(client, max_bytes=cap)
+        stage = full_disk if full else (lambda: StagedBlob(tmp_path, 8 << 20))
+        request = relay.request_json("POST", "x", stage=stage)
+        if refusal is not None:
+            with pytest.raises((RelayError, OSError), match=refusal):
+                await request
+            assert list(tmp_path.iterdir()) == []
+            return
+        value = await request
+    staged = value["data"][0]["b64_json"].claim()
+    staged.finish()
+    assert staged.path.read_bytes() == IMAGE
