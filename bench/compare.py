@@ -255,28 +255,32 @@ async def burst(server: Running, settings: Settings) -> Figures:
             await timed(lambda: target.generate(light, 256, server.directory))
             for _ in range(settings.calls)
         ]
-        loaded: list[float] = []
-        running: list[float] = []
-        finished: list[float] = []
-        for _ in range(settings.burst_trials):
+
+        async def during_burst(small: Callable[[], Awaitable[object]]) -> tuple[float, int, int]:
+            """`small`'s time, and how many burst calls ran as it began and had ended
+            when it answered."""
             calls = [
                 asyncio.create_task(target.generate(heavy, 1024, server.directory))
                 for _ in range(BURST)
             ]
             await asyncio.sleep(BURST_DELAY)
-            running.append(sum(not call.done() for call in calls))
-            loaded.append(await timed(lambda: target.generate(light, 256, server.directory)))
-            finished.append(sum(call.done() for call in calls))
+            running = sum(not call.done() for call in calls)
+            took = await timed(small)
+            finished = sum(call.done() for call in calls)
             await asyncio.gather(*calls)
-        floor: list[float] = []
-        for _ in range(settings.burst_trials):
-            calls = [
-                asyncio.create_task(target.generate(heavy, 1024, server.directory))
-                for _ in range(BURST)
-            ]
-            await asyncio.sleep(BURST_DELAY)
-            floor.append(await timed(lambda: fetch_direct(http, target.upstream, 256)))
-            await asyncio.gather(*calls)
+            return took, running, finished
+
+        trials = [
+            await during_burst(lambda: target.generate(light, 256, server.directory))
+            for _ in range(settings.burst_trials)
+        ]
+        loaded = [took for took, _, _ in trials]
+        running = [ran for _, ran, _ in trials]
+        finished = [ended for _, _, ended in trials]
+        floor = [
+            (await during_burst(lambda: fetch_direct(http, target.upstream, 256)))[0]
+            for _ in range(settings.burst_trials)
+        ]
     return {
         "burst_floor": median(floor),
         "burst_idle": median(idle),
