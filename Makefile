@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_downloads.py
 	$(BIN)/python bench/bench_c2pa.py
 	$(BIN)/python bench/bench_marking.py
+	$(BIN)/python bench/bench_steps.py
 	$(BIN)/python bench/compare.py
 
 # The closest competitor (image-generation-mcp 1.12.1, PyPI) in its own venv,
