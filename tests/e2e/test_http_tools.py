@@ -548,7 +548,8 @@ async def test_a_post_to_a_terminated_session_is_a_clean_404(
 async def test_a_call_checks_its_param_headers_against_the_listed_schema(
     server: RunningServer,
 ) -> None:
-    """Without a lookup, the SDK runs a whole tools/list (every middleware) per call."""
+    """fastmcp serves the SDK this lookup from its schema cache; without one the SDK
+    would run a whole tools/list (every middleware) for each call."""
     lookup = server.app.mcp._mcp_server.get_tool_input_schema
     assert lookup is not None
     async with server.client() as client:

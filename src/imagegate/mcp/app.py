@@ -137,7 +137,6 @@ def build_mcp(
 def _register_tools(
     mcp: FastMCP[Any], bounds: dict[str, dict[str, int]], viewer: bool = False
 ) -> None:
-    schemas: dict[str, dict[str, Any]] = {}
     for spec in TOOLS:
         registered = FunctionTool.from_function(
             domain_errors(spec.function),
@@ -151,12 +150,7 @@ def _register_tools(
             if argument in properties:
                 properties[argument].update(bound)
         registered.parameters = compact_schema(registered.parameters)
-        schemas[registered.name] = registered.parameters
         mcp.add_tool(registered)
-    # The SDK checks a call's Mcp-Param-* headers against the tool's input schema. With
-    # no lookup (fastmcp 4.1 sets none; 4.2 does) it runs a whole tools/list, through
-    # every middleware, for each call: an eighth of a small call's time.
-    mcp._mcp_server.get_tool_input_schema = schemas.get
 
 
 def compact_schema(node: Any) -> Any:
