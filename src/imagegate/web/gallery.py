@@ -219,6 +219,21 @@ class Gallery:
             )
         return session, fields
 
+    async def _posted_by(
+        self, request: Request, scope: str, action: str
+    ) -> tuple[Session, dict[str, str], Caller] | Response:
+        """A form POST (`_posted`) on an image by someone granted `scope`; a denial
+        goes to the audit log as `action`'s."""
+        posted = await self._posted(request)
+        if isinstance(posted, Response):
+            return posted
+        session, fields = posted
+        caller = self._caller(session)
+        if not grants(caller.scopes, scope):
+            self._record(session, action, "denied", request.path_params["asset_id"])
+            return self._forbidden(session, scope)
+        return session, fields, caller
+
     # -- logging in and out ------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
@@ -380,14 +395,10 @@ class Gallery:
         return RedirectResponse(published.url, status_code=303, headers=_PAGE_HEADERS)
 
     async def link(self, request: Request) -> Response:
-        posted = await self._posted(request)
+        posted = await self._posted_by(request, SHARE, "create_link")
         if isinstance(posted, Response):
             return posted
-        session, fields = posted
-        caller = self._caller(session)
-        if not grants(caller.scopes, SHARE):
-            self._record(session, "create_link", "denied", request.path_params["asset_id"])
-            return self._forbidden(session, SHARE)
+        session, fields, caller = posted
         try:
             asset = await self._service.get(caller, request.path_params["asset_id"])
             ttl = _ttl(fields.get("ttl_seconds", ""))
@@ -406,14 +417,10 @@ class Gallery:
         )
 
     async def delete(self, request: Request) -> Response:
-        posted = await self._posted(request)
+        posted = await self._posted_by(request, DELETE, "delete")
         if isinstance(posted, Response):
             return posted
-        session, fields = posted
-        caller = self._caller(session)
-        if not grants(caller.scopes, DELETE):
-            self._record(session, "delete", "denied", request.path_params["asset_id"])
-            return self._forbidden(session, DELETE)
+        session, fields, caller = posted
         if fields.get("confirm") != "yes":
             return self._message(session, 400, "Not deleted", "Tick the box to confirm.")
         try:
