@@ -1,7 +1,6 @@
 """The preset ledger's contract, on the embedded database and on PostgreSQL: each
 subject's presets by name, invisible to every other subject, counted atomically."""
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,15 +30,9 @@ DATABASES = [backend for backend in BACKENDS if backend.name in ("embedded", "po
 
 @pytest.fixture(params=DATABASES, ids=lambda backend: backend.name)
 def backend(request: pytest.FixtureRequest) -> Backend:
+    """Narrows conftest's: its `storage` fixture opens these only."""
     chosen: Backend = request.param
     return chosen
-
-
-@pytest.fixture
-async def storage(backend: Backend, state_dir: Path) -> AsyncIterator[Storage]:
-    opened = backend.open(state_dir)
-    yield opened
-    await opened.aclose()
 
 
 async def test_a_saved_preset_reads_back_whole(storage: Storage) -> None:
