@@ -9,7 +9,6 @@ import pytest
 
 from imagegate.access.identity import Identity
 from imagegate.access.policy import Caller
-from imagegate.config import Settings
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.ids import Subject
 from imagegate.relays.base import BACKGROUNDS, Relay, Size
@@ -18,11 +17,8 @@ from imagegate.relays.placeholder import PlaceholderRelay, PlaceholderRelayConfi
 from imagegate.relays.registry import Relays
 from imagegate.service.generation import GenerateArgs
 from imagegate.service.images import ImageService
-from imagegate.service.inputs import InputResolver
-from imagegate.storage.assets import AssetStore
-from imagegate.storage.embedded import open_embedded
 from tests.conftest import ManualClock
-from tests.service.test_images import ALICE, Asked, data_url, progress
+from tests.service.test_images import ALICE, Asked, data_url, image_service, progress
 
 
 class Studio(PlaceholderRelay):
@@ -56,28 +52,8 @@ def relays() -> dict[str, Relay]:
 
 @pytest.fixture
 async def service(state_dir: Path, clock: ManualClock) -> AsyncIterator[ImageService]:
-    state_dir.mkdir(mode=0o700)
-    settings = Settings(state_dir=state_dir)
-    storage = open_embedded(state_dir, settings.max_image_bytes)
-    assets = AssetStore(storage.index, storage.blobs)
-    inputs = InputResolver(
-        assets,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        input_root=None,
-        local=False,
-    )
-    yield ImageService(
-        settings,
-        assets,
-        storage.quotas,
-        storage.nonces,
-        Relays(relays(), "sketch"),
-        None,
-        clock,
-        inputs,
-    )
-    await storage.aclose()
+    async with image_service(state_dir, clock, Relays(relays(), "sketch")) as made:
+        yield made
 
 
 def caller(*relays: str) -> Caller:

@@ -63,20 +63,23 @@ async def service(state_dir: Path, clock: ManualClock) -> AsyncIterator[ImageSer
 
 @asynccontextmanager
 async def image_service(
-    state_dir: Path, clock: ManualClock, **overrides: Any
+    state_dir: Path, clock: ManualClock, relays: Relays | None = None, **overrides: Any
 ) -> AsyncIterator[ImageService]:
+    """A service on the embedded storage with `relays` (by default a placeholder and a
+    paid one); `overrides` are settings."""
     state_dir.mkdir(mode=0o700)
     settings = Settings(state_dir=state_dir, **overrides)
     storage = open_embedded(state_dir, settings.max_image_bytes)
     assets = AssetStore(storage.index, storage.blobs)
     config = PlaceholderRelayConfig(kind="placeholder")
-    relays = Relays(
-        {
-            "placeholder": PlaceholderRelay("placeholder", config),
-            "paid": PaidPlaceholder("paid", config),
-        },
-        "placeholder",
-    )
+    if relays is None:
+        relays = Relays(
+            {
+                "placeholder": PlaceholderRelay("placeholder", config),
+                "paid": PaidPlaceholder("paid", config),
+            },
+            "placeholder",
+        )
     inputs = InputResolver(
         assets,
         max_bytes=settings.max_image_bytes,
