@@ -191,6 +191,15 @@ ACTIONS = {
 }
 
 
+async def act(site: Site, action: str, asset_id: str, cookie: str) -> httpx.Response:
+    """One of ACTIONS on an image, as the person signed in with `cookie`."""
+    method, path, form = ACTIONS[action]
+    url = path.format(id=asset_id)
+    if form is None:
+        return await site.client.request(method, url)
+    return await site.client.post(url, data={**form, "csrf": site.csrf(cookie)})
+
+
 @pytest.mark.parametrize(
     ("scopes", "action", "status"),
     [
@@ -213,13 +222,7 @@ async def test_each_page_needs_the_scope_its_tool_needs(
 ) -> None:
     async for site in site_of(acl(alice=scopes))(state_dir, clock):
         asset = await stored(site.service)
-        cookie = site.as_person(ALICE)
-        method, path, form = ACTIONS[action]
-        url = path.format(id=asset.id)
-        if form is None:
-            response = await site.client.request(method, url)
-        else:
-            response = await site.client.post(url, data={**form, "csrf": site.csrf(cookie)})
+        response = await act(site, action, asset.id, site.as_person(ALICE))
         assert response.status_code == status, response.text
         if status == 403:
             assert "forbidden: needs scope" in response.text
@@ -230,13 +233,7 @@ async def test_each_page_needs_the_scope_its_tool_needs(
 @pytest.mark.parametrize("action", ["details", "thumbnail", "download", "link", "delete"])
 async def test_another_persons_image_is_not_there(site: Site, action: str) -> None:
     asset = await stored(site.service, owner=ALICE)
-    cookie = site.as_person(BOB)
-    method, path, form = ACTIONS[action]
-    url = path.format(id=asset.id)
-    if form is None:
-        response = await site.client.request(method, url)
-    else:
-        response = await site.client.post(url, data={**form, "csrf": site.csrf(cookie)})
+    response = await act(site, action, asset.id, site.as_person(BOB))
     assert response.status_code == 404
     assert await site.service.assets.get(None, asset.id)
 
