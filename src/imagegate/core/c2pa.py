@@ -314,16 +314,21 @@ def plan_manifest(
         if action == "created"
         else COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
     )
-    actions: list[dict[str, Any]]
-    if parent is None:
-        first: dict[str, Any] = {
-            "action": "c2pa.created",
+
+    def made(kind: str) -> dict[str, Any]:
+        """The action that made these pixels: the source type, the model, the inputs."""
+        step: dict[str, Any] = {
+            "action": kind,
             "digitalSourceType": source_type,
             "softwareAgent": agent,
         }
         if input_ids:
-            first["parameters"] = {"ingredientIds": input_ids}
-        actions = [first]
+            step["parameters"] = {"ingredientIds": input_ids}
+        return step
+
+    actions: list[dict[str, Any]]
+    if parent is None:
+        actions = [made("c2pa.created")]
     else:
         planned.insert(
             0,
@@ -341,14 +346,7 @@ def plan_manifest(
             opened |= {"digitalSourceType": source_type, "softwareAgent": agent}
             actions = [opened]
         elif action == "edited":
-            edited: dict[str, Any] = {
-                "action": "c2pa.edited",
-                "digitalSourceType": source_type,
-                "softwareAgent": agent,
-            }
-            if input_ids:
-                edited["parameters"] = {"ingredientIds": input_ids}
-            actions = [opened, edited]
+            actions = [opened, made("c2pa.edited")]
         else:
             actions = [opened, {"action": "c2pa.resized", "softwareAgent": agent}]
     manifest = {"assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}}]}
