@@ -6,14 +6,14 @@ bench/compare.py: an `openai-images` relay on the fake upstream) through a wrapp
 puts a `perf_counter` around each of the coroutines in STEPS, per caller, and prints
 each step's calls and mean time per generation of the measured caller:
 
-- idle: `--calls` sequential 256 px generations of one caller;
-- burst: a 256 px generation by one caller started 50 ms into another caller's 16 x
+- idle: `--calls` sequential generations of one caller (256 px, or `--size`);
+- burst: such a generation by one caller started 50 ms into another caller's 16 x
   1024 px (bench/compare.py's burst), `--bursts` times.
 
 Steps nest (a generation's `_generate` holds its `produce`); a step's count says how
 often the caller passed through it (the database's hand-offs to a thread, say).
 
-    .venv/bin/python bench/bench_steps.py [--calls 60] [--bursts 5]
+    .venv/bin/python bench/bench_steps.py [--calls 60] [--bursts 5] [--size 256]
 """
 
 import argparse
@@ -113,7 +113,7 @@ def serve() -> None:
 # The driver ---------------------------------------------------------------------------
 
 
-def measure(calls: int, bursts: int) -> dict[str, dict[str, list[float]]]:
+def measure(calls: int, bursts: int, size: int) -> dict[str, dict[str, list[float]]]:
     """Per scenario, the measured caller's steps: label -> [times, seconds]."""
     from compare import BURST, BURST_DELAY, launch_ready, start_upstream, stop
     from compare_targets import Imagegate
@@ -151,7 +151,7 @@ def measure(calls: int, bursts: int) -> dict[str, dict[str, list[float]]]:
 
                     async def small() -> None:
                         started = time.perf_counter()
-                        await target.generate(light, 256, server.directory)
+                        await target.generate(light, size, server.directory)
                         whole.append(time.perf_counter() - started)
 
                     for _ in range(5):
@@ -193,14 +193,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=60, help="idle generations")
     parser.add_argument("--bursts", type=int, default=5, help="generations during a burst")
+    parser.add_argument("--size", type=int, default=256, help="the measured call's image size")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
-    results = measure(args.calls, args.bursts)
+    results = measure(args.calls, args.bursts, args.size)
     counts = {"idle": args.calls, "burst": args.bursts}
-    print("one 256 px generation's steps (ms per generation; x: times per generation)")
+    print(f"one {args.size} px generation's steps (ms per generation; x: times per generation)")
     print(f"{'step':<34} {'idle':>16} {'during a burst':>18}")
     light = results
     labels = sorted(
