@@ -16,6 +16,7 @@ from PIL import Image
 
 from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
+from imagegate.core.pngcheck import DamagedPng, PngCheck, check_png
 
 Corpus = Iterator[tuple[str, bytes]]
 
@@ -249,3 +250,31 @@ def test_every_layout_of_rows_is_measured_right(
                 )
             )
             assert cheap_check_refuses(path), ("one byte short", depth, width, height)
+
+
+@pytest.mark.parametrize(("case", "data"), list(png_corpus()))
+def test_the_check_fed_in_pieces_says_what_it_says_of_the_file(
+    tmp_path: Path, case: str, data: bytes
+) -> None:
+    """A blob checked while it is written (PngCheck, in pieces of any size) gets the
+    whole file's verdict. The reason may differ: damaged image data can fail as a bad
+    filter byte or as bad zlib, depending on how much was inflated before it."""
+    path = tmp_path / "image.png"
+    path.write_bytes(data)
+    try:
+        check_png(path)
+        whole = False
+    except DamagedPng:
+        whole = True
+    rng = random.Random(case)
+    for _ in range(3):
+        check, position, verdict = PngCheck(), 0, False
+        try:
+            while position < len(data):
+                size = rng.choice((1, 2, 3, 7, 8, 13, 64, 4096))
+                check.feed(data[position : position + size])
+                position += size
+            check.close()
+        except DamagedPng:
+            verdict = True
+        assert verdict == whole, case

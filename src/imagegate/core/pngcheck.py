@@ -13,9 +13,7 @@ check and a full decode to the same verdicts on a corpus of damaged files.
 
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SLICE = 1 << 20
@@ -42,78 +40,121 @@ class DamagedPng(ValueError):
 
 def check_png(path: Path) -> None:
     """Raise DamagedPng (saying what is wrong) unless `path` is a whole, valid PNG."""
+    check = PngCheck()
     with path.open("rb") as fh:
-        if fh.read(8) != _SIGNATURE:
+        while piece := fh.read(_SLICE):
+            check.feed(piece)
+            if check.ended:
+                break
+    check.close()
+
+
+class PngCheck:
+    """The check, fed a PNG's bytes in order, in pieces of any size: a blob is checked
+    as it is written, in the thread that writes it, and the whole-file check is this
+    same one. `feed` raises DamagedPng as soon as the damage is seen, `close` when the
+    bytes so far are not a whole PNG; bytes after IEND are not looked at."""
+
+    def __init__(self) -> None:
+        self._step = _SIGNATURE_STEP
+        self._field = bytearray()
+        """The fixed-size field being read (signature, chunk head, CRC), so far."""
+        self._need = len(_SIGNATURE)
+        self._kind = b""
+        self._left = 0
+        """The current chunk's data bytes still to come."""
+        self._crc = 0
+        self._data: bytearray | None = None
+        """The current chunk's data, kept for IHDR only."""
+        self._header: tuple[int, int, int, int, int] | None = None
+        self._palette = False
+        self._rows: _Rows | None = None
+        self._idat_ended = False
+        self.ended = False
+        """IEND was read and the image is whole."""
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        position, end = 0, len(view)
+        while position < end and not self.ended:
+            if self._step == _DATA_STEP:
+                piece = view[position : position + self._left]
+                position += len(piece)
+                self._left -= len(piece)
+                self._crc = zlib.crc32(piece, self._crc)
+                if self._rows is not None and self._kind == b"IDAT":
+                    self._rows.feed(piece)
+                elif self._data is not None:
+                    self._data += piece
+                if not self._left:
+                    self._step, self._need = _CRC_STEP, 4
+                continue
+            take = view[position : position + self._need - len(self._field)]
+            position += len(take)
+            self._field += take
+            if len(self._field) == self._need:
+                field = bytes(self._field)
+                self._field.clear()
+                self._take_field(field)
+
+    def close(self) -> None:
+        if self.ended:
+            return
+        if self._step == _SIGNATURE_STEP:
             raise DamagedPng("no PNG signature")
-        _check_chunks(fh)
+        if self._step == _HEAD_STEP:
+            raise DamagedPng("truncated: the file ends before IEND")
+        raise DamagedPng("truncated: the file ends inside a chunk")
 
+    def _take_field(self, field: bytes) -> None:
+        if self._step == _SIGNATURE_STEP:
+            if field != _SIGNATURE:
+                raise DamagedPng("no PNG signature")
+            self._step, self._need = _HEAD_STEP, 8
+        elif self._step == _HEAD_STEP:
+            self._start_chunk(field)
+        else:
+            if struct.unpack(">I", field)[0] != self._crc:
+                raise DamagedPng(f"the CRC of a {self._kind.decode('latin-1')!r} chunk is wrong")
+            self._end_chunk()
+            self._step, self._need = _HEAD_STEP, 8
 
-def _check_chunks(fh: BinaryIO) -> None:
-    header: tuple[int, int, int, int, int] | None = None
-    palette = False
-    rows: _Rows | None = None
-    idat_ended = False
-    while True:
-        kind, length = _chunk_head(fh)
-        if header is None and kind != b"IHDR":
+    def _start_chunk(self, head: bytes) -> None:
+        length, kind = struct.unpack(">I4s", head)
+        if length > 0x7FFFFFFF:
+            raise DamagedPng("a chunk's length is out of range")
+        if self._header is None and kind != b"IHDR":
             raise DamagedPng("the first chunk is not IHDR")
         if kind == b"IDAT":
-            if header is None or idat_ended:
+            if self._header is None or self._idat_ended:
                 raise DamagedPng("IDAT chunks are not together")
-            if rows is None:
-                if header[3] == 3 and not palette:
+            if self._rows is None:
+                if self._header[3] == 3 and not self._palette:
                     raise DamagedPng("a palette image without PLTE")
-                rows = _Rows(*header)
-            crc = zlib.crc32(kind)
-            for piece in _pieces(fh, length):
-                crc = zlib.crc32(piece, crc)
-                rows.feed(piece)
-            _check_crc(fh, crc, kind)
-            continue
-        if rows is not None:
-            idat_ended = True
-        data = _read(fh, length)
-        _check_crc(fh, zlib.crc32(data, zlib.crc32(kind)), kind)
-        if kind == b"IHDR":
-            header = _header(data)
-        elif kind == b"PLTE":
-            palette = True
-        elif kind == b"IEND":
-            if rows is None:
+                self._rows = _Rows(*self._header)
+        elif self._rows is not None:
+            self._idat_ended = True
+        self._kind, self._left, self._crc = kind, length, zlib.crc32(kind)
+        # IHDR is 13 bytes; a longer one is refused once its CRC is read, not buffered.
+        self._data = bytearray() if kind == b"IHDR" and length == 13 else None
+        self._step, self._need = (_DATA_STEP, 0) if length else (_CRC_STEP, 4)
+
+    def _end_chunk(self) -> None:
+        if self._kind == b"IHDR":
+            if self._data is None:
+                raise DamagedPng("IHDR has the wrong length")
+            self._header = _header(bytes(self._data))
+        elif self._kind == b"PLTE":
+            self._palette = True
+        elif self._kind == b"IEND":
+            if self._rows is None:
                 raise DamagedPng("no image data (IDAT)")
-            rows.close()
-            return
+            self._rows.close()
+            self.ended = True
+        self._data = None
 
 
-def _chunk_head(fh: BinaryIO) -> tuple[bytes, int]:
-    head = fh.read(8)
-    if len(head) < 8:
-        raise DamagedPng("truncated: the file ends before IEND")
-    length, kind = struct.unpack(">I4s", head)
-    if length > 0x7FFFFFFF:
-        raise DamagedPng("a chunk's length is out of range")
-    return kind, length
-
-
-def _pieces(fh: BinaryIO, length: int) -> Iterator[bytes]:
-    while length:
-        piece = fh.read(min(length, _SLICE))
-        if not piece:
-            raise DamagedPng("truncated: the file ends inside a chunk")
-        length -= len(piece)
-        yield piece
-
-
-def _read(fh: BinaryIO, length: int) -> bytes:
-    return b"".join(_pieces(fh, length))
-
-
-def _check_crc(fh: BinaryIO, crc: int, kind: bytes) -> None:
-    stored = fh.read(4)
-    if len(stored) < 4:
-        raise DamagedPng("truncated: the file ends inside a chunk")
-    if struct.unpack(">I", stored)[0] != crc:
-        raise DamagedPng(f"the CRC of a {kind.decode('latin-1')!r} chunk is wrong")
+_SIGNATURE_STEP, _HEAD_STEP, _DATA_STEP, _CRC_STEP = range(4)
 
 
 def _header(data: bytes) -> tuple[int, int, int, int, int]:
@@ -153,7 +194,7 @@ class _Rows:
         self._seen = 0
         """Bytes inflated so far."""
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         try:
             while data and not self._inflater.eof:
                 # Never more than one byte past the rows: a small file of deflated zeros
