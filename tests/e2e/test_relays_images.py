@@ -3,6 +3,7 @@ edits, through MCP over HTTP to a fake Images API on 127.0.0.1."""
 
 import base64
 import io
+import random
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -202,10 +203,26 @@ async def test_429_then_success(server: RunningServer, upstream: FakeUpstream) -
     assert len(upstream.calls(GENERATIONS)) == 2
 
 
+def noisy_png(side: int) -> bytes:
+    """Noise compresses badly: its base64 is past the spool's threshold (relays.wire)
+    and is checked as it is decoded."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3)).save(
+        out, format="PNG"
+    )
+    return out.getvalue()
+
+
+NOISY = noisy_png(200)
+FLIPPED = NOISY[:60_000] + bytes([NOISY[60_000] ^ 0x55]) + NOISY[60_001:]
+
+
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
         (json_reply({"data": [{"b64_json": "%%%"}]}), "damaged base64"),
+        (images_reply(NOISY[:-100]), "png image is damaged or truncated"),
+        (images_reply(FLIPPED), "png image is damaged or truncated"),
         (json_reply({"data": []}), "relay 'images'"),
         (error_reply(400, "moderation_blocked", "rejected by the safety system"), "refused"),
         (error_reply(500, "server_error", "<html>oops</html>", {"retry-after": "0"}), "HTTP 500"),

@@ -1,6 +1,7 @@
 """The storage contract: what every backend promises the layers above, run against each
 backend in tests/storage/backends.py through the Protocols only."""
 
+import hashlib
 import io
 import math
 import time
@@ -50,8 +51,12 @@ def store(storage: Storage) -> AssetStore:
     return AssetStore(storage.index, storage.blobs)
 
 
-async def add(store: AssetStore, owner: Subject, data: bytes, now: float = 1000.0) -> Asset:
+async def add(
+    store: AssetStore, owner: Subject, data: bytes, now: float = 1000.0, deferred: bool = False
+) -> Asset:
     with store.stage() as staged:
+        if deferred:
+            staged.defer_hash()
         staged.write(data)
         staged.finish()
         info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
@@ -77,6 +82,18 @@ async def test_add_get_and_read_back(store: AssetStore) -> None:
     assert path is None or path.read_bytes() == png()
     async with store.as_file(asset) as file:
         assert file.read_bytes() == png()
+
+
+async def test_a_blob_whose_hash_was_deferred_is_stored_under_its_hash(
+    store: AssetStore,
+) -> None:
+    """StagedBlob.defer_hash: the hash is made when the blob is stored, and it is the
+    same content name (shared with equal bytes staged the usual way)."""
+    deferred = await add(store, ALICE, png("blue"), deferred=True)
+    assert deferred.sha256 == hashlib.sha256(png("blue")).hexdigest()
+    hashed = await add(store, BOB, png("blue"))
+    assert hashed.blob == deferred.blob
+    assert await read(store, deferred) == png("blue")
 
 
 async def test_other_owner_sees_nothing(store: AssetStore) -> None:

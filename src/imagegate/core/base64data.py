@@ -39,6 +39,7 @@ def decode_into(staged: StagedBlob, encoded: str, allow_unpadded: bool = False) 
     if len(text) % 4 == 1 or (len(text) % 4 and not allow_unpadded):
         raise Base64Error("truncated")
     text += "=" * (-len(text) % 4)
+    staged.check_as_png()
     if "=" in text[:-2]:  # each slice is checked alone: padding at a slice's end passes
         raise Base64Error("invalid characters")
     try:

@@ -56,8 +56,12 @@ class ImageInfo:
     byte_size: int
 
 
-def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Check a file is a complete PNG, JPEG, WebP or GIF within the caps; say why not."""
+def inspect_image(
+    path: Path, *, max_bytes: int, max_pixels: int, png_whole: bool = False
+) -> ImageInfo:
+    """Check a file is a complete PNG, JPEG, WebP or GIF within the caps; say why not.
+    `png_whole`: the file was found a whole PNG as it was written (core.staging), so
+    the PNG check is not run again; the caps and Pillow's header check still are."""
     byte_size = path.stat().st_size
     if byte_size > max_bytes:
         raise TooLarge(f"image is {byte_size} bytes; the limit is {max_bytes}")
@@ -78,10 +82,10 @@ def inspect_image(path: Path, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                     )
                 if fmt is not ImageFormat.PNG:
                     probe.verify()
-            if fmt is ImageFormat.PNG:
-                check_png(path)
-            else:
+            if fmt is not ImageFormat.PNG:
                 _decode(path, fmt)
+            elif not png_whole:
+                check_png(path)
     except ImageRejected:
         raise
     except DamagedPng as err:

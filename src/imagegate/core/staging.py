@@ -1,4 +1,5 @@
-"""Staging files: an image being written, hashed and size-capped on the way in.
+"""Staging files: an image being written, hashed and size-capped on the way in (the
+hash can wait: `defer_hash`), and checked too when it is to be a PNG (`check_as_png`).
 
 Relays write what upstreams send into one, callers' inputs are copied into one, and a
 blob store commits a finished one under its content name. Until then it is a temp file
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 
 from imagegate.core.errors import TooLarge
+from imagegate.core.pngcheck import DamagedPng, PngCheck
+
+_SLICE = 1 << 20
 
 
 class StagedBlob:
@@ -27,25 +31,67 @@ class StagedBlob:
         fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
-        self._hash = hashlib.sha256()
+        self._hash: hashlib._Hash | None = hashlib.sha256()
         self._max_bytes = max_bytes
         self.size = 0
         self.sha256 = ""
         self.synced = False
         """Its bytes are on the disk (a blob store's `prepare` did it)."""
+        self._png: PngCheck | None = None
+        self.png_whole = False
+        """Checked as it was written (`check_as_png`): a whole PNG. False says nothing:
+        not checked, not a PNG, or damaged (inspect_image finds out which)."""
+
+    def defer_hash(self) -> None:
+        """Before the first write: don't hash the bytes as they are written; `sha256`
+        stays empty until `hash_file`. For a blob that is most likely replaced (an
+        upstream's image that the marking copies): its hash would be CPU for nothing
+        in the thread that decodes the answer."""
+        if self.size == 0:
+            self._hash = None
+
+    def hash_file(self) -> None:
+        """Blocking: set `sha256` of a finished blob whose hash was deferred."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            while piece := fh.read(_SLICE):
+                digest.update(piece)
+        self.sha256 = digest.hexdigest()
+
+    def check_as_png(self) -> None:
+        """Run core.pngcheck on the bytes as they are written, before the first: the
+        writer's thread (which decodes base64 while more arrives) does the check, and
+        inspect_image makes no pass of its own over a PNG found whole."""
+        if self.size == 0:
+            self._png = PngCheck()
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self._max_bytes:
             raise TooLarge(f"image is larger than the limit of {self._max_bytes} bytes")
-        self._hash.update(chunk)
+        if self._hash is not None:
+            self._hash.update(chunk)
         self._file.write(chunk)
+        if self._png is not None:
+            try:
+                self._png.feed(chunk)
+            except DamagedPng:  # not a PNG, or damaged: inspect_image says why
+                self._png = None
 
     def finish(self) -> None:
         """Close the file (a flush of at most one buffer: cheap enough for the event
         loop); after this it can be inspected and committed."""
         self._file.close()
-        self.sha256 = self._hash.hexdigest()
+        if self._hash is not None:
+            self.sha256 = self._hash.hexdigest()
+        if self._png is not None:
+            try:
+                self._png.close()
+            except DamagedPng:
+                pass
+            else:
+                self.png_whole = True
+            self._png = None
 
     def discard(self) -> None:
         """Remove the file; a no-op once a blob store has committed (moved) it."""

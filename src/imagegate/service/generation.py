@@ -171,6 +171,7 @@ async def produce(
                     image.staged.path,
                     max_bytes=settings.max_image_bytes,
                     max_pixels=settings.max_image_pixels,
+                    png_whole=image.staged.png_whole,
                 )
             )
             produced.append(Produced(image, info))

@@ -246,7 +246,7 @@ class ImageService:
         started = time.perf_counter()
         try:
             produced = await produce(
-                plan.relay, plan.request, self.settings, self.assets.stage, progress
+                plan.relay, plan.request, self.settings, self._stage_upstream, progress
             )
         except BaseException:
             await self._release(reservation)
@@ -572,6 +572,14 @@ class ImageService:
                 item.image.staged.discard()  # no-op for committed blobs
             for each in restaged:
                 each.discard()
+
+    def _stage_upstream(self) -> StagedBlob:
+        """A blob for what the upstream sends. When marking is on, its hash waits until
+        it is stored (AssetStore.add): most of the time a marked copy is stored instead."""
+        staged = self.assets.stage()
+        if self.marker.active:
+            staged.defer_hash()
+        return staged
 
     async def _marked(
         self, item: Produced, relay_name: str, inputs: list[Path]

@@ -92,7 +92,10 @@ class InputResolver:
         try:
             info = await run_cpu(
                 lambda: inspect_image(
-                    staged.path, max_bytes=self._max_bytes, max_pixels=self._max_pixels
+                    staged.path,
+                    max_bytes=self._max_bytes,
+                    max_pixels=self._max_pixels,
+                    png_whole=staged.png_whole,
                 )
             )
         except ImageRejected as err:
@@ -125,6 +128,7 @@ class InputResolver:
             raise InvalidRequest(f"{label}: no such file under input_root ({self._input_root})")
         if real.stat().st_size > self._max_bytes:
             raise ImageRejected(f"{label}: file is larger than {self._max_bytes} bytes")
+        staged.check_as_png()
         with real.open("rb") as source_file:
             shutil.copyfileobj(source_file, _Writer(staged))
         staged.finish()

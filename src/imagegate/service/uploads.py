@@ -13,6 +13,7 @@ import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from imagegate.access.policy import Caller
 from imagegate.config import Settings
@@ -156,16 +157,18 @@ class Uploads:
     ) -> tuple[StagedBlob, ImageInfo]:
         """The upload inspected and, unless kept by the operator, without location
         metadata (a new staging file then; the first is discarded)."""
-        caps = {"max_bytes": self.max_bytes, "max_pixels": self._settings.max_image_pixels}
         if self._fair is None:
-            return await self._clean(staged, caps)
+            return await self._clean(staged)
         with self._fair.acting_for(ticket.owner):
-            return await self._clean(staged, caps)
+            return await self._clean(staged)
 
-    async def _clean(
-        self, staged: StagedBlob, caps: dict[str, int]
-    ) -> tuple[StagedBlob, ImageInfo]:
-        info = await run_cpu(lambda: inspect_image(staged.path, **caps))
+    def _inspect(self, path: Path) -> ImageInfo:
+        return inspect_image(
+            path, max_bytes=self.max_bytes, max_pixels=self._settings.max_image_pixels
+        )
+
+    async def _clean(self, staged: StagedBlob) -> tuple[StagedBlob, ImageInfo]:
+        info = await run_cpu(self._inspect, staged.path)
         if not self._settings.strip_location:
             return staged, info
         try:
@@ -181,7 +184,7 @@ class Uploads:
         try:
             await run_cpu(apply_edits, staged.path, edits, cleaned.write)
             cleaned.finish()
-            cleaned_info = await run_cpu(lambda: inspect_image(cleaned.path, **caps))
+            cleaned_info = await run_cpu(self._inspect, cleaned.path)
         except BaseException:
             cleaned.discard()
             raise

@@ -50,6 +50,8 @@ class AssetStore:
         """Commit a finished, inspected staging file as a new asset of `owner`, if the
         owner's assets stay within `max_owner_bytes` (checked while the references are
         held, so two adds can't both take the last room)."""
+        if not staged.sha256:  # deferred (StagedBlob.defer_hash), and needed now
+            await anyio.to_thread.run_sync(staged.hash_file)
         asset = Asset(
             id=new_asset_id(),
             owner=owner,

@@ -77,6 +77,7 @@ class _Base64Sink:
 
     def __init__(self, staged: StagedBlob) -> None:
         self.staged = staged
+        staged.check_as_png()
         self._carry = b""
         """Characters short of a whole group of four."""
         self._held = b""

@@ -1,0 +1,98 @@
+"""A staged blob checked as a PNG while it is written: `png_whole` only for a PNG that
+was checked from its first byte and found whole."""
+
+import hashlib
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagegate.core.errors import ImageRejected
+from imagegate.core.images import inspect_image
+from imagegate.core.staging import StagedBlob
+
+
+def noisy_png() -> bytes:
+    out = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), random.Random(1).randbytes(64 * 64 * 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+PNG = noisy_png()
+
+
+def jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "checked", "whole"),
+    [
+        (PNG, True, True),
+        (PNG, False, False),  # not asked: inspect_image checks the file itself
+        (PNG[:-1], True, False),  # IEND's CRC cut
+        (PNG[:5000] + b"\x00" + PNG[5001:], True, False),  # a byte of IDAT changed
+        (PNG + b"trailing", True, True),  # bytes after IEND: not looked at, as before
+        (jpeg(), True, False),
+        (b"", True, False),
+    ],
+)
+def test_a_blob_is_whole_only_when_checked_and_whole(
+    tmp_path: Path, data: bytes, checked: bool, whole: bool
+) -> None:
+    staged = StagedBlob(tmp_path, 1 << 20)
+    if checked:
+        staged.check_as_png()
+    for start in range(0, len(data), 1000):
+        staged.write(data[start : start + 1000])
+    staged.finish()
+    assert staged.png_whole is whole
+    assert staged.path.read_bytes() == data
+
+
+def test_asked_after_the_first_write_it_checks_nothing(tmp_path: Path) -> None:
+    """From the middle of a file the check would refuse a whole PNG, or worse, pass
+    what it never saw the start of: it is not started at all."""
+    staged = StagedBlob(tmp_path, 1 << 20)
+    staged.write(PNG[:10])
+    staged.check_as_png()
+    staged.write(PNG[10:])
+    staged.finish()
+    assert not staged.png_whole
+
+
+def test_inspect_image_skips_only_the_png_check_for_a_whole_blob(tmp_path: Path) -> None:
+    """A blob found whole is not checked again (the damage here would be found); the
+    pixel cap is still held."""
+    path = tmp_path / "damaged.png"
+    path.write_bytes(PNG[:-1])
+    info = inspect_image(path, max_bytes=1 << 20, max_pixels=1 << 20, png_whole=True)
+    assert (info.width, info.height) == (64, 64)
+    with pytest.raises(ImageRejected, match="png image is damaged"):
+        inspect_image(path, max_bytes=1 << 20, max_pixels=1 << 20)
+    with pytest.raises(ImageRejected, match="the limit is 100"):
+        inspect_image(path, max_bytes=1 << 20, max_pixels=100, png_whole=True)
+
+
+def test_a_deferred_hash_is_made_from_the_file(tmp_path: Path) -> None:
+    staged = StagedBlob(tmp_path, 1 << 22)
+    staged.defer_hash()
+    for start in range(0, len(PNG), 1000):
+        staged.write(PNG[start : start + 1000])
+    staged.finish()
+    assert staged.sha256 == ""  # nothing made while it was written
+    staged.hash_file()
+    assert staged.sha256 == hashlib.sha256(PNG).hexdigest()
+
+
+def test_a_hash_is_deferred_only_from_the_first_byte(tmp_path: Path) -> None:
+    staged = StagedBlob(tmp_path, 1 << 22)
+    staged.write(PNG[:10])
+    staged.defer_hash()
+    staged.write(PNG[10:])
+    staged.finish()
+    assert staged.sha256 == hashlib.sha256(PNG).hexdigest()
