@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.cli import _listen
+from imagegate.cli import _listen, settle
 from imagegate.storage.sqlite.schema import LATEST
 from tests.e2e.processes import clean_env, free_port, run, serving
 from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
@@ -703,6 +704,17 @@ def test_the_listener_is_tcp_so_that_answers_are_not_delayed(host: str) -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
     finally:
         sock.close()
+
+
+def test_settling_takes_what_start_up_made_out_of_full_collections() -> None:
+    """serve calls settle() just before it answers: a full collection then no longer
+    walks the modules, the app and its schemas."""
+    before = gc.get_freeze_count()
+    try:
+        settle()
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
 
 
 def test_client_config_writes_into_a_codex_file_and_keeps_the_rest(tmp_path: Path) -> None:
