@@ -61,3 +61,13 @@ def test_padding_is_refused_anywhere_but_the_end_even_at_a_slice_boundary(
     assert first.endswith("==")
     with pytest.raises(Base64Error, match="invalid characters"):
         decoded(tmp_path, first + "QUJD")
+
+
+def test_decoded_png_is_checked_as_it_is_written_under_a_pixel_cap(tmp_path: Path) -> None:
+    from tests.core.test_staging import PNG
+
+    staged = StagedBlob(tmp_path, max_bytes=10**6)
+    staged.pixel_cap = 1 << 20
+    decode_into(staged, base64.b64encode(PNG).decode())
+    staged.finish()
+    assert staged.png_whole

@@ -263,9 +263,9 @@ def test_the_check_fed_in_pieces_says_what_it_says_of_the_file(
     path.write_bytes(data)
     try:
         check_png(path)
-        whole = False
+        refused = False
     except DamagedPng:
-        whole = True
+        refused = True
     rng = random.Random(case)
     for _ in range(3):
         check, position, verdict = PngCheck(), 0, False
@@ -277,4 +277,4 @@ def test_the_check_fed_in_pieces_says_what_it_says_of_the_file(
             check.close()
         except DamagedPng:
             verdict = True
-        assert verdict == whole, case
+        assert verdict == refused, case

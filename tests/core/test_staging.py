@@ -4,6 +4,8 @@ was checked from its first byte and found whole."""
 import hashlib
 import io
 import random
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 
 from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
+from imagegate.core.pngcheck import DamagedPng, PngCheck
 from imagegate.core.staging import StagedBlob
 
 
@@ -45,6 +48,7 @@ def test_a_blob_is_whole_only_when_checked_and_whole(
     tmp_path: Path, data: bytes, checked: bool, whole: bool
 ) -> None:
     staged = StagedBlob(tmp_path, 1 << 20)
+    staged.pixel_cap = 1 << 20
     if checked:
         staged.check_as_png()
     for start in range(0, len(data), 1000):
@@ -58,11 +62,49 @@ def test_asked_after_the_first_write_it_checks_nothing(tmp_path: Path) -> None:
     """From the middle of a file the check would refuse a whole PNG, or worse, pass
     what it never saw the start of: it is not started at all."""
     staged = StagedBlob(tmp_path, 1 << 20)
+    staged.pixel_cap = 1 << 20
     staged.write(PNG[:10])
     staged.check_as_png()
     staged.write(PNG[10:])
     staged.finish()
     assert not staged.png_whole
+
+
+def bomb() -> bytes:
+    """60000 x 60000 RGBA at 16 bits (28.8 GB of rows) claimed by a 1 MB file of
+    deflated zeros: checked without the cap, it would be inflated for seconds."""
+    zeros = zlib.compress(bytes(1 << 30), 9)[: 1 << 20]
+    header = struct.pack(">IIBBBBB", 60000, 60000, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zeros)
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_no_check_as_written_without_a_pixel_cap(tmp_path: Path) -> None:
+    staged = StagedBlob(tmp_path, 1 << 20)
+    staged.check_as_png()
+    staged.write(PNG)
+    staged.finish()
+    assert not staged.png_whole
+
+
+def test_an_image_over_the_pixel_cap_is_not_inflated_as_it_is_written(tmp_path: Path) -> None:
+    """The check stops at IHDR: the IDAT after it is not fed to zlib (inspect_image
+    then refuses the image on its pixel cap, as it did before any check)."""
+    check = PngCheck(max_pixels=1 << 20)
+    data = bomb()
+    with pytest.raises(DamagedPng, match="more pixels than the limit of 1048576"):
+        check.feed(data[:33])
+    staged = StagedBlob(tmp_path, 1 << 22)
+    staged.pixel_cap = 1 << 20
+    staged.check_as_png()
+    staged.write(data)
+    staged.finish()
+    assert not staged.png_whole
+    with pytest.raises(ImageRejected, match="more pixels than the limit of 1048576"):
+        inspect_image(staged.path, max_bytes=1 << 22, max_pixels=1 << 20)
 
 
 def test_inspect_image_skips_only_the_png_check_for_a_whole_blob(tmp_path: Path) -> None:

@@ -53,9 +53,13 @@ class PngCheck:
     """The check, fed a PNG's bytes in order, in pieces of any size: a blob is checked
     as it is written, in the thread that writes it, and the whole-file check is this
     same one. `feed` raises DamagedPng as soon as the damage is seen, `close` when the
-    bytes so far are not a whole PNG; bytes after IEND are not looked at."""
+    bytes so far are not a whole PNG; bytes after IEND are not looked at.
 
-    def __init__(self) -> None:
+    `max_pixels`: refuse at IHDR an image over the cap, before inflating anything (a
+    small file can claim billions of pixels: inspect_image checks the cap first)."""
+
+    def __init__(self, max_pixels: int | None = None) -> None:
+        self._max_pixels = max_pixels
         self._step = _SIGNATURE_STEP
         self._field = bytearray()
         """The fixed-size field being read (signature, chunk head, CRC), so far."""
@@ -74,7 +78,7 @@ class PngCheck:
         """IEND was read and the image is whole."""
 
     def feed(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         position, end = 0, len(view)
         while position < end and not self.ended:
             if self._step == _DATA_STEP:
@@ -144,6 +148,9 @@ class PngCheck:
             if self._data is None:
                 raise DamagedPng("IHDR has the wrong length")
             self._header = _header(bytes(self._data))
+            width, height = self._header[:2]
+            if self._max_pixels is not None and width * height > self._max_pixels:
+                raise DamagedPng(f"more pixels than the limit of {self._max_pixels}")
         elif self._kind == b"PLTE":
             self._palette = True
         elif self._kind == b"IEND":

@@ -37,6 +37,9 @@ class StagedBlob:
         self.sha256 = ""
         self.synced = False
         """Its bytes are on the disk (a blob store's `prepare` did it)."""
+        self.pixel_cap: int | None = None
+        """The pixel cap of the image to come, set by whoever knows it: a PNG check as
+        it is written (`check_as_png`) runs only under one."""
         self._png: PngCheck | None = None
         self.png_whole = False
         """Checked as it was written (`check_as_png`): a whole PNG. False says nothing:
@@ -61,9 +64,10 @@ class StagedBlob:
     def check_as_png(self) -> None:
         """Run core.pngcheck on the bytes as they are written, before the first: the
         writer's thread (which decodes base64 while more arrives) does the check, and
-        inspect_image makes no pass of its own over a PNG found whole."""
-        if self.size == 0:
-            self._png = PngCheck()
+        inspect_image makes no pass of its own over a PNG found whole. Only under a
+        `pixel_cap`: an image over it is refused at its header, before any inflating."""
+        if self.size == 0 and self.pixel_cap is not None:
+            self._png = PngCheck(self.pixel_cap)
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)

@@ -574,9 +574,11 @@ class ImageService:
                 each.discard()
 
     def _stage_upstream(self) -> StagedBlob:
-        """A blob for what the upstream sends. When marking is on, its hash waits until
-        it is stored (AssetStore.add): most of the time a marked copy is stored instead."""
+        """A blob for what the upstream sends, under the pixel cap (a PNG is checked as
+        it is decoded). When marking is on, its hash waits until it is stored
+        (AssetStore.add): most of the time a marked copy is stored instead."""
         staged = self.assets.stage()
+        staged.pixel_cap = self.settings.max_image_pixels
         if self.marker.active:
             staged.defer_hash()
         return staged

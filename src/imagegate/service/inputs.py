@@ -79,6 +79,7 @@ class InputResolver:
             path = await inputs.held.enter_async_context(self._store.as_file(asset))
             return InputImage(path, asset.format, asset.width, asset.height)
         staged = self._store.stage()
+        staged.pixel_cap = self._max_pixels
         inputs.held.callback(staged.discard)
         if _URL.match(source):
             raise InvalidRequest(

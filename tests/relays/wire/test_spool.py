@@ -211,3 +211,25 @@ def test_an_upstream_cannot_forge_a_spooled_marker(tmp_path: Path) -> None:
     value = spooled(tmp_path, doc)
     assert value["fake"] == forged
     assert not isinstance(value["fake"], Spooled)
+
+
+def test_a_spooled_png_is_checked_as_it_is_decoded(tmp_path: Path) -> None:
+    """Under a pixel cap (the service sets one), the image is found whole while it is
+    decoded, and inspect_image makes no pass of its own; damaged, it is not."""
+    from tests.core.test_staging import PNG
+
+    def capped() -> StagedBlob:
+        staged = StagedBlob(tmp_path, 1 << 20)
+        staged.pixel_cap = 1 << 20
+        return staged
+
+    for data, whole in ((PNG, True), (PNG[:-1], False)):
+        encoded = base64.b64encode(data).decode()
+        spool = JsonSpool(capped, threshold=1024)
+        document = json.dumps({"data": [{"b64_json": encoded}]}).encode()
+        for start in range(0, len(document), 777):
+            spool.feed(document[start : start + 777])
+        staged = spool.finish()["data"][0]["b64_json"].claim()
+        staged.finish()
+        assert staged.png_whole is whole
+        staged.discard()
