@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagegate.core import xmp
 from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
 from imagegate.core.pngcheck import DamagedPng, PngCheck
@@ -138,3 +139,49 @@ def test_a_hash_is_deferred_only_from_the_first_byte(tmp_path: Path) -> None:
     staged.write(PNG[10:])
     staged.finish()
     assert staged.sha256 == hashlib.sha256(PNG).hexdigest()
+
+
+CHUNK = xmp.png_chunk(xmp.TRAINED_ALGORITHMIC_MEDIA)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 33, 34, 1000, 1 << 20])
+def test_a_chunk_goes_in_right_after_the_ihdr_however_the_png_is_written(
+    tmp_path: Path, piece: int
+) -> None:
+    staged = StagedBlob(tmp_path, len(PNG))  # the cap holds the writer's bytes only
+    staged.pixel_cap = 1 << 20
+    staged.insert_after_ihdr(CHUNK)
+    staged.check_as_png()
+    for start in range(0, len(PNG), piece):
+        staged.write(PNG[start : start + piece])
+    staged.finish()
+    written = PNG[:33] + CHUNK + PNG[33:]
+    assert staged.path.read_bytes() == written
+    assert (staged.size, staged.inserted, staged.inserted_span) == (
+        len(PNG),
+        len(CHUNK),
+        (33, 33 + len(CHUNK)),
+    )
+    assert staged.sha256 == hashlib.sha256(written).hexdigest()
+    assert staged.png_whole
+    assert staged.png_check is not None
+    assert staged.png_check.text_chunks == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        jpeg(),
+        b"GIF89a",  # shorter than a PNG's head: written at finish
+        PNG[:8] + struct.pack(">I", 14) + PNG[12:],  # an IHDR that is not 13 bytes
+    ],
+)
+def test_what_is_not_a_png_takes_no_chunk(tmp_path: Path, data: bytes) -> None:
+    staged = StagedBlob(tmp_path, 1 << 20)
+    staged.insert_after_ihdr(CHUNK)
+    for start in range(0, len(data), 5):
+        staged.write(data[start : start + 5])
+    staged.finish()
+    assert staged.path.read_bytes() == data
+    assert staged.inserted == 0
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()

@@ -1,6 +1,10 @@
 """Marking in the service: what a view of an unmarked original says, an upstream's
 manifest that XMP would break, the room check counting the markings' bytes."""
 
+import hashlib
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +15,11 @@ from imagegate.core import c2pa, xmp
 from imagegate.core.c2pa import SigningConfig, load_signer
 from imagegate.core.errors import QuotaExceeded
 from imagegate.core.images import ImageFormat, inspect_image
+from imagegate.core.staging import StagedBlob
 from imagegate.core.views import View
-from imagegate.service.generation import GenerateArgs
+from imagegate.relays.base import RelayImage
+from imagegate.service.generation import GenerateArgs, Produced
+from imagegate.service.images import ImageService
 from imagegate.service.marking import Marker
 from imagegate.storage.interfaces import AssetMeta
 from tests.conftest import ManualClock
@@ -130,3 +137,98 @@ def test_an_image_already_marked_as_ai_is_kept_without_a_copy(tmp_path: Path) ->
     marked = Marker(xmp=True).mark(source, ImageFormat.PNG, action="created", software_agent="m")
     assert (marked.path, marked.done) == (source, {"xmp": "kept"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.png", "upstream.png"]
+
+
+def staged_with_chunk(service: ImageService, data: bytes, checked: bool) -> StagedBlob:
+    staged = service._stage_upstream(Marker(xmp=True).inline_png("created"))
+    if checked:
+        staged.check_as_png()
+    staged.write(data)
+    staged.finish()
+    return staged
+
+
+def own_xmp(tmp_path: Path, source_type: str) -> bytes:
+    out = tmp_path / f"own-{len(source_type)}.png"
+    xmp.mark(png(tmp_path / "plain-own.png"), out, ImageFormat.PNG, source_type)
+    return out.read_bytes()
+
+
+CAMERA = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def itxt(keyword: bytes, text: bytes) -> bytes:
+    return chunk(b"iTXt", keyword + b"\x00\x00\x00\x00\x00" + text)
+
+
+def after_the_pixels(data: bytes, chunk: bytes) -> bytes:
+    return data[:-12] + chunk + data[-12:]  # before IEND
+
+
+def camera_packet() -> bytes:
+    return itxt(b"XML:com.adobe.xmp", xmp.source_type_packet(CAMERA))
+
+
+SENT: dict[str, Callable[[Path], bytes]] = {
+    "plain": lambda tmp: png(tmp / "plain.png").read_bytes(),
+    "a text chunk first": lambda tmp: (
+        (p := png(tmp / "plain.png").read_bytes())[:33] + itxt(b"Comment", b"hi") + p[33:]
+    ),
+    "a text chunk last": lambda tmp: after_the_pixels(
+        png(tmp / "plain.png").read_bytes(), itxt(b"Comment", b"hi")
+    ),
+    "its own xmp, ai": lambda tmp: own_xmp(tmp, xmp.TRAINED_ALGORITHMIC_MEDIA),
+    "its own xmp, a camera": lambda tmp: own_xmp(tmp, CAMERA),
+    "a camera's xmp last": lambda tmp: after_the_pixels(
+        png(tmp / "plain.png").read_bytes(), camera_packet()
+    ),
+    "a c2pa manifest": lambda tmp: signed_upstream(tmp).read_bytes(),
+    "a c2pa chunk last": lambda tmp: after_the_pixels(
+        png(tmp / "plain.png").read_bytes(), chunk(b"caBX", b"a manifest store")
+    ),
+}
+INSERTED = {"plain", "a text chunk last", "a camera's xmp last", "a c2pa chunk last"}
+"""Nothing but image data before the first IDAT: the chunk goes in as it is written."""
+STORED_AS_WRITTEN = {"plain", "its own xmp, ai", "a c2pa manifest"}
+"""No copy: the chunk it took is its marking; or it already says AI, or a manifest
+says where it came from (`mark` leaves both alone)."""
+TAKEN_UNCHECKED = {"a text chunk last"}
+"""Unchecked, the file's XMP layout tells: a text chunk that is not XMP is no reason
+for a copy. Checked, any other text chunk is (the check counts them, cheaply)."""
+
+
+@pytest.mark.parametrize("checked", [True, False])
+@pytest.mark.parametrize("kind", SENT)
+async def test_a_png_marked_as_written_is_what_mark_makes_of_it(
+    tmp_path: Path, clock: ManualClock, kind: str, checked: bool
+) -> None:
+    """However the upstream's PNG came (with XMP or a manifest of its own, checked as it
+    was written or not), the stored bytes and what the marking says are those of
+    Marker.mark on the image as sent: the inserted chunk is taken as it is only
+    when that is what `mark` would have written."""
+    sent = SENT[kind](tmp_path)
+    source = tmp_path / "sent.png"
+    source.write_bytes(sent)
+    expected = Marker(xmp=True).mark(source, ImageFormat.PNG, action="created", software_agent="m")
+    async with image_service(tmp_path / "state", clock) as service:
+        staged = staged_with_chunk(service, sent, checked)
+        info = inspect_image(
+            staged.path, max_bytes=10**7, max_pixels=10**7, png_whole=staged.png_whole
+        )
+        item = Produced(RelayImage(staged), info)
+        stored, stored_info, done = await service._marked(item, "placeholder", [])
+        assert done == expected.done
+        assert stored.path.read_bytes() == expected.path.read_bytes()
+        assert stored_info.byte_size == len(expected.path.read_bytes())
+        assert stored.sha256 in ("", hashlib.sha256(stored.path.read_bytes()).hexdigest())
+        assert (staged.inserted > 0) == (kind in INSERTED)
+        copied = kind not in STORED_AS_WRITTEN and not (kind in TAKEN_UNCHECKED and not checked)
+        assert (stored is not staged) == copied
+        stored.discard()
+        staged.discard()
+    assert list((tmp_path / "state" / "tmp").iterdir()) == []

@@ -76,6 +76,10 @@ class PngCheck:
         self._idat_ended = False
         self.ended = False
         """IEND was read and the image is whole."""
+        self.text_chunks = 0
+        """iTXt chunks seen (where XMP goes)."""
+        self.c2pa = False
+        """A caBX chunk (a C2PA manifest store) was seen."""
 
     def feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -138,6 +142,9 @@ class PngCheck:
                 self._rows = _Rows(*self._header)
         elif self._rows is not None:
             self._idat_ended = True
+        if kind == b"iTXt":
+            self.text_chunks += 1
+        self.c2pa |= kind == b"caBX"
         self._kind, self._left, self._crc = kind, length, zlib.crc32(kind)
         # IHDR is 13 bytes; a longer one is refused once its CRC is read, not buffered.
         self._data = bytearray() if kind == b"IHDR" and length == 13 else None

@@ -12,6 +12,7 @@ copy of an image, an unmarked original once marked, a caller's input image).
 
 import hashlib
 import os
+import struct
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,11 @@ from imagegate.core.errors import TooLarge
 from imagegate.core.pngcheck import DamagedPng, PngCheck
 
 _SLICE = 1 << 20
+_PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"
+_PNG_HEAD_SIZE = 33
+"""The signature and a 13-byte IHDR chunk: where `insert_after_ihdr` writes."""
+_HOLD = 1 << 20
+"""The most held back while `insert_after_ihdr` waits for the first IDAT."""
 
 
 class StagedBlob:
@@ -44,6 +50,13 @@ class StagedBlob:
         self.png_whole = False
         """Checked as it was written (`check_as_png`): a whole PNG. False says nothing:
         not checked, not a PNG, or damaged (inspect_image finds out which)."""
+        self.png_check: PngCheck | None = None
+        """The finished check of a whole PNG: the chunks it saw."""
+        self._insert: bytes | None = None
+        self._held = bytearray()
+        self.inserted = 0
+        """Bytes that `insert_after_ihdr` put into the file (0: none); `size` counts
+        the writer's bytes only, which the cap holds."""
 
     def defer_hash(self) -> None:
         """Before the first write: don't hash the bytes as they are written; `sha256`
@@ -61,6 +74,21 @@ class StagedBlob:
                 digest.update(piece)
         self.sha256 = digest.hexdigest()
 
+    def insert_after_ihdr(self, chunk: bytes) -> None:
+        """Before the first write: put `chunk` into the file right after the IHDR of
+        the PNG to come (the XMP marking, service.marking: written as the image arrives,
+        it needs no copy of the image). The bytes are held back until the first IDAT
+        (at most _HOLD): a PNG with a text chunk (iTXt, where XMP goes) or a C2PA
+        manifest (caBX) before it is written as it comes, and so is anything that is
+        not a PNG with a 13-byte IHDR; `inserted` says which."""
+        if self.size == 0:
+            self._insert = chunk
+
+    @property
+    def inserted_span(self) -> tuple[int, int]:
+        """Where the inserted chunk is in the file (start, end)."""
+        return _PNG_HEAD_SIZE, _PNG_HEAD_SIZE + self.inserted
+
     def check_as_png(self) -> None:
         """Run core.pngcheck on the bytes as they are written, before the first: the
         writer's thread (which decodes base64 while more arrives) does the check, and
@@ -73,6 +101,26 @@ class StagedBlob:
         self.size += len(chunk)
         if self.size > self._max_bytes:
             raise TooLarge(f"image is larger than the limit of {self._max_bytes} bytes")
+        if self._insert is None:
+            self._put(chunk)
+            return
+        self._held += chunk
+        takes = _takes_chunk(self._held)
+        if takes is not None or len(self._held) > _HOLD:
+            self._let_go(insert=bool(takes))
+
+    def _let_go(self, insert: bool) -> None:
+        held, chunk = bytes(self._held), self._insert
+        self._held, self._insert = bytearray(), None
+        if insert and chunk:
+            self._put(held[:_PNG_HEAD_SIZE])
+            self._put(chunk)
+            self.inserted = len(chunk)
+            held = held[_PNG_HEAD_SIZE:]
+        if held:
+            self._put(held)
+
+    def _put(self, chunk: bytes) -> None:
         if self._hash is not None:
             self._hash.update(chunk)
         self._file.write(chunk)
@@ -85,6 +133,8 @@ class StagedBlob:
     def finish(self) -> None:
         """Close the file (a flush of at most one buffer: cheap enough for the event
         loop); after this it can be inspected and committed."""
+        if self._insert is not None:  # too short to be a PNG
+            self._let_go(insert=False)
         self._file.close()
         if self._hash is not None:
             self.sha256 = self._hash.hexdigest()
@@ -95,6 +145,7 @@ class StagedBlob:
                 pass
             else:
                 self.png_whole = True
+                self.png_check = self._png
             self._png = None
 
     def discard(self) -> None:
@@ -114,3 +165,23 @@ class StagedBlob:
     ) -> None:
         if exc_type is not None:
             self.discard()
+
+
+def _takes_chunk(head: bytearray) -> bool | None:
+    """Whether the PNG that starts with `head` takes the XMP chunk after its IHDR: True
+    once its first IDAT is reached with no iTXt or caBX chunk before it; False when
+    one comes first, or when it is no PNG with a 13-byte IHDR; None: more bytes are
+    needed to tell."""
+    if len(head) < len(_PNG_HEAD):
+        return None if _PNG_HEAD.startswith(head) else False
+    if not head.startswith(_PNG_HEAD):
+        return False
+    position = _PNG_HEAD_SIZE
+    while position + 8 <= len(head):
+        length, kind = struct.unpack_from(">I4s", head, position)
+        if kind in (b"IDAT", b"IEND"):
+            return True
+        if kind in (b"iTXt", b"caBX"):
+            return False
+        position += 12 + length
+    return None

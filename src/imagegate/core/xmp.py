@@ -121,6 +121,11 @@ def source_type_packet(source_type: str) -> bytes:
     ).encode()
 
 
+def png_chunk(source_type: str) -> bytes:
+    """The iTXt chunk `mark` adds right after a PNG's IHDR when the image has no XMP."""
+    return _container(ImageFormat.PNG, source_type_packet(source_type))
+
+
 def mark(src: Path, dst: Path, fmt: ImageFormat, source_type: str) -> MarkResult:
     """Write `src` to `dst` with `source_type` in its XMP: ADDED where it named none,
     REPLACED where it named another than one of AI_SOURCE_TYPES (each such value
@@ -165,6 +170,14 @@ def planned(src: Path, fmt: ImageFormat, source_type: str) -> tuple[MarkResult, 
     if changes and layout.webp is not None:
         edits = changes + _webp_header_edits(layout.webp, changes)
     return result, edits
+
+
+def alone_after_ihdr(path: Path) -> bool:
+    """Whether the PNG at `path` holds one XMP packet, right after its IHDR (where
+    `mark` adds one), and no C2PA manifest. Raises MarkingError as `mark` does."""
+    layout = _layout(path, ImageFormat.PNG)
+    packets = layout.packets
+    return not layout.c2pa and len(packets) == 1 and packets[0].start == layout.insert_at
 
 
 def read_source_type(path: Path, fmt: ImageFormat) -> str | None:

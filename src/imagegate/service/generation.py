@@ -169,7 +169,8 @@ async def produce(
                 functools.partial(
                     inspect_image,
                     image.staged.path,
-                    max_bytes=settings.max_image_bytes,
+                    # The cap is the upstream's: a chunk the marking inserted is not.
+                    max_bytes=settings.max_image_bytes + image.staged.inserted,
                     max_pixels=settings.max_image_pixels,
                     png_whole=image.staged.png_whole,
                 )

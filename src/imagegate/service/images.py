@@ -25,6 +25,7 @@ from imagegate.access.policy import (
     usage_subject,
 )
 from imagegate.config import Limits, Settings
+from imagegate.core import xmp
 from imagegate.core.clock import Clock
 from imagegate.core.cpu import FairShare, acting_for, run_cpu
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, PermissionDenied
@@ -245,9 +246,9 @@ class ImageService:
             )
         started = time.perf_counter()
         try:
-            produced = await produce(
-                plan.relay, plan.request, self.settings, self._stage_upstream, progress
-            )
+            inline = self.marker.inline_png("edited" if images else "created")
+            stage = functools.partial(self._stage_upstream, inline)
+            produced = await produce(plan.relay, plan.request, self.settings, stage, progress)
         except BaseException:
             await self._release(reservation)
             raise
@@ -573,23 +574,59 @@ class ImageService:
             for each in restaged:
                 each.discard()
 
-    def _stage_upstream(self) -> StagedBlob:
+    def _stage_upstream(self, inline: bytes | None = None) -> StagedBlob:
         """A blob for what the upstream sends, under the pixel cap (a PNG is checked as
-        it is decoded). When marking is on, its hash waits until it is stored
+        it is decoded). With `inline` (Marker.inline_png), a PNG takes its marking as
+        it is written. Otherwise, when marking is on, its hash waits until it is stored
         (AssetStore.add): most of the time a marked copy is stored instead."""
         staged = self.assets.stage()
         staged.pixel_cap = self.settings.max_image_pixels
-        if self.marker.active:
+        if inline is not None:
+            staged.insert_after_ihdr(inline)
+        elif self.marker.active:
             staged.defer_hash()
         return staged
 
     async def _marked(
         self, item: Produced, relay_name: str, inputs: list[Path]
     ) -> tuple[StagedBlob, ImageInfo, dict[str, str]]:
-        """The item as it is to be stored: marked (service.marking) in a new staged
-        blob, with its new size; or as it came, when no marking applies."""
+        """The item as it is to be stored: marked as it was written, or marked
+        (service.marking) in a new staged blob, with its new size; or as it came, when
+        no marking applies."""
         if not self.marker.active:
             return item.image.staged, item.info, {}
+        staged = item.image.staged
+        if not staged.inserted:
+            return await self._marked_copy(item, relay_name, inputs)
+        took = functools.partial(self.marker.took_inline, staged, self.settings.max_image_bytes)
+        if took() if staged.png_check is not None else await run_cpu(took):
+            return staged, item.info, {"xmp": xmp.MarkResult.ADDED.value}
+        # The image had XMP or a manifest of its own (or the chunk takes it past the
+        # cap): it is marked as `mark` marks what the upstream sent.
+        sent = self.assets.stage()
+        sent.defer_hash()
+        try:
+            await run_cpu(self.marker.as_sent, staged, sent)
+        except (ImagegateError, OSError) as err:  # the disk: keep what was written
+            sent.discard()
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            log.warning("an image could not be copied to be marked; stored as written: %s", reason)
+            return staged, item.info, {"xmp": "added", "stored": f"as written: {reason}"}
+        kept = False
+        try:
+            original = Produced(
+                replace(item.image, staged=sent), replace(item.info, byte_size=sent.size)
+            )
+            marked = await self._marked_copy(original, relay_name, inputs)
+            kept = marked[0] is sent
+            return marked
+        finally:
+            if not kept:
+                sent.discard()
+
+    async def _marked_copy(
+        self, item: Produced, relay_name: str, inputs: list[Path]
+    ) -> tuple[StagedBlob, ImageInfo, dict[str, str]]:
         relay = self.relays.get(relay_name)
         staged: StagedBlob | None = None
         try:

@@ -81,11 +81,7 @@ class Marker:
             return Marked(src, {})
         current, done = src, {}
         if source_type is None and action != "resized":
-            source_type = (
-                xmp.TRAINED_ALGORITHMIC_MEDIA
-                if action == "created"
-                else xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
-            )
+            source_type = _made_source_type(action)
         signed = _carries_c2pa(src, fmt)
         if self.xmp and source_type is not None and signed and self.signer is None:
             done["xmp"] = "skipped: the image's own C2PA manifest says where it came from"
@@ -133,6 +129,46 @@ class Marker:
         finally:
             current.unlink(missing_ok=True)
         return Marked(into.path, done)
+
+    def inline_png(self, action: Action) -> bytes | None:
+        """The XMP chunk for an upstream's PNG to take as it is written
+        (StagedBlob.insert_after_ihdr) when XMP is the only marking, so the image is
+        stored without a copy; None when a C2PA signature follows (it is made on a
+        copy) or nothing is marked."""
+        if not self.xmp or self.signer is not None or action == "resized":
+            return None
+        return xmp.png_chunk(_made_source_type(action))
+
+    @staticmethod
+    def took_inline(staged: StagedBlob, max_bytes: int) -> bool:
+        """Whether the chunk `staged` took as it was written is its whole marking,
+        byte for byte what `mark` writes: no XMP of its own (which `mark` would have
+        edited instead) and no C2PA manifest (which the chunk breaks; `mark` leaves
+        such an image alone), within `max_bytes`. Otherwise the image is marked from
+        `as_sent`. Known from the check as written (no other text chunk at all), or
+        else read from the file's chunk headers: blocking then."""
+        if not staged.inserted or staged.size + staged.inserted > max_bytes:
+            return False
+        check = staged.png_check
+        if check is not None:
+            return check.text_chunks == 1 and not check.c2pa
+        try:
+            return xmp.alone_after_ihdr(staged.path)
+        except (xmp.MarkingError, OSError):
+            return False
+
+    @staticmethod
+    def as_sent(staged: StagedBlob, into: StagedBlob) -> None:
+        """Blocking: the blob as the upstream sent it, without the inserted chunk,
+        written into `into` and finished."""
+        apply_edits(staged.path, [Edit(*staged.inserted_span)], into.write)
+        into.finish()
+
+
+def _made_source_type(action: Action) -> str:
+    if action == "created":
+        return xmp.TRAINED_ALGORITHMIC_MEDIA
+    return xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
 
 
 def _edited_copy(src: Path, edits: list[Edit], done: dict[str, str]) -> Path:
