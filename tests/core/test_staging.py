@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagegate.core import xmp
+from imagegate.core import staging, xmp
 from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
 from imagegate.core.pngcheck import DamagedPng, PngCheck
@@ -164,19 +164,20 @@ def test_a_chunk_goes_in_right_after_the_ihdr_however_the_png_is_written(
     )
     assert staged.sha256 == hashlib.sha256(written).hexdigest()
     assert staged.png_whole
-    assert staged.png_check is not None
-    assert staged.png_check.text_chunks == 1
+    assert staged.png_seen is not None
+    assert staged.png_seen.text_chunks == 1
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "hashed"),
     [
-        jpeg(),
-        b"GIF89a",  # shorter than a PNG's head: written at finish
-        PNG[:8] + struct.pack(">I", 14) + PNG[12:],  # an IHDR that is not 13 bytes
+        # Not a PNG: the marking copies it, so it is not hashed as it is written.
+        (jpeg(), False),
+        (b"GIF89a", False),  # shorter than a PNG's head: written at finish
+        (PNG[:8] + struct.pack(">I", 14) + PNG[12:], True),  # an IHDR not 13 bytes
     ],
 )
-def test_what_is_not_a_png_takes_no_chunk(tmp_path: Path, data: bytes) -> None:
+def test_what_is_not_a_png_takes_no_chunk(tmp_path: Path, data: bytes, hashed: bool) -> None:
     staged = StagedBlob(tmp_path, 1 << 20)
     staged.insert_after_ihdr(CHUNK)
     for start in range(0, len(data), 5):
@@ -184,4 +185,34 @@ def test_what_is_not_a_png_takes_no_chunk(tmp_path: Path, data: bytes) -> None:
     staged.finish()
     assert staged.path.read_bytes() == data
     assert staged.inserted == 0
+    assert (staged.sha256 == "") is not hashed
+    if not hashed:
+        staged.hash_file()
     assert staged.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_the_scan_for_the_first_idat_goes_on_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PNG of many small chunks before its pixels, written in small pieces (as an
+    upstream may send it): each write's scan starts where the last one stopped, never
+    from the start again, which would be quadratic in what is held."""
+    texts = b"".join(chunk(b"tEXt", b"k\x00v") for _ in range(500))
+    data = PNG[:33] + texts + PNG[33:]
+    starts: list[int] = []
+    scan = staging._takes_chunk
+
+    def counted(head: bytearray, position: int) -> tuple[bool | None, int]:
+        starts.append(position)
+        return scan(head, position)
+
+    monkeypatch.setattr(staging, "_takes_chunk", counted)
+    staged = StagedBlob(tmp_path, 1 << 20)
+    staged.insert_after_ihdr(CHUNK)
+    for start in range(0, len(data), 10):
+        staged.write(data[start : start + 10])
+    staged.finish()
+    assert staged.inserted == len(CHUNK)
+    assert staged.path.read_bytes() == data[:33] + CHUNK + data[33:]
+    assert starts == sorted(starts)
+    assert starts[-1] == 33 + len(texts)  # the last scan began at the last text chunk's end

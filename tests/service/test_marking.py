@@ -143,7 +143,8 @@ def staged_with_chunk(service: ImageService, data: bytes, checked: bool) -> Stag
     staged = service._stage_upstream(Marker(xmp=True).inline_png("created"))
     if checked:
         staged.check_as_png()
-    staged.write(data)
+    for start in range(0, len(data), 1 << 16):  # as a spooled answer is written
+        staged.write(data[start : start + (1 << 16)])
     staged.finish()
     return staged
 
@@ -191,9 +192,24 @@ SENT: dict[str, Callable[[Path], bytes]] = {
     "a c2pa chunk last": lambda tmp: after_the_pixels(
         png(tmp / "plain.png").read_bytes(), chunk(b"caBX", b"a manifest store")
     ),
+    "five camera packets last": lambda tmp: after_the_pixels(
+        png(tmp / "plain.png").read_bytes(), camera_packet() * 5
+    ),
+    "two MiB of text first": lambda tmp: (
+        (p := png(tmp / "plain.png").read_bytes())[:33]
+        + chunk(b"tEXt", b"k\x00" + bytes(2 << 20))
+        + p[33:]
+    ),
 }
-INSERTED = {"plain", "a text chunk last", "a camera's xmp last", "a c2pa chunk last"}
-"""Nothing but image data before the first IDAT: the chunk goes in as it is written."""
+INSERTED = {
+    "plain",
+    "a text chunk last",
+    "a camera's xmp last",
+    "a c2pa chunk last",
+    "five camera packets last",
+}
+"""Nothing but image data before the first IDAT: the chunk goes in as it is written
+(more than a MiB of anything before it is not held back: no chunk then)."""
 STORED_AS_WRITTEN = {"plain", "its own xmp, ai", "a c2pa manifest"}
 """No copy: the chunk it took is its marking; or it already says AI, or a manifest
 says where it came from (`mark` leaves both alone)."""
@@ -230,5 +246,53 @@ async def test_a_png_marked_as_written_is_what_mark_makes_of_it(
         copied = kind not in STORED_AS_WRITTEN and not (kind in TAKEN_UNCHECKED and not checked)
         assert (stored is not staged) == copied
         stored.discard()
+        staged.discard()
+    assert list((tmp_path / "state" / "tmp").iterdir()) == []
+
+
+async def test_an_edit_marked_as_written_says_it_is_a_composite(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """XMP only: the edit's chunk goes in as its PNG is written, with the source type
+    of an edit of supplied images."""
+    async with image_service(tmp_path / "state", clock) as service:
+        made = await (await service.admit(ALICE, GenerateArgs("x"), Asked([]))).run(progress)
+        edited = await service.edit(
+            ALICE, GenerateArgs("sepia"), [made.assets[0].id], None, False, progress, Asked([])
+        )
+        (asset,) = edited.assets
+        path = service.assets.local_path(asset)
+        assert path is not None
+        assert asset.params["marking"] == {"xmp": "added"}
+        source_type = xmp.read_source_type(path, ImageFormat.PNG)
+        assert source_type == xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+        assert path.read_bytes()[33:].startswith(xmp.png_chunk(source_type))
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("bug")])
+async def test_a_copy_back_that_fails_leaves_nothing_behind(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """The image had XMP of its own after its pixels, and copying it back as sent
+    fails: a disk error stores it as written, saying its marking failed; anything
+    else fails the call. Either way no staged copy is left."""
+
+    def broken(staged: StagedBlob, into: StagedBlob) -> None:
+        into.write(b"half")
+        raise error
+
+    monkeypatch.setattr(Marker, "as_sent", staticmethod(broken))
+    sent = SENT["a camera's xmp last"](tmp_path)
+    async with image_service(tmp_path / "state", clock) as service:
+        staged = staged_with_chunk(service, sent, checked=True)
+        info = inspect_image(staged.path, max_bytes=10**7, max_pixels=10**7)
+        item = Produced(RelayImage(staged), info)
+        if isinstance(error, OSError):
+            stored, _, done = await service._marked(item, "placeholder", [])
+            assert stored is staged
+            assert done == {"xmp": "failed: No space left on device", "stored": "as written"}
+        else:
+            with pytest.raises(RuntimeError):
+                await service._marked(item, "placeholder", [])
         staged.discard()
     assert list((tmp_path / "state" / "tmp").iterdir()) == []

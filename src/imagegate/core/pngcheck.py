@@ -14,6 +14,7 @@ check and a full decode to the same verdicts on a corpus of damaged files.
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SLICE = 1 << 20
@@ -49,6 +50,15 @@ def check_png(path: Path) -> None:
     check.close()
 
 
+class Seen(NamedTuple):
+    """What a marking needs to know of a PNG's chunks."""
+
+    text_chunks: int
+    """iTXt chunks (where XMP goes)."""
+    c2pa: bool
+    """A caBX chunk: a C2PA manifest store."""
+
+
 class PngCheck:
     """The check, fed a PNG's bytes in order, in pieces of any size: a blob is checked
     as it is written, in the thread that writes it, and the whole-file check is this
@@ -76,10 +86,8 @@ class PngCheck:
         self._idat_ended = False
         self.ended = False
         """IEND was read and the image is whole."""
-        self.text_chunks = 0
-        """iTXt chunks seen (where XMP goes)."""
-        self.c2pa = False
-        """A caBX chunk (a C2PA manifest store) was seen."""
+        self._text_chunks = 0
+        self._c2pa = False
 
     def feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -104,6 +112,10 @@ class PngCheck:
                 field = bytes(self._field)
                 self._field.clear()
                 self._take_field(field)
+
+    @property
+    def seen(self) -> Seen:
+        return Seen(self._text_chunks, self._c2pa)
 
     def close(self) -> None:
         if self.ended:
@@ -143,8 +155,8 @@ class PngCheck:
         elif self._rows is not None:
             self._idat_ended = True
         if kind == b"iTXt":
-            self.text_chunks += 1
-        self.c2pa |= kind == b"caBX"
+            self._text_chunks += 1
+        self._c2pa |= kind == b"caBX"
         self._kind, self._left, self._crc = kind, length, zlib.crc32(kind)
         # IHDR is 13 bytes; a longer one is refused once its CRC is read, not buffered.
         self._data = bytearray() if kind == b"IHDR" and length == 13 else None

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from imagegate.core.errors import TooLarge
-from imagegate.core.pngcheck import DamagedPng, PngCheck
+from imagegate.core.pngcheck import DamagedPng, PngCheck, Seen
 
 _SLICE = 1 << 20
 _PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"
@@ -50,10 +50,12 @@ class StagedBlob:
         self.png_whole = False
         """Checked as it was written (`check_as_png`): a whole PNG. False says nothing:
         not checked, not a PNG, or damaged (inspect_image finds out which)."""
-        self.png_check: PngCheck | None = None
-        """The finished check of a whole PNG: the chunks it saw."""
+        self.png_seen: Seen | None = None
+        """What the check saw of a whole PNG's chunks (`check_as_png`)."""
         self._insert: bytes | None = None
         self._held = bytearray()
+        self._scanned = 0
+        """Where the scan of `_held` for the first IDAT goes on (0: not started)."""
         self.inserted = 0
         """Bytes that `insert_after_ihdr` put into the file (0: none); `size` counts
         the writer's bytes only, which the cap holds."""
@@ -105,13 +107,18 @@ class StagedBlob:
             self._put(chunk)
             return
         self._held += chunk
-        takes = _takes_chunk(self._held)
+        # From where the last write's scan stopped: a scan from the start at each
+        # write would be quadratic in what is held (an upstream sets the pieces).
+        takes, self._scanned = _takes_chunk(self._held, self._scanned)
         if takes is not None or len(self._held) > _HOLD:
             self._let_go(insert=bool(takes))
 
     def _let_go(self, insert: bool) -> None:
         held, chunk = bytes(self._held), self._insert
         self._held, self._insert = bytearray(), None
+        if not held.startswith(_PNG_HEAD[:8]):
+            # Not a PNG: the marking copies it, and the copy is what is stored.
+            self._hash = None
         if insert and chunk:
             self._put(held[:_PNG_HEAD_SIZE])
             self._put(chunk)
@@ -145,7 +152,7 @@ class StagedBlob:
                 pass
             else:
                 self.png_whole = True
-                self.png_check = self._png
+                self.png_seen = self._png.seen
             self._png = None
 
     def discard(self) -> None:
@@ -167,21 +174,23 @@ class StagedBlob:
             self.discard()
 
 
-def _takes_chunk(head: bytearray) -> bool | None:
+def _takes_chunk(head: bytearray, position: int) -> tuple[bool | None, int]:
     """Whether the PNG that starts with `head` takes the XMP chunk after its IHDR: True
     once its first IDAT is reached with no iTXt or caBX chunk before it; False when
     one comes first, or when it is no PNG with a 13-byte IHDR; None: more bytes are
-    needed to tell."""
-    if len(head) < len(_PNG_HEAD):
-        return None if _PNG_HEAD.startswith(head) else False
-    if not head.startswith(_PNG_HEAD):
-        return False
-    position = _PNG_HEAD_SIZE
+    needed to tell. With where the scan of the chunks stopped, to go on from there
+    (0: it hasn't started)."""
+    if not position:
+        if len(head) < len(_PNG_HEAD):
+            return (None if _PNG_HEAD.startswith(head) else False), 0
+        if not head.startswith(_PNG_HEAD):
+            return False, 0
+        position = _PNG_HEAD_SIZE
     while position + 8 <= len(head):
         length, kind = struct.unpack_from(">I4s", head, position)
-        if kind in (b"IDAT", b"IEND"):
-            return True
-        if kind in (b"iTXt", b"caBX"):
-            return False
+        if kind == b"IDAT":
+            return True, position
+        if kind in (b"iTXt", b"caBX", b"IEND"):  # IEND first: damaged, inspect says so
+            return False, position
         position += 12 + length
-    return None
+    return None, position

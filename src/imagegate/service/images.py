@@ -599,7 +599,7 @@ class ImageService:
         if not staged.inserted:
             return await self._marked_copy(item, relay_name, inputs)
         took = functools.partial(self.marker.took_inline, staged, self.settings.max_image_bytes)
-        if took() if staged.png_check is not None else await run_cpu(took):
+        if took() if staged.png_seen is not None else await run_cpu(took):
             return staged, item.info, {"xmp": xmp.MarkResult.ADDED.value}
         # The image had XMP or a manifest of its own (or the chunk takes it past the
         # cap): it is marked as `mark` marks what the upstream sent.
@@ -611,7 +611,11 @@ class ImageService:
             sent.discard()
             reason = err.strerror if isinstance(err, OSError) else str(err)
             log.warning("an image could not be copied to be marked; stored as written: %s", reason)
-            return staged, item.info, {"xmp": "added", "stored": f"as written: {reason}"}
+            # Its own XMP or manifest was not looked at: the marking is not known good.
+            return staged, item.info, {"xmp": f"failed: {reason}", "stored": "as written"}
+        except BaseException:
+            sent.discard()
+            raise
         kept = False
         try:
             original = Produced(

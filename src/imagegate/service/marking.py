@@ -149,9 +149,9 @@ class Marker:
         else read from the file's chunk headers: blocking then."""
         if not staged.inserted or staged.size + staged.inserted > max_bytes:
             return False
-        check = staged.png_check
-        if check is not None:
-            return check.text_chunks == 1 and not check.c2pa
+        seen = staged.png_seen
+        if seen is not None:
+            return seen.text_chunks == 1 and not seen.c2pa
         try:
             return xmp.alone_after_ihdr(staged.path)
         except (xmp.MarkingError, OSError):
