@@ -39,17 +39,17 @@ from imagegate import __version__
 from imagegate.core.errors import ConfigError, StorageError
 from imagegate.core.images import ImageFormat, sniff_format
 from imagegate.core.secrets import read_secret_file
+from imagegate.core.xmp import (
+    COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+    TRAINED_ALGORITHMIC_MEDIA,
+    made_source_type,
+)
 
 log = logging.getLogger("imagegate.marking")
 
 Algorithm = Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 Action = Literal["created", "edited", "resized"]
-
-TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = (
-    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
-)
 
 _SETTINGS: dict[str, Any] = {
     # Reading a file must never make the server fetch a URL the file names.
@@ -309,11 +309,7 @@ def plan_manifest(
     ]
     input_ids = [item.definition["label"] for item in planned]
     agent = {"name": software_agent}
-    source_type = (
-        TRAINED_ALGORITHMIC_MEDIA
-        if action == "created"
-        else COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
-    )
+    source_type = made_source_type(action)
 
     def made(kind: str) -> dict[str, Any]:
         """The action that made these pixels: the source type, the model, the inputs."""

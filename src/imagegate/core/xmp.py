@@ -105,6 +105,14 @@ class MarkResult(StrEnum):
     """The image named another source type; our value took its place."""
 
 
+def made_source_type(action: str) -> str:
+    """The source type of what a model made: trained algorithmic media for what it
+    created, a composite for an edit of supplied images."""
+    if action == "created":
+        return TRAINED_ALGORITHMIC_MEDIA
+    return COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+
+
 def source_type_packet(source_type: str) -> bytes:
     """A complete XMP packet (with its xpacket wrapper) that holds only the source type."""
     _check_source_type(source_type)

@@ -81,7 +81,7 @@ class Marker:
             return Marked(src, {})
         current, done = src, {}
         if source_type is None and action != "resized":
-            source_type = _made_source_type(action)
+            source_type = xmp.made_source_type(action)
         signed = _carries_c2pa(src, fmt)
         if self.xmp and source_type is not None and signed and self.signer is None:
             done["xmp"] = "skipped: the image's own C2PA manifest says where it came from"
@@ -137,7 +137,7 @@ class Marker:
         copy) or nothing is marked."""
         if not self.xmp or self.signer is not None or action == "resized":
             return None
-        return xmp.png_chunk(_made_source_type(action))
+        return xmp.png_chunk(xmp.made_source_type(action))
 
     @staticmethod
     def took_inline(staged: StagedBlob, max_bytes: int) -> bool:
@@ -163,12 +163,6 @@ class Marker:
         written into `into` and finished."""
         apply_edits(staged.path, [Edit(*staged.inserted_span)], into.write)
         into.finish()
-
-
-def _made_source_type(action: Action) -> str:
-    if action == "created":
-        return xmp.TRAINED_ALGORITHMIC_MEDIA
-    return xmp.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
 
 
 def _edited_copy(src: Path, edits: list[Edit], done: dict[str, str]) -> Path:
