@@ -7,6 +7,7 @@ import pytest
 
 from imagegate.core.base64data import Base64Error, decode_into
 from imagegate.core.staging import StagedBlob
+from tests.fakes.upstream import noisy_png
 
 DATA = bytes(range(256)) * 5 + b"tail!"  # not a multiple of 3: its base64 is padded
 
@@ -64,10 +65,10 @@ def test_padding_is_refused_anywhere_but_the_end_even_at_a_slice_boundary(
 
 
 def test_decoded_png_is_checked_as_it_is_written_under_a_pixel_cap(tmp_path: Path) -> None:
-    from tests.core.test_staging import PNG
+    png = noisy_png(64)
 
     staged = StagedBlob(tmp_path, max_bytes=10**6)
     staged.pixel_cap = 1 << 20
-    decode_into(staged, base64.b64encode(PNG).decode())
+    decode_into(staged, base64.b64encode(png).decode())
     staged.finish()
     assert staged.png_whole

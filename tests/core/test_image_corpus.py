@@ -17,6 +17,7 @@ from PIL import Image
 from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
 from imagegate.core.pngcheck import DamagedPng, PngCheck, check_png
+from tests.fakes.upstream import png_chunk
 
 Corpus = Iterator[tuple[str, bytes]]
 
@@ -40,10 +41,6 @@ def cheap_check_refuses(path: Path) -> bool:
     return False
 
 
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def png(
     width: int,
     height: int,
@@ -57,12 +54,12 @@ def png(
 ) -> bytes:
     """A PNG from raw (filtered) scanlines, to damage in ways no encoder would."""
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
-    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
+    parts = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", header)]
     if palette:
-        parts.append(chunk(b"PLTE", bytes(range(48))))
-    parts.append(chunk(b"IDAT", stream(raw)))
+        parts.append(png_chunk(b"PLTE", bytes(range(48))))
+    parts.append(png_chunk(b"IDAT", stream(raw)))
     if end:
-        parts.append(chunk(b"IEND", b""))
+        parts.append(png_chunk(b"IEND", b""))
     return b"".join(parts)
 
 
@@ -139,7 +136,7 @@ def png_corpus() -> Corpus:
         yield from cuts(name, data, end_crc=4)
         yield from flips(name, data, rng)
     good = rows(rng, [(48, 10)])
-    text = chunk(b"tEXt", b"Comment\x00made by a test")
+    text = png_chunk(b"tEXt", b"Comment\x00made by a test")
     with_text = png(16, 10, good)
     with_text = with_text[:33] + text + with_text[33:]
     yield "an ancillary chunk", with_text

@@ -3,7 +3,6 @@ was checked from its first byte and found whole."""
 
 import hashlib
 import io
-import random
 import struct
 import zlib
 from pathlib import Path
@@ -16,15 +15,9 @@ from imagegate.core.errors import ImageRejected
 from imagegate.core.images import inspect_image
 from imagegate.core.pngcheck import DamagedPng, PngCheck
 from imagegate.core.staging import StagedBlob
+from tests.fakes.upstream import noisy_png, png_chunk
 
-
-def noisy_png() -> bytes:
-    out = io.BytesIO()
-    Image.frombytes("RGB", (64, 64), random.Random(1).randbytes(64 * 64 * 3)).save(out, "PNG")
-    return out.getvalue()
-
-
-PNG = noisy_png()
+PNG = noisy_png(64)
 
 
 def jpeg() -> bytes:
@@ -76,11 +69,7 @@ def bomb() -> bytes:
     deflated zeros: checked without the cap, it would be inflated for seconds."""
     zeros = zlib.compress(bytes(1 << 30), 9)[: 1 << 20]
     header = struct.pack(">IIBBBBB", 60000, 60000, 16, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zeros)
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zeros)
 
 
 def test_no_check_as_written_without_a_pixel_cap(tmp_path: Path) -> None:
@@ -197,7 +186,7 @@ def test_the_scan_for_the_first_idat_goes_on_where_it_stopped(
     """A PNG of many small chunks before its pixels, written in small pieces (as an
     upstream may send it): each write's scan starts where the last one stopped, never
     from the start again, which would be quadratic in what is held."""
-    texts = b"".join(chunk(b"tEXt", b"k\x00v") for _ in range(500))
+    texts = b"".join(png_chunk(b"tEXt", b"k\x00v") for _ in range(500))
     data = PNG[:33] + texts + PNG[33:]
     starts: list[int] = []
     scan = staging._takes_chunk

@@ -3,7 +3,6 @@ edits, through MCP over HTTP to a fake Images API on 127.0.0.1."""
 
 import base64
 import io
-import random
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.fakes.upstream import (
     error_reply,
     images_reply,
     json_reply,
+    noisy_png,
     png_bytes,
     running_upstream,
     sse,
@@ -203,16 +203,7 @@ async def test_429_then_success(server: RunningServer, upstream: FakeUpstream) -
     assert len(upstream.calls(GENERATIONS)) == 2
 
 
-def noisy_png(side: int) -> bytes:
-    """Noise compresses badly: its base64 is past the spool's threshold (relays.wire)
-    and is checked as it is decoded."""
-    out = io.BytesIO()
-    Image.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3)).save(
-        out, format="PNG"
-    )
-    return out.getvalue()
-
-
+# Past the spool's threshold (relays.wire): checked as it is decoded.
 NOISY = noisy_png(200)
 FLIPPED = NOISY[:60_000] + bytes([NOISY[60_000] ^ 0x55]) + NOISY[60_001:]
 

@@ -9,6 +9,9 @@ import asyncio
 import base64
 import io
 import json
+import random
+import struct
+import zlib
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +32,21 @@ def png_bytes(size: tuple[int, int] = (64, 64), colour: str = "orange") -> bytes
     out = io.BytesIO()
     Image.new("RGB", size, colour).save(out, format="PNG")
     return out.getvalue()
+
+
+def noisy_png(side: int) -> bytes:
+    """A PNG of noise, which compresses badly: `side` x `side` pixels, about three
+    bytes each (its base64 is past the spool's threshold from about 150 px)."""
+    out = io.BytesIO()
+    pixels = random.Random(side).randbytes(side * side * 3)
+    Image.frombytes("RGB", (side, side), pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk with its length and CRC, to build files no encoder would write."""
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def b64(data: bytes) -> str:

@@ -2,8 +2,6 @@
 manifest that XMP would break, the room check counting the markings' bytes."""
 
 import hashlib
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from imagegate.service.marking import Marker
 from imagegate.storage.interfaces import AssetMeta
 from tests.conftest import ManualClock
 from tests.fakes.c2pa_ca import Credentials, make_credentials
+from tests.fakes.upstream import png_chunk
 from tests.service.test_images import ALICE, Asked, image_service, progress
 
 
@@ -158,13 +157,8 @@ def own_xmp(tmp_path: Path, source_type: str) -> bytes:
 CAMERA = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
 
 
-def chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data)
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
 def itxt(keyword: bytes, text: bytes) -> bytes:
-    return chunk(b"iTXt", keyword + b"\x00\x00\x00\x00\x00" + text)
+    return png_chunk(b"iTXt", keyword + b"\x00\x00\x00\x00\x00" + text)
 
 
 def after_the_pixels(data: bytes, chunk: bytes) -> bytes:
@@ -190,14 +184,14 @@ SENT: dict[str, Callable[[Path], bytes]] = {
     ),
     "a c2pa manifest": lambda tmp: signed_upstream(tmp).read_bytes(),
     "a c2pa chunk last": lambda tmp: after_the_pixels(
-        png(tmp / "plain.png").read_bytes(), chunk(b"caBX", b"a manifest store")
+        png(tmp / "plain.png").read_bytes(), png_chunk(b"caBX", b"a manifest store")
     ),
     "five camera packets last": lambda tmp: after_the_pixels(
         png(tmp / "plain.png").read_bytes(), camera_packet() * 5
     ),
     "two MiB of text first": lambda tmp: (
         (p := png(tmp / "plain.png").read_bytes())[:33]
-        + chunk(b"tEXt", b"k\x00" + bytes(2 << 20))
+        + png_chunk(b"tEXt", b"k\x00" + bytes(2 << 20))
         + p[33:]
     ),
 }

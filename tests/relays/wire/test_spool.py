@@ -14,6 +14,7 @@ from imagegate.core.base64data import Base64Error
 from imagegate.core.errors import TooLarge
 from imagegate.core.staging import StagedBlob
 from imagegate.relays.wire.spool import JsonSpool, Spooled
+from tests.fakes.upstream import noisy_png
 
 # A PNG's first bytes, then noise: what matters is the base64 prefix and the length.
 IMAGE = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + random.Random(7).randbytes(3000)
@@ -216,14 +217,14 @@ def test_an_upstream_cannot_forge_a_spooled_marker(tmp_path: Path) -> None:
 def test_a_spooled_png_is_checked_as_it_is_decoded(tmp_path: Path) -> None:
     """Under a pixel cap (the service sets one), the image is found whole while it is
     decoded, and inspect_image makes no pass of its own; damaged, it is not."""
-    from tests.core.test_staging import PNG
+    png = noisy_png(64)
 
     def capped() -> StagedBlob:
         staged = StagedBlob(tmp_path, 1 << 20)
         staged.pixel_cap = 1 << 20
         return staged
 
-    for data, whole in ((PNG, True), (PNG[:-1], False)):
+    for data, whole in ((png, True), (png[:-1], False)):
         encoded = base64.b64encode(data).decode()
         spool = JsonSpool(capped, threshold=1024)
         document = json.dumps({"data": [{"b64_json": encoded}]}).encode()
