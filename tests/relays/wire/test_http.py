@@ -1,6 +1,9 @@
 import base64
+import importlib.abc
+import importlib.machinery
 import inspect
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,6 +90,35 @@ def test_upstream_answers_are_read_up_to_a_mebibyte_at_a_time() -> None:
     http_client(HttpRelayConfig(kind="test", base_url="https://api.test/v1"))
     assert "self.READ_NUM_BYTES" in inspect.getsource(httpcore.AsyncHTTP11Connection._receive_event)
     assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == 1 << 20
+
+
+class _ImportRecorder(importlib.abc.MetaPathFinder):
+    """Records each module import looks for (none is found here)."""
+
+    def __init__(self) -> None:
+        self.sought: list[str] = []
+
+    def find_spec(
+        self, fullname: str, path: object, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        self.sought.append(fullname)
+        return None
+
+
+async def test_httpcore_finds_sniffio_without_a_search() -> None:
+    """httpcore imports sniffio for each lock it sets up (several per upstream call).
+    Without sniffio installed, each of those imports fails after a search of sys.path
+    on the event loop; with it, the import is a lookup in sys.modules."""
+    async with httpcore.AsyncConnectionPool() as pool:
+        await pool.aclose()  # sets up the pool's lock: sniffio is imported now, if ever
+        recorder = _ImportRecorder()
+        sys.meta_path.insert(0, recorder)
+        try:
+            async with httpcore.AsyncConnectionPool() as other:
+                await other.aclose()
+        finally:
+            sys.meta_path.remove(recorder)
+    assert "sniffio" not in recorder.sought
 
 
 @pytest.mark.parametrize("stage_given", [True, False])
