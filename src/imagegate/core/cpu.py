@@ -7,13 +7,16 @@ freed slots go round-robin to the subjects that wait: one caller with sixteen la
 images in flight gets a turn, then the next caller does, instead of the others queueing
 behind all sixteen. Outside a share (the command line, tests) a step just runs.
 
+`fed_while_read` hands a stream's bytes to a worker thread in batches while more
+arrive: what arrives and what the thread does with it overlap.
+
 `acting_for(subject)` names the caller for the rest of a call (the MCP layer sets it
 once the caller is known); other turn-taking uses it too: the embedded database gives
 its connection round-robin by subject the same way, with a one-slot FairShare.
 """
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
@@ -104,6 +107,18 @@ def acting_for(subject: str) -> Iterator[None]:
         _subject.reset(token)
 
 
+@contextmanager
+def taking_turns(fair: FairShare | None, subject: str) -> Iterator[None]:
+    """Work in this block is for `subject`, and its CPU-bound steps take their turns
+    through `fair` (when there is one: not on the command line or in some tests)."""
+    if fair is None:
+        with acting_for(subject):
+            yield
+        return
+    with fair.acting_for(subject):
+        yield
+
+
 def acting_subject() -> str:
     """Whom the current work is for; "" outside any call (housekeeping, downloads)."""
     return _subject.get()
@@ -117,3 +132,42 @@ async def run_cpu(work: Callable[..., T], *args: object) -> T:
     share, subject = acting
     async with share.slot(subject):
         return await anyio.to_thread.run_sync(work, *args)
+
+
+BATCH_BYTES = 1 << 20
+"""Bytes of a stream handed to a worker thread at once: fewer, larger hand-offs."""
+
+
+async def fed_while_read(
+    chunks: AsyncIterable[bytes], feed: Callable[[list[bytes]], None]
+) -> list[bytes]:
+    """Read `chunks`, each full batch (BATCH_BYTES) fed to `feed` through `run_cpu`
+    while the next one is read: one batch in the thread and one arriving at most. The
+    pieces go to the thread as they came (no copy on the event loop). Returns the
+    last, partial batch, for the caller's last hand-off. A failure of either side is
+    raised as itself."""
+    batches, next_batch = anyio.create_memory_object_stream[list[bytes]]()
+
+    async def fed() -> None:
+        async with next_batch:
+            async for batch in next_batch:
+                await run_cpu(feed, batch)
+
+    batch: list[bytes] = []
+    size = 0
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(fed)
+            async with batches:
+                async for chunk in chunks:
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= BATCH_BYTES:
+                        await batches.send(batch)
+                        batch, size = [], 0
+    except BaseExceptionGroup as failed:
+        # The cause: the reader's failure, or the feeder's (the reader then finds the
+        # feeder gone: a BrokenResourceError, which says nothing more).
+        causes = [e for e in failed.exceptions if not isinstance(e, anyio.BrokenResourceError)]
+        raise (causes or list(failed.exceptions))[0] from None
+    return batch

@@ -5,8 +5,8 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from imagegate.access.policy import (
 from imagegate.config import Limits, Settings
 from imagegate.core import xmp
 from imagegate.core.clock import Clock
-from imagegate.core.cpu import FairShare, acting_for, run_cpu
+from imagegate.core.cpu import FairShare, run_cpu, taking_turns
 from imagegate.core.errors import ConfigError, ImagegateError, InvalidRequest, PermissionDenied
 from imagegate.core.ids import Subject, is_asset_id, parse_asset_id
 from imagegate.core.images import ImageFormat, ImageInfo
@@ -203,14 +203,8 @@ class ImageService:
         self.views = Views(assets, settings.view_cache_bytes, self.marker)
         self.presets = presets or Presets(settings, relays, None, clock)
 
-    @contextmanager
-    def _acting_for(self, subject: str) -> Iterator[None]:
-        if self._fair is None:
-            with acting_for(subject):
-                yield
-            return
-        with self._fair.acting_for(subject):
-            yield
+    def _acting_for(self, subject: str) -> AbstractContextManager[None]:
+        return taking_turns(self._fair, subject)
 
     @_for_caller
     async def _generate(

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
-from imagegate.core.cpu import run_cpu
+from imagegate.core.cpu import fed_while_read, run_cpu
 from imagegate.core.errors import RelayError
 from imagegate.core.metrics import Metrics, status_class
 from imagegate.core.tracing import Span, span
@@ -31,9 +31,6 @@ from imagegate.relays.wire.errors import error_fields, error_from_response, pars
 from imagegate.relays.wire.spool import JsonSpool
 
 log = logging.getLogger("imagegate.relays")
-
-_SPOOL_BATCH = 1 << 20
-"""Bytes of an answer handed to a worker thread at once: fewer, larger hand-offs."""
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -163,42 +160,12 @@ class Upstream:
                 raise self._not_json() from None
         spool = JsonSpool(stage)
         try:
-            return await run_cpu(_last, spool, await self._fed_while_read(response, spool))
+            rest = await fed_while_read(self.iter_capped(response), spool.feed_all)
+            return await run_cpu(_last, spool, rest)
         except ValueError:
             raise self._not_json() from None
         finally:
             spool.discard()
-
-    async def _fed_while_read(self, response: httpx.Response, spool: JsonSpool) -> list[bytes]:
-        """Read the body, each full batch fed to `spool` in a worker thread while the
-        next one is read (so the upstream's sending and our decoding overlap; one
-        batch in the thread and one arriving at most); return the last, partial one.
-        The pieces go to the thread as they came: no copy on the event loop."""
-        batches, next_batch = anyio.create_memory_object_stream[list[bytes]]()
-
-        async def feed() -> None:
-            async with next_batch:
-                async for batch in next_batch:
-                    await run_cpu(spool.feed_all, batch)
-
-        batch: list[bytes] = []
-        size = 0
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(feed)
-                async with batches:
-                    async for chunk in self.iter_capped(response):
-                        batch.append(chunk)
-                        size += len(chunk)
-                        if size >= _SPOOL_BATCH:
-                            await batches.send(batch)
-                            batch, size = [], 0
-        except BaseExceptionGroup as failed:
-            # The cause: the reader's failure, or the feeder's (the reader then finds
-            # the feeder gone: a BrokenResourceError, which says nothing more).
-            causes = [e for e in failed.exceptions if not isinstance(e, anyio.BrokenResourceError)]
-            raise (causes or list(failed.exceptions))[0] from None
-        return batch
 
     def _not_json(self) -> RelayError:
         return RelayError(f"relay {self.relay!r} answered with something that is not JSON")
