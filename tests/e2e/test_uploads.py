@@ -4,6 +4,7 @@ scope and storage quota that guard it."""
 
 import io
 import random
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from fastmcp.exceptions import ToolError
 from PIL import Image
 
 from imagegate.config import Limits, QuotaSettings
+from imagegate.core import images
+from imagegate.core.staging import StagedBlob
 from tests.conftest import ManualClock
 from tests.e2e.harness import RunningServer, running_server, team_files
 
@@ -238,15 +241,43 @@ async def test_location_is_removed_and_the_pixels_kept(server: RunningServer) ->
     assert uploaded["bytes"] == len(stored) < len(original)
 
 
-async def test_a_truncated_image_is_unsupported(server: RunningServer) -> None:
+@pytest.mark.parametrize("side", [64, 1000])  # one piece; several batches (3 MB)
+async def test_a_truncated_image_is_unsupported(server: RunningServer, side: int) -> None:
     whole = io.BytesIO()
-    Image.frombytes("RGB", (64, 64), _noise(64)).save(whole, format="PNG")
+    Image.frombytes("RGB", (side, side), _noise(side)).save(whole, format="PNG")
     link = await tool(server, "create_upload_link")
     async with httpx.AsyncClient() as client:
-        response = await client.put(link["upload_url"], content=whole.getvalue()[:5000])
+        response = await client.put(link["upload_url"], content=whole.getvalue()[:-5000])
     assert response.status_code == 415
     assert "damaged or truncated" in response.json()["error"]
     assert leftovers(server) == []
+
+
+async def test_a_png_is_written_and_checked_off_the_event_loop(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body goes to a worker thread in batches while more arrives, where it is
+    written, hashed and checked: the event loop (this test's thread) writes none of
+    it, and no second pass over the file checks it again."""
+    writers: set[bool] = set()
+    write = StagedBlob.write
+
+    def recorded(staged: StagedBlob, chunk: bytes) -> None:
+        writers.add(threading.current_thread() is threading.main_thread())
+        write(staged, chunk)
+
+    whole_file_checks: list[Path] = []
+    monkeypatch.setattr(StagedBlob, "write", recorded)
+    monkeypatch.setattr(images, "check_png", whole_file_checks.append)
+    big = tmp_path / "photo.png"
+    noisy_png(big, 1000)
+    link = await tool(server, "create_upload_link")
+    async with httpx.AsyncClient() as client:
+        response = await client.put(link["upload_url"], content=big.read_bytes())
+    assert response.status_code == 201, response.text
+    assert response.json()["bytes"] == big.stat().st_size
+    assert writers == {False}
+    assert whole_file_checks == []
 
 
 async def test_a_form_is_capped_as_a_whole_and_a_bad_one_costs_no_link(

@@ -2,6 +2,7 @@ import base64
 import io
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from PIL import Image
 from imagegate.config import read_secret_env
 from imagegate.core.errors import ConfigError, ContentRefused, RelayError
 from imagegate.core.images import ImageFormat
+from imagegate.core.staging import StagedBlob
 from imagegate.relays.base import ImageRequest, InputImage, Size
 from imagegate.relays.openrouter import OpenRouterRelay, OpenRouterRelayConfig
 from imagegate.storage.files import FileBlobStore
@@ -210,6 +212,36 @@ async def test_https_image_link_is_fetched_without_the_key(
     headers = fetch.calls[0].request.headers
     assert "authorization" not in headers
     assert KEY not in str(headers)
+
+
+async def test_a_fetched_image_is_written_and_checked_in_a_worker_thread(
+    relay: OpenRouterRelay,
+    router: respx.Router,
+    blobs: FileBlobStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not on the event loop (this test's thread), and checked as a PNG as it is
+    written, so that the service's inspection makes no second pass over it."""
+    writers: set[bool] = set()
+    write = StagedBlob.write
+
+    def recorded(staged: StagedBlob, chunk: bytes) -> None:
+        writers.add(threading.current_thread() is threading.main_thread())
+        write(staged, chunk)
+
+    def stage() -> StagedBlob:
+        staged = blobs.stage()
+        staged.pixel_cap = 10_000  # as the service sets it: the check runs under one
+        return staged
+
+    monkeypatch.setattr(StagedBlob, "write", recorded)
+    picture = png("orange")
+    router.post(ENDPOINT).respond(json=completion("https://cdn.images.test/out/1.png"))
+    router.get("https://cdn.images.test/out/1.png").respond(content=picture)
+    [image] = await relay.generate(simple(), stage, Progress())
+    assert image.staged.path.read_bytes() == picture
+    assert writers == {False}
+    assert image.staged.png_whole
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,11 @@ class StagedBlob:
         if takes is not None or len(self._held) > _HOLD:
             self._let_go(insert=bool(takes))
 
+    def write_all(self, pieces: list[bytes]) -> None:
+        """`write` a batch of a stream's pieces at once, in a worker thread (core.cpu):
+        one pass of the hash and the check over it, not one per piece."""
+        self.write(b"".join(pieces))
+
     def _let_go(self, insert: bool) -> None:
         held, chunk = bytes(self._held), self._insert
         self._held, self._insert = bytearray(), None

@@ -13,12 +13,11 @@ import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from imagegate.access.policy import Caller
 from imagegate.config import Settings
 from imagegate.core.clock import Clock
-from imagegate.core.cpu import FairShare, run_cpu
+from imagegate.core.cpu import FairShare, fed_while_read, run_cpu, taking_turns
 from imagegate.core.errors import ImageRejected, InvalidRequest
 from imagegate.core.ids import UploadId, new_upload_id
 from imagegate.core.images import ImageInfo, inspect_image
@@ -123,12 +122,14 @@ class Uploads:
     async def receive(self, ticket: UploadTicket, body: AsyncIterator[bytes]) -> Asset:
         """Store the body as the ticket owner's image. TooLarge, ImageRejected or
         QuotaExceeded when it can't be; nothing is left behind then."""
-        staged = self._assets.stage()
+        staged = self._stage()
         try:
-            async for chunk in body:
-                staged.write(chunk)  # buffered: the page cache takes it at once
-            staged.finish()
-            staged, info = await self._checked(ticket, staged)
+            with taking_turns(self._fair, ticket.owner):
+                # Written, hashed and checked in a worker thread while more arrives.
+                rest = await fed_while_read(body, staged.write_all)
+                await run_cpu(staged.write_all, rest)
+                staged.finish()
+                staged, info = await self._clean(staged)
             meta = AssetMeta(
                 relay=UPLOAD_RELAY,
                 prompt="",
@@ -152,23 +153,25 @@ class Uploads:
         finally:
             staged.discard()  # a no-op once committed
 
-    async def _checked(
-        self, ticket: UploadTicket, staged: StagedBlob
-    ) -> tuple[StagedBlob, ImageInfo]:
-        """The upload inspected and, unless kept by the operator, without location
-        metadata (a new staging file then; the first is discarded)."""
-        if self._fair is None:
-            return await self._clean(staged)
-        with self._fair.acting_for(ticket.owner):
-            return await self._clean(staged)
+    def _stage(self) -> StagedBlob:
+        """A staging file that checks a PNG as it is written (under the pixel cap)."""
+        staged = self._assets.stage()
+        staged.pixel_cap = self._settings.max_image_pixels
+        staged.check_as_png()
+        return staged
 
-    def _inspect(self, path: Path) -> ImageInfo:
+    def _inspect(self, staged: StagedBlob) -> ImageInfo:
         return inspect_image(
-            path, max_bytes=self.max_bytes, max_pixels=self._settings.max_image_pixels
+            staged.path,
+            max_bytes=self.max_bytes,
+            max_pixels=self._settings.max_image_pixels,
+            png_whole=staged.png_whole,
         )
 
     async def _clean(self, staged: StagedBlob) -> tuple[StagedBlob, ImageInfo]:
-        info = await run_cpu(self._inspect, staged.path)
+        """The upload inspected and, unless kept by the operator, without location
+        metadata (a new staging file then; the first is discarded)."""
+        info = await run_cpu(self._inspect, staged)
         if not self._settings.strip_location:
             return staged, info
         try:
@@ -180,11 +183,11 @@ class Uploads:
             ) from None
         if not edits:
             return staged, info
-        cleaned = self._assets.stage()
+        cleaned = self._stage()
         try:
             await run_cpu(apply_edits, staged.path, edits, cleaned.write)
             cleaned.finish()
-            cleaned_info = await run_cpu(self._inspect, cleaned.path)
+            cleaned_info = await run_cpu(self._inspect, cleaned)
         except BaseException:
             cleaned.discard()
             raise

@@ -15,6 +15,7 @@ import socket
 import anyio
 import httpx
 
+from imagegate.core.cpu import fed_while_read, run_cpu
 from imagegate.core.errors import RelayError
 from imagegate.core.staging import StagedBlob
 from imagegate.relays.wire.http import Upstream
@@ -48,8 +49,10 @@ class ImageFetcher:
         try:
             if not response.is_success:
                 raise RelayError(f"{failed} (HTTP {response.status_code})")
-            async for chunk in self._upstream.iter_capped(response):
-                staged.write(chunk)
+            # Written, hashed and checked in a worker thread while more arrives.
+            staged.check_as_png()
+            rest = await fed_while_read(self._upstream.iter_capped(response), staged.write_all)
+            await run_cpu(staged.write_all, rest)
         except (httpx.TransportError, httpx.StreamError) as err:
             raise RelayError(f"{failed} ({type(err).__name__})") from None
         finally:
