@@ -3,8 +3,10 @@
 Starts `imagegate serve` as a real process on 127.0.0.1, makes upload links through
 MCP, and PUTs a ~20 MB noisy PNG (it barely compresses) streamed from disk with httpx:
 one at a time for throughput (MB/s, beside `shutil.copyfile` plus fsync of the same
-file on the same disk), then 8 at once, reading the server's peak RSS growth over idle
-(goal: a few MB per upload, not the file's size: the body streams to disk).
+file on the same disk) and for the server's CPU time per upload (its event loop's, which
+every other caller waits on, and all threads'), then 8 at once, reading the server's
+peak RSS growth over idle (goal: a few MB per upload, not the file's size: the body
+streams to disk).
 
     .venv/bin/python bench/bench_uploads.py [--rounds 5]
 """
@@ -27,7 +29,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import imagegate_server, median, peak_rss_mib, reset_peak_rss, rss_mib
+from common import (
+    cpu_seconds,
+    imagegate_server,
+    median,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+)
 
 
 def noisy_png(path: Path, side: int) -> None:
@@ -84,8 +93,13 @@ async def main() -> None:
                 idle = rss_mib(server.pid)
                 uploads = []
                 copies = []
+                loop_cpu = all_cpu = 0.0
                 for link in await links(url, token, args.rounds):
+                    loop_before, all_before = cpu_seconds(server.pid)
                     uploads.append(await put(client, link, image))
+                    loop_after, all_after = cpu_seconds(server.pid)
+                    loop_cpu += loop_after - loop_before
+                    all_cpu += all_after - all_before
                     copies.append(local_copy(image, Path(work) / "copy.png"))
                 reset_peak_rss(server.pid)
                 concurrent = await links(url, token, 8)
@@ -95,6 +109,10 @@ async def main() -> None:
                 peak = peak_rss_mib(server.pid)
         print(f"imagegate upload bench: {mb:.1f} MB noisy PNG, PUT streamed from disk")
         print(f"one upload:        {mb / median(uploads):7.1f} MB/s (median of {args.rounds})")
+        print(
+            f"server CPU:        {loop_cpu / args.rounds * 1000:7.1f} ms per upload on the "
+            f"event loop, {all_cpu / args.rounds * 1000:.1f} ms in all (mean of {args.rounds})"
+        )
         print(f"local copy+fsync:  {mb / median(copies):7.1f} MB/s (same file, same disk)")
         print(
             f"8 at once:         {8 * mb / together:7.1f} MB/s in all; server RSS idle "

@@ -44,6 +44,17 @@ def reset_peak_rss(pid: int) -> None:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) so far of the process's main thread (an asyncio
+    server's event loop) and of the whole process."""
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return used(f"/proc/{pid}/task/{pid}/stat"), used(f"/proc/{pid}/stat")
+
+
 def wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
