@@ -279,29 +279,10 @@ that call 8.4-9.2x its idle time instead of 9.5-12x, 64 concurrent generations 3
 a second instead of 33-34 (bench/compare.py --quick, 2 runs each)."""
 
 
-SOCKET_READ_BYTES = 1 << 20
-"""What one read of a socket may take (asyncio's default: 256 KiB). Images arrive by
-megabytes (an upstream's answer, an upload), and each read is a trip through the
-protocol stack on the event loop: with 1 MiB, a 1024 px generation took 7.6-8.4 ms of
-the loop's CPU instead of 8.9-9.3 ms during 16 x 1024 px bursts, and a 20 MB upload
-10.8-12.5 ms instead of 15.0-17.5 ms."""
-
-
-def read_more_at_once() -> None:
-    """Let each read of a socket take up to SOCKET_READ_BYTES: asyncio has no setting
-    for it, so this is its selector transport's class attribute (for every connection
-    of the process; tests/e2e/test_cli.py checks that asyncio still reads it)."""
-    from asyncio import selector_events
-
-    # A private class, which typeshed leaves out.
-    selector_events._SelectorSocketTransport.max_size = SOCKET_READ_BYTES  # type: ignore[attr-defined]
-
-
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from imagegate.server import build_app, setup_tracing
 
     sys.setswitchinterval(SWITCH_INTERVAL)
-    read_more_at_once()
     _fastmcp_logging()
     tracing = setup_tracing(settings)
     try:

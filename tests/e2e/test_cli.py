@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import gc
-import inspect
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import stat
 import subprocess
 import sys
 import time
-from asyncio import selector_events
 from pathlib import Path
 
 import httpx
@@ -27,7 +25,7 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.cli import SOCKET_READ_BYTES, _listen, read_more_at_once, settle
+from imagegate.cli import _listen, settle
 from imagegate.storage.sqlite.schema import LATEST
 from tests.e2e.processes import clean_env, free_port, run, serving
 from tests.fakes.upstream import images_reply, json_reply, png_bytes, running_upstream, slow
@@ -706,19 +704,6 @@ def test_the_listener_is_tcp_so_that_answers_are_not_delayed(host: str) -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
     finally:
         sock.close()
-
-
-def test_a_socket_read_takes_up_to_a_mebibyte() -> None:
-    """serve lets each read of a socket take 1 MiB, through asyncio's transport class
-    attribute: asyncio must still read it there."""
-    transport = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
-    assert "self.max_size" in inspect.getsource(transport._read_ready__data_received)
-    before = transport.max_size
-    try:
-        read_more_at_once()
-        assert transport.max_size == SOCKET_READ_BYTES == 1 << 20
-    finally:
-        transport.max_size = before
 
 
 def test_settling_takes_what_start_up_made_out_of_full_collections() -> None:
