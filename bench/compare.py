@@ -37,7 +37,7 @@ from fastmcp.client.auth import BearerAuth
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import free_port, median, peak_rss_mib, reset_peak_rss, rss_mib
+from common import cpu_seconds, free_port, median, peak_rss_mib, reset_peak_rss, rss_mib
 from compare_targets import COMPETITOR_VERSION, Competitor, Imagegate, Target, prompt
 
 SIDES = (256, 1024, 2048)
@@ -244,7 +244,9 @@ async def probes(server: Running, settings: Settings) -> Figures:
 async def burst(server: Running, settings: Settings) -> Figures:
     """One 256 px call by one caller while another caller's 16 x 1024 px are under way.
     Its floor: the same image fetched straight from the upstream during the same burst
-    (which the one fake upstream serves too: its 48 MB are in the way)."""
+    (which the one fake upstream serves too: its 48 MB are in the way). Then bursts
+    alone, for the server's CPU time per call (/proc: its main thread, the event loop,
+    and all its threads)."""
     target = server.target
     async with (
         server.client("light") as light,
@@ -281,7 +283,18 @@ async def burst(server: Running, settings: Settings) -> Figures:
             (await during_burst(lambda: fetch_direct(http, target.upstream, 256)))[0]
             for _ in range(settings.burst_trials)
         ]
+        # What one call of the burst costs the server: its event loop's share is what
+        # every other caller waits behind.
+        loop_before, all_before = cpu_seconds(server.process.pid)
+        for _ in range(settings.burst_trials):
+            await asyncio.gather(
+                *(target.generate(heavy, 1024, server.directory) for _ in range(BURST))
+            )
+        loop_after, all_after = cpu_seconds(server.process.pid)
+        calls = settings.burst_trials * BURST
     return {
+        "burst_loop_cpu": (loop_after - loop_before) / calls * 1000,
+        "burst_all_cpu": (all_after - all_before) / calls * 1000,
         "burst_floor": median(floor),
         "burst_idle": median(idle),
         "burst_small": median(loaded),
@@ -498,6 +511,8 @@ def rows(png: dict[int, int], direct: Figures) -> list[Row]:
             lambda i, c: i <= 3,
             2,
         ),
+        Row("server CPU per 1024 px call of the burst: event loop", "burst_loop_cpu", "ms"),
+        Row("  all threads", "burst_all_cpu", "ms"),
         Row("idle /healthz p50", "healthz", "ms"),
         Row("unauthenticated request p50 (401)", "unauthenticated", "ms"),
         Row("authenticated server_info tool call p50", "server_info", "ms"),
