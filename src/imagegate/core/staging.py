@@ -20,7 +20,6 @@ from types import TracebackType
 from imagegate.core.errors import TooLarge
 from imagegate.core.pngcheck import DamagedPng, PngCheck, Seen
 
-_SLICE = 1 << 20
 _PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"
 _PNG_HEAD_SIZE = 33
 """The signature and a 13-byte IHDR chunk: where `insert_after_ihdr` writes."""
@@ -70,11 +69,8 @@ class StagedBlob:
 
     def hash_file(self) -> None:
         """Blocking: set `sha256` of a finished blob whose hash was deferred."""
-        digest = hashlib.sha256()
         with self.path.open("rb") as fh:
-            while piece := fh.read(_SLICE):
-                digest.update(piece)
-        self.sha256 = digest.hexdigest()
+            self.sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
 
     def insert_after_ihdr(self, chunk: bytes) -> None:
         """Before the first write: put `chunk` into the file right after the IHDR of
